@@ -1,0 +1,249 @@
+package ember
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// dedupWindow is how many log entries a request ID is remembered for. A retry comes within
+// seconds of its original, far inside this window.
+const dedupWindow = 100_000
+
+// fsm is the raft state machine: it applies commands to the MVCC state, keeps its own applied
+// index (raft's AppliedIndex runs ahead of the FSM), and hands out read views.
+//
+// Concurrency: raft calls ApplyBatch, Snapshot and Restore from one goroutine. Readers call view
+// and waitApplied from any goroutine.
+type fsm struct {
+	log hclog.Logger
+
+	// mu guards st and dedupOrder, and is held for a whole apply batch.
+	// Lock order: fsm.mu, then watchHub.mu.
+	mu         sync.Mutex
+	st         *mvccState
+	dedupOrder []dedupRef // request IDs in apply order, for expiry
+
+	applied    atomic.Uint64 // index of the last entry applied to st
+	appliedSig signal        // fired after every batch
+
+	current atomic.Pointer[readView]
+
+	// Observers, set before raft starts and never changed.
+	watch  *watchHub
+	lessor *lessor
+}
+
+type dedupRef struct {
+	index uint64
+	id    wire.RequestID
+}
+
+// readView is an immutable copy of the state at an applied index. Any number of goroutines read
+// it without locks.
+type readView struct {
+	st      *mvccState
+	applied uint64
+}
+
+func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor) *fsm {
+	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor}
+}
+
+// Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies a batch of committed entries. It never blocks on a consumer: watch events
+// go into bounded per-watcher queues, and lease changes into the lessor's queue.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	var revs []revEvents
+	var leaseChanges []leaseChange
+	f.mu.Lock()
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue // configuration entries only advance the applied index
+		}
+		res, evs, lc := f.applyCommand(l)
+		out[i] = res
+		if len(evs) > 0 {
+			revs = append(revs, revEvents{rev: res.Revision, events: evs})
+		}
+		leaseChanges = append(leaseChanges, lc...)
+	}
+	last := logs[len(logs)-1].Index
+	f.applied.Store(last)
+	if len(revs) > 0 {
+		f.watch.notify(revs, f.st.rev)
+	}
+	f.mu.Unlock()
+	if len(leaseChanges) > 0 {
+		f.lessor.observe(leaseChanges)
+	}
+	f.appliedSig.fire()
+	return out
+}
+
+// leaseChange tells the lessor what the log did to a lease.
+type leaseChange struct {
+	id          int64
+	ttl         int64 // granted TTL, for a grant
+	revoked     bool
+	checkpoint  bool
+	remainingMs int64 // for a checkpoint
+}
+
+func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange) {
+	cmd, err := wire.UnmarshalCommand(l.Data)
+	if err != nil {
+		// Only a member can append to the log, and members validate what they propose, so this
+		// is a bug or corruption. Failing the one entry keeps every member identical.
+		f.log.Error("undecodable log entry", "index", l.Index, "error", err)
+		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}, nil, nil
+	}
+	if !cmd.ID.IsZero() {
+		if e, ok := f.st.dedup.Get(&dedupEntry{id: cmd.ID}); ok {
+			return e.result, nil, nil
+		}
+	}
+	res, evs, lc := f.execute(cmd)
+	if !cmd.ID.IsZero() {
+		f.remember(cmd.ID, l.Index, res)
+	}
+	return res, evs, lc
+}
+
+func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) {
+	st := f.st
+	switch cmd.Kind {
+	case wire.KindTxn:
+		if code := validateTxn(cmd.Txn, 0); code != wire.CodeOK {
+			return &wire.Result{Code: code, Revision: st.rev}, nil, nil
+		}
+		res, evs := st.applyTxn(cmd.Txn)
+		return res, evs, nil
+	case wire.KindCompact:
+		code := st.compact(cmd.Revision)
+		return &wire.Result{Code: code, Revision: st.rev}, nil, nil
+	case wire.KindLeaseGrant:
+		code := st.grantLease(cmd.LeaseID, cmd.LeaseTTL)
+		res := &wire.Result{Code: code, Revision: st.rev, LeaseID: cmd.LeaseID, LeaseTTL: cmd.LeaseTTL}
+		if code != wire.CodeOK {
+			return res, nil, nil
+		}
+		return res, nil, []leaseChange{{id: cmd.LeaseID, ttl: cmd.LeaseTTL}}
+	case wire.KindLeaseRevoke:
+		code, evs := st.revokeLease(cmd.LeaseID)
+		res := &wire.Result{Code: code, Revision: st.rev}
+		if code != wire.CodeOK {
+			return res, nil, nil
+		}
+		return res, evs, []leaseChange{{id: cmd.LeaseID, revoked: true}}
+	case wire.KindLeaseCheckpoint:
+		applied := st.checkpointLeases(cmd.Checkpoints)
+		lcs := make([]leaseChange, len(applied))
+		for i, cp := range applied {
+			lcs[i] = leaseChange{id: cp.ID, checkpoint: true, remainingMs: cp.RemainingMs}
+		}
+		return &wire.Result{Revision: st.rev}, nil, lcs
+	default: // wire.KindLeaderStart: a marker; its apply tells the new leader the log is caught up
+		return &wire.Result{Revision: st.rev}, nil, nil
+	}
+}
+
+// remember stores a result for deduplication and expires entries older than the window.
+func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
+	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: res})
+	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
+	n := 0
+	for n < len(f.dedupOrder) && f.dedupOrder[n].index+dedupWindow < index {
+		f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[n].id})
+		n++
+	}
+	if n > 0 {
+		f.dedupOrder = append(f.dedupOrder[:0], f.dedupOrder[n:]...)
+	}
+}
+
+// view returns a read view at least as new as the last applied batch.
+func (f *fsm) view() *readView {
+	if v := f.current.Load(); v != nil && v.applied == f.applied.Load() {
+		return v
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	applied := f.applied.Load()
+	if v := f.current.Load(); v != nil && v.applied == applied {
+		return v
+	}
+	v := &readView{st: f.st.clone(), applied: applied}
+	f.current.Store(v)
+	return v
+}
+
+// waitApplied blocks until the state has applied index idx. A cancelled ctx abandons the wait.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		ch := f.appliedSig.wait()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Snapshot captures the state in O(1); Persist writes it while applies go on.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied.Load()}, nil
+}
+
+// Restore replaces the whole state with a snapshot's.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, applied, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.st = st
+	f.dedupOrder = f.dedupOrder[:0]
+	st.dedup.Scan(func(e *dedupEntry) bool {
+		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
+		return true
+	})
+	sortDedup(f.dedupOrder)
+	f.applied.Store(applied)
+	f.current.Store(nil)
+	f.watch.restored(st)
+	f.mu.Unlock()
+	f.lessor.restored()
+	f.appliedSig.fire()
+	return nil
+}
+
+type fsmSnapshot struct {
+	st      *mvccState
+	applied uint64
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := writeSnapshot(sink, s.st, s.applied); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

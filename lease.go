@@ -1,0 +1,609 @@
+package ember
+
+import (
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// LeaseID identifies a lease.
+type LeaseID int64
+
+// NoLease is the lease of a key that has none.
+const NoLease LeaseID = 0
+
+// LeaseGrantResponse answers Grant.
+type LeaseGrantResponse struct {
+	Header ResponseHeader
+	ID     LeaseID
+	TTL    int64 // seconds; may be raised to the minimum TTL
+}
+
+// LeaseRevokeResponse answers Revoke.
+type LeaseRevokeResponse struct {
+	Header ResponseHeader
+}
+
+// LeaseKeepAliveResponse answers one keepalive.
+type LeaseKeepAliveResponse struct {
+	Header ResponseHeader
+	ID     LeaseID
+	TTL    int64 // seconds the lease now has left
+}
+
+// LeaseTimeToLiveResponse answers TimeToLive.
+type LeaseTimeToLiveResponse struct {
+	Header     ResponseHeader
+	ID         LeaseID
+	TTL        int64    // seconds left; -1 if the lease is unknown or expired
+	GrantedTTL int64    // the TTL it was granted with
+	Keys       [][]byte // attached keys, with WithAttachedKeys
+}
+
+// LeaseStatus describes one lease in a Leases listing.
+type LeaseStatus struct {
+	ID LeaseID
+}
+
+// LeaseLeasesResponse answers Leases.
+type LeaseLeasesResponse struct {
+	Header ResponseHeader
+	Leases []LeaseStatus
+}
+
+// LeaseOption configures TimeToLive.
+type LeaseOption func(*leaseOp)
+
+type leaseOp struct{ attachedKeys bool }
+
+// WithAttachedKeys makes TimeToLive list the keys attached to the lease.
+func WithAttachedKeys() LeaseOption { return func(o *leaseOp) { o.attachedKeys = true } }
+
+// minLeaseTTL is ceil(1.5 × election timeout) in seconds, as etcd: a shorter lease could expire
+// during a leader election.
+func (s *Store) minLeaseTTL() int64 {
+	return int64(math.Ceil(1.5 * s.cfg.electionTimeout.Seconds()))
+}
+
+// Grant creates a lease that lives ttl seconds unless kept alive. A ttl below the minimum
+// (ceil(1.5 × election timeout), 2 s by default) is raised to it.
+func (s *Store) Grant(ctx context.Context, ttl int64) (*LeaseGrantResponse, error) {
+	if ttl > maxLeaseTTL {
+		return nil, ErrTTLTooLarge
+	}
+	ttl = max(ttl, s.minLeaseTTL())
+	for {
+		id := randomLeaseID()
+		res, err := s.propose(ctx, &wire.Command{Kind: wire.KindLeaseGrant, LeaseID: id, LeaseTTL: ttl})
+		if errors.Is(err, ErrLeaseExists) {
+			continue // a random ID collided; pick another
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &LeaseGrantResponse{Header: s.header(res.Revision), ID: LeaseID(id), TTL: ttl}, nil
+	}
+}
+
+func randomLeaseID() int64 {
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		if id := int64(binary.BigEndian.Uint64(b[:]) >> 1); id != 0 {
+			return id
+		}
+	}
+}
+
+// Revoke deletes the lease and every key attached to it, at one revision.
+func (s *Store) Revoke(ctx context.Context, id LeaseID) (*LeaseRevokeResponse, error) {
+	res, err := s.propose(ctx, &wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: int64(id)})
+	if err != nil {
+		return nil, err
+	}
+	return &LeaseRevokeResponse{Header: s.header(res.Revision)}, nil
+}
+
+// Leases lists every live lease.
+func (s *Store) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
+	v, err := s.linearizableView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &LeaseLeasesResponse{Header: s.header(v.st.rev)}
+	v.st.leases.Scan(func(l *leaseRecord) bool {
+		r.Leases = append(r.Leases, LeaseStatus{ID: LeaseID(l.id)})
+		return true
+	})
+	return r, nil
+}
+
+// TimeToLive reports how long a lease has left. Only the leader keeps lease clocks, so the
+// question goes to the leader. An unknown or expired lease has TTL -1 (and no error).
+func (s *Store) TimeToLive(ctx context.Context, id LeaseID, opts ...LeaseOption) (*LeaseTimeToLiveResponse, error) {
+	var o leaseOp
+	for _, opt := range opts {
+		opt(&o)
+	}
+	e := wire.Encoder{}
+	e.Varint(int64(id))
+	e.Bool(o.attachedKeys)
+	resp, err := s.onLeader(ctx, mTimeToLive, e.B)
+	if err != nil {
+		return nil, err
+	}
+	d := wire.NewDecoder(resp)
+	r := &LeaseTimeToLiveResponse{ID: id}
+	rev := d.Varint()
+	r.TTL, r.GrantedTTL = d.Varint(), d.Varint()
+	n := d.Len(d.Remaining())
+	for i := 0; i < n; i++ {
+		r.Keys = append(r.Keys, d.Bytes())
+	}
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	r.Header = s.header(rev)
+	return r, nil
+}
+
+// KeepAliveOnce renews the lease once, to its full TTL.
+func (s *Store) KeepAliveOnce(ctx context.Context, id LeaseID) (*LeaseKeepAliveResponse, error) {
+	e := wire.Encoder{}
+	e.Varint(int64(id))
+	resp, err := s.onLeader(ctx, mKeepAlive, e.B)
+	if err != nil {
+		return nil, err
+	}
+	d := wire.NewDecoder(resp)
+	rev, ttl := d.Varint(), d.Varint()
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	return &LeaseKeepAliveResponse{Header: s.header(rev), ID: id, TTL: ttl}, nil
+}
+
+// KeepAlive keeps the lease alive until ctx ends, renewing every third of its TTL, and sends each
+// renewal's answer on the returned channel. A consumer that does not read loses answers (the
+// channel holds 16), never renewals. The channel closes when ctx ends, the lease is gone, no
+// renewal succeeded for a whole TTL, or the store closes.
+func (s *Store) KeepAlive(ctx context.Context, id LeaseID) (<-chan *LeaseKeepAliveResponse, error) {
+	first, err := s.KeepAliveOnce(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *LeaseKeepAliveResponse, 16)
+	ch <- first
+	if !s.spawn(func() { s.keepAliveLoop(ctx, id, first, ch) }) {
+		close(ch)
+	}
+	return ch, nil
+}
+
+func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, last *LeaseKeepAliveResponse, ch chan *LeaseKeepAliveResponse) {
+	defer close(ch)
+	ttl := time.Duration(last.TTL) * time.Second
+	lastOK := time.Now()
+	next := ttl / 3
+	for {
+		t := time.NewTimer(next)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, ttl/3+time.Second)
+		r, err := s.KeepAliveOnce(rctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			lastOK, next = time.Now(), ttl/3
+			select {
+			case ch <- r:
+			default: // the consumer is behind; the renewal happened all the same
+			}
+		case errors.Is(err, ErrLeaseNotFound), errors.Is(err, ErrStopped):
+			return
+		case time.Since(lastOK) > ttl:
+			return // the lease has most likely expired
+		default:
+			next = 200 * time.Millisecond
+		}
+	}
+}
+
+// lessor tracks lease deadlines. Every member records, for each lease, the TTL left at the last
+// event the log told it about (grant or checkpoint) and its own clock time at that apply. Only
+// the leader turns that into deadlines and revokes expired leases, through the log.
+//
+// Keepalives are served by the leader from memory and are not replicated one by one: renewals
+// that arrive together are folded into one checkpoint entry, and a keepalive is answered once
+// its checkpoint is committed. So a new leader always knows every acknowledged renewal, and a
+// lease never expires before last keepalive + TTL, nor lingers past it by more than the time to
+// elect a leader. A long lease is also checkpointed periodically so that a restart of the whole
+// cluster does not give it back its full TTL.
+type lessor struct {
+	s *Store
+
+	mu     sync.Mutex // guards the fields below; never held across a raft call
+	known  map[int64]*leaseClock
+	leader bool
+	expiry expiryHeap          // leader only
+	batch  *renewBatch         // leader only: renewals waiting for the next checkpoint
+	wake   chan struct{}       // nudges run: new deadline or renewals
+}
+
+// leaseClock is what a member knows about one lease's time.
+type leaseClock struct {
+	ttl       int64         // granted TTL, seconds
+	at        time.Time     // local time the last event about this lease was applied
+	remaining time.Duration // TTL left at that event
+	deadline  time.Time     // leader only
+	expired   bool          // leader only: past its deadline, revoke under way; never renewed again
+}
+
+type renewBatch struct {
+	ids  map[int64]bool
+	done chan struct{}
+	err  error
+}
+
+const (
+	// checkpointEvery is how old a lease's last checkpoint may get before the leader writes a new
+	// one; it bounds how much TTL a full-cluster restart can give back.
+	checkpointEvery = 10 * time.Second
+	// maxCheckpointBatch caps the leases in one checkpoint entry.
+	maxCheckpointBatch = 1000
+	// maxRevokesInFlight bounds concurrent revoke proposals, as etcd.
+	maxRevokesInFlight = 16
+	// revokeRetry is how long a failed revoke waits before the leader tries again.
+	revokeRetry = 500 * time.Millisecond
+)
+
+func newLessor(s *Store) *lessor {
+	return &lessor{s: s, known: map[int64]*leaseClock{}, wake: make(chan struct{}, 1)}
+}
+
+func (l *lessor) nudge() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// observe records what the log did to leases; called after every apply batch.
+func (l *lessor) observe(changes []leaseChange) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range changes {
+		switch {
+		case c.revoked:
+			delete(l.known, c.id)
+		case c.checkpoint:
+			if lc := l.known[c.id]; lc != nil {
+				lc.at, lc.remaining = now, time.Duration(c.remainingMs)*time.Millisecond
+			}
+		default:
+			lc := &leaseClock{ttl: c.ttl, at: now, remaining: time.Duration(c.ttl) * time.Second}
+			l.known[c.id] = lc
+			if l.leader {
+				lc.deadline = now.Add(lc.remaining)
+				heap.Push(&l.expiry, expiryItem{id: c.id, deadline: lc.deadline})
+				l.nudge()
+			}
+		}
+	}
+}
+
+// restored rebuilds lease clocks after the state was replaced by a snapshot: the time since the
+// last checkpoint is unknown, so each lease restarts from its checkpointed remaining TTL.
+func (l *lessor) restored() {
+	now := time.Now()
+	v := l.s.fsm.view()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.known = map[int64]*leaseClock{}
+	v.st.leases.Scan(func(lr *leaseRecord) bool {
+		rem := time.Duration(lr.ttl) * time.Second
+		if lr.remainingMs > 0 {
+			rem = time.Duration(lr.remainingMs) * time.Millisecond
+		}
+		l.known[lr.id] = &leaseClock{ttl: lr.ttl, at: now, remaining: rem}
+		return true
+	})
+}
+
+// promote starts the leader's clocks; called once this leader has applied everything before
+// its term. Each deadline is what the log says is left, measured from when this member applied it.
+func (l *lessor) promote(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leader = true
+	l.expiry = l.expiry[:0]
+	for id, lc := range l.known {
+		lc.deadline, lc.expired = lc.at.Add(lc.remaining), false
+		l.expiry = append(l.expiry, expiryItem{id: id, deadline: lc.deadline})
+	}
+	heap.Init(&l.expiry)
+	l.nudge()
+}
+
+// demote stops the leader's clocks; renewals waiting for a checkpoint fail and are retried on
+// the new leader.
+func (l *lessor) demote() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leader = false
+	l.expiry = nil
+	if l.batch != nil {
+		l.batch.err = errNotLeader
+		close(l.batch.done)
+		l.batch = nil
+	}
+}
+
+// renew extends a lease to its full TTL and waits until the renewal is in the log.
+func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
+	l.mu.Lock()
+	if !l.leader {
+		l.mu.Unlock()
+		return 0, errNotLeader
+	}
+	lc := l.known[id]
+	now := time.Now()
+	if lc == nil || lc.expired || !now.Before(lc.deadline) {
+		l.mu.Unlock()
+		return 0, ErrLeaseNotFound // an expired lease is never brought back
+	}
+	lc.deadline = now.Add(time.Duration(lc.ttl) * time.Second)
+	heap.Push(&l.expiry, expiryItem{id: id, deadline: lc.deadline})
+	if l.batch == nil {
+		l.batch = &renewBatch{ids: map[int64]bool{}, done: make(chan struct{})}
+	}
+	b := l.batch
+	b.ids[id] = true
+	ttl := lc.ttl
+	l.mu.Unlock()
+	l.nudge()
+	select {
+	case <-b.done:
+		return ttl, b.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// handleRPC serves keepalive and time-to-live requests on the leader.
+func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) ([]byte, error) {
+	id := d.Varint()
+	keys := method == mTimeToLive && d.Bool()
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	if !l.s.IsLeader() {
+		return nil, errNotLeader
+	}
+	// The revision is taken before the renewal, so a keepalive can never claim a revision after
+	// a revoke of the same lease.
+	rev := l.s.fsm.view().st.rev
+	e := wire.Encoder{}
+	if method == mKeepAlive {
+		ttl, err := l.renew(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		e.Varint(rev)
+		e.Varint(ttl)
+		return e.B, nil
+	}
+	v, err := l.s.linearizableView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	lc := l.known[id]
+	ttl, granted := int64(-1), int64(0)
+	if lc != nil && l.leader {
+		granted = lc.ttl
+		if left := time.Until(lc.deadline); left > 0 {
+			ttl = int64(math.Ceil(left.Seconds()))
+		}
+	}
+	l.mu.Unlock()
+	e.Varint(v.st.rev)
+	e.Varint(ttl)
+	e.Varint(granted)
+	if keys && ttl >= 0 {
+		ks := v.st.leaseKeysOf(id)
+		e.Uvarint(uint64(len(ks)))
+		for _, k := range ks {
+			e.String(k)
+		}
+	} else {
+		e.Uvarint(0)
+	}
+	return e.B, nil
+}
+
+// run is the leader's lease loop: it revokes expired leases and writes checkpoints. On followers
+// it idles.
+func (l *lessor) run() {
+	sem := make(chan struct{}, maxRevokesInFlight)
+	ticker := time.NewTicker(checkpointEvery / 10)
+	defer ticker.Stop()
+	inFlight := false
+	done := make(chan *renewBatch, 1)
+	for {
+		wait := l.expireDue(sem)
+		if !inFlight {
+			if b, cps := l.takeCheckpoint(false); b != nil || len(cps) > 0 {
+				inFlight = true
+				go l.writeCheckpoint(b, cps, done)
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-l.wake:
+		case <-t.C:
+		case <-ticker.C:
+			if !inFlight {
+				if b, cps := l.takeCheckpoint(true); b != nil || len(cps) > 0 {
+					inFlight = true
+					go l.writeCheckpoint(b, cps, done)
+				}
+			}
+		case b := <-done:
+			inFlight = false
+			if b != nil {
+				close(b.done)
+			}
+		case <-l.s.ctx.Done():
+			t.Stop()
+			if inFlight {
+				if b := <-done; b != nil {
+					close(b.done)
+				}
+			}
+			return
+		}
+		t.Stop()
+	}
+}
+
+// expireDue starts revokes of expired leases and returns how long until the next deadline.
+func (l *lessor) expireDue(sem chan struct{}) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leader {
+		return time.Hour
+	}
+	now := time.Now()
+	for l.expiry.Len() > 0 {
+		top := l.expiry[0]
+		lc := l.known[top.id]
+		if lc == nil || !lc.deadline.Equal(top.deadline) {
+			heap.Pop(&l.expiry) // stale entry: renewed or revoked since
+			continue
+		}
+		if top.deadline.After(now) {
+			return top.deadline.Sub(now)
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			return 10 * time.Millisecond // rate limit: the revokes in flight finish first
+		}
+		// The lease stays in the heap at a retry time: if this revoke fails, it is tried again.
+		heap.Pop(&l.expiry)
+		lc.expired = true
+		lc.deadline = now.Add(revokeRetry)
+		heap.Push(&l.expiry, expiryItem{id: top.id, deadline: lc.deadline})
+		id := top.id
+		if !l.s.spawn(func() { l.revokeExpired(id, sem) }) {
+			<-sem
+		}
+	}
+	return time.Hour
+}
+
+// revokeExpired proposes the revoke of an expired lease, on this member only: if leadership moved,
+// the new leader expires the lease itself.
+func (l *lessor) revokeExpired(id int64, sem chan struct{}) {
+	defer func() { <-sem }()
+	cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseRevoke, LeaseID: id}
+	ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := l.s.submit(ctx, cmd.Marshal(nil), false); err != nil && !l.s.stopped() {
+		l.s.log.Debug("lease revoke failed; will retry", "lease", id, "error", err)
+	}
+	l.nudge()
+}
+
+// takeCheckpoint collects the pending renewals and, if periodic, the leases whose last
+// checkpoint is old.
+func (l *lessor) takeCheckpoint(periodic bool) (*renewBatch, []wire.LeaseCheckpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leader {
+		return nil, nil
+	}
+	now := time.Now()
+	var cps []wire.LeaseCheckpoint
+	add := func(id int64, lc *leaseClock) {
+		cps = append(cps, wire.LeaseCheckpoint{ID: id, RemainingMs: max(lc.deadline.Sub(now).Milliseconds(), 1)})
+	}
+	b := l.batch
+	l.batch = nil
+	if b != nil {
+		for id := range b.ids {
+			if lc := l.known[id]; lc != nil {
+				add(id, lc)
+			}
+		}
+	}
+	if periodic {
+		for id, lc := range l.known {
+			if len(cps) >= maxCheckpointBatch {
+				break
+			}
+			if b != nil && b.ids[id] {
+				continue
+			}
+			if now.Sub(lc.at) >= checkpointEvery && !lc.expired {
+				add(id, lc)
+			}
+		}
+	}
+	return b, cps
+}
+
+// writeCheckpoint commits a checkpoint entry and reports the renew batch it covers.
+func (l *lessor) writeCheckpoint(b *renewBatch, cps []wire.LeaseCheckpoint, done chan<- *renewBatch) {
+	var err error
+	if len(cps) > 0 {
+		cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseCheckpoint, Checkpoints: cps}
+		ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
+		_, err = l.s.submit(ctx, cmd.Marshal(nil), false)
+		cancel()
+	}
+	if b != nil && err != nil {
+		b.err = fmt.Errorf("ember: keepalive not recorded: %w", err)
+		if errors.Is(err, errNotLeader) || errors.Is(err, errLeadershipLost) {
+			b.err = errNotLeader // the client retries on the new leader
+		}
+	}
+	done <- b
+}
+
+type expiryItem struct {
+	id       int64
+	deadline time.Time
+}
+
+// expiryHeap orders lease deadlines, earliest first. It may hold stale entries for leases that
+// were renewed or revoked since; they are skipped when they reach the top.
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}

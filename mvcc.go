@@ -1,0 +1,615 @@
+package ember
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/tidwall/btree"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// record is one version of a key: a put, or a tombstone for a delete.
+//
+// Records are immutable once inserted. The trees of the live state share them with copies taken
+// for raft snapshots and read views, so changing a record in place would change history that a
+// concurrent reader is looking at.
+type record struct {
+	key       string
+	value     string
+	create    int64 // revision of the key's current generation's creation (0 for a tombstone)
+	mod       int64 // main revision of this change
+	sub       int64 // position of this change among the changes of revision mod
+	version   int64 // 1 at creation, +1 per put; 0 for a tombstone
+	lease     int64
+	tombstone bool
+}
+
+// recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
+// logical size the space quota is measured on.
+const recordOverhead = 64
+
+func (r *record) size() int64 { return int64(len(r.key)+len(r.value)) + recordOverhead }
+
+func (r *record) toWire(keysOnly bool) wire.KV {
+	kv := wire.KV{Key: []byte(r.key), CreateRevision: r.create, ModRevision: r.mod, Version: r.version}
+	if !keysOnly {
+		kv.Value = []byte(r.value)
+		kv.Lease = r.lease
+	}
+	return kv
+}
+
+// leaseRecord is a lease as the state machine knows it. Deadlines are not state: only the leader
+// keeps timers (see lessor); the state holds what a new leader needs to re-arm them.
+type leaseRecord struct {
+	id  int64
+	ttl int64 // granted TTL, seconds
+	// remainingMs is the TTL left at the last checkpoint, or 0 if the lease was never checkpointed
+	// (a new leader then starts it from the full TTL).
+	remainingMs int64
+}
+
+// leaseKey attaches key to lease; the set of them is ordered by (lease, key) so that a revoke
+// finds a lease's keys in key order.
+type leaseKey struct {
+	lease int64
+	key   string
+}
+
+// dedupEntry remembers the result of a command with a request ID, so that a retried command is
+// answered from here instead of being applied twice.
+type dedupEntry struct {
+	id     wire.RequestID
+	index  uint64 // raft index the command was applied at; entries expire by index
+	result *wire.Result
+}
+
+// mvccState is the whole replicated state. Every field is part of raft snapshots.
+//
+// The revision history of a key, as the three record trees see it (key "a" put at 2, put at 3,
+// deleted at 5, put again at 7; compacted at 0):
+//
+//	latest:  a@7                                   (live keys only, newest version)
+//	history: a@2 a@3 a@5(tombstone) a@7            (by key, then revision)
+//	revs:    2:a 3:a 5:a(tombstone) 7:a            (by revision: watch catch-up, compaction)
+//
+// A read at revision 4 finds a@3 in history; at 6 it finds the tombstone, so "a" is absent.
+// Compacting at 5 drops a@2 and a@3 (superseded by a change at or before 5) and the tombstone
+// a@5 (a key whose newest version at the compaction point is a delete does not exist there).
+type mvccState struct {
+	latest    *btree.BTreeG[*record]
+	history   *btree.BTreeG[*record]
+	revs      *btree.BTreeG[*record]
+	leases    *btree.BTreeG[*leaseRecord]
+	leaseKeys *btree.BTreeG[leaseKey]
+	dedup     *btree.BTreeG[*dedupEntry]
+
+	rev        int64 // current revision; 1 when empty
+	compactRev int64 // last compaction revision; 0 before any
+	size       int64 // logical bytes of all records in history
+}
+
+var treeOpts = btree.Options{NoLocks: true} // fsm.mu serializes writers; read views are never written
+
+func newMVCCState() *mvccState {
+	return &mvccState{
+		latest: btree.NewBTreeGOptions(func(a, b *record) bool { return a.key < b.key }, treeOpts),
+		history: btree.NewBTreeGOptions(func(a, b *record) bool {
+			if a.key != b.key {
+				return a.key < b.key
+			}
+			if a.mod != b.mod {
+				return a.mod < b.mod
+			}
+			return a.sub < b.sub
+		}, treeOpts),
+		revs: btree.NewBTreeGOptions(func(a, b *record) bool {
+			if a.mod != b.mod {
+				return a.mod < b.mod
+			}
+			return a.sub < b.sub
+		}, treeOpts),
+		leases: btree.NewBTreeGOptions(func(a, b *leaseRecord) bool { return a.id < b.id }, treeOpts),
+		leaseKeys: btree.NewBTreeGOptions(func(a, b leaseKey) bool {
+			if a.lease != b.lease {
+				return a.lease < b.lease
+			}
+			return a.key < b.key
+		}, treeOpts),
+		dedup: btree.NewBTreeGOptions(func(a, b *dedupEntry) bool {
+			if a.id.Client != b.id.Client {
+				return a.id.Client < b.id.Client
+			}
+			return a.id.Seq < b.id.Seq
+		}, treeOpts),
+		rev: 1,
+	}
+}
+
+// clone returns a copy that shares structure with st (O(1)); later writes to st copy the nodes
+// they touch. Callers must hold the lock that serializes writers of st.
+func (st *mvccState) clone() *mvccState {
+	return &mvccState{
+		latest:     st.latest.Copy(),
+		history:    st.history.Copy(),
+		revs:       st.revs.Copy(),
+		leases:     st.leases.Copy(),
+		leaseKeys:  st.leaseKeys.Copy(),
+		dedup:      st.dedup.Copy(),
+		rev:        st.rev,
+		compactRev: st.compactRev,
+		size:       st.size,
+	}
+}
+
+// keyRange is [key, end) with etcd's conventions: end nil = key alone, end "\x00" = every key from
+// key on.
+type keyRange struct {
+	key, end string
+	single   bool
+	fromKey  bool
+}
+
+func newKeyRange(key, end []byte) keyRange {
+	switch {
+	case len(end) == 0:
+		return keyRange{key: string(key), single: true}
+	case len(end) == 1 && end[0] == 0:
+		return keyRange{key: string(key), fromKey: true}
+	}
+	return keyRange{key: string(key), end: string(end)}
+}
+
+func (r keyRange) contains(k string) bool {
+	if r.single {
+		return k == r.key
+	}
+	return k >= r.key && (r.fromKey || k < r.end)
+}
+
+// past reports whether k is beyond the range's end (the range is scanned in key order).
+func (r keyRange) past(k string) bool {
+	if r.single {
+		return k != r.key
+	}
+	return !r.fromKey && k >= r.end
+}
+
+// checkRev validates a read revision and resolves 0 to cur, the revision the latest tree shows
+// (st.rev, or st.rev+1 inside a write txn that has pending changes).
+func (st *mvccState) checkRev(rev, cur int64) (int64, wire.Code) {
+	switch {
+	case rev <= 0:
+		return cur, wire.CodeOK
+	case rev > cur:
+		return 0, wire.CodeFutureRev
+	case rev < st.compactRev:
+		return 0, wire.CodeCompacted
+	}
+	return rev, wire.CodeOK
+}
+
+// get returns key's version visible at rev, or nil.
+func (st *mvccState) get(key string, rev, cur int64) *record {
+	if rev >= cur {
+		r, _ := st.latest.Get(&record{key: key})
+		return r
+	}
+	var found *record
+	st.history.Descend(&record{key: key, mod: rev, sub: 1 << 62}, func(r *record) bool {
+		if r.key == key {
+			found = r
+		}
+		return false
+	})
+	if found == nil || found.tombstone {
+		return nil
+	}
+	return found
+}
+
+// scan calls fn for every key live at rev in kr, in ascending key order, until fn returns false.
+func (st *mvccState) scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
+	if kr.single {
+		if r := st.get(kr.key, rev, cur); r != nil {
+			fn(r)
+		}
+		return
+	}
+	if !kr.fromKey && kr.key >= kr.end {
+		return
+	}
+	if rev >= cur {
+		st.latest.Ascend(&record{key: kr.key}, func(r *record) bool {
+			if kr.past(r.key) {
+				return false
+			}
+			return fn(r)
+		})
+		return
+	}
+	// Historical: the versions of one key are adjacent in history; keep the last one at or
+	// before rev and emit it when the key changes.
+	var best *record
+	more := true
+	emit := func() {
+		if best != nil && !best.tombstone {
+			more = fn(best)
+		}
+		best = nil
+	}
+	st.history.Ascend(&record{key: kr.key}, func(r *record) bool {
+		if kr.past(r.key) {
+			return false
+		}
+		if best != nil && r.key != best.key {
+			if emit(); !more {
+				return false
+			}
+		}
+		if r.mod <= rev {
+			best = r
+		}
+		return true
+	})
+	if more {
+		emit()
+	}
+}
+
+// rangeKeys answers a range request; cur is as for checkRev.
+func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
+	rev, code := st.checkRev(op.Revision, cur)
+	if code != wire.CodeOK {
+		return nil, code
+	}
+	kr := newKeyRange(op.Key, op.End)
+	res := &wire.RangeResult{}
+	hasFilter := op.MinModRev > 0 || op.MaxModRev > 0 || op.MinCreateRev > 0 || op.MaxCreateRev > 0
+	order, target := op.SortOrder, op.SortTarget
+	if order == wire.SortNone && target != wire.SortByKey {
+		order = wire.SortAscend // etcd: a sort target without an order sorts ascending
+	}
+	keyOrder := target == wire.SortByKey && order != wire.SortDescend
+	// With keys already in the wanted order and no filters, only the first limit+1 records
+	// need to be materialized; the rest are just counted.
+	pushdown := keyOrder && !hasFilter && op.Limit > 0
+
+	var recs []*record
+	st.scan(kr, rev, cur, func(r *record) bool {
+		res.Count++
+		if op.CountOnly {
+			return true
+		}
+		if hasFilter && !passesFilters(op, r) {
+			return true
+		}
+		if pushdown && int64(len(recs)) > op.Limit {
+			return true
+		}
+		recs = append(recs, r)
+		return true
+	})
+	if op.CountOnly {
+		return res, wire.CodeOK
+	}
+	if !keyOrder {
+		sortRecords(recs, target, order)
+	}
+	if op.Limit > 0 && int64(len(recs)) > op.Limit {
+		recs = recs[:op.Limit]
+		res.More = true
+	}
+	if len(recs) > 0 {
+		kvs := make([]wire.KV, len(recs))
+		res.Kvs = make([]*wire.KV, len(recs))
+		for i, r := range recs {
+			kvs[i] = r.toWire(op.KeysOnly)
+			res.Kvs[i] = &kvs[i]
+		}
+	}
+	return res, wire.CodeOK
+}
+
+func passesFilters(op *wire.Op, r *record) bool {
+	return (op.MinModRev <= 0 || r.mod >= op.MinModRev) &&
+		(op.MaxModRev <= 0 || r.mod <= op.MaxModRev) &&
+		(op.MinCreateRev <= 0 || r.create >= op.MinCreateRev) &&
+		(op.MaxCreateRev <= 0 || r.create <= op.MaxCreateRev)
+}
+
+func sortRecords(recs []*record, target, order uint8) {
+	var less func(a, b *record) bool
+	switch target {
+	case wire.SortByVersion:
+		less = func(a, b *record) bool { return a.version < b.version }
+	case wire.SortByCreate:
+		less = func(a, b *record) bool { return a.create < b.create }
+	case wire.SortByMod:
+		less = func(a, b *record) bool { return a.mod < b.mod }
+	case wire.SortByValue:
+		less = func(a, b *record) bool { return a.value < b.value }
+	default:
+		less = func(a, b *record) bool { return a.key < b.key }
+	}
+	if order == wire.SortDescend {
+		asc := less
+		less = func(a, b *record) bool { return asc(b, a) }
+	}
+	// Stable, so ties keep key order: results are the same on every member.
+	sort.SliceStable(recs, func(i, j int) bool { return less(recs[i], recs[j]) })
+}
+
+// compare evaluates one txn compare against the current state.
+func (st *mvccState) compare(c *wire.Compare) bool {
+	kr := newKeyRange(c.Key, c.End)
+	matched := false
+	ok := true
+	st.scan(kr, st.rev, st.rev, func(r *record) bool {
+		matched = true
+		ok = compareRecord(c, r)
+		return ok
+	})
+	if !matched {
+		if c.Target == wire.TargetValue {
+			return false // a missing value cannot be compared (etcd: nil equals "" on the wire)
+		}
+		return compareRecord(c, &record{})
+	}
+	return ok
+}
+
+func compareRecord(c *wire.Compare, r *record) bool {
+	var cmp int
+	switch c.Target {
+	case wire.TargetValue:
+		cmp = strings.Compare(r.value, string(c.Value))
+	case wire.TargetVersion:
+		cmp = cmpInt(r.version, c.Int)
+	case wire.TargetCreate:
+		cmp = cmpInt(r.create, c.Int)
+	case wire.TargetMod:
+		cmp = cmpInt(r.mod, c.Int)
+	case wire.TargetLease:
+		cmp = cmpInt(r.lease, c.Int)
+	default:
+		return false
+	}
+	switch c.Result {
+	case wire.CompareEqual:
+		return cmp == 0
+	case wire.CompareNotEqual:
+		return cmp != 0
+	case wire.CompareGreater:
+		return cmp > 0
+	case wire.CompareLess:
+		return cmp < 0
+	}
+	return false
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// event is one change of a revision, as the watch hub and the lessor see it.
+type event struct {
+	rec  *record // the new version (a tombstone for a delete)
+	prev *record // the version it replaced, nil if the key did not exist
+}
+
+// writeTxn applies the changes of one revision. The caller has validated everything that can
+// fail, so a writeTxn never stops half-way.
+type writeTxn struct {
+	st     *mvccState
+	rev    int64 // revision the changes get
+	events []event
+}
+
+func (st *mvccState) beginWrite() *writeTxn { return &writeTxn{st: st, rev: st.rev + 1} }
+
+// end commits the revision if anything changed, and returns the events.
+func (w *writeTxn) end() []event {
+	if len(w.events) > 0 {
+		w.st.rev = w.rev
+	}
+	return w.events
+}
+
+func (w *writeTxn) insert(r *record) {
+	st := w.st
+	st.history.Set(r)
+	st.revs.Set(r)
+	st.size += r.size()
+}
+
+func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
+	st := w.st
+	key := string(op.Key)
+	old, _ := st.latest.Get(&record{key: key})
+	r := &record{key: key, value: string(op.Value), mod: w.rev, sub: int64(len(w.events)), lease: op.Lease}
+	if old != nil {
+		r.create, r.version = old.create, old.version+1
+		if op.IgnoreValue {
+			r.value = old.value
+		}
+		if op.IgnoreLease {
+			r.lease = old.lease
+		}
+	} else {
+		r.create, r.version = w.rev, 1
+	}
+	st.latest.Set(r)
+	w.insert(r)
+	if old != nil && old.lease != 0 && old.lease != r.lease {
+		st.leaseKeys.Delete(leaseKey{old.lease, key})
+	}
+	if r.lease != 0 {
+		st.leaseKeys.Set(leaseKey{r.lease, key})
+	}
+	w.events = append(w.events, event{rec: r, prev: old})
+	res := &wire.PutResult{}
+	if op.PrevKV && old != nil {
+		kv := old.toWire(false)
+		res.PrevKV = &kv
+	}
+	return res
+}
+
+// deleteKey writes a tombstone for the live record old.
+func (w *writeTxn) deleteKey(old *record) {
+	st := w.st
+	t := &record{key: old.key, mod: w.rev, sub: int64(len(w.events)), tombstone: true}
+	st.latest.Delete(old)
+	w.insert(t)
+	if old.lease != 0 {
+		st.leaseKeys.Delete(leaseKey{old.lease, old.key})
+	}
+	w.events = append(w.events, event{rec: t, prev: old})
+}
+
+func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
+	var doomed []*record
+	w.st.scan(newKeyRange(op.Key, op.End), w.rev, w.rev, func(r *record) bool {
+		doomed = append(doomed, r)
+		return true
+	})
+	res := &wire.DeleteResult{Deleted: int64(len(doomed))}
+	if op.PrevKV && len(doomed) > 0 {
+		kvs := make([]wire.KV, len(doomed))
+		res.PrevKVs = make([]*wire.KV, len(doomed))
+		for i, r := range doomed {
+			kvs[i] = r.toWire(false)
+			res.PrevKVs[i] = &kvs[i]
+		}
+	}
+	for _, r := range doomed {
+		w.deleteKey(r)
+	}
+	return res
+}
+
+// txnPath records, in depth-first order, which branch each transaction of a request takes. It is
+// computed before any op runs, so every compare (nested ones too) sees the state before the txn.
+type txnPath []bool
+
+func (st *mvccState) computePath(t *wire.Txn, path txnPath) txnPath {
+	ok := true
+	for i := range t.Compares {
+		if !st.compare(&t.Compares[i]) {
+			ok = false
+			break
+		}
+	}
+	path = append(path, ok)
+	for i := range branch(t, ok) {
+		if op := &branch(t, ok)[i]; op.Kind == wire.OpTxn {
+			path = st.computePath(op.Txn, path)
+		}
+	}
+	return path
+}
+
+func branch(t *wire.Txn, ok bool) []wire.Op {
+	if ok {
+		return t.Success
+	}
+	return t.Failure
+}
+
+// checkPath validates the ops of the chosen branches against the state before the txn: leases
+// exist, ignore-value and ignore-lease keys exist, read revisions are in the window.
+func (st *mvccState) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
+	ok := path[0]
+	path = path[1:]
+	for i := range branch(t, ok) {
+		op := &branch(t, ok)[i]
+		switch op.Kind {
+		case wire.OpRange:
+			if _, code := st.checkRev(op.Revision, st.rev); code != wire.CodeOK {
+				return nil, code
+			}
+		case wire.OpPut:
+			if op.Lease != 0 && !op.IgnoreLease {
+				if _, ok := st.leases.Get(&leaseRecord{id: op.Lease}); !ok {
+					return nil, wire.CodeLeaseNotFound
+				}
+			}
+			if op.IgnoreValue || op.IgnoreLease {
+				if r, _ := st.latest.Get(&record{key: string(op.Key)}); r == nil {
+					return nil, wire.CodeKeyNotFound
+				}
+			}
+		case wire.OpTxn:
+			var code wire.Code
+			if path, code = st.checkPath(op.Txn, path); code != wire.CodeOK {
+				return nil, code
+			}
+		}
+	}
+	return path, wire.CodeOK
+}
+
+// execPath runs the chosen branches. Reads see the txn's own earlier writes.
+func (w *writeTxn) execPath(t *wire.Txn, path txnPath) (*wire.TxnResult, txnPath) {
+	ok := path[0]
+	path = path[1:]
+	ops := branch(t, ok)
+	res := &wire.TxnResult{Succeeded: ok, Responses: make([]wire.OpResult, len(ops))}
+	for i := range ops {
+		op := &ops[i]
+		or := &res.Responses[i]
+		or.Kind = op.Kind
+		switch op.Kind {
+		case wire.OpRange:
+			or.Range, _ = w.st.rangeKeys(op, w.cur()) // checked by checkPath
+		case wire.OpPut:
+			or.Put = w.put(op)
+		case wire.OpDelete:
+			or.Delete = w.deleteRange(op)
+		case wire.OpTxn:
+			or.Txn, path = w.execPath(op.Txn, path)
+		}
+	}
+	return res, path
+}
+
+// cur is the revision the latest tree shows: the pending one once the txn has changed something.
+func (w *writeTxn) cur() int64 {
+	if len(w.events) > 0 {
+		return w.rev
+	}
+	return w.st.rev
+}
+
+// applyTxn runs a validated transaction and returns its result and events.
+func (st *mvccState) applyTxn(t *wire.Txn) (*wire.Result, []event) {
+	path := st.computePath(t, nil)
+	if _, code := st.checkPath(t, path); code != wire.CodeOK {
+		return &wire.Result{Code: code, Revision: st.rev}, nil
+	}
+	w := st.beginWrite()
+	tr, _ := w.execPath(t, path)
+	evs := w.end()
+	return &wire.Result{Revision: st.rev, Txn: tr}, evs
+}
+
+// readTxn answers a transaction that writes nothing, on a read view.
+func (st *mvccState) readTxn(t *wire.Txn) (*wire.Result, wire.Code) {
+	path := st.computePath(t, nil)
+	if _, code := st.checkPath(t, path); code != wire.CodeOK {
+		return nil, code
+	}
+	// A read-only txn has no writes, so running it on a writeTxn changes nothing; the view is
+	// never mutated.
+	w := &writeTxn{st: st, rev: st.rev + 1}
+	tr, _ := w.execPath(t, path)
+	return &wire.Result{Revision: st.rev, Txn: tr}, wire.CodeOK
+}

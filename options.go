@@ -1,0 +1,229 @@
+package ember
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/ember-kv/ember/internal/peer"
+)
+
+// Option configures Open.
+type Option func(*config) error
+
+type config struct {
+	nodeID         string
+	bindAddr       string
+	advertiseAddr  string
+	initialCluster map[string]string
+	join           []string
+	learner        bool
+	serverTLS      *tls.Config
+	clientTLS      *tls.Config
+	logger         hclog.Logger
+
+	electionTimeout  time.Duration
+	heartbeatTimeout time.Duration
+
+	snapshotThreshold uint64
+	snapshotInterval  time.Duration
+	snapshotRetain    int
+
+	maxRequestBytes int
+	maxTxnOps       int
+
+	raftConfig func(*raft.Config)
+
+	// dial replaces the TCP dialer for peer connections; tests use it to inject faults.
+	dial peer.DialFunc
+}
+
+func defaultConfig() config {
+	return config{
+		electionTimeout:   time.Second,
+		heartbeatTimeout:  time.Second,
+		snapshotThreshold: 16384,
+		snapshotInterval:  30 * time.Second,
+		snapshotRetain:    2,
+		maxRequestBytes:   defaultMaxRequestBytes,
+		maxTxnOps:         defaultMaxTxnOps,
+	}
+}
+
+const (
+	defaultMaxRequestBytes = 3 << 19 // 1.5 MiB, as etcd
+	defaultMaxTxnOps       = 128
+)
+
+// WithNodeID sets this member's stable ID. By default an ID is generated on first start and kept
+// in the data dir.
+func WithNodeID(id string) Option {
+	return func(c *config) error {
+		if id == "" {
+			return fmt.Errorf("ember: WithNodeID: empty ID")
+		}
+		c.nodeID = id
+		return nil
+	}
+}
+
+// WithBindAddr sets host:port of the peer listener that carries raft and forwarding traffic.
+// Without it the node has no listener and can only be a single-member cluster.
+func WithBindAddr(addr string) Option {
+	return func(c *config) error { c.bindAddr = addr; return nil }
+}
+
+// WithAdvertiseAddr sets the address peers dial; it defaults to the bind address.
+func WithAdvertiseAddr(addr string) Option {
+	return func(c *config) error { c.advertiseAddr = addr; return nil }
+}
+
+// WithInitialCluster names every founding voter (member ID → peer address), like etcd's
+// --initial-cluster. Give every founder the same map. It bootstraps only a data dir that holds no
+// state; afterwards it is ignored.
+func WithInitialCluster(peers map[string]string) Option {
+	return func(c *config) error {
+		if len(peers) == 0 {
+			return fmt.Errorf("ember: WithInitialCluster: no peers")
+		}
+		c.initialCluster = make(map[string]string, len(peers))
+		for id, addr := range peers {
+			if id == "" || addr == "" {
+				return fmt.Errorf("ember: WithInitialCluster: empty ID or address")
+			}
+			c.initialCluster[id] = addr
+		}
+		return nil
+	}
+}
+
+// WithJoin joins an existing cluster through any of addrs (peer addresses of members). The node
+// is added as a non-voter and promoted to voter once it has caught up (unless WithLearner).
+func WithJoin(addrs ...string) Option {
+	return func(c *config) error {
+		if len(addrs) == 0 {
+			return fmt.Errorf("ember: WithJoin: no addresses")
+		}
+		c.join = append([]string(nil), addrs...)
+		return nil
+	}
+}
+
+// WithLearner makes a joining node stay a non-voting learner until PromoteMember.
+func WithLearner() Option {
+	return func(c *config) error { c.learner = true; return nil }
+}
+
+// WithTLS secures all peer traffic with TLS: server for the listener, client for dialing peers.
+// For mutual TLS set server.ClientAuth = tls.RequireAndVerifyClientCert and give both configs
+// the cluster's CA.
+func WithTLS(server, client *tls.Config) Option {
+	return func(c *config) error {
+		if server == nil || client == nil {
+			return fmt.Errorf("ember: WithTLS: both configs are required")
+		}
+		c.serverTLS, c.clientTLS = server, client
+		return nil
+	}
+}
+
+// WithLogger sends ember's and raft's logs to l. By default nothing is logged.
+func WithLogger(l hclog.Logger) Option {
+	return func(c *config) error { c.logger = l; return nil }
+}
+
+// WithSlog sends ember's and raft's logs to l. By default nothing is logged.
+func WithSlog(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return nil
+		}
+		c.logger = newSlogAdapter(l)
+		return nil
+	}
+}
+
+// WithElectionTimeout sets raft's election timeout (default 1s). It also sets the minimum lease
+// TTL, ceil(1.5 × election timeout), as etcd.
+func WithElectionTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("ember: WithElectionTimeout: %v", d)
+		}
+		c.electionTimeout = d
+		return nil
+	}
+}
+
+// WithHeartbeatTimeout sets how long a follower waits for the leader before it starts an
+// election (default 1s).
+func WithHeartbeatTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("ember: WithHeartbeatTimeout: %v", d)
+		}
+		c.heartbeatTimeout = d
+		return nil
+	}
+}
+
+// WithSnapshotThreshold sets how many log entries since the last snapshot trigger a new one
+// (default 16384).
+func WithSnapshotThreshold(n uint64) Option {
+	return func(c *config) error { c.snapshotThreshold = n; return nil }
+}
+
+// WithSnapshotInterval sets how often raft checks whether to snapshot (default 30s).
+func WithSnapshotInterval(d time.Duration) Option {
+	return func(c *config) error { c.snapshotInterval = d; return nil }
+}
+
+// WithSnapshotRetain sets how many snapshots are kept on disk (default 2).
+func WithSnapshotRetain(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("ember: WithSnapshotRetain: %d < 1", n)
+		}
+		c.snapshotRetain = n
+		return nil
+	}
+}
+
+// WithMaxRequestBytes caps the encoded size of one write request (default 1.5 MiB).
+func WithMaxRequestBytes(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("ember: WithMaxRequestBytes: %d", n)
+		}
+		c.maxRequestBytes = n
+		return nil
+	}
+}
+
+// WithMaxTxnOps caps the compares and the ops per branch of a transaction (default 128).
+func WithMaxTxnOps(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("ember: WithMaxTxnOps: %d", n)
+		}
+		c.maxTxnOps = n
+		return nil
+	}
+}
+
+// WithRaftConfig lets fn change raft's configuration after ember has set it up. It is an escape
+// hatch: settings that break ember's assumptions (ShutdownOnRemove, NotifyCh) are set back.
+func WithRaftConfig(fn func(*raft.Config)) Option {
+	return func(c *config) error { c.raftConfig = fn; return nil }
+}
+
+func (c *config) log() hclog.Logger {
+	if c.logger == nil {
+		return hclog.NewNullLogger()
+	}
+	return c.logger
+}

@@ -1,0 +1,70 @@
+package ember
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// raftStores holds raft's log, stable and snapshot stores: bbolt and snapshot files under dir,
+// or memory when dir is "".
+type raftStores struct {
+	log    raft.LogStore
+	stable raft.StableStore
+	snaps  raft.SnapshotStore
+	bolt   *raftboltdb.BoltStore // nil in memory
+	path   string                // bolt file, "" in memory
+}
+
+// logCacheSize is how many recent entries are served from memory: followers catching up and the
+// FSM read from it instead of bbolt.
+const logCacheSize = 512
+
+func openRaftStores(dir string, retain int, log hclog.Logger) (*raftStores, error) {
+	if dir == "" {
+		mem := raft.NewInmemStore()
+		return &raftStores{log: mem, stable: mem, snaps: raft.NewInmemSnapshotStore()}, nil
+	}
+	path := filepath.Join(dir, "raft.db")
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path: path,
+		BoltOptions: &bbolt.Options{
+			// The freelist is rebuilt on open instead of written on every commit: appends stay
+			// fast after log truncation leaves many free pages.
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+			// A second Open of the same dir fails instead of blocking forever on the file lock.
+			Timeout: time.Second,
+		},
+	})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("ember: data dir %s is in use by another process", dir)
+		}
+		return nil, fmt.Errorf("ember: open raft log %s: %w", path, err)
+	}
+	cache, err := raft.NewLogCache(logCacheSize, bolt)
+	if err != nil {
+		bolt.Close()
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, retain, log.Named("snapshot"))
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("ember: open snapshot store: %w", err)
+	}
+	return &raftStores{log: cache, stable: bolt, snaps: snaps, bolt: bolt, path: path}, nil
+}
+
+func (r *raftStores) close() error {
+	if r.bolt == nil {
+		return nil
+	}
+	return r.bolt.Close()
+}

@@ -1,0 +1,235 @@
+package ember
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// Txn is a compare-and-swap transaction: If(compares...).Then(ops...).Else(ops...).Commit().
+// The whole transaction is atomic and gets one revision. A Txn is not safe for concurrent use;
+// build one per goroutine.
+type Txn interface {
+	// If adds compares; they all must hold for Then to run.
+	If(cs ...Cmp) Txn
+	// Then adds the ops that run if every compare holds.
+	Then(ops ...Op) Txn
+	// Else adds the ops that run otherwise.
+	Else(ops ...Op) Txn
+	// Commit runs the transaction. A cancelled ctx abandons the wait, not necessarily the write.
+	Commit() (*TxnResponse, error)
+}
+
+var errTxnOrder = errors.New("ember: txn: If, Then and Else must be called once each, in that order")
+
+type txn struct {
+	s       *Store
+	ctx     context.Context
+	stage   int // 0 before If, 1 after If, 2 after Then, 3 after Else
+	cmps    []Cmp
+	thenOps []Op
+	elseOps []Op
+	err     error
+}
+
+func (t *txn) advance(to int) {
+	if t.stage >= to && t.err == nil {
+		t.err = errTxnOrder
+	}
+	t.stage = to
+}
+
+func (t *txn) If(cs ...Cmp) Txn {
+	t.advance(1)
+	t.cmps = append(t.cmps, cs...)
+	return t
+}
+
+func (t *txn) Then(ops ...Op) Txn {
+	t.advance(2)
+	t.thenOps = append(t.thenOps, ops...)
+	return t
+}
+
+func (t *txn) Else(ops ...Op) Txn {
+	t.advance(3)
+	t.elseOps = append(t.elseOps, ops...)
+	return t
+}
+
+func (t *txn) Commit() (*TxnResponse, error) {
+	if t.err != nil {
+		return nil, t.err
+	}
+	r, err := t.s.Do(t.ctx, OpTxn(t.cmps, t.thenOps, t.elseOps))
+	if err != nil {
+		return nil, err
+	}
+	return r.Txn(), nil
+}
+
+// cmpErrors returns the first malformed compare in op's tree.
+func cmpErrors(op Op) error {
+	for _, c := range op.cmps {
+		if c.err != nil {
+			return c.err
+		}
+	}
+	for _, o := range append(op.thenOps[:len(op.thenOps):len(op.thenOps)], op.elseOps...) {
+		if o.t == tTxn {
+			if err := cmpErrors(o); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// validateTxn checks the rules that need no state: keys present, op counts within maxOps (0 =
+// unlimited; nested transactions share the budget of their parent), no key written twice.
+func validateTxn(t *wire.Txn, maxOps int) wire.Code {
+	if t == nil {
+		return wire.CodeMalformed
+	}
+	if maxOps <= 0 {
+		maxOps = -1
+	}
+	if code := checkTxnShape(t, maxOps); code != wire.CodeOK {
+		return code
+	}
+	for _, ops := range [][]wire.Op{t.Success, t.Failure} {
+		if _, _, dup := writeSet(ops); dup {
+			return wire.CodeDuplicateKey
+		}
+	}
+	return wire.CodeOK
+}
+
+// checkTxnShape checks keys and op counts; maxOps < 0 is unlimited.
+func checkTxnShape(t *wire.Txn, maxOps int) wire.Code {
+	n := max(len(t.Compares), len(t.Success), len(t.Failure))
+	if maxOps >= 0 && n > maxOps {
+		return wire.CodeTooManyOps
+	}
+	for i := range t.Compares {
+		if len(t.Compares[i].Key) == 0 {
+			return wire.CodeEmptyKey
+		}
+	}
+	for _, ops := range [][]wire.Op{t.Success, t.Failure} {
+		for i := range ops {
+			op := &ops[i]
+			switch op.Kind {
+			case wire.OpTxn:
+				if op.Txn == nil {
+					return wire.CodeMalformed
+				}
+				nested := -1
+				if maxOps >= 0 {
+					nested = maxOps - n // nested txns share their parent's budget, as etcd
+				}
+				if code := checkTxnShape(op.Txn, nested); code != wire.CodeOK {
+					return code
+				}
+			case wire.OpPut:
+				if code := checkPut(op); code != wire.CodeOK {
+					return code
+				}
+			default:
+				if len(op.Key) == 0 {
+					return wire.CodeEmptyKey
+				}
+			}
+		}
+	}
+	return wire.CodeOK
+}
+
+func checkPut(op *wire.Op) wire.Code {
+	switch {
+	case len(op.Key) == 0:
+		return wire.CodeEmptyKey
+	case op.IgnoreValue && len(op.Value) != 0:
+		return wire.CodeValueProvided
+	case op.IgnoreLease && op.Lease != 0:
+		return wire.CodeLeaseProvided
+	}
+	return wire.CodeOK
+}
+
+// interval is a deleted key range [key, end); fromKey means no upper bound.
+type interval struct {
+	key, end string
+	fromKey  bool
+}
+
+func (iv interval) contains(k string) bool { return k >= iv.key && (iv.fromKey || k < iv.end) }
+
+func deleteInterval(op *wire.Op) interval {
+	kr := newKeyRange(op.Key, op.End)
+	switch {
+	case kr.single:
+		return interval{key: kr.key, end: kr.key + "\x00"}
+	case kr.fromKey:
+		return interval{key: kr.key, fromKey: true}
+	}
+	return interval{key: kr.key, end: kr.end}
+}
+
+// writeSet collects the keys one branch puts and the ranges it deletes, nested txns included,
+// and reports whether a key is put twice or put inside a deleted range. The then and else
+// branches of one nested txn exclude each other, so they may write the same key.
+func writeSet(ops []wire.Op) (puts map[string]bool, dels []interval, dup bool) {
+	puts = map[string]bool{}
+	for i := range ops {
+		if ops[i].Kind == wire.OpDelete {
+			dels = append(dels, deleteInterval(&ops[i]))
+		}
+	}
+	inDels := func(k string) bool {
+		for _, iv := range dels {
+			if iv.contains(k) {
+				return true
+			}
+		}
+		return false
+	}
+	var nestedDels []interval
+	for i := range ops {
+		if ops[i].Kind != wire.OpTxn {
+			continue
+		}
+		thenPuts, thenDels, d1 := writeSet(ops[i].Txn.Success)
+		elsePuts, elseDels, d2 := writeSet(ops[i].Txn.Failure)
+		if d1 || d2 {
+			return nil, nil, true
+		}
+		for k := range thenPuts {
+			if puts[k] || inDels(k) {
+				return nil, nil, true
+			}
+			puts[k] = true
+		}
+		for k := range elsePuts {
+			if (puts[k] && !thenPuts[k]) || inDels(k) {
+				return nil, nil, true
+			}
+			puts[k] = true
+		}
+		nestedDels = append(nestedDels, thenDels...)
+		nestedDels = append(nestedDels, elseDels...)
+	}
+	dels = append(dels, nestedDels...)
+	for i := range ops {
+		if ops[i].Kind != wire.OpPut {
+			continue
+		}
+		k := string(ops[i].Key)
+		if puts[k] || inDels(k) {
+			return nil, nil, true
+		}
+		puts[k] = true
+	}
+	return puts, dels, false
+}

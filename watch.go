@@ -1,0 +1,534 @@
+package ember
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// WatchChan receives the responses of one watch.
+type WatchChan <-chan WatchResponse
+
+// EventType says what an event did.
+type EventType int32
+
+const (
+	EventTypePut    EventType = 0
+	EventTypeDelete EventType = 1
+)
+
+func (t EventType) String() string {
+	if t == EventTypeDelete {
+		return "DELETE"
+	}
+	return "PUT"
+}
+
+// Event is one change of one key.
+type Event struct {
+	Type EventType
+	// Kv is the key after the change. For a delete it holds only the key and, as ModRevision,
+	// the revision of the delete.
+	Kv *KeyValue
+	// PrevKv is the key before the change, with WithPrevKV (nil if it did not exist or its
+	// version has been compacted).
+	PrevKv *KeyValue
+}
+
+// IsCreate reports whether the event created the key.
+func (e *Event) IsCreate() bool {
+	return e.Type == EventTypePut && e.Kv.CreateRevision == e.Kv.ModRevision
+}
+
+// IsModify reports whether the event changed an existing key.
+func (e *Event) IsModify() bool {
+	return e.Type == EventTypePut && e.Kv.CreateRevision != e.Kv.ModRevision
+}
+
+// WatchResponse carries the events of one or more whole revisions, in revision order, or a
+// notice (created, progress, canceled).
+type WatchResponse struct {
+	Header ResponseHeader
+	Events []*Event
+	// CompactRevision is set when the watch's next revision has been compacted; the watch is
+	// canceled and its channel closes. Re-read the keys and watch again from the read's revision.
+	CompactRevision int64
+	Canceled        bool
+	Created         bool
+	CancelReason    string
+}
+
+// Err returns ErrCompacted for a compacted watch, or the reason a watch was canceled.
+func (wr *WatchResponse) Err() error {
+	switch {
+	case wr.CompactRevision != 0:
+		return ErrCompacted
+	case wr.Canceled && wr.CancelReason != "":
+		return errors.New(wr.CancelReason)
+	case wr.Canceled:
+		return ErrFutureRev
+	}
+	return nil
+}
+
+// IsProgressNotify reports whether the response only says that every event up to
+// Header.Revision has been delivered.
+func (wr *WatchResponse) IsProgressNotify() bool {
+	return len(wr.Events) == 0 && !wr.Canceled && !wr.Created && wr.CompactRevision == 0 && wr.Header.Revision != 0
+}
+
+// Watch streams the changes of key (or a range, with WithPrefix, WithRange or WithFromKey)
+// starting at WithRev (inclusive; 0 = after the current revision). Every event is delivered
+// once, in revision order, with all events of a revision in one response. A consumer that does
+// not keep up never slows writers down: it falls behind and catches up from history. The
+// channel closes when ctx ends, the store closes, or the watch is canceled (compaction).
+func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
+	op := OpGet(key, opts...)
+	out := make(chan WatchResponse)
+	if s.stopped() {
+		close(out)
+		return out
+	}
+	if op.rev < 0 {
+		resp := WatchResponse{Header: s.header(0), Created: true, Canceled: true,
+			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error()}
+		if !s.spawn(func() {
+			defer close(out)
+			select {
+			case out <- resp:
+			case <-ctx.Done():
+			case <-s.ctx.Done():
+			}
+		}) {
+			close(out)
+		}
+		return out
+	}
+	s.watch.add(ctx, op, out)
+	return out
+}
+
+// RequestProgress makes every watcher of this store that is up to date send a progress
+// notification: a response with no events whose header revision says every event up to it has
+// been delivered. Watchers still catching up send nothing, as etcd.
+func (s *Store) RequestProgress(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.stopped() {
+		return ErrStopped
+	}
+	s.watch.requestProgress()
+	return nil
+}
+
+// revEvents are the events of one revision.
+type revEvents struct {
+	rev    int64
+	events []event
+}
+
+const (
+	// maxQueuedEvents bounds the events waiting for one synced watcher's consumer; past it the
+	// watcher falls back to catching up from history instead of growing its buffer.
+	maxQueuedEvents = 4096
+	// catchUpRevisions caps the revisions read from history for one response.
+	catchUpRevisions = 1000
+	// progressInterval is how often a WithProgressNotify watcher with nothing to say sends a
+	// progress notification.
+	progressInterval = 10 * time.Minute
+)
+
+// watchHub routes the events of every applied revision to the watchers of one store.
+//
+// A watcher is synced when it has been given every matching event up to hub.rev: the apply path
+// appends new events to its queue without blocking. A watcher that starts in the past, or whose
+// consumer fell so far behind that its queue is full, is unsynced: its own goroutine reads the
+// missing revisions from an MVCC read view, then re-registers as synced once it has reached
+// hub.rev under the hub's lock, so no revision is skipped or repeated.
+type watchHub struct {
+	s *Store
+
+	// mu guards the fields below. Lock order: fsm.mu, then watchHub.mu, then watcher.mu.
+	mu      sync.Mutex
+	rev     int64 // last revision notified
+	byKey   map[string]map[*watcher]struct{}
+	ranges  map[*watcher]struct{}
+	all     map[*watcher]struct{}
+}
+
+type watcher struct {
+	hub *watchHub
+	kr  keyRange
+	out chan<- WatchResponse
+	ctx context.Context
+
+	filterPut, filterDelete, prevKV, progressNotify bool
+
+	wake chan struct{} // nudges the watcher's goroutine; holds at most one
+
+	mu sync.Mutex // guards the fields below
+	// next is the first revision not yet handed over: every matching event below it was sent or
+	// queued. Synced watchers may lag behind hub.rev when nothing matched.
+	next             int64
+	synced           bool
+	queue            []WatchResponse
+	queuedEvents     int
+	progressWanted   bool
+	sentSinceTick    bool
+	compactedOrEnded bool
+}
+
+func newWatchHub(s *Store) *watchHub {
+	return &watchHub{s: s, rev: 1, byKey: map[string]map[*watcher]struct{}{},
+		ranges: map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
+}
+
+func (h *watchHub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.all)
+}
+
+func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(h.s.ctx, cancel)
+	w := &watcher{
+		hub: h, kr: newKeyRange(op.key, op.end), out: out, ctx: ctx,
+		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
+		progressNotify: op.progressNotify, wake: make(chan struct{}, 1),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if op.createdNotify {
+		w.queue = append(w.queue, WatchResponse{Header: h.s.header(h.rev), Created: true})
+	}
+	switch {
+	case op.rev == 0:
+		w.next, w.synced = h.rev+1, true
+	case op.rev > h.rev:
+		w.next, w.synced = op.rev, true // a future start: the apply path skips what is below it
+	default:
+		w.next = op.rev
+	}
+	// Registered under h.mu, so the apply path either sees the watcher or already moved
+	// h.rev past what it reads in catch-up.
+	started := h.s.spawn(func() {
+		defer stop()
+		defer cancel()
+		w.run()
+	})
+	if !started {
+		stop()
+		cancel()
+		close(out)
+		return
+	}
+	h.all[w] = struct{}{}
+	if w.synced {
+		h.register(w)
+	}
+}
+
+// register puts w where the apply path finds it. Callers hold h.mu.
+func (h *watchHub) register(w *watcher) {
+	if !w.kr.single {
+		h.ranges[w] = struct{}{}
+		return
+	}
+	set := h.byKey[w.kr.key]
+	if set == nil {
+		set = map[*watcher]struct{}{}
+		h.byKey[w.kr.key] = set
+	}
+	set[w] = struct{}{}
+}
+
+// unregister removes w from the apply path. Callers hold h.mu.
+func (h *watchHub) unregister(w *watcher) {
+	if !w.kr.single {
+		delete(h.ranges, w)
+		return
+	}
+	if set := h.byKey[w.kr.key]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(h.byKey, w.kr.key)
+		}
+	}
+}
+
+// notify hands the events of newly applied revisions to synced watchers. It runs on the apply
+// path with fsm.mu held and never blocks: a watcher whose queue is full is demoted to unsynced.
+func (h *watchHub) notify(revs []revEvents, cur int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	first := h.rev + 1
+	h.rev = cur
+	if len(h.all) == 0 {
+		return
+	}
+	matched := map[*watcher][]*Event{}
+	for _, re := range revs {
+		for i := range re.events {
+			ev := &re.events[i]
+			for w := range h.byKey[ev.rec.key] {
+				matched[w] = w.appendEvent(matched[w], ev, re.rev)
+			}
+			for w := range h.ranges {
+				if w.kr.contains(ev.rec.key) {
+					matched[w] = w.appendEvent(matched[w], ev, re.rev)
+				}
+			}
+		}
+	}
+	for w, evs := range matched {
+		if len(evs) == 0 {
+			continue
+		}
+		w.mu.Lock()
+		if w.queuedEvents+len(evs) > maxQueuedEvents {
+			// The consumer is too far behind: stop queueing and let it catch up from history,
+			// starting with this batch.
+			w.synced = false
+			w.next = max(w.next, first)
+			h.unregister(w)
+		} else {
+			w.queue = append(w.queue, WatchResponse{Header: h.s.header(cur), Events: evs})
+			w.queuedEvents += len(evs)
+			w.next = cur + 1
+		}
+		w.mu.Unlock()
+		w.nudge()
+	}
+}
+
+// appendEvent adds ev to evs if it passes w's filters and start revision.
+func (w *watcher) appendEvent(evs []*Event, ev *event, rev int64) []*Event {
+	if rev < w.next {
+		return evs // below a future start revision
+	}
+	e := eventOf(ev.rec, ev.prev, w.prevKV)
+	if (w.filterPut && e.Type == EventTypePut) || (w.filterDelete && e.Type == EventTypeDelete) {
+		return evs
+	}
+	return append(evs, e)
+}
+
+func eventOf(r, prev *record, withPrev bool) *Event {
+	e := &Event{}
+	if r.tombstone {
+		e.Type = EventTypeDelete
+		e.Kv = &KeyValue{Key: []byte(r.key), ModRevision: r.mod}
+	} else {
+		e.Kv = kvFromWire(ptr(r.toWire(false)))
+	}
+	if withPrev && prev != nil && !prev.tombstone {
+		e.PrevKv = kvFromWire(ptr(prev.toWire(false)))
+	}
+	return e
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (w *watcher) nudge() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// requestProgress asks every watcher for a progress notification.
+func (h *watchHub) requestProgress() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.all {
+		w.mu.Lock()
+		w.progressWanted = true
+		w.mu.Unlock()
+		w.nudge()
+	}
+}
+
+// restored moves every watcher to catching up after the state was replaced by a raft snapshot:
+// a watcher continues from history if the snapshot still holds its next revision, and is
+// canceled with ErrCompacted otherwise. It never skips silently.
+func (h *watchHub) restored(st *mvccState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rev = st.rev
+	for w := range h.all {
+		w.mu.Lock()
+		if w.synced {
+			w.synced = false
+			h.unregister(w)
+		}
+		w.mu.Unlock()
+		w.nudge()
+	}
+}
+
+// run delivers a watcher's responses until its context ends.
+func (w *watcher) run() {
+	h := w.hub
+	defer func() {
+		h.mu.Lock()
+		delete(h.all, w)
+		h.unregister(w)
+		h.mu.Unlock()
+		close(w.out)
+	}()
+	var tick <-chan time.Time
+	if w.progressNotify {
+		t := time.NewTicker(progressInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			resp := w.queue[0]
+			w.queue[0] = WatchResponse{}
+			w.queue = w.queue[1:]
+			w.queuedEvents -= len(resp.Events)
+			w.mu.Unlock()
+			if !w.send(resp) {
+				return
+			}
+			continue
+		}
+		synced := w.synced
+		w.mu.Unlock()
+		if !synced {
+			if !w.catchUp() {
+				return
+			}
+			continue
+		}
+		if w.takeProgress(false) && !w.sendProgress() {
+			return
+		}
+		select {
+		case <-w.wake:
+		case <-tick:
+			if w.takeProgress(true) && !w.sendProgress() {
+				return
+			}
+		case <-w.ctx.Done():
+			return
+		}
+	}
+}
+
+func (w *watcher) send(resp WatchResponse) bool {
+	select {
+	case w.out <- resp:
+		w.mu.Lock()
+		w.sentSinceTick = true
+		w.mu.Unlock()
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+// takeProgress reports whether a progress notification is due: requested, or (tick) nothing
+// was sent during the last interval.
+func (w *watcher) takeProgress(tick bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	due := w.progressWanted || (tick && !w.sentSinceTick)
+	w.progressWanted = false
+	if tick {
+		w.sentSinceTick = false
+	}
+	return due
+}
+
+// sendProgress tells the consumer that every event up to the hub's revision was delivered. It
+// runs only when the watcher is synced and its queue is empty; holding the hub's lock while
+// reading the revision keeps the apply path from slipping a new event under it.
+func (w *watcher) sendProgress() bool {
+	h := w.hub
+	h.mu.Lock()
+	w.mu.Lock()
+	ok := w.synced && len(w.queue) == 0 && w.next-1 <= h.rev // not for a future start not reached
+	rev := h.rev
+	w.mu.Unlock()
+	h.mu.Unlock()
+	if !ok {
+		return true
+	}
+	return w.send(WatchResponse{Header: h.s.header(rev)})
+}
+
+// catchUp sends the revisions the watcher missed, read from history, then re-registers it as
+// synced. It returns false when the watcher ended.
+func (w *watcher) catchUp() bool {
+	h := w.hub
+	v := h.s.fsm.view()
+	w.mu.Lock()
+	next := w.next
+	w.mu.Unlock()
+	if next < v.st.compactRev {
+		w.send(WatchResponse{Header: h.s.header(v.st.rev), CompactRevision: v.st.compactRev, Canceled: true,
+			CancelReason: ErrCompacted.Error()})
+		return false
+	}
+	for next <= v.st.rev {
+		evs, last := w.readHistory(v.st, next)
+		if len(evs) > 0 && !w.send(WatchResponse{Header: h.s.header(v.st.rev), Events: evs}) {
+			return false
+		}
+		next = last + 1
+		w.mu.Lock()
+		w.next = next
+		w.mu.Unlock()
+		if w.ctx.Err() != nil {
+			return false
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.next == h.rev+1 {
+		w.synced = true
+		h.register(w)
+	}
+	return w.ctx.Err() == nil
+}
+
+// readHistory returns the matching events of up to catchUpRevisions revisions from next on,
+// and the last revision it covered.
+func (w *watcher) readHistory(st *mvccState, next int64) ([]*Event, int64) {
+	var evs []*Event
+	last := st.rev
+	revsSeen := 0
+	prevRev := int64(0)
+	st.revs.Ascend(&record{mod: next}, func(r *record) bool {
+		if r.mod != prevRev {
+			if revsSeen == catchUpRevisions {
+				last = prevRev
+				return false
+			}
+			revsSeen++
+			prevRev = r.mod
+		}
+		if !w.kr.contains(r.key) {
+			return true
+		}
+		var prev *record
+		if w.prevKV {
+			prev = st.prevVersion(r)
+		}
+		e := eventOf(r, prev, w.prevKV)
+		if (w.filterPut && e.Type == EventTypePut) || (w.filterDelete && e.Type == EventTypeDelete) {
+			return true
+		}
+		evs = append(evs, e)
+		return true
+	})
+	return evs, last
+}
