@@ -321,4 +321,3 @@ func sortDedup(refs []dedupRef) {
 		return 0
 	})
 }
-

@@ -240,9 +240,9 @@ type lessor struct {
 	mu     sync.Mutex // guards the fields below; never held across a raft call
 	known  map[int64]*leaseClock
 	leader bool
-	expiry expiryHeap          // leader only
-	batch  *renewBatch         // leader only: renewals waiting for the next checkpoint
-	wake   chan struct{}       // nudges run: new deadline or renewals
+	expiry expiryHeap    // leader only
+	batch  *renewBatch   // leader only: renewals waiting for the next checkpoint
+	wake   chan struct{} // nudges run: new deadline or renewals
 }
 
 // leaseClock is what a member knows about one lease's time.

@@ -1,9 +1,11 @@
 package ember
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -129,6 +131,14 @@ func WithTLS(server, client *tls.Config) Option {
 		c.serverTLS, c.clientTLS = server, client
 		return nil
 	}
+}
+
+// WithDialer replaces the TCP dialer used for every connection to a peer (raft and RPC). The
+// dialer gets the peer address and must return a connection to it; ember writes its protocol
+// byte and, with WithTLS, the TLS handshake on top. Tests use it to inject network faults
+// (package embertest does); hosts can use it to route peer traffic.
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(c *config) error { c.dial = dial; return nil }
 }
 
 // WithLogger sends ember's and raft's logs to l. By default nothing is logged.

@@ -151,11 +151,11 @@ type watchHub struct {
 	s *Store
 
 	// mu guards the fields below. Lock order: fsm.mu, then watchHub.mu, then watcher.mu.
-	mu      sync.Mutex
-	rev     int64 // last revision notified
-	byKey   map[string]map[*watcher]struct{}
-	ranges  map[*watcher]struct{}
-	all     map[*watcher]struct{}
+	mu     sync.Mutex
+	rev    int64 // last revision notified
+	byKey  map[string]map[*watcher]struct{}
+	ranges map[*watcher]struct{}
+	all    map[*watcher]struct{}
 }
 
 type watcher struct {

@@ -42,8 +42,9 @@ func ResumeElection(s *Session, pfx, leaderKey string, leaderRev int64) *Electio
 }
 
 // Campaign puts val as the session's candidate value and blocks until the session leads or ctx
-// ends. It returns ErrSessionExpired if the session ends or its key is deleted while waiting.
-// If waiting fails, the candidate key is withdrawn.
+// ends. It returns ErrSessionExpired if the session has ended, or ends or loses its key while
+// waiting. If ctx ends or an error occurs, the candidate key is withdrawn (in the background if
+// ctx ended while the key was being put).
 func (e *Election) Campaign(ctx context.Context, val string) error {
 	store := e.s.Store()
 	id := e.s.Lease()
@@ -64,7 +65,7 @@ func (e *Election) Campaign(ctx context.Context, val string) error {
 		existing = resp.Responses[0].Get().Kvs[0]
 		rev = existing.CreateRevision
 	}
-	e.set(key, rev, resp.Header)
+	e.setKey(key, rev)
 	if existing != nil && string(existing.Value) != val {
 		if err := e.Proclaim(ctx, val); err != nil {
 			e.withdraw(ctx, key, rev)
@@ -83,17 +84,17 @@ func (e *Election) Campaign(ctx context.Context, val string) error {
 		return err
 	}
 	if len(got.Kvs) == 0 || got.Kvs[0].CreateRevision != rev {
-		e.forget()
+		e.setKey("", 0)
 		return ErrSessionExpired
 	}
-	e.set(key, rev, got.Header)
+	e.setHeader(got.Header)
 	return nil
 }
 
 // withdraw deletes a candidate key whose campaign failed and forgets it.
 func (e *Election) withdraw(ctx context.Context, key string, rev int64) {
 	abandon(ctx, e.s, key, rev)
-	e.forget()
+	e.setKey("", 0)
 }
 
 // Proclaim replaces the leader's value without giving up leadership. It returns
@@ -111,15 +112,16 @@ func (e *Election) Proclaim(ctx context.Context, val string) error {
 		return err
 	}
 	if !resp.Succeeded {
-		e.forget()
+		e.setKey("", 0)
 		return ErrElectionNotLeader
 	}
-	e.set(key, rev, resp.Header)
+	e.setHeader(resp.Header)
 	return nil
 }
 
 // Resign gives up leadership by deleting the leader key, so the next candidate in line leads.
-// It is a no-op if this Election does not lead.
+// It is a no-op if this Election does not lead. If it fails, the Election still counts itself
+// leader, so that Resign can be retried.
 func (e *Election) Resign(ctx context.Context) error {
 	key, rev := e.candidate()
 	if key == "" {
@@ -130,10 +132,10 @@ func (e *Election) Resign(ctx context.Context) error {
 		Then(ember.OpDelete(key)).
 		Commit()
 	if err != nil {
-		e.forget()
 		return err
 	}
-	e.set("", 0, resp.Header)
+	e.setKey("", 0)
+	e.setHeader(resp.Header)
 	return nil
 }
 
@@ -266,14 +268,14 @@ func (e *Election) candidate() (string, int64) {
 	return e.key, e.rev
 }
 
-func (e *Election) forget() {
+func (e *Election) setKey(key string, rev int64) {
 	e.mu.Lock()
-	e.key, e.rev = "", 0
+	e.key, e.rev = key, rev
 	e.mu.Unlock()
 }
 
-func (e *Election) set(key string, rev int64, hdr ember.ResponseHeader) {
+func (e *Election) setHeader(hdr ember.ResponseHeader) {
 	e.mu.Lock()
-	e.key, e.rev, e.hdr = key, rev, hdr
+	e.hdr = hdr
 	e.mu.Unlock()
 }

@@ -121,8 +121,20 @@ func hasDelete(evs []*ember.Event) bool {
 // Commit does not tell whether a write whose wait was cancelled happened, and a key left
 // behind would stall the queue once it came first, until the session ended. So the txn runs
 // detached from ctx's cancellation (bounded by the session TTL), and if ctx ends first, a
-// goroutine waits for the outcome and deletes the key if this txn created it.
+// goroutine waits for the outcome and deletes the key if this txn created it. Until that is
+// done, the session does not queue under key again: the new request would find the doomed key
+// and wait on it.
 func enqueue(ctx context.Context, s *Session, key string, txn func(context.Context) ember.Txn) (*ember.TxnResponse, error) {
+	select {
+	case <-s.Done():
+		// An orphaned session's lease is still there to put the key with, but would
+		// expire under it.
+		return nil, ErrSessionExpired
+	default:
+	}
+	if err := s.awaitCleanup(ctx, key); err != nil {
+		return nil, err
+	}
 	type result struct {
 		resp *ember.TxnResponse
 		err  error
@@ -138,7 +150,9 @@ func enqueue(ctx context.Context, s *Session, key string, txn func(context.Conte
 	case r := <-done:
 		return r.resp, r.err
 	case <-ctx.Done():
+		end := s.beginCleanup(key)
 		go func() {
+			defer end()
 			if r := <-done; r.err == nil && r.resp.Succeeded {
 				abandon(ctx, s, key, r.resp.Header.Revision)
 			}

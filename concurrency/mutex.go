@@ -37,7 +37,7 @@ func NewMutex(s *Session, pfx string) *Mutex {
 }
 
 // TryLock takes the lock if no other session holds it or waits for it, and returns ErrLocked
-// otherwise, without queueing.
+// otherwise, without staying queued.
 func (m *Mutex) TryLock(ctx context.Context) error {
 	a, err := m.tryAcquire(ctx)
 	if err != nil {
@@ -54,9 +54,9 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 }
 
 // Lock takes the lock, waiting for every session queued before this one to release it. It
-// returns ErrSessionExpired if the session ends or the lock key is deleted while waiting. If
-// ctx ends or an error occurs while waiting, Lock deletes its key again, leaving the queue as
-// it was.
+// returns ErrSessionExpired if the session has ended, or ends or loses its lock key while
+// waiting. If ctx ends or an error occurs, Lock takes its key out of the queue again (in the
+// background if ctx ended while the key was being put).
 func (m *Mutex) Lock(ctx context.Context) error {
 	a, err := m.tryAcquire(ctx)
 	if err != nil {
@@ -66,14 +66,13 @@ func (m *Mutex) Lock(ctx context.Context) error {
 		m.held(a.key, a.rev, a.hdr)
 		return nil
 	}
-	store := m.s.Store()
 	if err := waitTurn(ctx, m.s, m.pfx, a.key, a.rev, a.hdr.Revision); err != nil {
 		abandon(ctx, m.s, a.key, a.rev)
 		return err
 	}
 	// The Jepsen fix (etcd#11456): the key may have gone with the session while waiting, and
 	// then the turn that came is not ours.
-	resp, err := store.Get(ctx, a.key)
+	resp, err := m.s.Store().Get(ctx, a.key)
 	if err != nil {
 		abandon(ctx, m.s, a.key, a.rev)
 		return err
@@ -108,7 +107,8 @@ func (m *Mutex) Key() string {
 	return m.key
 }
 
-// Header returns the response header of the request that took the lock.
+// Header returns the response header of the request that took the lock, or the zero header
+// when the Mutex does not hold the lock.
 func (m *Mutex) Header() ember.ResponseHeader {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -260,9 +260,8 @@ func TestMutex_CancelCleansUpKey(t *testing.T) {
 	if err := recv(t, "Lock", errc, 3*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Lock: %v, want context.Canceled", err)
 	}
-	if exists(t, s, keyOf(pfx, waiterSess)) {
-		t.Fatal("cancelled Lock left its key queued")
-	}
+	// If the cancel caught Lock's first request in flight, the key goes in the background.
+	waitForKeys(t, s, pfx, 1)
 	select {
 	case <-waiterSess.Done():
 		t.Fatal("cancelling Lock ended the session")
@@ -287,6 +286,40 @@ func TestMutex_CancelCleansUpKey(t *testing.T) {
 	if err := recv(t, "Lock", errc, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMutex_CancelNeverLeaksKey cancels Lock at arbitrary points, including while its first
+// request is in flight, and checks that no key stays queued.
+func TestMutex_CancelNeverLeaksKey(t *testing.T) {
+	s := openStore(t)
+	ctx := testCtx(t)
+	const pfx = "/cancel-race"
+	holder := concurrency.NewMutex(newSession(t, s), pfx)
+	if err := holder.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waiter := concurrency.NewMutex(newSession(t, s), pfx)
+	for i := 0; i < 40; i++ {
+		lctx, cancel := context.WithTimeout(ctx, time.Duration(i%8)*250*time.Microsecond)
+		err := waiter.Lock(lctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock: %v, want context.DeadlineExceeded", err)
+		}
+	}
+	// Clean-up of a request that was in flight finishes in the background.
+	waitForKeys(t, s, pfx, 1)
+}
+
+func TestMutex_LockOnEndedSession(t *testing.T) {
+	s := openStore(t)
+	sess := newSession(t, s)
+	sess.Orphan()
+	m := concurrency.NewMutex(sess, "/ended")
+	if err := m.Lock(testCtx(t)); !errors.Is(err, concurrency.ErrSessionExpired) {
+		t.Fatalf("Lock on an orphaned session: %v, want ErrSessionExpired", err)
+	}
+	waitForKeys(t, s, "/ended", 0)
 }
 
 func TestMutex_StaleHolderIsFenced(t *testing.T) {

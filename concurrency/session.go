@@ -2,6 +2,7 @@ package concurrency
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/ember-kv/ember"
@@ -23,6 +24,11 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	donec  chan struct{}
+
+	mu sync.Mutex
+	// cleanups holds, for each contender key of this session still being deleted in the
+	// background, a channel closed when that is done (see enqueue).
+	cleanups map[string]chan struct{}
 }
 
 type sessionOptions struct {
@@ -128,6 +134,46 @@ func (s *Session) Close() error {
 	defer cancel()
 	_, err := s.store.Revoke(ctx, s.id)
 	return err
+}
+
+// beginCleanup records that key is being deleted in the background; call the returned func
+// when that is done.
+func (s *Session) beginCleanup(key string) (end func()) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	if s.cleanups == nil {
+		s.cleanups = make(map[string]chan struct{})
+	}
+	s.cleanups[key] = done
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.cleanups[key] == done {
+			delete(s.cleanups, key)
+		}
+		s.mu.Unlock()
+		close(done)
+	}
+}
+
+// awaitCleanup waits until no background deletion of key is under way, so that queueing under
+// key again cannot race with it.
+func (s *Session) awaitCleanup(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	done := s.cleanups[key]
+	s.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func ttlDuration(ttl int) time.Duration { return time.Duration(ttl) * time.Second }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ember-kv/ember"
@@ -72,6 +73,7 @@ func TestSTM_Isolation(t *testing.T) {
 				put(t, s, accts[i], "100")
 			}
 			ctx := testCtx(t)
+			var attempts atomic.Int32
 			var wg sync.WaitGroup
 			for w := 0; w < 4; w++ {
 				wg.Add(1)
@@ -80,6 +82,7 @@ func TestSTM_Isolation(t *testing.T) {
 					for i := 0; i < 10; i++ {
 						p := rand.Perm(len(accts))
 						_, err := concurrency.NewSTM(s, func(stm concurrency.STM) error {
+							attempts.Add(1)
 							return transfer(stm, accts[p[0]], accts[p[1]], 1+rand.IntN(10), nil)
 						}, concurrency.WithIsolation(lvl.iso), concurrency.WithAbortContext(ctx))
 						if err != nil {
@@ -91,8 +94,8 @@ func TestSTM_Isolation(t *testing.T) {
 			}
 			wg.Wait()
 			got := total(t, s, accts)
+			t.Logf("40 transfers took %d attempts; total %d", attempts.Load(), got)
 			if lvl.iso == concurrency.ReadCommitted {
-				t.Logf("total after concurrent transfers: %d (started at 400)", got)
 				return
 			}
 			if got != 400 {
