@@ -250,3 +250,48 @@ func TestResumeElection(t *testing.T) {
 		t.Fatalf("Leader after resumed Resign: %v, want ErrElectionNoLeader", err)
 	}
 }
+
+func TestElection_ObserveSkipsCompactedHistory(t *testing.T) {
+	s := openStore(t)
+	ctx := testCtx(t)
+	const pfx = "/compacted"
+	ea := concurrency.NewElection(newSession(t, s), pfx)
+	eb := concurrency.NewElection(newSession(t, s), pfx)
+	if err := ea.Campaign(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	obsCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	obs := ea.Observe(obsCtx)
+
+	bc := make(chan error, 1)
+	go func() { bc <- eb.Campaign(ctx, "b") }()
+	waitForKeys(t, s, pfx, 2)
+	if err := ea.Proclaim(ctx, "a2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ea.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, "Campaign b", bc, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Compact away a's later history before the observer, stuck on reporting a, reads it.
+	resp, err := s.Get(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"a", "b"} {
+		select {
+		case r := <-obs:
+			if got := string(r.Kvs[0].Value); got != want {
+				t.Fatalf("observed %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Observe did not report %q", want)
+		}
+	}
+}

@@ -351,8 +351,12 @@ func TestMutex_StaleHolderIsFenced(t *testing.T) {
 
 func TestNewLocker(t *testing.T) {
 	s := openStore(t)
-	l := concurrency.NewLocker(newSession(t, s), "/locker")
+	sess := newSession(t, s)
+	l := concurrency.NewLocker(sess, "/locker")
 	l.Lock()
+	if !exists(t, s, keyOf("/locker", sess)) {
+		t.Fatal("Locker.Lock did not put the lock key")
+	}
 	l.Unlock()
 	defer func() {
 		if r := recover(); !errors.Is(asError(r), concurrency.ErrLockReleased) {
@@ -365,4 +369,25 @@ func TestNewLocker(t *testing.T) {
 func asError(r any) error {
 	err, _ := r.(error)
 	return err
+}
+
+func TestMutex_LockReturnsWhenStoreCloses(t *testing.T) {
+	s := openStore(t)
+	ctx := testCtx(t)
+	holder := concurrency.NewMutex(newSession(t, s), "/closing")
+	if err := holder.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waiter := concurrency.NewMutex(newSession(t, s), "/closing")
+	errc := make(chan error, 1)
+	go func() { errc <- waiter.Lock(ctx) }()
+	waitForKeys(t, s, "/closing", 2)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := recv(t, "Lock", errc, 5*time.Second)
+	if err == nil {
+		t.Fatal("Lock succeeded on a closed store")
+	}
+	t.Logf("Lock on a closing store: %v", err)
 }

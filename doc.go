@@ -1,0 +1,53 @@
+// Package ember is etcd's data model as an embeddable library: a revisioned key-value store with
+// compare-and-swap transactions, leases and watches, replicated with Raft among the instances of
+// the host application. There is no server to run; every [Store] is a cluster member.
+//
+// # Basics
+//
+// [Open] starts a member. With no options it is a single-member cluster that persists under
+// the given directory and needs no network listener; [Open] with an empty directory keeps
+// everything in memory. A cluster of several members gives each an ID ([WithNodeID]), a peer
+// address ([WithBindAddr]) and the same founding map ([WithInitialCluster]); later members join
+// through any existing one ([WithJoin]).
+//
+// The API mirrors etcd's clientv3: [Store.Put], [Store.Get], [Store.Delete], [Store.Txn],
+// [Store.Compact], [Store.Watch], [Store.Grant] and [Store.KeepAlive] take the same options
+// ([WithPrefix], [WithRev], [WithLease], ...) and return the same shapes. Every change gets the
+// next store revision; a key keeps its creation revision, modification revision and version,
+// and older versions stay readable ([WithRev]) until [Store.Compact] drops them. The
+// package concurrency builds sessions, locks with fencing tokens, elections and STM on top.
+//
+// # Consistency
+//
+// Writes go through the Raft log; they can be called on any member, and a follower forwards
+// them to the leader over the peer port. A write returns once it is committed by a quorum and
+// applied. Each write carries a request ID, and the state machine drops duplicates, so a write
+// retried after a leader change is applied at most once.
+//
+// Reads are linearizable by default on every member: the member obtains the leader's commit
+// index, confirmed by a quorum after the read began (ReadIndex; concurrent reads share one
+// confirmation), waits until it has applied that index, and reads its own copy.
+// [WithSerializable] reads the local copy at once; such a read may be stale, and may go back in
+// time when a caller switches members.
+//
+// Watches deliver every event of a key range once, in revision order, with all events of one
+// revision in one response, on leader and followers alike. A slow consumer never slows writes:
+// it falls behind and catches up from history. Watches are not linearizable with reads; compare
+// revisions to order them.
+//
+// # Caveats
+//
+// A cancelled context abandons the wait for a write, not necessarily the write: an error that
+// wraps [ErrTimeout] means the outcome is unknown, as with etcd.
+//
+// A lock (package concurrency) is only as safe as its use of fencing: a holder paused past its
+// lease can still act after another holder took over. Guard the protected resource with the
+// lock's fencing token or an IsOwner compare in the same transaction.
+//
+// The whole state lives in memory (copy-on-write B-trees), and the Raft log and snapshots on
+// disk; size the host accordingly. Compact regularly, or history grows without bound.
+//
+// Linearizable reads rely on hashicorp/raft's VerifyLeader, which may count a heartbeat that was
+// in flight before the read began; a read could then be served by a deposed leader only if a
+// network delay exceeded an election timeout. Consul and rqlite accept the same bound.
+package ember
