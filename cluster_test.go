@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
@@ -371,4 +374,86 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A follower that falls behind the leader's log gets a raft snapshot, and ends up with the same
+// keys, history, leases and revision; a watch on it continues without a gap.
+func TestCluster_FollowerInstallsSnapshot(t *testing.T) {
+	c := embertest.NewCluster(t, 3,
+		ember.WithSnapshotThreshold(64), ember.WithSnapshotInterval(100*time.Millisecond),
+		ember.WithRaftConfig(func(rc *raft.Config) { rc.TrailingLogs = 16 }))
+	ctx := ctxFor(t, 2*time.Minute)
+	l := c.Leader().Store()
+	lease, err := l.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Put(ctx, "leased", "v", ember.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	lagger := c.Followers()[0]
+	wc := lagger.Store().Watch(ctx, "s/", ember.WithPrefix())
+	c.Stop(lagger.ID)
+	for i := 0; i < 400; i++ {
+		if _, err := l.Put(ctx, fmt.Sprintf("s/%03d", i%50), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := <-wc; ok {
+		t.Fatal("watch on a stopped member still open")
+	}
+	s := c.Restart(lagger.ID)
+	rwc := s.Watch(ctx, "s/", ember.WithPrefix(), ember.WithRev(1))
+	waitFor(t, 30*time.Second, "lagging member catches up", func() bool {
+		g, err := s.Get(ctx, "s/", ember.WithPrefix(), ember.WithSerializable(), ember.WithCountOnly())
+		return err == nil && g.Count == 50
+	})
+	want, err := l.Get(ctx, "", ember.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, "", ember.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kvString(got.Kvs) != kvString(want.Kvs) || got.Header.Revision != want.Header.Revision {
+		t.Fatalf("after snapshot: rev %d kvs %v; leader rev %d kvs %v", got.Header.Revision, len(got.Kvs), want.Header.Revision, len(want.Kvs))
+	}
+	ttl, err := s.TimeToLive(ctx, lease.ID, ember.WithAttachedKeys())
+	if err != nil || ttl.TTL <= 0 || len(ttl.Keys) != 1 {
+		t.Fatalf("lease after snapshot: %v %+v", err, ttl)
+	}
+	// The watch from revision 1 sees all 400 puts in order, or is told history is gone.
+	var last int64
+	for n := 0; n < 400; {
+		select {
+		case wr, ok := <-rwc:
+			if !ok {
+				t.Fatalf("watch closed after %d events", n)
+			}
+			if wr.Err() != nil {
+				if errors.Is(wr.Err(), ember.ErrCompacted) {
+					return
+				}
+				t.Fatal(wr.Err())
+			}
+			for _, ev := range wr.Events {
+				if ev.Kv.ModRevision <= last {
+					t.Fatalf("watch went from %d to %d", last, ev.Kv.ModRevision)
+				}
+				last = ev.Kv.ModRevision
+				n++
+			}
+		case <-ctx.Done():
+			t.Fatal("watch events did not arrive")
+		}
+	}
+}
+
+func kvString(kvs []*ember.KeyValue) string {
+	var b strings.Builder
+	for _, kv := range kvs {
+		fmt.Fprintf(&b, "%s=%s c%d m%d v%d l%d;", kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease)
+	}
+	return b.String()
 }

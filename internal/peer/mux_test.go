@@ -263,7 +263,10 @@ func TestMux_TLSMutualAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		// The protocol byte is not a TLS record; the server must hang up, not hand it over.
+		// A plaintext request is not a TLS record; the server must hang up, not hand it over.
+		if _, err := c.Write(appendHeader(nil, 0, 1, 1)); err != nil {
+			t.Fatal(err)
+		}
 		expectClosed(t, c)
 	})
 }
@@ -273,10 +276,12 @@ func TestDial_HonoursContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	// Accept but never answer, so the TLS handshake hangs until ctx ends.
 	done := make(chan struct{})
-	defer func() { <-done }()
+	defer func() {
+		ln.Close()
+		<-done
+	}()
 	go func() {
 		defer close(done)
 		var conns []net.Conn
