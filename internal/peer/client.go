@@ -29,7 +29,7 @@ var (
 
 // ClientConfig configures a Client. The zero value is usable.
 type ClientConfig struct {
-	Dial         DialFunc     // nil: plain TCP
+	Dial         DialFunc     // nil: plain TCP; called concurrently
 	TLS          *tls.Config  // nil: no TLS
 	ConnsPerPeer int          // connections per address; 0 means 2
 	MaxFrame     int          // largest frame length sent or accepted; 0 means DefaultMaxFrame
@@ -424,8 +424,11 @@ func (cc *clientConn) writeLoop() {
 			} else {
 				buffered = append(buffered, cl)
 			}
-			bw.Write(appendHeader(hdr[:0], len(cl.req), cl.id, cl.method))
-			if _, err := bw.Write(cl.req); err != nil {
+			_, err := bw.Write(appendHeader(hdr[:0], len(cl.req), cl.id, cl.method))
+			if err == nil {
+				_, err = bw.Write(cl.req)
+			}
+			if err != nil {
 				cc.fail(err)
 				return
 			}

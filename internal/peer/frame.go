@@ -36,7 +36,8 @@ const (
 var errMalformedFrame = errors.New("ember: malformed peer frame")
 
 // Error is an error carried as a value over the peer RPC: a handler returns it to choose the
-// code the caller sees, and Client.Call returns it (as *Error) when the remote handler did.
+// code the caller sees, and Client.Call returns it (as *Error) when the remote handler did. It
+// is a plain value, not modified once returned, so it may be shared between goroutines.
 type Error struct {
 	Code wire.Code
 	Msg  string

@@ -90,6 +90,19 @@ func (s *rpcServer) stop(t testing.TB) {
 	s.errc = nil
 }
 
+// startRPCOnHandler serves h on m's RPC sub-listener until the test ends.
+func startRPCOnHandler(t *testing.T, m *Mux, h Handler) {
+	srv := NewServer(m.Listen(ProtoRPC), h, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("Server.Serve: %v", err)
+		}
+	})
+}
+
 func newClient(t testing.TB, cfg ClientConfig) *Client {
 	t.Helper()
 	c := NewClient(cfg)

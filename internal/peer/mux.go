@@ -26,7 +26,7 @@ const (
 
 // HandshakeTimeout bounds the TLS handshake plus the read of the protocol byte on an accepted
 // connection, so a silent or slow client cannot pin a goroutine. NewMux reads it once; changing
-// it affects only muxes created afterwards.
+// it affects only muxes created afterwards, and must not race with NewMux.
 var HandshakeTimeout = 10 * time.Second
 
 // keepAlivePeriod is the TCP keepalive interval on both ends of a peer connection. Peer
@@ -259,7 +259,8 @@ func (l *subListener) Close() error {
 
 func (l *subListener) Addr() net.Addr { return l.addr }
 
-// DialFunc opens a raw connection to addr. Tests replace it to inject faults.
+// DialFunc opens a raw connection to addr. Tests replace it to inject faults. It may be called
+// from many goroutines at once and must honour ctx.
 type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
 
 func dialTCP(ctx context.Context, addr string) (net.Conn, error) {

@@ -58,8 +58,8 @@ func answer(t *testing.T, tr *raft.NetworkTransport) {
 func TestRaftLayer_NetworkTransportRoundTrip(t *testing.T) {
 	m1, m2 := startMux(t, nil, nil), startMux(t, nil, nil)
 	// Both members also serve RPC on the same port, as in production.
-	startRPCOn(t, m1)
-	startRPCOn(t, m2)
+	startRPCOnHandler(t, m1, echo)
+	startRPCOnHandler(t, m2, echo)
 	t1, t2 := newRaftTransport(t, m1), newRaftTransport(t, m2)
 	answer(t, t2)
 
@@ -92,19 +92,6 @@ func TestRaftLayer_NetworkTransportRoundTrip(t *testing.T) {
 	if !app.Success || app.LastLog != 11 {
 		t.Fatalf("append = %+v", app)
 	}
-}
-
-// startRPCOn serves an echo Server on m's RPC sub-listener.
-func startRPCOn(t *testing.T, m *Mux) {
-	srv := NewServer(m.Listen(ProtoRPC), echo, nil)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve() }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-errc; err != nil {
-			t.Errorf("Server.Serve: %v", err)
-		}
-	})
 }
 
 func TestRaftLayer_AddrAndDial(t *testing.T) {

@@ -17,9 +17,12 @@ import (
 )
 
 // Handler answers one RPC. It is called concurrently, each call in its own goroutine, and must
-// return once ctx is done (the connection closed or the Server is closing). req is owned by the
+// return once ctx is done (the connection closed or the Server is closing). ctx is not cancelled
+// when a caller merely gives up on its own ctx: the protocol has no cancel message, so the
+// handler runs to completion and its reply is discarded by the client. req is owned by the
 // handler. Returning an *Error sends its code and message; any other error is sent as
-// wire.CodeInternal with err.Error().
+// wire.CodeInternal with err.Error(). A panic is recovered, logged and sent as
+// wire.CodeInternal.
 type Handler func(ctx context.Context, method uint8, req []byte) ([]byte, error)
 
 // maxHandlersPerConn caps the handlers running for one connection. When it is reached the
