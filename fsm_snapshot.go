@@ -2,6 +2,7 @@ package ember
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash"
@@ -195,7 +196,9 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 					return nil, 0, err
 				}
 				st.history.Load(rec)
-				st.revs.Set(rec)
+				if _, dup := st.revs.Set(rec); dup {
+					return nil, 0, errSnapshot("two changes at revision %d.%d", rec.mod, rec.sub)
+				}
 				st.size += rec.size()
 				last = rec
 			}
@@ -255,10 +258,12 @@ func readFrame(br *bufio.Reader, crc hash.Hash32) (byte, []byte, error) {
 	}
 	var lb [binary.MaxVarintLen64]byte
 	crc.Write(lb[:binary.PutUvarint(lb[:], n)])
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(br, payload); err != nil {
+	// Grow with the data actually read: a corrupt length must not allocate up front.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, br, int64(n)); err != nil {
 		return 0, nil, errSnapshot("truncated frame")
 	}
+	payload := buf.Bytes()
 	crc.Write(payload)
 	return typ, payload, nil
 }

@@ -193,10 +193,15 @@ func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, last *LeaseKeepAl
 	ttl := time.Duration(last.TTL) * time.Second
 	lastOK := time.Now()
 	next := ttl / 3
+	revoked, release := s.lessor.watchRevoke(int64(id))
+	defer release()
 	for {
 		t := time.NewTimer(next)
 		select {
 		case <-t.C:
+		case <-revoked:
+			t.Stop()
+			return
 		case <-ctx.Done():
 			t.Stop()
 			return
@@ -237,12 +242,13 @@ func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, last *LeaseKeepAl
 type lessor struct {
 	s *Store
 
-	mu     sync.Mutex // guards the fields below; never held across a raft call
-	known  map[int64]*leaseClock
-	leader bool
-	expiry expiryHeap    // leader only
-	batch  *renewBatch   // leader only: renewals waiting for the next checkpoint
-	wake   chan struct{} // nudges run: new deadline or renewals
+	mu      sync.Mutex // guards the fields below; never held across a raft call
+	known   map[int64]*leaseClock
+	revoked map[int64]*revokeWatch // keepalive loops waiting for a lease's revoke
+	leader  bool
+	expiry  expiryHeap    // leader only
+	batch   *renewBatch   // leader only: renewals waiting for the next checkpoint
+	wake    chan struct{} // nudges run: new deadline or renewals
 }
 
 // leaseClock is what a member knows about one lease's time.
@@ -273,7 +279,7 @@ const (
 )
 
 func newLessor(s *Store) *lessor {
-	return &lessor{s: s, known: map[int64]*leaseClock{}, wake: make(chan struct{}, 1)}
+	return &lessor{s: s, known: map[int64]*leaseClock{}, revoked: map[int64]*revokeWatch{}, wake: make(chan struct{}, 1)}
 }
 
 func (l *lessor) nudge() {
@@ -292,6 +298,10 @@ func (l *lessor) observe(changes []leaseChange) {
 		switch {
 		case c.revoked:
 			delete(l.known, c.id)
+			if rw := l.revoked[c.id]; rw != nil {
+				close(rw.ch)
+				delete(l.revoked, c.id)
+			}
 		case c.checkpoint:
 			if lc := l.known[c.id]; lc != nil {
 				lc.at, lc.remaining = now, time.Duration(c.remainingMs)*time.Millisecond
@@ -304,6 +314,33 @@ func (l *lessor) observe(changes []leaseChange) {
 				heap.Push(&l.expiry, expiryItem{id: c.id, deadline: lc.deadline})
 				l.nudge()
 			}
+		}
+	}
+}
+
+type revokeWatch struct {
+	ch   chan struct{} // closed when the revoke is applied
+	refs int
+}
+
+// watchRevoke returns a channel closed when this member applies the revoke of lease id, so that
+// keepalive loops end at once rather than at their next renewal, and a release func to call
+// when done. A lease this member does not know yet (its grant is not applied here yet) is watched
+// too; a revoke applied before the call is caught by the loop's next renewal instead.
+func (l *lessor) watchRevoke(id int64) (<-chan struct{}, func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rw := l.revoked[id]
+	if rw == nil {
+		rw = &revokeWatch{ch: make(chan struct{})}
+		l.revoked[id] = rw
+	}
+	rw.refs++
+	return rw.ch, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if rw.refs--; rw.refs == 0 && l.revoked[id] == rw {
+			delete(l.revoked, id)
 		}
 	}
 }
@@ -418,7 +455,7 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 	ttl, granted := int64(-1), int64(0)
 	if lc != nil && l.leader {
 		granted = lc.ttl
-		if left := time.Until(lc.deadline); left > 0 {
+		if left := time.Until(lc.deadline); left > 0 && !lc.expired {
 			ttl = int64(math.Ceil(left.Seconds()))
 		}
 	}

@@ -204,7 +204,7 @@ func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
 			return nil, err
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoLeader, err)
+			return nil, noLeader(err)
 		}
 	}
 }
@@ -242,7 +242,7 @@ func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte,
 			return nil, err
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNoLeader, err)
+			return nil, noLeader(err)
 		}
 	}
 }

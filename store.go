@@ -509,10 +509,10 @@ func (s *Store) submit(ctx context.Context, data []byte, forward bool) (*wire.Re
 			return nil, err
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			if maybeApplied {
+			if maybeApplied && !errors.Is(err, ErrStopped) {
 				return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
 			}
-			return nil, fmt.Errorf("%w: %w", ErrNoLeader, err)
+			return nil, noLeader(err)
 		}
 	}
 }
@@ -573,6 +573,14 @@ func (s *Store) waitLeaderChange(ctx context.Context, attempt int) error {
 		return ErrStopped
 	}
 	return nil
+}
+
+// noLeader explains a wait for a leader that ended: the store closed, or ctx ended first.
+func noLeader(err error) error {
+	if errors.Is(err, ErrStopped) {
+		return ErrStopped
+	}
+	return fmt.Errorf("%w: %w", ErrNoLeader, err)
 }
 
 // leaderAddr returns the leader's peer address, or errNoLeaderKnown.

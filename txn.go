@@ -195,7 +195,6 @@ func writeSet(ops []wire.Op) (puts map[string]bool, dels []interval, dup bool) {
 		}
 		return false
 	}
-	var nestedDels []interval
 	for i := range ops {
 		if ops[i].Kind != wire.OpTxn {
 			continue
@@ -217,10 +216,10 @@ func writeSet(ops []wire.Op) (puts map[string]bool, dels []interval, dup bool) {
 			}
 			puts[k] = true
 		}
-		nestedDels = append(nestedDels, thenDels...)
-		nestedDels = append(nestedDels, elseDels...)
+		// Later siblings are checked against these deletes too, as etcd's checkIntervals does.
+		dels = append(dels, thenDels...)
+		dels = append(dels, elseDels...)
 	}
-	dels = append(dels, nestedDels...)
 	for i := range ops {
 		if ops[i].Kind != wire.OpPut {
 			continue

@@ -15,7 +15,7 @@
 // runs, and a new holder gets it. Jepsen's 2020 analysis of etcd 3.4.3 found etcd's locks
 // "fundamentally unsafe" for this reason: they "did not, and can not, guarantee mutual
 // exclusion in asynchronous networks". As Martin Kleppmann argued in "How to do distributed
-// locking" (2016), the only fix is for the protected resource itself to reject stale holders,
+// locking" (2016), the fix is for the protected resource itself to reject stale holders,
 // using a fencing token that increases with every grant.
 //
 // Session.Done closes as soon as the session is known to be gone, but no notification can
@@ -48,7 +48,9 @@
 // # Beyond etcd
 //
 // A Mutex or Election waiter returns ErrSessionExpired as soon as its session ends or its own
-// key is deleted, rather than only once its predecessors are gone (etcd#19597), and deletes its
-// key when it gives up. Election.Observe walks the election's history in revision order, so a
-// slow reader still sees every leader unless that history is compacted first.
+// key is deleted, rather than only once its predecessors are gone (etcd#19597). A Lock or
+// Campaign that gives up never leaves its key queued, even when ctx ends while the key is being
+// put. Election.Observe walks the election's history in revision order, so a slow reader still
+// sees every leader unless that history is compacted first. NewLocker's Locker also excludes
+// the goroutines that share it.
 package concurrency

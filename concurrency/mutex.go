@@ -2,6 +2,7 @@ package concurrency
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/ember-kv/ember"
@@ -178,21 +179,34 @@ func (m *Mutex) tryAcquire(ctx context.Context) (acquisition, error) {
 }
 
 // NewLocker returns a sync.Locker backed by a Mutex on session s. Lock and Unlock panic on
-// error, for example when the session ends while Lock waits.
+// error, for example when the session ends while Lock waits. Unlike a Mutex, the Locker also
+// excludes the goroutines that share it, so it may be used like a sync.Mutex within the
+// process as well as across sessions.
 func NewLocker(s *Session, pfx string) sync.Locker {
 	return &locker{m: NewMutex(s, pfx)}
 }
 
-type locker struct{ m *Mutex }
+type locker struct {
+	local sync.Mutex // the session's key is shared, so goroutines queue here first
+	m     *Mutex
+}
 
 func (l *locker) Lock() {
+	l.local.Lock()
 	if err := l.m.Lock(context.Background()); err != nil {
+		l.local.Unlock()
 		panic(err)
 	}
 }
 
 func (l *locker) Unlock() {
-	if err := l.m.Unlock(context.Background()); err != nil {
+	err := l.m.Unlock(context.Background())
+	if errors.Is(err, ErrLockReleased) {
+		// Not locked, so l.local is not held either.
+		panic(err)
+	}
+	l.local.Unlock()
+	if err != nil {
 		panic(err)
 	}
 }

@@ -366,6 +366,28 @@ func TestNewLocker(t *testing.T) {
 	l.Unlock()
 }
 
+func TestNewLocker_ExcludesGoroutines(t *testing.T) {
+	s := openStore(t)
+	l := concurrency.NewLocker(newSession(t, s), "/locker-shared")
+	var holders atomic.Int32
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				l.Lock()
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d goroutines hold the Locker", n)
+				}
+				holders.Add(-1)
+				l.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func asError(r any) error {
 	err, _ := r.(error)
 	return err

@@ -114,8 +114,9 @@ func (s *Session) Lease() ember.LeaseID { return s.id }
 func (s *Session) Ctx() context.Context { return s.ctx }
 
 // Done returns a channel that is closed when the session ends: its lease expired or was
-// revoked, its context was cancelled, or Orphan or Close was called. After that the session's
-// keys may vanish at any time, so any lock or leadership it held must be treated as lost.
+// revoked, its context was cancelled, or Orphan or Close was called. A lease that is gone is
+// noticed at the next renewal, up to a third of the TTL later. After Done the session's keys
+// may vanish at any time, so any lock or leadership it held must be treated as lost.
 func (s *Session) Done() <-chan struct{} { return s.donec }
 
 // Orphan stops keeping the lease alive without revoking it. Keys attached to the lease stay

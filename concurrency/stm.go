@@ -2,6 +2,8 @@ package concurrency
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	"github.com/ember-kv/ember"
 )
@@ -31,11 +33,10 @@ type Isolation int
 
 const (
 	// SerializableSnapshot reads every key at the revision of the transaction's first read,
-	// and commits only if no key it read or writes has changed since. It prevents lost
-	// updates, read skew and write skew. It is the default.
+	// and commits only if no key it read or writes has changed since. It is the default.
 	SerializableSnapshot Isolation = iota
-	// Serializable reads like SerializableSnapshot but commits if no key it read has changed;
-	// a key it only writes may have been written by others since its first read.
+	// Serializable reads like SerializableSnapshot but commits if no key it read has changed:
+	// a key it writes without reading it is overwritten even if others wrote it since.
 	Serializable
 	// RepeatableReads reads each key at the latest revision the member has (a serializable,
 	// member-local read), then repeats that value within the attempt; it commits if no key it
@@ -243,9 +244,10 @@ func (t *stm) commit() (*ember.TxnResponse, error) {
 			cmps = append(cmps, ember.Compare(ember.ModRevision(k), "<", t.rev+1))
 		}
 	}
-	writes := make([]ember.Op, 0, len(t.wset))
-	for _, w := range t.wset {
-		writes = append(writes, w.op)
+	// In key order, so that watchers see one commit's events in a stable order.
+	var writes []ember.Op
+	for _, k := range slices.Sorted(maps.Keys(t.wset)) {
+		writes = append(writes, t.wset[k].op)
 	}
 	txn := t.store.Txn(t.ctx).If(cmps...).Then(writes...)
 	var reread []string

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -119,4 +120,40 @@ func TestRaftLayer_AddrAndDial(t *testing.T) {
 	if _, err := l.Accept(); err == nil {
 		t.Fatal("Accept after Close succeeded")
 	}
+}
+
+// Close ends the connections raft's transport would otherwise leave open.
+func TestRaftLayer_CloseClosesConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(ln, nil, nil)
+	layer := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil)
+	go m.Serve()
+	defer m.Close()
+
+	out, err := layer.Dial(raft.ServerAddress(ln.Addr().String()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := layer.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer.Close()
+	for _, c := range []net.Conn{out, in} {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("connection still open after Close: %v", err)
+		}
+	}
+	if _, err := layer.Dial(raft.ServerAddress(ln.Addr().String()), time.Second); err == nil {
+		t.Fatal("Dial after Close succeeded")
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
