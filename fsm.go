@@ -112,6 +112,13 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange) {
 			return e.result, nil, nil
 		}
 	}
+	if cmd.RetryFloor > 0 && l.Index >= cmd.RetryFloor+dedupWindow {
+		// The first attempt, if it was applied, is no longer remembered: refuse the retry so
+		// that the command never applies twice. The proposer reports an unknown outcome.
+		res := &wire.Result{Code: wire.CodeTimeout, Revision: f.st.rev}
+		f.remember(cmd.ID, l.Index, res)
+		return res, nil, nil
+	}
 	res, evs, lc := f.execute(cmd)
 	if !cmd.ID.IsZero() {
 		f.remember(cmd.ID, l.Index, res)

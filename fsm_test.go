@@ -79,11 +79,11 @@ func TestStore_Submit_RetryIsIdempotent(t *testing.T) {
 	cmd := &wire.Command{ID: s.nextID(), Kind: wire.KindTxn, Txn: &wire.Txn{
 		Success: []wire.Op{{Kind: wire.OpPut, Key: []byte("k"), Value: []byte("v")}}}}
 	data := cmd.Marshal(nil)
-	r1, err := s.submit(ctx, data, true)
+	r1, err := s.submit(ctx, cmd, data, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := s.submit(ctx, data, true)
+	r2, err := s.submit(ctx, cmd, data, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,3 +126,34 @@ func TestFSM_UndecodableEntry(t *testing.T) {
 }
 
 func nopLogger() hclog.Logger { return hclog.NewNullLogger() }
+
+// A retry whose first attempt is older than the dedup window is refused, never applied: if the
+// first attempt was applied, the state machine no longer remembers it.
+func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
+	retry := func(floor uint64, seq uint64) []byte {
+		cmd := &wire.Command{ID: wire.RequestID{Client: 3, Seq: seq}, RetryFloor: floor, Kind: wire.KindTxn,
+			Txn: &wire.Txn{Success: []wire.Op{{Kind: wire.OpPut, Key: []byte("k"), Value: []byte("v")}}}}
+		return cmd.Marshal(nil)
+	}
+	tests := []struct {
+		name     string
+		floor    uint64
+		index    uint64
+		wCode    wire.Code
+		wApplied bool
+	}{
+		{"first attempt", 0, dedupWindow * 3, wire.CodeOK, true},
+		{"retry inside the window", 10, 10 + dedupWindow - 1, wire.CodeOK, true},
+		{"retry at the window's end", 10, 10 + dedupWindow, wire.CodeTimeout, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+			out := f.ApplyBatch([]*raft.Log{{Index: tc.index, Type: raft.LogCommand, Data: retry(tc.floor, uint64(i+1))}})
+			res := out[0].(*wire.Result)
+			if res.Code != tc.wCode || (f.st.rev == 2) != tc.wApplied {
+				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.st.rev, tc.wCode, tc.wApplied)
+			}
+		})
+	}
+}

@@ -39,10 +39,11 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 	d := wire.NewDecoder(req)
 	switch method {
 	case mForward:
-		if err := s.checkForwarded(req); err != nil {
+		cmd, err := s.checkForwarded(req)
+		if err != nil {
 			return nil, err
 		}
-		res, err := s.submit(ctx, req, false)
+		res, err := s.submit(ctx, cmd, req, false)
 		if err != nil {
 			return nil, err
 		}
@@ -98,22 +99,26 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 	return nil, fmt.Errorf("%w: unknown method %d", wire.ErrMalformed, method)
 }
 
-// checkForwarded validates a command a follower forwarded, with this member's limits.
-func (s *Store) checkForwarded(req []byte) error {
+// checkForwarded decodes and validates a command a follower forwarded, with this member's
+// limits.
+func (s *Store) checkForwarded(req []byte) (*wire.Command, error) {
 	if len(req) > s.cfg.maxRequestBytes {
-		return ErrRequestTooLarge
+		return nil, ErrRequestTooLarge
 	}
 	cmd, err := wire.UnmarshalCommand(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch cmd.Kind {
 	case wire.KindTxn:
-		return codeError(validateTxn(cmd.Txn, s.cfg.maxTxnOps))
+		err = codeError(validateTxn(cmd.Txn, s.cfg.maxTxnOps))
 	case wire.KindLeaderStart:
-		return fmt.Errorf("%w: leader start from a peer", wire.ErrMalformed)
+		err = fmt.Errorf("%w: leader start from a peer", wire.ErrMalformed)
 	}
-	return nil
+	if err != nil {
+		return nil, err
+	}
+	return cmd, nil
 }
 
 // forward sends an encoded command to the leader.

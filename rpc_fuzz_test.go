@@ -204,8 +204,9 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 	badSort := wireGet("k")
 	badSort.SortTarget = 9
 	tooLarge := forwardedTxn(5, &wire.Txn{Success: wireOps(wirePut("k", strings.Repeat("x", defaultMaxRequestBytes)))})
-	// Kind 1, no ID, txn present, 0 compares, then a success count of 100 with nothing behind it.
-	hugeCount := []byte{1, byte(wire.KindTxn), 0, 0, 1, 0, 100}
+	// Version 1, no ID, no retry floor, txn present, 0 compares, then a success count of 100
+	// with nothing behind it.
+	hugeCount := []byte{1, byte(wire.KindTxn), 0, 0, 0, 1, 0, 100}
 
 	tests := []struct {
 		name   string
@@ -218,7 +219,7 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		{name: "forward: trailing byte", method: mForward, data: append(bytes.Clone(validPut), 0), wCode: wire.CodeMalformed},
 		{name: "forward: unknown format version", method: mForward, data: with(validPut, 0, 2), wCode: wire.CodeMalformed},
 		{name: "forward: unknown command kind", method: mForward, data: with(validPut, 1, 99), wCode: wire.CodeMalformed},
-		{name: "forward: txn presence byte 2", method: mForward, data: with(noID, 4, 2), wCode: wire.CodeMalformed},
+		{name: "forward: txn presence byte 2", method: mForward, data: with(noID, 5, 2), wCode: wire.CodeMalformed},
 		{name: "forward: txn missing", method: mForward, data: (&wire.Command{Kind: wire.KindTxn}).Marshal(nil), wCode: wire.CodeMalformed},
 		{name: "forward: unknown put flag", method: mForward, data: with(validPut, -2, 0x08), wCode: wire.CodeMalformed},
 		{name: "forward: unknown op kind", method: mForward, data: unknownOp, wCode: wire.CodeMalformed},

@@ -462,7 +462,7 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*wire.Result, e
 	if len(data) > s.cfg.maxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(data), s.cfg.maxRequestBytes)
 	}
-	res, err := s.submit(ctx, data, true)
+	res, err := s.submit(ctx, cmd, data, true)
 	if err != nil {
 		return nil, err
 	}
@@ -472,10 +472,17 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*wire.Result, e
 	return res, nil
 }
 
-// submit retries until the command is committed, fails for good, or ctx ends.
-func (s *Store) submit(ctx context.Context, data []byte, forward bool) (*wire.Result, error) {
+// submit retries until the command is committed, fails for good, or ctx ends. data is cmd's
+// encoding. Once an attempt may have been applied, retries carry a RetryFloor so that the state
+// machine can tell a duplicate it no longer remembers from a new command.
+func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forward bool) (*wire.Result, error) {
+	floor := max(s.fsm.applied.Load(), 1)
 	maybeApplied := false
 	for attempt := 0; ; attempt++ {
+		if maybeApplied && cmd.RetryFloor == 0 {
+			cmd.RetryFloor = floor
+			data = cmd.Marshal(nil)
+		}
 		if s.stopped() {
 			return nil, ErrStopped
 		}

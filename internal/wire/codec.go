@@ -44,6 +44,7 @@ func (c *Command) Marshal(dst []byte) []byte {
 	e.Byte(byte(c.Kind))
 	e.Uvarint(c.ID.Client)
 	e.Uvarint(c.ID.Seq)
+	e.Uvarint(c.RetryFloor)
 	switch c.Kind {
 	case KindTxn:
 		encodeTxnPtr(&e, c.Txn)
@@ -105,6 +106,7 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 	c := &Command{Kind: Kind(d.Byte())}
 	c.ID.Client = d.Uvarint()
 	c.ID.Seq = d.Uvarint()
+	c.RetryFloor = d.Uvarint()
 	switch c.Kind {
 	case KindTxn:
 		c.Txn = decodeTxnPtr(&d, 1)

@@ -107,7 +107,8 @@ func commandCases() []commandCase {
 		}}},
 		{"max depth", Command{Kind: KindTxn, Txn: nestedTxn(maxTxnDepth)}},
 		{"compact", Command{ID: id, Kind: KindCompact, Revision: 12345}},
-		{"compact extremes", Command{ID: RequestID{Client: math.MaxUint64, Seq: math.MaxUint64}, Kind: KindCompact, Revision: math.MinInt64}},
+		{"compact extremes", Command{ID: RequestID{Client: math.MaxUint64, Seq: math.MaxUint64}, RetryFloor: math.MaxUint64, Kind: KindCompact, Revision: math.MinInt64}},
+		{"retry", Command{ID: id, RetryFloor: 77, Kind: KindLeaseRevoke, LeaseID: 9}},
 		{"lease grant", Command{ID: id, Kind: KindLeaseGrant, LeaseID: 0x1234567890, LeaseTTL: 60}},
 		{"lease revoke", Command{Kind: KindLeaseRevoke, LeaseID: -1}},
 		{"lease checkpoint", Command{Kind: KindLeaseCheckpoint, Checkpoints: []LeaseCheckpoint{{ID: 1, RemainingMs: 500}, {ID: math.MaxInt64, RemainingMs: 0}}}},
@@ -368,9 +369,10 @@ func cmdBytes(txn func(e *Encoder)) []byte {
 	e := Encoder{}
 	e.Byte(commandVersion)
 	e.Byte(byte(KindTxn))
-	e.Uvarint(0)
-	e.Uvarint(0)
-	e.Byte(1)
+	e.Uvarint(0) // client
+	e.Uvarint(0) // seq
+	e.Uvarint(0) // retry floor
+	e.Byte(1)    // txn present
 	txn(&e)
 	return e.B
 }

@@ -32,6 +32,12 @@ type Command struct {
 	ID   RequestID
 	Kind Kind
 
+	// RetryFloor is set on a retry of a command whose first attempt may have been applied: the
+	// proposer's applied index before that first attempt, a lower bound on the first attempt's
+	// log index. The state machine refuses a retry it can no longer deduplicate (its window has
+	// passed since RetryFloor) rather than risk applying the command twice.
+	RetryFloor uint64
+
 	Txn *Txn // KindTxn
 
 	Revision int64 // KindCompact: the revision to compact to
