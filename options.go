@@ -38,6 +38,8 @@ type config struct {
 	maxRequestBytes int
 	maxTxnOps       int
 
+	progressInterval time.Duration
+
 	raftConfig func(*raft.Config)
 
 	// dial replaces the TCP dialer for peer connections; tests use it to inject faults.
@@ -53,6 +55,7 @@ func defaultConfig() config {
 		snapshotRetain:    2,
 		maxRequestBytes:   defaultMaxRequestBytes,
 		maxTxnOps:         defaultMaxTxnOps,
+		progressInterval:  defaultProgressInterval,
 	}
 }
 
@@ -221,6 +224,18 @@ func WithMaxTxnOps(n int) Option {
 			return fmt.Errorf("ember: WithMaxTxnOps: %d", n)
 		}
 		c.maxTxnOps = n
+		return nil
+	}
+}
+
+// WithWatchProgressNotifyInterval sets how often a watch made WithProgressNotify reports
+// progress when it has had no events (default 10 minutes, as etcd).
+func WithWatchProgressNotifyInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("ember: WithWatchProgressNotifyInterval: %v", d)
+		}
+		c.progressInterval = d
 		return nil
 	}
 }

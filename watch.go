@@ -57,11 +57,15 @@ type WatchResponse struct {
 	Canceled        bool
 	Created         bool
 	CancelReason    string
+
+	cancelErr error // the exported sentinel behind a cancel, for Err
 }
 
 // Err returns ErrCompacted for a compacted watch, or the reason a watch was canceled.
 func (wr *WatchResponse) Err() error {
 	switch {
+	case wr.cancelErr != nil:
+		return wr.cancelErr
 	case wr.CompactRevision != 0:
 		return ErrCompacted
 	case wr.Canceled && wr.CancelReason != "":
@@ -92,7 +96,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchCh
 	}
 	if op.rev < 0 {
 		resp := WatchResponse{Header: s.header(0), Created: true, Canceled: true,
-			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error()}
+			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted}
 		if !s.spawn(func() {
 			defer close(out)
 			select {
@@ -135,9 +139,9 @@ const (
 	maxQueuedEvents = 4096
 	// catchUpRevisions caps the revisions read from history for one response.
 	catchUpRevisions = 1000
-	// progressInterval is how often a WithProgressNotify watcher with nothing to say sends a
-	// progress notification.
-	progressInterval = 10 * time.Minute
+	// defaultProgressInterval is how often a WithProgressNotify watcher with nothing to say sends
+	// a progress notification, as etcd.
+	defaultProgressInterval = 10 * time.Minute
 )
 
 // watchHub routes the events of every applied revision to the watchers of one store.
@@ -269,20 +273,41 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 	if len(h.all) == 0 {
 		return
 	}
+	// Each change becomes at most two Events (with and without PrevKv), shared by every watcher
+	// that receives it: a put watched by a thousand watchers costs two allocations, not a
+	// thousand.
 	matched := map[*watcher][]*Event{}
 	for _, re := range revs {
 		for i := range re.events {
 			ev := &re.events[i]
+			var plain, withPrev *Event
+			deliver := func(w *watcher) {
+				if re.rev < w.next || !w.wants(ev.rec) {
+					return // below a future start revision, or filtered
+				}
+				if w.prevKV {
+					if withPrev == nil {
+						withPrev = eventOf(ev.rec, ev.prev, true)
+					}
+					matched[w] = append(matched[w], withPrev)
+					return
+				}
+				if plain == nil {
+					plain = eventOf(ev.rec, nil, false)
+				}
+				matched[w] = append(matched[w], plain)
+			}
 			for w := range h.byKey[ev.rec.key] {
-				matched[w] = w.appendEvent(matched[w], ev, re.rev)
+				deliver(w)
 			}
 			for w := range h.ranges {
 				if w.kr.contains(ev.rec.key) {
-					matched[w] = w.appendEvent(matched[w], ev, re.rev)
+					deliver(w)
 				}
 			}
 		}
 	}
+	header := h.s.header(cur)
 	for w, evs := range matched {
 		if len(evs) == 0 {
 			continue
@@ -295,7 +320,7 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 			w.next = max(w.next, first)
 			h.unregister(w)
 		} else {
-			w.queue = append(w.queue, WatchResponse{Header: h.s.header(cur), Events: evs})
+			w.queue = append(w.queue, WatchResponse{Header: header, Events: evs})
 			w.queuedEvents += len(evs)
 			w.next = cur + 1
 		}
@@ -304,16 +329,9 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 	}
 }
 
-// appendEvent adds ev to evs if it passes w's filters and start revision.
-func (w *watcher) appendEvent(evs []*Event, ev *event, rev int64) []*Event {
-	if rev < w.next {
-		return evs // below a future start revision
-	}
-	e := eventOf(ev.rec, ev.prev, w.prevKV)
-	if (w.filterPut && e.Type == EventTypePut) || (w.filterDelete && e.Type == EventTypeDelete) {
-		return evs
-	}
-	return append(evs, e)
+// wants reports whether w's filters let a change of r through.
+func (w *watcher) wants(r *record) bool {
+	return !(w.filterPut && !r.tombstone) && !(w.filterDelete && r.tombstone)
 }
 
 func eventOf(r, prev *record, withPrev bool) *Event {
@@ -381,7 +399,7 @@ func (w *watcher) run() {
 	}()
 	var tick <-chan time.Time
 	if w.progressNotify {
-		t := time.NewTicker(progressInterval)
+		t := time.NewTicker(h.s.cfg.progressInterval)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -473,7 +491,7 @@ func (w *watcher) catchUp() bool {
 	w.mu.Unlock()
 	if next < v.st.compactRev {
 		w.send(WatchResponse{Header: h.s.header(v.st.rev), CompactRevision: v.st.compactRev, Canceled: true,
-			CancelReason: ErrCompacted.Error()})
+			CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
 		return false
 	}
 	for next <= v.st.rev {
@@ -519,15 +537,14 @@ func (w *watcher) readHistory(st *mvccState, next int64) ([]*Event, int64) {
 		if !w.kr.contains(r.key) {
 			return true
 		}
+		if !w.wants(r) {
+			return true
+		}
 		var prev *record
 		if w.prevKV {
 			prev = st.prevVersion(r)
 		}
-		e := eventOf(r, prev, w.prevKV)
-		if (w.filterPut && e.Type == EventTypePut) || (w.filterDelete && e.Type == EventTypeDelete) {
-			return true
-		}
-		evs = append(evs, e)
+		evs = append(evs, eventOf(r, prev, w.prevKV))
 		return true
 	})
 	return evs, last

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Network is a fault-injecting view of loopback TCP for the members of a test cluster. Every
@@ -19,7 +20,13 @@ type Network struct {
 	cut    map[[2]string]bool         // (from, to) pairs that cannot talk
 	conns  map[[2]string][]*faultConn // open connections by (dialer, target)
 	dialer net.Dialer
+
+	bytes atomic.Int64 // bytes sent both ways on every connection dialed through the network
 }
+
+// Bytes returns how many bytes members have exchanged so far, both directions, TLS and
+// protocol framing included.
+func (n *Network) Bytes() int64 { return n.bytes.Load() }
 
 // ErrCut is returned by dials and by I/O on connections across a cut.
 var ErrCut = errors.New("embertest: network cut")
@@ -95,6 +102,18 @@ type faultConn struct {
 	net.Conn
 	n    *Network
 	pair [2]string
+}
+
+func (c *faultConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.bytes.Add(int64(n))
+	return n, err
+}
+
+func (c *faultConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.bytes.Add(int64(n))
+	return n, err
 }
 
 func (c *faultConn) Close() error {
