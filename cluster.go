@@ -121,7 +121,7 @@ func (s *Store) configuration() (raft.Configuration, error) {
 }
 
 func (s *Store) configChange(ctx context.Context, f raft.Future) error {
-	if err := waitFuture(ctx, f); err != nil {
+	if err := s.waitFuture(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return errNotLeader
@@ -195,7 +195,7 @@ func (s *Store) transferLocal(ctx context.Context, id string) error {
 		}
 		f = s.raft.LeadershipTransferToServer(srv.ID, srv.Address)
 	}
-	if err := waitFuture(ctx, f); err != nil {
+	if err := s.waitFuture(ctx, f); err != nil {
 		return fmt.Errorf("ember: leadership transfer: %w", err)
 	}
 	return nil

@@ -168,6 +168,15 @@ func (r keyRange) contains(k string) bool {
 	return k >= r.key && (r.fromKey || k < r.end)
 }
 
+// intervalEnd is the range's end for an interval.Tree: "" (no upper bound) for a from-key range.
+// Callers use it for ranges that are not single keys.
+func (r keyRange) intervalEnd() string {
+	if r.fromKey {
+		return ""
+	}
+	return r.end
+}
+
 // past reports whether k is beyond the range's end (the range is scanned in key order).
 func (r keyRange) past(k string) bool {
 	if r.single {

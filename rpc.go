@@ -177,7 +177,7 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 		}
 	}
 	idx := s.raft.CommitIndex()
-	if err := waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
+	if err := s.waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}

@@ -53,9 +53,10 @@ type Store struct {
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
-	spawnMu   sync.Mutex // guards closing and wg.Add, so no goroutine starts after Close waits
+	spawnMu   sync.Mutex // guards closing and the Adds of wg and futures, so nothing starts after Close waits
 	closing   bool
 	wg        sync.WaitGroup
+	futures   sync.WaitGroup // goroutines blocked on raft futures
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -162,6 +163,7 @@ func (s *Store) open(dir string) error {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	}))
+	s.spawn(s.watch.dispatch)
 	s.spawn(func() { s.watchLeadership(notifyCh) })
 	s.spawn(func() { s.observeLeaders(obsCh) })
 	s.spawn(s.lessor.run)
@@ -296,6 +298,7 @@ func (s *Store) Close() error {
 		s.spawnMu.Unlock()
 		var errs []error
 		if s.raft != nil {
+			s.drainFutures()
 			if err := s.raft.Shutdown().Error(); err != nil {
 				errs = append(errs, err)
 			}
@@ -352,8 +355,7 @@ func (s *Store) watchLeadership(notifyCh chan bool) {
 func (s *Store) startTerm(ctx context.Context, term uint64) {
 	data := (&wire.Command{Kind: wire.KindLeaderStart, Term: term, NodeID: s.id}).Marshal(nil)
 	for ctx.Err() == nil {
-		f := s.raft.Apply(data, 0)
-		err := f.Error()
+		err := s.waitFuture(ctx, s.raft.Apply(data, 0))
 		if err == nil {
 			if s.raft.CurrentTerm() != term || s.raft.State() != raft.Leader {
 				return
@@ -363,7 +365,8 @@ func (s *Store) startTerm(ctx context.Context, term uint64) {
 			s.lessor.promote(ctx)
 			return
 		}
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrRaftShutdown) || ctx.Err() != nil || errors.Is(err, ErrStopped) {
 			return
 		}
 		s.log.Warn("leader start entry failed; retrying", "error", err)
@@ -530,7 +533,7 @@ var errWaitAbandoned = errors.New("ember: wait for commit abandoned")
 // applyLocal hands data to raft on the leader and waits for the state machine's result.
 func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, error) {
 	f := s.raft.ApplyLog(raft.Log{Data: data}, 0)
-	if err := waitFuture(ctx, f); err != nil {
+	if err := s.waitFuture(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress),
 			errors.Is(err, raft.ErrEnqueueTimeout):
@@ -551,18 +554,49 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, erro
 	return res, nil
 }
 
-// waitFuture waits for a raft future; a cancelled ctx abandons the wait, not the operation.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	if ctx.Done() == nil {
-		return f.Error()
-	}
+// waitFuture waits for a raft future. A cancelled ctx or Close abandons the wait, not the
+// operation.
+//
+// hashicorp/raft does not answer futures still queued for the state machine when it shuts down
+// (hashicorp/raft#498), so the goroutine that blocks on the future is tracked, and Close lets
+// in-flight futures resolve before it stops raft.
+func (s *Store) waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	s.spawnMu.Lock()
+	if s.closing {
+		s.spawnMu.Unlock()
+		return ErrStopped
+	}
+	s.futures.Add(1)
+	s.spawnMu.Unlock()
+	go func() {
+		defer s.futures.Done()
+		done <- f.Error()
+	}()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.ctx.Done():
+		return ErrStopped
+	}
+}
+
+// drainFutures waits, bounded, for the raft futures in flight: while raft runs, each resolves
+// (applied, or failed when leadership is lost).
+func (s *Store) drainFutures() {
+	done := make(chan struct{})
+	go func() {
+		s.futures.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(2*s.cfg.electionTimeout + time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("raft operations still in flight at shutdown")
 	}
 }
 

@@ -158,33 +158,33 @@ func checkPut(op *wire.Op) wire.Code {
 	return wire.CodeOK
 }
 
-// interval is a deleted key range [key, end); fromKey means no upper bound.
-type interval struct {
+// deletedRange is a deleted key range [key, end); fromKey means no upper bound.
+type deletedRange struct {
 	key, end string
 	fromKey  bool
 }
 
-func (iv interval) contains(k string) bool { return k >= iv.key && (iv.fromKey || k < iv.end) }
+func (iv deletedRange) contains(k string) bool { return k >= iv.key && (iv.fromKey || k < iv.end) }
 
-func deleteInterval(op *wire.Op) interval {
+func deleteRange(op *wire.Op) deletedRange {
 	kr := newKeyRange(op.Key, op.End)
 	switch {
 	case kr.single:
-		return interval{key: kr.key, end: kr.key + "\x00"}
+		return deletedRange{key: kr.key, end: kr.key + "\x00"}
 	case kr.fromKey:
-		return interval{key: kr.key, fromKey: true}
+		return deletedRange{key: kr.key, fromKey: true}
 	}
-	return interval{key: kr.key, end: kr.end}
+	return deletedRange{key: kr.key, end: kr.end}
 }
 
 // writeSet collects the keys one branch puts and the ranges it deletes, nested txns included,
 // and reports whether a key is put twice or put inside a deleted range. The then and else
 // branches of one nested txn exclude each other, so they may write the same key.
-func writeSet(ops []wire.Op) (puts map[string]bool, dels []interval, dup bool) {
+func writeSet(ops []wire.Op) (puts map[string]bool, dels []deletedRange, dup bool) {
 	puts = map[string]bool{}
 	for i := range ops {
 		if ops[i].Kind == wire.OpDelete {
-			dels = append(dels, deleteInterval(&ops[i]))
+			dels = append(dels, deleteRange(&ops[i]))
 		}
 	}
 	inDels := func(k string) bool {

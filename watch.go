@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/ember-kv/ember/internal/interval"
 )
 
 // WatchChan receives the responses of one watch.
@@ -137,6 +139,8 @@ const (
 	// maxQueuedEvents bounds the events waiting for one synced watcher's consumer; past it the
 	// watcher falls back to catching up from history instead of growing its buffer.
 	maxQueuedEvents = 4096
+	// maxSendEvents caps the events merged into one response when a consumer is behind.
+	maxSendEvents = 1024
 	// catchUpRevisions caps the revisions read from history for one response.
 	catchUpRevisions = 1000
 	// defaultProgressInterval is how often a WithProgressNotify watcher with nothing to say sends
@@ -146,19 +150,32 @@ const (
 
 // watchHub routes the events of every applied revision to the watchers of one store.
 //
-// A watcher is synced when it has been given every matching event up to hub.rev: the apply path
-// appends new events to its queue without blocking. A watcher that starts in the past, or whose
-// consumer fell so far behind that its queue is full, is unsynced: its own goroutine reads the
-// missing revisions from an MVCC read view, then re-registers as synced once it has reached
-// hub.rev under the hub's lock, so no revision is skipped or repeated.
+// The apply path only appends each batch of revisions to a pending list (notify); a dispatcher
+// goroutine hands them to watchers, so a key watched a thousand times costs the apply path
+// nothing more than an unwatched one.
+//
+// A watcher is synced when the dispatcher gives it every matching event of each revision it
+// dispatches from the watcher's next revision on: it appends them to the watcher's queue without
+// blocking. A watcher that starts in the past, or whose consumer fell so far behind that its
+// queue is full, is unsynced: its own goroutine reads the missing revisions from an MVCC read
+// view (which always holds every revision applied so far), then registers as synced under the
+// hub's lock with next set past the view. Revisions the dispatcher has not reached yet and that
+// are below next are skipped for it, so no revision is skipped or repeated.
 type watchHub struct {
 	s *Store
 
-	// mu guards the fields below. Lock order: fsm.mu, then watchHub.mu, then watcher.mu.
+	pendMu  sync.Mutex // guards pending and applied; taken by the apply path, never held long
+	pending []revEvents
+	applied int64 // revision of the last applied batch
+
+	kick chan struct{} // wakes the dispatcher; holds at most one
+
+	// mu guards the fields below and is held while the dispatcher fans a batch out.
+	// Lock order: watchHub.mu, then watcher.mu; pendMu is never held with either.
 	mu     sync.Mutex
-	rev    int64 // last revision notified
+	rev    int64 // last revision dispatched
 	byKey  map[string]map[*watcher]struct{}
-	ranges map[*watcher]struct{}
+	ranges interval.Tree[*watcher] // watchers of a range, found by stabbing with a changed key
 	all    map[*watcher]struct{}
 }
 
@@ -172,27 +189,36 @@ type watcher struct {
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
+	// batch collects this watcher's events while the dispatcher fans out one batch; only the
+	// dispatcher touches it, under watchHub.mu.
+	batch []*Event
+
 	mu sync.Mutex // guards the fields below
 	// next is the first revision not yet handed over: every matching event below it was sent or
 	// queued. Synced watchers may lag behind hub.rev when nothing matched.
-	next             int64
-	synced           bool
-	queue            []WatchResponse
-	queuedEvents     int
-	progressWanted   bool
-	sentSinceTick    bool
-	compactedOrEnded bool
+	next           int64
+	synced         bool
+	queue          []WatchResponse
+	queuedEvents   int
+	progressWanted bool
+	sentSinceTick  bool
 }
 
 func newWatchHub(s *Store) *watchHub {
-	return &watchHub{s: s, rev: 1, byKey: map[string]map[*watcher]struct{}{},
-		ranges: map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
+	return &watchHub{s: s, rev: 1, applied: 1, kick: make(chan struct{}, 1),
+		byKey: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
 }
 
 func (h *watchHub) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.all)
+}
+
+func (h *watchHub) appliedRev() int64 {
+	h.pendMu.Lock()
+	defer h.pendMu.Unlock()
+	return h.applied
 }
 
 func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
@@ -205,19 +231,19 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// "Now" is the last applied revision, which the dispatcher may not have reached yet.
+	applied := h.appliedRev()
 	if op.createdNotify {
-		w.queue = append(w.queue, WatchResponse{Header: h.s.header(h.rev), Created: true})
+		w.queue = append(w.queue, WatchResponse{Header: h.s.header(applied), Created: true})
 	}
 	switch {
 	case op.rev == 0:
-		w.next, w.synced = h.rev+1, true
-	case op.rev > h.rev:
-		w.next, w.synced = op.rev, true // a future start: the apply path skips what is below it
+		w.next, w.synced = applied+1, true
+	case op.rev > applied:
+		w.next, w.synced = op.rev, true // a future start: the dispatcher skips what is below it
 	default:
 		w.next = op.rev
 	}
-	// Registered under h.mu, so the apply path either sees the watcher or already moved
-	// h.rev past what it reads in catch-up.
 	started := h.s.spawn(func() {
 		defer stop()
 		defer cancel()
@@ -235,10 +261,10 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	}
 }
 
-// register puts w where the apply path finds it. Callers hold h.mu.
+// register puts w where the dispatcher finds it. Callers hold h.mu.
 func (h *watchHub) register(w *watcher) {
 	if !w.kr.single {
-		h.ranges[w] = struct{}{}
+		h.ranges.Insert(w.kr.key, w.kr.intervalEnd(), w)
 		return
 	}
 	set := h.byKey[w.kr.key]
@@ -249,10 +275,10 @@ func (h *watchHub) register(w *watcher) {
 	set[w] = struct{}{}
 }
 
-// unregister removes w from the apply path. Callers hold h.mu.
+// unregister removes w from the dispatcher's sets. Callers hold h.mu.
 func (h *watchHub) unregister(w *watcher) {
 	if !w.kr.single {
-		delete(h.ranges, w)
+		h.ranges.Delete(w.kr.key, w.kr.intervalEnd(), w)
 		return
 	}
 	if set := h.byKey[w.kr.key]; set != nil {
@@ -263,55 +289,91 @@ func (h *watchHub) unregister(w *watcher) {
 	}
 }
 
-// notify hands the events of newly applied revisions to synced watchers. It runs on the apply
-// path with fsm.mu held and never blocks: a watcher whose queue is full is demoted to unsynced.
+// notify queues the events of newly applied revisions for the dispatcher. It runs on the apply
+// path with fsm.mu held, and only appends.
 func (h *watchHub) notify(revs []revEvents, cur int64) {
+	h.pendMu.Lock()
+	h.pending = append(h.pending, revs...)
+	h.applied = cur
+	h.pendMu.Unlock()
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch runs until the store closes, handing pending revisions to synced watchers.
+func (h *watchHub) dispatch() {
+	for {
+		select {
+		case <-h.kick:
+		case <-h.s.ctx.Done():
+			return
+		}
+		for {
+			h.pendMu.Lock()
+			revs := h.pending
+			h.pending = nil
+			h.pendMu.Unlock()
+			if len(revs) == 0 {
+				break
+			}
+			h.fanOut(revs)
+		}
+	}
+}
+
+// fanOut gives one batch of revisions to the synced watchers. It never blocks on a consumer: a
+// watcher whose queue is full is demoted to unsynced and catches up from history.
+func (h *watchHub) fanOut(revs []revEvents) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	first := h.rev + 1
-	h.rev = cur
+	h.rev = revs[len(revs)-1].rev
 	if len(h.all) == 0 {
 		return
 	}
 	// Each change becomes at most two Events (with and without PrevKv), shared by every watcher
-	// that receives it: a put watched by a thousand watchers costs two allocations, not a
-	// thousand.
-	matched := map[*watcher][]*Event{}
+	// that receives it: a put watched a thousand times costs two allocations, not a thousand.
+	var touched []*watcher
 	for _, re := range revs {
 		for i := range re.events {
 			ev := &re.events[i]
 			var plain, withPrev *Event
 			deliver := func(w *watcher) {
 				if re.rev < w.next || !w.wants(ev.rec) {
-					return // below a future start revision, or filtered
+					return // below the watcher's start or catch-up point, or filtered
 				}
+				var e *Event
 				if w.prevKV {
 					if withPrev == nil {
 						withPrev = eventOf(ev.rec, ev.prev, true)
 					}
-					matched[w] = append(matched[w], withPrev)
-					return
+					e = withPrev
+				} else {
+					if plain == nil {
+						plain = eventOf(ev.rec, nil, false)
+					}
+					e = plain
 				}
-				if plain == nil {
-					plain = eventOf(ev.rec, nil, false)
+				if len(w.batch) == 0 {
+					touched = append(touched, w)
 				}
-				matched[w] = append(matched[w], plain)
+				w.batch = append(w.batch, e)
 			}
 			for w := range h.byKey[ev.rec.key] {
 				deliver(w)
 			}
-			for w := range h.ranges {
-				if w.kr.contains(ev.rec.key) {
-					deliver(w)
-				}
-			}
+			h.ranges.Stab(ev.rec.key, func(w *watcher) bool {
+				deliver(w)
+				return true
+			})
 		}
 	}
-	header := h.s.header(cur)
-	for w, evs := range matched {
-		if len(evs) == 0 {
-			continue
-		}
+	header := h.s.header(h.rev)
+	for _, w := range touched {
+		evs := w.batch
+		w.batch = nil
 		w.mu.Lock()
 		if w.queuedEvents+len(evs) > maxQueuedEvents {
 			// The consumer is too far behind: stop queueing and let it catch up from history,
@@ -322,7 +384,7 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 		} else {
 			w.queue = append(w.queue, WatchResponse{Header: header, Events: evs})
 			w.queuedEvents += len(evs)
-			w.next = cur + 1
+			w.next = h.rev + 1
 		}
 		w.mu.Unlock()
 		w.nudge()
@@ -371,14 +433,23 @@ func (h *watchHub) requestProgress() {
 
 // restored moves every watcher to catching up after the state was replaced by a raft snapshot:
 // a watcher continues from history if the snapshot still holds its next revision, and is
-// canceled with ErrCompacted otherwise. It never skips silently.
+// canceled with ErrCompacted otherwise. It never skips silently. Runs on the apply path.
 func (h *watchHub) restored(st *mvccState) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.pendMu.Lock()
+	h.pending = nil // older than the snapshot; catch-up reads them from it
+	h.applied = st.rev
+	h.pendMu.Unlock()
+	dispatched := h.rev
 	h.rev = st.rev
 	for w := range h.all {
 		w.mu.Lock()
 		if w.synced {
+			// A synced watcher has everything up to the dispatched revision even if nothing
+			// matched (its next is kept lazily); record that, or an idle watcher could be
+			// canceled as compacted for revisions it never needed.
+			w.next = max(w.next, dispatched+1)
 			w.synced = false
 			h.unregister(w)
 		}
@@ -404,18 +475,13 @@ func (w *watcher) run() {
 		tick = t.C
 	}
 	for {
-		w.mu.Lock()
-		if len(w.queue) > 0 {
-			resp := w.queue[0]
-			w.queue[0] = WatchResponse{}
-			w.queue = w.queue[1:]
-			w.queuedEvents -= len(resp.Events)
-			w.mu.Unlock()
+		if resp, ok := w.dequeue(); ok {
 			if !w.send(resp) {
 				return
 			}
 			continue
 		}
+		w.mu.Lock()
 		synced := w.synced
 		w.mu.Unlock()
 		if !synced {
@@ -437,6 +503,34 @@ func (w *watcher) run() {
 			return
 		}
 	}
+}
+
+// dequeue takes the next response, merging queued event responses (whole revisions each, in
+// order) into one so that a consumer that fell behind catches up with fewer receives.
+func (w *watcher) dequeue() (WatchResponse, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return WatchResponse{}, false
+	}
+	resp := w.queue[0]
+	n := 1
+	if len(resp.Events) > 0 {
+		for n < len(w.queue) && len(w.queue[n].Events) > 0 && len(resp.Events)+len(w.queue[n].Events) <= maxSendEvents {
+			if n == 1 {
+				resp.Events = append([]*Event(nil), resp.Events...)
+			}
+			resp.Events = append(resp.Events, w.queue[n].Events...)
+			resp.Header = w.queue[n].Header
+			n++
+		}
+	}
+	for i := 0; i < n; i++ {
+		w.queuedEvents -= len(w.queue[i].Events)
+		w.queue[i] = WatchResponse{}
+	}
+	w.queue = w.queue[n:]
+	return resp, true
 }
 
 func (w *watcher) send(resp WatchResponse) bool {
@@ -464,9 +558,9 @@ func (w *watcher) takeProgress(tick bool) bool {
 	return due
 }
 
-// sendProgress tells the consumer that every event up to the hub's revision was delivered. It
-// runs only when the watcher is synced and its queue is empty; holding the hub's lock while
-// reading the revision keeps the apply path from slipping a new event under it.
+// sendProgress tells the consumer that every event up to the dispatched revision was delivered.
+// It runs only when the watcher is synced and its queue is empty; holding the hub's lock while
+// reading the revision keeps the dispatcher from slipping a new event under it.
 func (w *watcher) sendProgress() bool {
 	h := w.hub
 	h.mu.Lock()
@@ -481,7 +575,7 @@ func (w *watcher) sendProgress() bool {
 	return w.send(WatchResponse{Header: h.s.header(rev)})
 }
 
-// catchUp sends the revisions the watcher missed, read from history, then re-registers it as
+// catchUp sends the revisions the watcher missed, read from history, then registers it as
 // synced. It returns false when the watcher ended.
 func (w *watcher) catchUp() bool {
 	h := w.hub
@@ -500,9 +594,6 @@ func (w *watcher) catchUp() bool {
 			return false
 		}
 		next = last + 1
-		w.mu.Lock()
-		w.next = next
-		w.mu.Unlock()
 		if w.ctx.Err() != nil {
 			return false
 		}
@@ -511,7 +602,11 @@ func (w *watcher) catchUp() bool {
 	defer h.mu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.next == h.rev+1 {
+	w.next = max(next, w.next)
+	// Synced only if the dispatcher has not yet passed next: it then delivers every revision
+	// from next on (and skips the ones below, which this catch-up sent). Otherwise revisions
+	// were dispatched while the view was read: catch up again from a newer view.
+	if w.next > h.rev {
 		w.synced = true
 		h.register(w)
 	}
@@ -534,10 +629,7 @@ func (w *watcher) readHistory(st *mvccState, next int64) ([]*Event, int64) {
 			revsSeen++
 			prevRev = r.mod
 		}
-		if !w.kr.contains(r.key) {
-			return true
-		}
-		if !w.wants(r) {
+		if !w.kr.contains(r.key) || !w.wants(r) {
 			return true
 		}
 		var prev *record

@@ -139,6 +139,12 @@ func (in *instance) serve(ctx context.Context) {
 	in.jobs.begin(in.id)
 	defer in.jobs.end(in.id)
 
+	// The job's requests end with the session too, so that a leader whose session is over
+	// stops at once, even in the middle of a report.
+	jobCtx, stopJob := context.WithCancel(ctx)
+	defer stopJob()
+	defer context.AfterFunc(in.sess.Ctx(), stopJob)()
+
 	tick := time.NewTicker(reportEvery)
 	defer tick.Stop()
 	for {
@@ -156,7 +162,7 @@ func (in *instance) serve(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		n, err := in.generateReport(ctx, e)
+		n, err := in.generateReport(jobCtx, e)
 		if err != nil {
 			fmt.Fprintf(in.w, "instance %s stops running the job: %v\n", in.id, err)
 			return
