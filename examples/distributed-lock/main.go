@@ -15,14 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/concurrency"
+	"github.com/ember-kv/ember/examples/internal/demo"
 )
 
 const (
@@ -40,7 +39,7 @@ func main() {
 }
 
 func run(w io.Writer, st *storage) error {
-	w = &syncWriter{w: w}
+	w = demo.NewSyncWriter(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -51,7 +50,7 @@ func run(w io.Writer, st *storage) error {
 	defer os.RemoveAll(root)
 
 	ids := []string{"a", "b", "c"}
-	stores, err := startCluster(ctx, root, ids)
+	stores, err := demo.StartCluster(ctx, root, ids)
 	if err != nil {
 		return err
 	}
@@ -218,67 +217,4 @@ func (s *storage) Write(worker string, token int64, data string) error {
 	s.highest = token
 	s.accepted = append(s.accepted, wr)
 	return nil
-}
-
-// startCluster opens one member per ID, each with a loopback peer address and a data dir under
-// root, and waits until all are ready.
-func startCluster(ctx context.Context, root string, ids []string) (map[string]*ember.Store, error) {
-	peers := map[string]string{}
-	for _, id := range ids {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		peers[id] = addr
-	}
-	stores := map[string]*ember.Store{}
-	closeAll := func() {
-		for _, s := range stores {
-			s.Close()
-		}
-	}
-	for _, id := range ids {
-		s, err := ember.Open(filepath.Join(root, id),
-			ember.WithNodeID(id),
-			ember.WithBindAddr(peers[id]),
-			ember.WithInitialCluster(peers),
-			// Shorter than the 1s defaults, so that the cluster is ready quickly.
-			ember.WithHeartbeatTimeout(500*time.Millisecond),
-			ember.WithElectionTimeout(500*time.Millisecond))
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		stores[id] = s
-	}
-	for _, s := range stores {
-		if err := s.WaitReady(ctx); err != nil {
-			closeAll()
-			return nil, err
-		}
-	}
-	return stores, nil
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago: the kernel picks the
-// port for a listener on port 0, which is closed again so that a member can bind it.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// syncWriter serializes the workers' narration.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

@@ -14,15 +14,14 @@ import (
 	"io"
 	"log"
 	"maps"
-	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/examples/internal/demo"
 )
 
 const (
@@ -47,7 +46,7 @@ func run(w io.Writer, cl *client) error {
 	}
 	defer os.RemoveAll(root)
 
-	stores, err := startCluster(ctx, root, []string{"a", "b", "c"})
+	stores, err := demo.StartCluster(ctx, root, []string{"a", "b", "c"})
 	if err != nil {
 		return err
 	}
@@ -254,55 +253,4 @@ func (c *client) describe() string {
 		parts = append(parts, id+"="+c.live[id])
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
-}
-
-// startCluster opens one member per ID, each with a loopback peer address and a data dir under
-// root, and waits until all are ready.
-func startCluster(ctx context.Context, root string, ids []string) (map[string]*ember.Store, error) {
-	peers := map[string]string{}
-	for _, id := range ids {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		peers[id] = addr
-	}
-	stores := map[string]*ember.Store{}
-	closeAll := func() {
-		for _, s := range stores {
-			s.Close()
-		}
-	}
-	for _, id := range ids {
-		s, err := ember.Open(filepath.Join(root, id),
-			ember.WithNodeID(id),
-			ember.WithBindAddr(peers[id]),
-			ember.WithInitialCluster(peers),
-			// Shorter than the 1s defaults, so that the cluster is ready quickly.
-			ember.WithHeartbeatTimeout(500*time.Millisecond),
-			ember.WithElectionTimeout(500*time.Millisecond))
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		stores[id] = s
-	}
-	for _, s := range stores {
-		if err := s.WaitReady(ctx); err != nil {
-			closeAll()
-			return nil, err
-		}
-	}
-	return stores, nil
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago: the kernel picks the
-// port for a listener on port 0, which is closed again so that a member can bind it.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
