@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ember-kv/ember/internal/peer"
 )
@@ -40,6 +42,14 @@ type config struct {
 
 	progressInterval time.Duration
 
+	quotaBytes int64
+
+	autoCompactMode      string
+	autoCompactRetention time.Duration // periodic
+	autoCompactRevisions int64         // revision
+
+	metrics prometheus.Registerer
+
 	raftConfig func(*raft.Config)
 
 	// dial replaces the TCP dialer for peer connections; tests use it to inject faults.
@@ -56,12 +66,14 @@ func defaultConfig() config {
 		maxRequestBytes:   defaultMaxRequestBytes,
 		maxTxnOps:         defaultMaxTxnOps,
 		progressInterval:  defaultProgressInterval,
+		quotaBytes:        defaultQuotaBytes,
 	}
 }
 
 const (
 	defaultMaxRequestBytes = 3 << 19 // 1.5 MiB, as etcd
 	defaultMaxTxnOps       = 128
+	defaultQuotaBytes      = 2 << 30 // 2 GiB, as etcd
 )
 
 // WithNodeID sets this member's stable ID. By default an ID is generated on first start and kept
@@ -238,6 +250,65 @@ func WithWatchProgressNotifyInterval(d time.Duration) Option {
 		c.progressInterval = d
 		return nil
 	}
+}
+
+// WithQuotaBackendBytes sets the space quota on the logical size of the store (every version of
+// every key kept, see Status.DBSizeInUse). Over it, requests that add data (puts, transactions
+// with a put, lease grants) fail with ErrNoSpace, while reads, deletes, compaction, revokes and
+// keepalives go on; writes work again as soon as compaction brings the size under the quota.
+// 0 means the default, 2 GiB; a negative value disables the quota.
+func WithQuotaBackendBytes(n int64) Option {
+	return func(c *config) error {
+		switch {
+		case n == 0:
+			c.quotaBytes = defaultQuotaBytes
+		case n < 0:
+			c.quotaBytes = 0
+		default:
+			c.quotaBytes = n
+		}
+		return nil
+	}
+}
+
+// WithAutoCompaction makes the leader compact history on its own, as etcd's
+// --auto-compaction-mode/--auto-compaction-retention: mode "periodic" keeps retention (a Go
+// duration such as "1h", or a bare number of hours) of history; mode "revision" keeps the last
+// retention revisions (a number such as "1000"). Retention "0" disables it, the default.
+func WithAutoCompaction(mode, retention string) Option {
+	return func(c *config) error {
+		switch mode {
+		case "periodic":
+			d, err := time.ParseDuration(retention)
+			if err != nil {
+				h, herr := strconv.ParseInt(retention, 10, 64)
+				if herr != nil || h < 0 {
+					return fmt.Errorf("ember: WithAutoCompaction: bad periodic retention %q", retention)
+				}
+				d = time.Duration(h) * time.Hour
+			}
+			if d < 0 {
+				return fmt.Errorf("ember: WithAutoCompaction: negative retention %q", retention)
+			}
+			c.autoCompactMode, c.autoCompactRetention = mode, d
+		case "revision":
+			n, err := strconv.ParseInt(retention, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("ember: WithAutoCompaction: bad revision retention %q", retention)
+			}
+			c.autoCompactMode, c.autoCompactRevisions = mode, n
+		default:
+			return fmt.Errorf("ember: WithAutoCompaction: unknown mode %q (want periodic or revision)", mode)
+		}
+		return nil
+	}
+}
+
+// WithMetricsRegisterer registers ember's Prometheus collectors on reg, named like etcd's so
+// that existing dashboards carry over (docs/METRICS.md). Without it nothing is registered
+// anywhere.
+func WithMetricsRegisterer(reg prometheus.Registerer) Option {
+	return func(c *config) error { c.metrics = reg; return nil }
 }
 
 // WithRaftConfig lets fn change raft's configuration after ember has set it up. It is an escape
