@@ -35,6 +35,8 @@ type fsm struct {
 
 	current atomic.Pointer[readView]
 
+	sizeInUse atomic.Int64 // st.size after the last batch: the space quota reads it on every write
+
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
 	lessor *lessor
@@ -79,6 +81,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	last := logs[len(logs)-1].Index
 	f.applied.Store(last)
+	f.sizeInUse.Store(f.st.size)
 	if len(revs) > 0 {
 		f.watch.notify(revs, f.st.rev)
 	}
@@ -232,6 +235,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	})
 	sortDedup(f.dedupOrder)
 	f.applied.Store(applied)
+	f.sizeInUse.Store(st.size)
 	f.current.Store(nil)
 	f.watch.restored(st)
 	f.mu.Unlock()

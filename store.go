@@ -492,6 +492,10 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 		var res *wire.Result
 		var err error
 		if s.raft.State() == raft.Leader {
+			// The leader enforces the quota for the whole cluster, forwarded writes included.
+			if err := s.checkQuota(cmd, len(data)); err != nil {
+				return nil, err
+			}
 			res, err = s.applyLocal(ctx, data)
 		} else if forward {
 			res, err = s.forward(ctx, data)
