@@ -47,6 +47,7 @@ type config struct {
 	autoCompactMode      string
 	autoCompactRetention time.Duration // periodic
 	autoCompactRevisions int64         // revision
+	autoCompactInterval  time.Duration // how often the compactor runs; 0 = as etcd (tests shorten it)
 
 	metrics prometheus.Registerer
 

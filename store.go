@@ -170,6 +170,9 @@ func (s *Store) open(dir string) error {
 	if len(s.cfg.join) > 0 {
 		s.spawn(func() { s.joinLoop(!existing) })
 	}
+	if s.cfg.autoCompactMode != "" {
+		s.spawn(s.runAutoCompaction)
+	}
 	return nil
 }
 
