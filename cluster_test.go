@@ -466,3 +466,33 @@ func kvString(kvs []*ember.KeyValue) string {
 	}
 	return b.String()
 }
+
+// Closing the leader hands leadership over: a new leader is there well before followers would
+// have noticed the silence (a heartbeat timeout of 1 s).
+func TestCluster_CloseHandsOffLeadership(t *testing.T) {
+	c := embertest.NewCluster(t, 3, ember.WithHeartbeatTimeout(time.Second), ember.WithElectionTimeout(time.Second))
+	ctx := ctxFor(t, time.Minute)
+	old := c.Leader()
+	if _, err := old.Store().Put(ctx, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Stop(old.ID)
+	var took time.Duration
+	waitFor(t, 10*time.Second, "a new leader", func() bool {
+		for _, m := range c.Running() {
+			if m.Store().IsLeader() {
+				took = time.Since(start)
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("new leader %v after the old one began closing", took)
+	if took >= 900*time.Millisecond {
+		t.Fatalf("new leader after %v: leadership was not handed off", took)
+	}
+	if _, err := c.Running()[0].Store().Put(ctx, "after", "v"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -291,10 +291,14 @@ func randomUint64() uint64 {
 // ID returns this member's ID.
 func (s *Store) ID() string { return s.id }
 
-// Close stops the member: it stops serving, shuts raft down and closes the data dir. Watch and
-// keepalive channels close. Close is idempotent.
+// Close stops the member: a leader first hands leadership to another voter, then the member
+// stops serving, shuts raft down and closes the data dir. Watch and keepalive channels close.
+// Close is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if s.raft != nil && s.IsLeader() {
+			s.handOffLeadership()
+		}
 		s.cancel()
 		s.spawnMu.Lock()
 		s.closing = true
@@ -322,6 +326,34 @@ func (s *Store) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// handOffLeadership transfers leadership to another voter before a leader stops, so that the
+// cluster does not wait an election timeout to notice. A transfer can fail (the target was
+// behind, an election raced it); like Consul and Nomad, try a few times, then stop anyway.
+func (s *Store) handOffLeadership() {
+	conf, err := s.configuration()
+	if err != nil {
+		return
+	}
+	others := 0
+	for _, srv := range conf.Servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != s.id {
+			others++
+		}
+	}
+	if others == 0 {
+		return
+	}
+	for attempt := 0; attempt < 3 && s.IsLeader(); attempt++ {
+		ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.electionTimeout)
+		err := s.waitFuture(ctx, s.raft.LeadershipTransfer())
+		cancel()
+		if err == nil {
+			return
+		}
+		s.log.Warn("leadership transfer before shutdown failed", "attempt", attempt+1, "error", err)
+	}
 }
 
 // stopped reports whether Close has been called.
