@@ -496,3 +496,31 @@ func TestCluster_CloseHandsOffLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// PromoteMember refuses a learner that has not caught up (here: cut off while the cluster
+// writes), and promotes it once it has.
+func TestCluster_PromoteRefusedUntilCaughtUp(t *testing.T) {
+	c := embertest.NewCluster(t, 3)
+	ctx := ctxFor(t, time.Minute)
+	l := c.Join("l1", ember.WithLearner())
+	c.Partition(l.ID)
+	leader := c.Leader().Store()
+	for i := 0; i < 200; i++ {
+		if _, err := leader.Put(ctx, fmt.Sprintf("lag/%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := leader.PromoteMember(ctx, l.ID); !errors.Is(err, ember.ErrLearnerNotReady) {
+		t.Fatalf("promote a learner that is behind: %v, want ErrLearnerNotReady", err)
+	}
+	if !isLearner(t, leader, l.ID) {
+		t.Fatal("a lagging learner was promoted")
+	}
+	c.Heal()
+	waitFor(t, 20*time.Second, "learner promoted once caught up", func() bool {
+		return leader.PromoteMember(ctx, l.ID) == nil
+	})
+	if isLearner(t, leader, l.ID) {
+		t.Fatal("still a learner after a successful PromoteMember")
+	}
+}
