@@ -55,6 +55,8 @@ type config struct {
 
 	// dial replaces the TCP dialer for peer connections; tests use it to inject faults.
 	dial peer.DialFunc
+	// wrapStores wraps raft's log and stable stores; tests use it to inject disk faults.
+	wrapStores func(raft.LogStore, raft.StableStore) (raft.LogStore, raft.StableStore)
 }
 
 func defaultConfig() config {

@@ -39,6 +39,8 @@ type Store struct {
 	stores *raftStores
 	net    *network // nil for a node without a listener
 
+	metrics *metrics // nil without WithMetricsRegisterer
+
 	clientID uint64        // this member's request ID space, random per process
 	seq      atomic.Uint64 // last request ID sequence used
 
@@ -125,10 +127,16 @@ func (s *Store) open(dir string) error {
 	if s.stores, err = openRaftStores(dir, s.cfg.snapshotRetain, s.log); err != nil {
 		return err
 	}
+	if s.cfg.wrapStores != nil {
+		s.stores.log, s.stores.stable = s.cfg.wrapStores(s.stores.log, s.stores.stable)
+	}
 	s.watch = newWatchHub(s)
 	s.lessor = newLessor(s)
 	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor)
 	s.readIndex = readindex.New(s.fetchReadIndex)
+	if err := s.instrument(); err != nil {
+		return err
+	}
 
 	var trans raft.Transport
 	if s.cfg.bindAddr == "" {
@@ -155,6 +163,7 @@ func (s *Store) open(dir string) error {
 	if err != nil {
 		return fmt.Errorf("ember: start raft: %w", err)
 	}
+	s.metrics.raftStarted(s.raft)
 	if s.net != nil {
 		s.net.serve()
 	}
@@ -418,6 +427,7 @@ func (s *Store) observeLeaders(obsCh chan raft.Observation) {
 		select {
 		case o := <-obsCh:
 			lo := o.Data.(raft.LeaderObservation)
+			s.metrics.leaderObserved(string(lo.LeaderID))
 			s.leaderSig.fire()
 			term := s.raft.CurrentTerm()
 			s.term.Store(term)
@@ -500,7 +510,7 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*wire.Result, e
 	if len(data) > s.cfg.maxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(data), s.cfg.maxRequestBytes)
 	}
-	res, err := s.submit(ctx, cmd, data, true)
+	res, err := s.submitOwn(ctx, cmd, data, true)
 	if err != nil {
 		return nil, err
 	}
