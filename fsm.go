@@ -40,6 +40,8 @@ type fsm struct {
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
 	lessor *lessor
+
+	metrics *metrics // nil without WithMetricsRegisterer; set before raft starts
 }
 
 type dedupRef struct {
@@ -64,6 +66,7 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // ApplyBatch applies a batch of committed entries. It never blocks on a consumer: watch events
 // go into bounded per-watcher queues, and lease changes into the lessor's queue.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	start := f.metrics.start()
 	out := make([]any, len(logs))
 	var revs []revEvents
 	var leaseChanges []leaseChange
@@ -89,6 +92,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if len(leaseChanges) > 0 {
 		f.lessor.observe(leaseChanges)
 	}
+	f.metrics.appliedBatch(start)
 	f.appliedSig.fire()
 	return out
 }
@@ -216,7 +220,7 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &fsmSnapshot{st: f.st.clone(), applied: f.applied.Load()}, nil
+	return &fsmSnapshot{st: f.st.clone(), applied: f.applied.Load(), metrics: f.metrics}, nil
 }
 
 // Restore replaces the whole state with a snapshot's.
@@ -247,9 +251,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 type fsmSnapshot struct {
 	st      *mvccState
 	applied uint64
+
+	metrics *metrics
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.metrics.snapshotPersisted(s.metrics.start())
 	if err := writeSnapshot(sink, s.st, s.applied); err != nil {
 		sink.Cancel()
 		return err

@@ -563,7 +563,7 @@ func (l *lessor) revokeExpired(id int64, sem chan struct{}) {
 	cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseRevoke, LeaseID: id}
 	ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
 	defer cancel()
-	if _, err := l.s.submit(ctx, cmd, cmd.Marshal(nil), false); err != nil && !l.s.stopped() {
+	if _, err := l.s.submitOwn(ctx, cmd, cmd.Marshal(nil), false); err != nil && !l.s.stopped() {
 		l.s.log.Debug("lease revoke failed; will retry", "lease", id, "error", err)
 	}
 	l.nudge()
@@ -613,7 +613,7 @@ func (l *lessor) writeCheckpoint(b *renewBatch, cps []wire.LeaseCheckpoint, done
 	if len(cps) > 0 {
 		cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseCheckpoint, Checkpoints: cps}
 		ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
-		_, err = l.s.submit(ctx, cmd, cmd.Marshal(nil), false)
+		_, err = l.s.submitOwn(ctx, cmd, cmd.Marshal(nil), false)
 		cancel()
 	}
 	if b != nil && err != nil {

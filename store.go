@@ -582,6 +582,11 @@ var errWaitAbandoned = errors.New("ember: wait for commit abandoned")
 // applyLocal hands data to raft on the leader and waits for the state machine's result.
 func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, error) {
 	f := s.raft.ApplyLog(raft.Log{Data: data}, 0)
+	if plantedBug() == "ack-before-commit" {
+		if res := s.plantedEarlyAck(data); res != nil {
+			return res, nil
+		}
+	}
 	if err := s.waitFuture(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress),

@@ -337,6 +337,9 @@ func (h *watchHub) fanOut(revs []revEvents) {
 	// that receives it: a put watched a thousand times costs two allocations, not a thousand.
 	var touched []*watcher
 	for _, re := range revs {
+		if plantedBug() == "skip-watch-event" && re.rev%7 == 0 {
+			continue
+		}
 		for i := range re.events {
 			ev := &re.events[i]
 			var plain, withPrev *Event
