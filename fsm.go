@@ -216,6 +216,18 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 	}
 }
 
+// setState replaces the state and rebuilds the expiry order of its request IDs. Callers hold
+// f.mu (or own f alone).
+func (f *fsm) setState(st *mvccState) {
+	f.st = st
+	f.dedupOrder = f.dedupOrder[:0]
+	st.dedup.Scan(func(e *dedupEntry) bool {
+		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
+		return true
+	})
+	sortDedup(f.dedupOrder)
+}
+
 // Snapshot captures the state in O(1); Persist writes it while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
@@ -231,13 +243,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
-	f.st = st
-	f.dedupOrder = f.dedupOrder[:0]
-	st.dedup.Scan(func(e *dedupEntry) bool {
-		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
-		return true
-	})
-	sortDedup(f.dedupOrder)
+	f.setState(st)
 	f.applied.Store(applied)
 	f.sizeInUse.Store(st.size)
 	f.current.Store(nil)

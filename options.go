@@ -140,7 +140,9 @@ func WithLearner() Option {
 
 // WithTLS secures all peer traffic with TLS: server for the listener, client for dialing peers.
 // For mutual TLS set server.ClientAuth = tls.RequireAndVerifyClientCert and give both configs
-// the cluster's CA.
+// the cluster's CA. A refused peer is logged at Warn by the member that refused it; note that a
+// peer whose certificate comes from another CA usually sends no certificate at all (crypto/tls
+// only offers one the server's CA list accepts), so the log says "didn't provide a certificate".
 func WithTLS(server, client *tls.Config) Option {
 	return func(c *config) error {
 		if server == nil || client == nil {

@@ -110,7 +110,7 @@ func (m *Mux) Serve() error {
 				return err
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			m.logger.Error("peer: accept failed; retrying", "error", err, "delay", delay)
+			m.logger.Error("accept failed; retrying", "error", err, "delay", delay)
 			select {
 			case <-time.After(delay):
 				continue
@@ -152,11 +152,11 @@ func (m *Mux) handshake(raw net.Conn) {
 		raw.Close()
 		return
 	case err != nil:
-		m.logger.Warn("peer: handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
+		m.logger.Warn("handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
 		raw.Close()
 		return
 	case sub == nil:
-		m.logger.Warn("peer: unknown protocol byte", "remote", raw.RemoteAddr().String(), "byte", proto)
+		m.logger.Warn("unknown protocol byte", "remote", raw.RemoteAddr().String(), "byte", proto)
 		raw.Close()
 		return
 	}
@@ -171,7 +171,7 @@ func (m *Mux) readProto(raw net.Conn) (byte, net.Conn, error) {
 	if m.tlsConf != nil {
 		tc := tls.Server(raw, m.tlsConf)
 		if err := tc.Handshake(); err != nil {
-			return 0, nil, fmt.Errorf("tls: %w", err)
+			return 0, nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		conn = tc
 	}
@@ -316,7 +316,7 @@ func handshakeClient(ctx context.Context, raw net.Conn, addr string, proto byte,
 		}
 		tc := tls.Client(raw, tlsConf)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		conn = tc
 	}
