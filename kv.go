@@ -84,7 +84,7 @@ func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire
 	var err error
 	if serializable {
 		if s.stopped() {
-			return nil, ErrStopped
+			return nil, s.stoppedErr()
 		}
 		v = s.fsm.view()
 	} else if v, err = s.linearizableView(ctx); err != nil {

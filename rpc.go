@@ -199,7 +199,7 @@ func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
 	start := s.metrics.start()
 	for attempt := 0; ; attempt++ {
 		if s.stopped() {
-			return nil, ErrStopped
+			return nil, s.stoppedErr()
 		}
 		idx, err := s.readIndex.Get(ctx)
 		if err == nil {
@@ -233,7 +233,7 @@ func retryable(err error) bool {
 func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		if s.stopped() {
-			return nil, ErrStopped
+			return nil, s.stoppedErr()
 		}
 		var resp []byte
 		var err error

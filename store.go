@@ -61,6 +61,9 @@ type Store struct {
 	futures   sync.WaitGroup // goroutines blocked on raft futures
 	closeOnce sync.Once
 	closeErr  error
+
+	guard   *failStop
+	failure atomic.Pointer[error] // why the member stopped by itself (storage failure), if it did
 }
 
 // spawn runs fn in a goroutine that Close waits for; it returns false, and runs nothing, once
@@ -159,10 +162,13 @@ func (s *Store) open(dir string) error {
 			return err
 		}
 	}
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.stores.log, s.stores.stable, s.stores.snaps, trans)
+	s.guard = &failStop{s: s}
+	logs, stable := raft.LogStore(guardedLog{s.stores.log, s.guard}), raft.StableStore(guardedStable{s.stores.stable, s.guard})
+	s.raft, err = newRaftGuarded(rc, s.fsm, logs, stable, s.stores.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("ember: start raft: %w", err)
 	}
+	s.guard.armed.Store(true)
 	s.metrics.raftStarted(s.raft)
 	if s.net != nil {
 		s.net.serve()
@@ -365,6 +371,15 @@ func (s *Store) handOffLeadership() {
 	}
 }
 
+// stoppedErr is what calls on a stopped store return: ErrStopped, wrapped with the storage
+// failure that made the member stop itself, if one did.
+func (s *Store) stoppedErr() error {
+	if f := s.failure.Load(); f != nil {
+		return *f
+	}
+	return ErrStopped
+}
+
 // stopped reports whether Close has been called.
 func (s *Store) stopped() bool { return s.ctx.Err() != nil }
 
@@ -532,7 +547,7 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			data = cmd.Marshal(nil)
 		}
 		if s.stopped() {
-			return nil, ErrStopped
+			return nil, s.stoppedErr()
 		}
 		var res *wire.Result
 		var err error

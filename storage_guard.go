@@ -1,0 +1,83 @@
+package ember
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// hashicorp/raft v1.7.3 panics in its own goroutines on some storage errors: when it cannot
+// persist a new term (setCurrentTerm, raft.go:2144) and when it cannot read a committed entry
+// back (processLogs, raft.go:1329). A panic in a raft goroutine takes the whole host process
+// down, and ember cannot recover it from outside that goroutine. The guard below sits outermost
+// around the log and stable stores and turns those two errors into a fail-stop of this member
+// only: it records the cause, starts Close, and ends the raft goroutine with runtime.Goexit
+// (which runs its deferred bookkeeping, so raft's shutdown completes). Writes that raft handles
+// itself (StoreLogs on leader or follower, votes) keep returning errors to raft.
+
+// failStop stops the store once, on the first storage error raft cannot survive.
+type failStop struct {
+	s     *Store
+	armed atomic.Bool // set once raft runs; during Open, errors go back to Open instead
+	once  sync.Once
+}
+
+var keyCurrentTerm = []byte("CurrentTerm") // raft's stable-store key for the current term
+
+func (fs *failStop) stop(op string, err error) {
+	if !fs.armed.Load() {
+		return
+	}
+	fs.once.Do(func() {
+		cause := fmt.Errorf("%w: storage failure in %s: %w", ErrStopped, op, err)
+		fs.s.failure.Store(&cause)
+		fs.s.log.Error("storage failed; stopping this member to keep the host process alive", "op", op, "error", err)
+		go fs.s.Close()
+	})
+	runtime.Goexit()
+}
+
+type guardedStable struct {
+	raft.StableStore
+	fs *failStop
+}
+
+func (g guardedStable) SetUint64(key []byte, v uint64) error {
+	err := g.StableStore.SetUint64(key, v)
+	if err != nil && bytes.Equal(key, keyCurrentTerm) {
+		g.fs.stop("persisting the raft term", err)
+	}
+	return err
+}
+
+type guardedLog struct {
+	raft.LogStore
+	fs *failStop
+}
+
+func (g guardedLog) GetLog(index uint64, l *raft.Log) error {
+	err := g.LogStore.GetLog(index, l)
+	// A missing entry is normal (compacted: the follower gets a snapshot); any other read
+	// error is a disk failure that raft's apply path would panic on.
+	if err != nil && !errors.Is(err, raft.ErrLogNotFound) {
+		g.fs.stop(fmt.Sprintf("reading raft log entry %d", index), err)
+	}
+	return err
+}
+
+// newRaftGuarded calls raft.NewRaft, which reads the log on the caller's goroutine and panics on
+// a read error there: on Open's goroutine the panic can be recovered and reported.
+func newRaftGuarded(conf *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore,
+	snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: reading the raft log: %v", ErrCorrupt, p)
+		}
+	}()
+	return raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
+}
