@@ -235,9 +235,9 @@ func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, last *LeaseKeepAl
 //
 // Keepalives are served by the leader from memory and are not replicated one by one: renewals
 // that arrive together are folded into one checkpoint entry, and a keepalive is answered once
-// its checkpoint is committed. So a new leader always knows every acknowledged renewal, and a
-// lease never expires before last keepalive + TTL, nor lingers past it by more than the time to
-// elect a leader. A long lease is also checkpointed periodically so that a restart of the whole
+// its checkpoint is committed. So a new leader always knows every acknowledged renewal: a
+// lease never expires before last keepalive + TTL, and a new leader gives every lease one
+// election timeout more (see promote), so no lease expires because leadership changed. A long lease is also checkpointed periodically so that a restart of the whole
 // cluster does not give it back its full TTL.
 type lessor struct {
 	s *Store
@@ -364,14 +364,19 @@ func (l *lessor) restored() {
 }
 
 // promote starts the leader's clocks; called once this leader has applied everything before
-// its term. Each deadline is what the log says is left, measured from when this member applied it.
+// its term. Each deadline is what the log says is left, measured from when this member applied
+// it, and never earlier than now, plus one election timeout: clients could not renew while
+// there was no leader, and must get the time to find this one, so that no lease expires because
+// of the leader change.
 func (l *lessor) promote(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.leader = true
 	l.expiry = l.expiry[:0]
+	now := time.Now()
 	for id, lc := range l.known {
-		lc.deadline, lc.expired = lc.at.Add(lc.remaining), false
+		lc.deadline = maxTime(lc.at.Add(lc.remaining), now).Add(l.s.cfg.electionTimeout)
+		lc.expired = false
 		l.expiry = append(l.expiry, expiryItem{id: id, deadline: lc.deadline})
 	}
 	heap.Init(&l.expiry)
@@ -390,6 +395,13 @@ func (l *lessor) demote() {
 		close(l.batch.done)
 		l.batch = nil
 	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // renew extends a lease to its full TTL and waits until the renewal is in the log.

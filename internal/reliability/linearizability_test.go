@@ -1,0 +1,487 @@
+package reliability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/embertest"
+	"github.com/ember-kv/ember/internal/watchcheck"
+)
+
+// Compaction during G1 runs, for the watchers' sake.
+const (
+	compactLag   = 500 // revisions kept behind the current one
+	compactEvery = 300 * time.Millisecond
+)
+
+// g1Fault is the one fault of a G1 run.
+type g1Fault struct {
+	name string
+	size int // members in the CI tier; the soak tier runs every fault on 3 and 5
+	// inject starts the fault, avoiding member spare when it has a choice, and returns the
+	// members it affects and how to heal it.
+	inject func(c *embertest.Cluster, spare string) (faulted []string, heal func())
+}
+
+var g1Faults = []g1Fault{
+	{"leader-partition", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		l := c.Leader().ID
+		isolate(c, l)
+		return []string{l}, c.Network().HealAll
+	}},
+	{"follower-partition", 3, func(c *embertest.Cluster, spare string) ([]string, func()) {
+		f := follower(c, spare)
+		isolate(c, f)
+		return []string{f}, c.Network().HealAll
+	}},
+	{"oneway-cut-to-leader", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		// The leader still sends, and hears nothing back.
+		l := c.Leader().ID
+		toward(c, l, embertest.Fault{Blackhole: true})
+		return []string{l}, c.Network().HealAll
+	}},
+	{"lost-replies-from-leader", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		// Forwarded writes, read indexes and keepalives reach the leader and are served; the
+		// answers never come back.
+		l := c.Leader().ID
+		toward(c, l, embertest.Fault{LostReplies: true})
+		return []string{l}, c.Network().HealAll
+	}},
+	{"delay-jitter", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		everywhere(c, embertest.Fault{Delay: 75 * time.Millisecond, Jitter: 50 * time.Millisecond})
+		return ids(c.Members()), c.Network().HealAll
+	}},
+	{"drop", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		everywhere(c, embertest.Fault{DropRate: 0.05})
+		return ids(c.Members()), c.Network().HealAll
+	}},
+	{"leader-kill", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		l := c.Leader().ID
+		c.Stop(l)
+		return []string{l}, func() { c.Restart(l) }
+	}},
+	{"follower-kill", 5, func(c *embertest.Cluster, spare string) ([]string, func()) {
+		f := follower(c, spare)
+		c.Stop(f)
+		return []string{f}, func() { c.Restart(f) }
+	}},
+}
+
+// follower returns a follower other than spare, if there is one.
+func follower(c *embertest.Cluster, spare string) string {
+	fs := c.Followers()
+	for _, f := range fs {
+		if f.ID != spare {
+			return f.ID
+		}
+	}
+	return fs[0].ID
+}
+
+func ids(ms []*embertest.Member) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+// g1Stats is what one run checked.
+type g1Stats struct {
+	ops, unknown, resolved, failed, grants int
+	violations                             int
+	g2                                     g2Stats
+	hashes                                 int
+}
+
+func (s *g1Stats) add(o g1Stats) {
+	s.ops += o.ops
+	s.unknown += o.unknown
+	s.resolved += o.resolved
+	s.failed += o.failed
+	s.grants += o.grants
+	s.violations += o.violations
+	s.g2.watches += o.g2.watches
+	s.g2.events += o.g2.events
+	s.g2.violations += o.g2.violations
+	s.hashes += o.hashes
+}
+
+// TestLinearizability is goal G1 (with G2 riding along): client histories recorded under one
+// fault per run, checked with porcupine, plus revision and durability checks against the
+// recorded history, equal HashKV on every member after healing, and every watcher's stream
+// checked with watchcheck.
+func TestLinearizability(t *testing.T) {
+	tr := loadTier(t)
+	var total g1Stats
+	runs, scheduled := 0, 0
+	for _, f := range g1Faults {
+		sizes := []int{f.size}
+		if tr.soak {
+			sizes = []int{3, 5}
+		}
+		for _, n := range sizes {
+			for run := range tr.runs {
+				// Each scheduled run has its own seed, the same whichever runs -run selects.
+				seed := tr.seed + int64(scheduled)
+				scheduled++
+				t.Run(fmt.Sprintf("%s/n=%d/%d", f.name, n, run), func(t *testing.T) {
+					runs++
+					st := g1Run(t, tr, f, n, seed)
+					total.add(st)
+				})
+			}
+		}
+	}
+	t.Logf("G1 total: %d runs, %d faults injected, %d operations checked (%d unknown, %d of them resolved by the recorder; %d definite failures not checked), %d lease grants, %d HashKV comparisons, %d violations",
+		runs, runs, total.ops, total.unknown, total.resolved, total.failed, total.grants, total.hashes, total.violations)
+	t.Logf("G2 total: %d watches, %d events checked, %d violations", total.g2.watches, total.g2.events, total.g2.violations)
+}
+
+func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+	c := newCluster(t, n)
+	clk := newClock()
+	ctx, cancel := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	// Registered after the cluster's own cleanup, so it runs first: nothing runs on a closed
+	// cluster, and nothing outlives the test.
+	t.Cleanup(func() {
+		cancel()
+		bg.Wait()
+	})
+	warm, faultFor, recover := phases(tr.duration)
+	order := append([]*embertest.Member{c.Leader()}, c.Followers()...)
+	traffic := make(chan struct{})
+
+	rec := newWatcher(watchSpec{name: "recorder", end: "\x00", start: startNow, prevKV: true}, order[1], clk, traffic)
+	rec.seen = map[string]int64{}
+	bg.Add(1)
+	go func() { defer bg.Done(); rec.run(ctx) }()
+	waitFor(t, 10*time.Second, "the recorder's watch", func() bool { return rec.reached.Load() > 0 })
+
+	specs := []watchSpec{
+		{name: "all keys now, prevKV", end: "\x00", start: startNow, prevKV: true},
+		{name: "prefix k/, 300 back, prevKV, progress", key: "k/", prefix: true, start: startPast, delta: 300,
+			at: warm / 2, prevKV: true, progress: true},
+		{name: "k/3, 50 ahead", key: "k/3", start: startFuture, delta: 50, at: warm / 3},
+		{name: "prefix k/, below the compaction", key: "k/", prefix: true, start: startCompacted,
+			at: warm + faultFor/2, prevKV: true},
+		{name: "range [k/2, k/6) now, deletes filtered, progress", key: "k/2", end: "k/6", start: startNow,
+			at: warm, filterDelete: true, progress: true},
+		{name: "prefix k/, 100 back, prevKV, slow reader", key: "k/", prefix: true, start: startPast, delta: 100,
+			at: warm / 2, prevKV: true, slow: 3 * time.Millisecond},
+		{name: "prefix k/, 200 ahead, puts filtered", key: "k/", prefix: true, start: startFuture, delta: 200,
+			at: warm + faultFor, filterPut: true},
+		{name: "k/0 now, prevKV", key: "k/0", start: startNow, at: warm + faultFor/4, prevKV: true},
+	}
+	var watchers []*watcher
+	for i, sp := range specs {
+		w := newWatcher(sp, order[i%n], clk, traffic)
+		watchers = append(watchers, w)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			sleepCtx(ctx, sp.at)
+			w.run(ctx)
+		}()
+	}
+
+	var maxCompact atomic.Int64 // highest compaction requested
+	bg.Add(1)
+	go func() { // never past what the recorder reached, so it is never canceled
+		defer bg.Done()
+		tick := time.NewTicker(compactEvery)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-traffic:
+				return
+			case <-tick.C:
+			}
+			ms := c.Running()
+			s := ms[i%len(ms)].Store()
+			if s == nil {
+				continue
+			}
+			cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+			if st, err := s.Status(cctx); err == nil {
+				if target := min(st.Revision-compactLag, rec.reached.Load()); target > maxCompact.Load() {
+					maxCompact.Store(target)
+					s.Compact(cctx, target)
+				}
+			}
+			ccancel()
+		}
+	}()
+
+	h := &history{}
+	var clients sync.WaitGroup
+	grants := make([]int, g1Clients)
+	for i := range g1Clients {
+		cl := &kvClient{id: i, c: c, rng: rand.New(rand.NewSource(rng.Int63())), clk: clk, h: h,
+			applied: rec.sawPut, seen: map[string]seenKV{}}
+		if i < g1Pinned {
+			cl.pinned = order[i%n].ID
+		}
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			cl.run(traffic)
+			grants[i] = cl.grants
+		}()
+	}
+
+	time.Sleep(warm)
+	faultAt := clk.now()
+	faulted, heal := f.inject(c, rec.member.ID)
+	t.Logf("%s on %v at %v", f.name, faulted, time.Duration(faultAt))
+	time.Sleep(faultFor)
+	heal()
+	healAt := clk.now()
+	time.Sleep(recover)
+	close(traffic)
+	clients.Wait()
+
+	finalRev := finalWrite(t, c, "final")
+	rev := converge(t, c, finalRev)
+	if !rec.awaitReached(rev, time.Now().Add(30*time.Second)) {
+		t.Fatalf("the recorder did not reach revision %d (reached %d)", rev, rec.reached.Load())
+	}
+	hist := recordedHistory(t, rec, rev)
+	st := g1Stats{hashes: n - 1}
+	st.g2 = checkWatchers(t, watchers, hist, rev, maxCompact.Load())
+	for _, g := range grants {
+		st.grants += g
+	}
+
+	ops := h.records()
+	t.Logf("errors seen by clients:%s", errorSummary(ops))
+	st.violations += checkRecords(t, ops, hist[:rev-1], rec)
+	model := resolved(ops, &st)
+	if st.ops < 200 {
+		t.Errorf("only %d operations recorded: the run proves little", st.ops)
+	}
+	res, info := porcupine.CheckOperationsVerbose(kvModel, model, tr.checkTimeout)
+	if res != porcupine.Ok {
+		st.violations++
+		info.AddAnnotations([]porcupine.Annotation{{Tag: "fault", Start: faultAt, End: healAt,
+			Description: f.name, Details: fmt.Sprintf("%s on %v", f.name, faulted), BackgroundColor: "#f8d7da"}})
+		path := filepath.Join(artefactDir(t), "history.html")
+		if err := porcupine.VisualizePath(kvModel, info, path); err != nil {
+			t.Errorf("visualization: %v", err)
+		}
+		t.Errorf("linearizability check: %s over %d operations; visualization: %s", res, len(model), path)
+	}
+	t.Logf("%d revisions, %d operations checked (%d unknown, %d resolved by the recorder, %d definite failures), compacted through %d; G2: %d watches, %d events",
+		rev, st.ops, st.unknown, st.resolved, st.failed, maxCompact.Load(), st.g2.watches, st.g2.events)
+	return st
+}
+
+// sawPut reports whether the recorder has received a put of val.
+func (w *watcher) sawPut(val string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.seen[val]
+	return ok
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// resolved turns the records into porcupine operations. An ambiguous put or CAS whose value the
+// recorder received took effect before it was received: its return time becomes the receipt
+// (and a CAS is known to have succeeded), which keeps it from overlapping everything after it.
+func resolved(ops []*opRecord, st *g1Stats) []porcupine.Operation {
+	var out []porcupine.Operation
+	for _, r := range ops {
+		switch {
+		case r.status == statusFailed:
+			st.failed++
+			continue
+		case !r.modelled:
+			continue
+		}
+		st.ops++
+		o := porcupine.Operation{ClientId: r.client, Input: r.in, Output: r.out, Call: r.call, Return: r.ret,
+			Metadata: r.member}
+		if r.status == statusUnknown {
+			st.unknown++
+			if r.seenAt != 0 {
+				st.resolved++
+				o.Return = r.seenAt
+				if r.in.Kind == opCAS {
+					o.Output = kvOutput{OK: true}
+				}
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// checkRecords checks every record against the recorded history h (revisions 2 through the
+// final one) and returns how many violations it reported:
+//   - an acknowledged write is in the history at the revision its response gave;
+//   - a value a read returned is in the history with the same create and mod revision,
+//     version and lease;
+//   - a write that failed definitely is not in the history;
+//   - revisions respect real time: an operation that began after another ended never
+//     reports a lower revision (reads included, across keys: the per-key model cannot see
+//     this);
+//   - a lease granted in the run is never reported missing (none expires within a run).
+//
+// It also resolves ambiguous puts and CASes the recorder saw (opRecord.seenAt).
+func checkRecords(t testing.TB, ops []*opRecord, h []watchcheck.Revision, rec *watcher) int {
+	t.Helper()
+	puts := map[string]watchcheck.KeyValue{} // value → the version that put wrote
+	for _, r := range h {
+		for _, e := range r.Events {
+			if e.Type == watchcheck.Put {
+				puts[e.Kv.Value] = e.Kv
+			}
+		}
+	}
+	at := func(rev int64) []watchcheck.Event {
+		if rev < 2 || rev-2 >= int64(len(h)) {
+			return nil
+		}
+		return h[rev-2].Events
+	}
+	rec.mu.Lock()
+	seen := maps.Clone(rec.seen)
+	rec.mu.Unlock()
+
+	violations := 0
+	fail := func(r *opRecord, format string, args ...any) {
+		violations++
+		if violations <= 20 {
+			t.Errorf("client %d via %s, %s [%v..%v]: %s", r.client, r.member, describeOp(r.in, r.out),
+				time.Duration(r.call), time.Duration(r.ret), fmt.Sprintf(format, args...))
+		}
+	}
+	unexpected := map[string]int{}
+	for _, r := range ops {
+		writesVal := r.in.Kind == opPut || r.in.Kind == opCAS
+		kv, applied := puts[r.in.Val]
+		noEffect := r.status == statusFailed || r.status == statusOK && r.in.Kind == opCAS && !r.out.OK
+		switch {
+		case errors.Is(r.err, ember.ErrLeaseNotFound):
+			fail(r, "lease %x reported not found, though granted in this run with TTL %ds: %v", r.lease, leaseTTL, r.err)
+		case r.status == statusUnknown && r.write && !errors.Is(r.err, ember.ErrTimeout) && !errors.Is(r.err, ember.ErrStopped):
+			unexpected[r.err.Error()]++
+		}
+		switch {
+		case noEffect && writesVal && applied:
+			fail(r, "reported no effect (%v), but the write took effect at revision %d", r.err, kv.ModRevision)
+		case r.status == statusUnknown && writesVal && applied:
+			r.seenAt = seen[r.in.Val]
+			if r.seenAt < r.call {
+				fail(r, "value received by the recorder at %v, before the call", time.Duration(r.seenAt))
+			}
+		case r.status != statusOK:
+		case writesVal && (r.in.Kind == opPut || r.out.OK):
+			if !applied || kv.ModRevision != r.out.Rev || kv.Key != r.in.Key || kv.Lease != int64(r.lease) {
+				fail(r, "acknowledged at revision %d, history has %+v (present %v)", r.out.Rev, kv, applied)
+			}
+		case r.in.Kind == opDelete && r.out.Deleted == 1:
+			found := false
+			for _, e := range at(r.out.Rev) {
+				found = found || e.Type == watchcheck.Delete && e.Kv.Key == r.in.Key
+			}
+			if !found {
+				fail(r, "acknowledged delete at revision %d is not in the history", r.out.Rev)
+			}
+		}
+		if r.status == statusOK && r.kv != nil {
+			if want, ok := puts[r.kv.Value]; !ok || want != *r.kv {
+				fail(r, "read %+v, history has %+v (present %v)", *r.kv, want, ok)
+			}
+		}
+	}
+	for msg, n := range unexpected {
+		violations++
+		t.Errorf("%d writes failed with an error outside ember's contract (ErrTimeout, ErrNoLeader, ErrStopped, ErrLeaseNotFound): %s", n, msg)
+	}
+	violations += checkRealTime(t, ops)
+	return violations
+}
+
+// checkRealTime checks that no acknowledged operation reports a lower revision than one that
+// returned before it was called.
+func checkRealTime(t testing.TB, ops []*opRecord) int {
+	t.Helper()
+	var acked []*opRecord
+	for _, r := range ops {
+		if r.status == statusOK {
+			acked = append(acked, r)
+		}
+	}
+	byRet := append([]*opRecord(nil), acked...)
+	sort.Slice(byRet, func(i, j int) bool { return byRet[i].ret < byRet[j].ret })
+	sort.Slice(acked, func(i, j int) bool { return acked[i].call < acked[j].call })
+	violations := 0
+	var best *opRecord // highest revision among the operations returned so far
+	j := 0
+	for _, r := range acked {
+		for ; j < len(byRet) && byRet[j].ret < r.call; j++ {
+			if best == nil || byRet[j].out.Rev > best.out.Rev {
+				best = byRet[j]
+			}
+		}
+		if best != nil && r.out.Rev < best.out.Rev {
+			violations++
+			if violations <= 20 {
+				t.Errorf("revision went back in time: client %d via %s, %s [%v..%v] after client %d via %s, %s [%v..%v]",
+					r.client, r.member, describeOp(r.in, r.out), time.Duration(r.call), time.Duration(r.ret),
+					best.client, best.member, describeOp(best.in, best.out), time.Duration(best.call), time.Duration(best.ret))
+			}
+		}
+	}
+	return violations
+}
+
+// errorSummary lists distinct error messages with counts, most frequent first.
+func errorSummary(ops []*opRecord) string {
+	counts := map[string]int{}
+	for _, r := range ops {
+		if r.err != nil {
+			counts[r.err.Error()]++
+		}
+	}
+	var msgs []string
+	for m := range counts {
+		msgs = append(msgs, m)
+	}
+	sort.Slice(msgs, func(i, j int) bool { return counts[msgs[i]] > counts[msgs[j]] })
+	var b strings.Builder
+	for i, m := range msgs {
+		if i == 8 {
+			break
+		}
+		fmt.Fprintf(&b, "\n\t%5d × %s", counts[m], m)
+	}
+	return b.String()
+}
