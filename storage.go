@@ -3,6 +3,7 @@ package ember
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -26,12 +27,20 @@ type raftStores struct {
 // FSM read from it instead of bbolt.
 const logCacheSize = 512
 
-func openRaftStores(dir string, retain int, log hclog.Logger) (*raftStores, error) {
+// existing says the dir held a member before this open (its member-id file was there).
+func openRaftStores(dir string, retain int, log hclog.Logger, existing bool) (*raftStores, error) {
 	if dir == "" {
 		mem := raft.NewInmemStore()
 		return &raftStores{log: mem, stable: mem, snaps: raft.NewInmemSnapshotStore()}, nil
 	}
 	path := filepath.Join(dir, "raft.db")
+	// A dir that already belongs to a member but has lost its log would open as a brand-new,
+	// empty log (bbolt creates it), and the member would serve stale or no data.
+	if existing {
+		if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+			return nil, fmt.Errorf("%w: %s: the raft log is missing or empty in a member's data dir", ErrCorrupt, path)
+		}
+	}
 	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path: path,
 		BoltOptions: &bbolt.Options{

@@ -111,6 +111,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("ember: create data dir: %w", err)
 		}
 	}
+	existing := dir != "" && fileExists(filepath.Join(dir, "member-id"))
 	id, err := memberID(dir, cfg.nodeID)
 	if err != nil {
 		return nil, err
@@ -118,16 +119,16 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	log := cfg.log().With("member", id)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{cfg: cfg, id: id, log: log, ctx: ctx, cancel: cancel, clientID: randomUint64()}
-	if err := s.open(dir); err != nil {
+	if err := s.open(dir, existing); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Store) open(dir string) error {
+func (s *Store) open(dir string, memberExisted bool) error {
 	var err error
-	if s.stores, err = openRaftStores(dir, s.cfg.snapshotRetain, s.log); err != nil {
+	if s.stores, err = openRaftStores(dir, s.cfg.snapshotRetain, s.log, memberExisted); err != nil {
 		return err
 	}
 	if s.cfg.wrapStores != nil {
@@ -269,6 +270,11 @@ func memberID(dir, configured string) (string, error) {
 		return "", fmt.Errorf("ember: write member ID: %w", err)
 	}
 	return id, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -609,12 +615,15 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, erro
 			return nil, errNotLeader // never appended
 		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
 			return nil, errLeadershipLost
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, ErrStopped
+		case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrStopped):
+			// In flight when the member stopped: it may have been appended, and may yet commit.
+			return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, s.stoppedErr())
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w: %w", errWaitAbandoned, ctx.Err())
 		}
-		return nil, err
+		// Anything else (a log store write error) may come after the entry reached the disk,
+		// where a restart would apply it: the outcome is unknown, never a definite failure.
+		return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
 	}
 	res, ok := f.Response().(*wire.Result)
 	if !ok {

@@ -46,6 +46,10 @@ func listen(s *Store) (*network, error) {
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  s.log.Named("raft-net"),
+		// No append pipelining: raft v1.7.3's pipeline deadlocks when a follower refuses an
+		// append (the leader's next send parks forever, and Shutdown waits on it), as seen
+		// with a failing follower disk. Batching (MaxAppendEntries) keeps throughput.
+		MaxRPCsInFlight: 1,
 	})
 	n.server = peer.NewServer(n.mux.Listen(peer.ProtoRPC), s.handleRPC, log)
 	n.client = peer.NewClient(peer.ClientConfig{Dial: s.cfg.dial, TLS: s.cfg.clientTLS, Logger: log})
