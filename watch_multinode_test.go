@@ -87,12 +87,7 @@ func historyOf(t *testing.T, s *ember.Store, final int64) []watchcheck.Revision 
 		if !ok || resp.Err() != nil {
 			t.Fatalf("history watch ended: %v", resp.Err())
 		}
-		for _, e := range gwResponse(resp).Events {
-			if len(h) == 0 || h[len(h)-1].Rev != e.Kv.ModRevision {
-				h = append(h, watchcheck.Revision{Rev: e.Kv.ModRevision})
-			}
-			h[len(h)-1].Events = append(h[len(h)-1].Events, e)
-		}
+		h = watchcheck.AppendEvents(h, gwResponse(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
 		t.Fatalf("history: %s", gwList(vs))

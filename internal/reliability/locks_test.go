@@ -499,12 +499,7 @@ func readHistory(t testing.TB, s *ember.Store, final int64) []watchcheck.Revisio
 		if !ok || resp.Err() != nil {
 			t.Fatalf("history watch ended: %v", resp.Err())
 		}
-		for _, e := range toResponse(resp).Events {
-			if len(h) == 0 || h[len(h)-1].Rev != e.Kv.ModRevision {
-				h = append(h, watchcheck.Revision{Rev: e.Kv.ModRevision})
-			}
-			h[len(h)-1].Events = append(h[len(h)-1].Events, e)
-		}
+		h = watchcheck.AppendEvents(h, toResponse(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
 		t.Fatalf("history: %s", listViolations(vs))

@@ -279,12 +279,7 @@ func recordedHistory(t testing.TB, rec *watcher, final int64) []watchcheck.Revis
 			if r.Canceled {
 				t.Fatalf("recorder canceled (compact revision %d): no ground truth", r.CompactRevision)
 			}
-			for _, e := range r.Events {
-				if len(h) == 0 || h[len(h)-1].Rev != e.Kv.ModRevision {
-					h = append(h, watchcheck.Revision{Rev: e.Kv.ModRevision})
-				}
-				h[len(h)-1].Events = append(h[len(h)-1].Events, e)
-			}
+			h = watchcheck.AppendEvents(h, r.Events)
 		}
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
