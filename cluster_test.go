@@ -331,17 +331,7 @@ func TestCluster_PartitionedLeader(t *testing.T) {
 	if _, err := old.Store().Put(ctx, "p", "before"); err != nil {
 		t.Fatal(err)
 	}
-	c.Partition(old.ID)
-	var nl *embertest.Member
-	waitFor(t, 20*time.Second, "a new leader in the majority", func() bool {
-		for _, m := range c.Running() {
-			if m.ID != old.ID && m.Store().IsLeader() {
-				nl = m
-				return true
-			}
-		}
-		return false
-	})
+	nl := partitionLeader(t, c, old)
 	if _, err := nl.Store().Put(ctx, "p", "after"); err != nil {
 		t.Fatal(err)
 	}
@@ -523,4 +513,22 @@ func TestCluster_PromoteRefusedUntilCaughtUp(t *testing.T) {
 	if isLearner(t, leader, l.ID) {
 		t.Fatal("still a learner after a successful PromoteMember")
 	}
+}
+
+// partitionLeader cuts old (the leader) off from the others and returns the leader the majority
+// elects.
+func partitionLeader(t testing.TB, c *embertest.Cluster, old *embertest.Member) *embertest.Member {
+	t.Helper()
+	c.Partition(old.ID)
+	var nl *embertest.Member
+	waitFor(t, 20*time.Second, "a new leader in the majority", func() bool {
+		for _, m := range c.Running() {
+			if m.ID != old.ID && m.Store().IsLeader() {
+				nl = m
+				return true
+			}
+		}
+		return false
+	})
+	return nl
 }

@@ -35,17 +35,7 @@ func TestPlanted_LocalReadsCaught(t *testing.T) {
 	if _, err := old.Store().Put(ctx, "p", "before"); err != nil {
 		t.Fatal(err)
 	}
-	c.Partition(old.ID)
-	var nl *embertest.Member
-	waitFor(t, 20*time.Second, "a new leader", func() bool {
-		for _, m := range c.Running() {
-			if m.ID != old.ID && m.Store().IsLeader() {
-				nl = m
-				return true
-			}
-		}
-		return false
-	})
+	nl := partitionLeader(t, c, old)
 	if _, err := nl.Store().Put(ctx, "p", "after"); err != nil {
 		t.Fatal(err)
 	}
