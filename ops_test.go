@@ -1,11 +1,9 @@
 package ember_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,27 +34,10 @@ func TestStore_TransferLeadership(t *testing.T) {
 	waitFor(t, 10*time.Second, "leadership moved on", func() bool { return !target.Store().IsLeader() && c.Leader() != nil })
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // WithSlog receives ember's and raft's logs; raft's own chatter comes through as structured
 // records naming the member.
 func TestStore_WithSlog(t *testing.T) {
-	var buf lockedBuffer
+	var buf logBuffer
 	s := openMemStore(t, ember.WithSlog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	if _, err := s.Put(ctxFor(t, 10*time.Second), "k", "v"); err != nil {
 		t.Fatal(err)

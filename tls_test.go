@@ -96,20 +96,19 @@ func mutualTLS(cert tls.Certificate, clientCAs, serverCAs *x509.CertPool) (serve
 	return server, client
 }
 
-// tlsLogBuffer collects the log lines of every member; hclog writes from many goroutines while
-// the test reads.
-type tlsLogBuffer struct {
+// logBuffer collects log output written from many goroutines while the test reads it.
+type logBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *tlsLogBuffer) Write(p []byte) (int, error) {
+func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *tlsLogBuffer) String() string {
+func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -117,12 +116,12 @@ func (b *tlsLogBuffer) String() string {
 
 // warnLogger logs warnings and errors only, as an operator would run, so a refusal must be
 // visible at that level.
-func (b *tlsLogBuffer) warnLogger() ember.Option {
+func (b *logBuffer) warnLogger() ember.Option {
 	return ember.WithLogger(hclog.New(&hclog.LoggerOptions{Output: b, Level: hclog.Warn}))
 }
 
 // waitLogLine waits until a warning line of the log contains every one of parts.
-func (b *tlsLogBuffer) waitLogLine(t *testing.T, parts ...string) {
+func (b *logBuffer) waitLogLine(t *testing.T, parts ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -173,7 +172,7 @@ func tlsMemberIDs(t *testing.T, s *ember.Store) []string {
 func TestTLSCluster(t *testing.T) {
 	ca := newTLSCA(t, "ember test CA")
 	srv, cli := mutualTLS(ca.leaf(t, "member"), ca.pool, ca.pool)
-	var logs tlsLogBuffer
+	var logs logBuffer
 	c := embertest.NewCluster(t, 3, ember.WithTLS(srv, cli), logs.warnLogger())
 	ctx := tlsCtx(t, 60*time.Second)
 
@@ -220,7 +219,7 @@ func TestTLSCluster(t *testing.T) {
 func TestTLSRefusesPeers(t *testing.T) {
 	ca := newTLSCA(t, "ember test CA")
 	srv, cli := mutualTLS(ca.leaf(t, "member"), ca.pool, ca.pool)
-	var logs tlsLogBuffer
+	var logs logBuffer
 	c := embertest.NewCluster(t, 3, ember.WithTLS(srv, cli), logs.warnLogger())
 	target := c.Members()[0]
 	// The RPC protocol byte and a status request (length 9 | call ID 1 | method 6), as a peer
@@ -290,7 +289,7 @@ func TestTLSRefusesPeers(t *testing.T) {
 		for _, m := range c.Members() {
 			seeds = append(seeds, m.Addr)
 		}
-		var rogueLogs tlsLogBuffer
+		var rogueLogs logBuffer
 		rogue, err := ember.Open(t.TempDir(), ember.WithNodeID("rogue"),
 			ember.WithBindAddr(embertest.FreeAddr(t)), ember.WithJoin(seeds...),
 			ember.WithTLS(rsrv, rcli), rogueLogs.warnLogger(),
