@@ -61,6 +61,16 @@ func TestPlanted_AckBeforeCommitCaught(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the planted bug should acknowledge at once, got %v", err)
 	}
+	// Heal only once the majority has moved on to a new term: its log then replaces the old
+	// leader's uncommitted entry. Healing sooner could let the entry commit after all.
+	waitFor(t, 20*time.Second, "a new leader in the majority", func() bool {
+		for _, m := range c.Running() {
+			if m.ID != old.ID && m.Store().IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
 	c.Heal()
 	c.WaitReady()
 	g, err := c.Leader().Store().Get(ctx, "acked")

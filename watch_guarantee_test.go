@@ -13,6 +13,7 @@ import (
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/watchtest"
 )
 
 // Load of TestWatch_GuaranteesUnderConcurrentWritersAndCompaction.
@@ -97,25 +98,6 @@ type gwWatcher struct {
 	cw watchcheck.Watch
 }
 
-func gwKV(kv *ember.KeyValue) watchcheck.KeyValue {
-	return watchcheck.KeyValue{Key: string(kv.Key), Value: string(kv.Value), CreateRevision: kv.CreateRevision,
-		ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
-}
-
-func gwResponse(resp ember.WatchResponse) watchcheck.Response {
-	r := watchcheck.Response{HeaderRev: resp.Header.Revision, CompactRevision: resp.CompactRevision,
-		Created: resp.Created, Canceled: resp.Canceled}
-	for _, e := range resp.Events {
-		ev := watchcheck.Event{Type: watchcheck.EventType(e.Type), Kv: gwKV(e.Kv)}
-		if e.PrevKv != nil {
-			p := gwKV(e.PrevKv)
-			ev.PrevKv = &p
-		}
-		r.Events = append(r.Events, ev)
-	}
-	return r
-}
-
 // start opens the watch. The start revision and whether it is compacted already come from the
 // serving member's own state, which is what the member judges the request by.
 func (w *gwWatcher) start(ctx context.Context) error {
@@ -174,7 +156,7 @@ func (w *gwWatcher) read(wc ember.WatchChan) {
 	began := time.Now()
 	stalled := false
 	for resp := range wc {
-		r := gwResponse(resp)
+		r := watchtest.Response(resp)
 		w.mu.Lock()
 		w.cw.Responses = append(w.cw.Responses, r)
 		w.mu.Unlock()
@@ -575,7 +557,7 @@ func gwCheckFinalState(t *testing.T, h []watchcheck.Revision, kvs []*ember.KeyVa
 		}
 	}
 	for _, kv := range kvs {
-		got := gwKV(kv)
+		got := watchtest.KV(kv)
 		if want, ok := state[got.Key]; !ok || want != got {
 			t.Errorf("final %q = %+v, history replays to %+v (present %v)", got.Key, got, want, ok)
 		}
@@ -620,7 +602,7 @@ func TestWatch_GuaranteesCatchUpWithSlowConsumer(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // the live stream has moved past them
 	cw := watchcheck.Watch{Key: "k", StartRev: 2}
-	cw.Responses = append(cw.Responses, gwResponse(<-wc))
+	cw.Responses = append(cw.Responses, watchtest.Response(<-wc))
 	put(20)
 	last := history[len(history)-1].Rev
 	for seen := int64(0); seen < last; {
@@ -629,7 +611,7 @@ func TestWatch_GuaranteesCatchUpWithSlowConsumer(t *testing.T) {
 			if !ok {
 				t.Fatal("watch closed")
 			}
-			r := gwResponse(resp)
+			r := watchtest.Response(resp)
 			cw.Responses = append(cw.Responses, r)
 			for _, e := range r.Events {
 				seen = max(seen, e.Kv.ModRevision)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/watchtest"
 )
 
 // watchRecorder keeps every response of one watch, for watchcheck.
@@ -34,7 +35,7 @@ func recordWatch(ctx context.Context, s *ember.Store, prefix string, rev int64, 
 		defer close(r.done)
 		for resp := range wc {
 			r.mu.Lock()
-			r.w.Responses = append(r.w.Responses, gwResponse(resp))
+			r.w.Responses = append(r.w.Responses, watchtest.Response(resp))
 			r.mu.Unlock()
 		}
 	}()
@@ -87,7 +88,7 @@ func historyOf(t *testing.T, s *ember.Store, final int64) []watchcheck.Revision 
 		if !ok || resp.Err() != nil {
 			t.Fatalf("history watch ended: %v", resp.Err())
 		}
-		h = watchcheck.AppendEvents(h, gwResponse(resp).Events)
+		h = watchcheck.AppendEvents(h, watchtest.Response(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
 		t.Fatalf("history: %s", gwList(vs))

@@ -11,6 +11,7 @@ import (
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/watchtest"
 )
 
 // Client load of a G1 run.
@@ -218,7 +219,7 @@ func (cl *kvClient) get(member string, s *ember.Store, key string) {
 		}
 		r.out.Rev = g.Header.Revision
 		if len(g.Kvs) > 0 {
-			kv := toKV(g.Kvs[0])
+			kv := watchtest.KV(g.Kvs[0])
 			r.out.Got, r.kv = kvState{Exists: true, Val: kv.Value}, &kv
 		}
 		return nil
@@ -284,7 +285,7 @@ func (cl *kvClient) cas(member string, s *ember.Store, key string) {
 		r.out.Rev, r.out.OK = tr.Header.Revision, tr.Succeeded
 		if !tr.Succeeded {
 			if g := tr.Responses[0].Get(); len(g.Kvs) > 0 {
-				kv := toKV(g.Kvs[0])
+				kv := watchtest.KV(g.Kvs[0])
 				r.out.Got, r.kv = kvState{Exists: true, Val: kv.Value}, &kv
 			}
 		}

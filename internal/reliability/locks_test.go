@@ -17,6 +17,7 @@ import (
 	"github.com/ember-kv/ember/concurrency"
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/watchtest"
 )
 
 // G3: contenders take a concurrency.Mutex and update a guarded resource, while some of them
@@ -499,7 +500,7 @@ func readHistory(t testing.TB, s *ember.Store, final int64) []watchcheck.Revisio
 		if !ok || resp.Err() != nil {
 			t.Fatalf("history watch ended: %v", resp.Err())
 		}
-		h = watchcheck.AppendEvents(h, toResponse(resp).Events)
+		h = watchcheck.AppendEvents(h, watchtest.Response(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
 		t.Fatalf("history: %s", listViolations(vs))

@@ -12,6 +12,7 @@ import (
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/watchtest"
 )
 
 // G2: watchers run alongside every G1 run and are checked with watchcheck against the history
@@ -160,7 +161,7 @@ func (w *watcher) open(ctx context.Context, s *ember.Store, resume int64) (*watc
 func (w *watcher) read(cw *watchcheck.Watch, wc ember.WatchChan) {
 	for resp := range wc {
 		at := w.clk.now()
-		r := toResponse(resp)
+		r := watchtest.Response(resp)
 		w.mu.Lock()
 		cw.Responses = append(cw.Responses, r)
 		for _, e := range r.Events {
@@ -233,25 +234,6 @@ func (w *watcher) awaitReached(rev int64, deadline time.Time) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return true
-}
-
-func toKV(kv *ember.KeyValue) watchcheck.KeyValue {
-	return watchcheck.KeyValue{Key: string(kv.Key), Value: string(kv.Value), CreateRevision: kv.CreateRevision,
-		ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
-}
-
-func toResponse(resp ember.WatchResponse) watchcheck.Response {
-	r := watchcheck.Response{HeaderRev: resp.Header.Revision, CompactRevision: resp.CompactRevision,
-		Created: resp.Created, Canceled: resp.Canceled}
-	for _, e := range resp.Events {
-		ev := watchcheck.Event{Type: watchcheck.EventType(e.Type), Kv: toKV(e.Kv)}
-		if e.PrevKv != nil {
-			p := toKV(e.PrevKv)
-			ev.PrevKv = &p
-		}
-		r.Events = append(r.Events, ev)
-	}
-	return r
 }
 
 // listViolations formats the first violations, one a line.
