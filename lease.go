@@ -188,43 +188,69 @@ func (s *Store) KeepAlive(ctx context.Context, id LeaseID) (<-chan *LeaseKeepAli
 	return ch, nil
 }
 
-func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, last *LeaseKeepAliveResponse, ch chan *LeaseKeepAliveResponse) {
+// maxKeepAlivesInFlight bounds the renewals of one KeepAlive awaiting their answer.
+const maxKeepAlivesInFlight = 3
+
+// keepAliveLoop sends a renewal a third of the TTL after the previous one was sent, whether or
+// not that one has been answered: the leader extends the lease when a renewal reaches it but
+// answers only once the renewal is committed, so on a slow disk waiting for each answer would
+// stretch the gap between renewals past the TTL and let a lease that was never abandoned
+// expire. Each renewal may take up to a TTL.
+func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, first *LeaseKeepAliveResponse, ch chan *LeaseKeepAliveResponse) {
 	defer close(ch)
-	ttl := time.Duration(last.TTL) * time.Second
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ttl := time.Duration(first.TTL) * time.Second
+	type result struct {
+		r   *LeaseKeepAliveResponse
+		err error
+	}
+	results := make(chan result, maxKeepAlivesInFlight)
+	inFlight := 0
 	lastOK := time.Now()
-	next := ttl / 3
+	t := time.NewTimer(ttl / 3)
+	defer t.Stop()
 	revoked, release := s.lessor.watchRevoke(int64(id))
 	defer release()
 	for {
-		t := time.NewTimer(next)
 		select {
 		case <-t.C:
+			if inFlight == maxKeepAlivesInFlight {
+				t.Reset(ttl / 3)
+				continue
+			}
+			inFlight++
+			if !s.spawn(func() {
+				rctx, rcancel := context.WithTimeout(ctx, ttl)
+				defer rcancel()
+				r, err := s.KeepAliveOnce(rctx, id)
+				results <- result{r, err}
+			}) {
+				return
+			}
+			t.Reset(ttl / 3)
+		case res := <-results:
+			inFlight--
+			switch err := res.err; {
+			case err == nil:
+				lastOK = time.Now()
+				select {
+				case ch <- res.r:
+				default: // the consumer is behind; the renewal happened all the same
+				}
+			case errors.Is(err, ErrLeaseNotFound), errors.Is(err, ErrStopped):
+				return
+			case time.Since(lastOK) > ttl:
+				return // the lease has most likely expired
+			default:
+				t.Reset(200 * time.Millisecond) // retry soon: the leader may have moved
+			}
 		case <-revoked:
-			t.Stop()
 			return
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-s.ctx.Done():
-			t.Stop()
 			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, ttl/3+time.Second)
-		r, err := s.KeepAliveOnce(rctx, id)
-		cancel()
-		switch {
-		case err == nil:
-			lastOK, next = time.Now(), ttl/3
-			select {
-			case ch <- r:
-			default: // the consumer is behind; the renewal happened all the same
-			}
-		case errors.Is(err, ErrLeaseNotFound), errors.Is(err, ErrStopped):
-			return
-		case time.Since(lastOK) > ttl:
-			return // the lease has most likely expired
-		default:
-			next = 200 * time.Millisecond
 		}
 	}
 }
