@@ -175,6 +175,29 @@ type dfMember struct {
 	dial  *dfDialer
 	logs  *dfLogBuffer
 	store *Store
+	// mu guards store against reopen while dfWriteLoad's goroutines read it through current;
+	// the test goroutine itself uses store directly.
+	mu sync.Mutex
+}
+
+func (m *dfMember) current() *Store {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.store
+}
+
+// reopenIfStopped reopens the member if its storage guard stopped it, as a host would, and
+// reports whether it did.
+func (m *dfMember) reopenIfStopped(t testing.TB) bool {
+	t.Helper()
+	if !m.store.stopped() {
+		return false
+	}
+	m.store.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.open(t)
+	return true
 }
 
 // dfCluster starts n members on loopback with a static initial cluster and real data dirs.
@@ -651,7 +674,7 @@ func dfWriteLoad(t testing.TB, ms []*dfMember, acks *dfAckLog) (stop func() []st
 				}
 				k := fmt.Sprintf("w/%s/%05d", m.id, seq)
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				_, err := m.store.Put(ctx, k, "v-"+k)
+				_, err := m.current().Put(ctx, k, "v-"+k)
 				cancel()
 				switch {
 				case err == nil:
@@ -735,7 +758,6 @@ func TestDiskFault_FollowerLogStore(t *testing.T) {
 // entry nobody else had, it falls into the state TestDiskFault_LogWriteFailsAfterTruncation
 // shows. The failure message names which.
 func TestDiskFault_LeaderLogStore(t *testing.T) {
-	dfKnownBug(t, "hashicorp/raft raft.go:1524-1544: a follower whose StoreLogs fails right after truncating a conflicting suffix keeps a stale last index and rejects every later append until restarted")
 	ms := dfCluster(t, 3)
 	var acks dfAckLog
 	stop := dfWriteLoad(t, ms, &acks)
@@ -757,6 +779,10 @@ func TestDiskFault_LeaderLogStore(t *testing.T) {
 		during := acks.len() - before
 		leader.fault.failLogs(nil)
 		hits = leader.fault.logHits.Load() - hits
+		if f := leader.store.failure.Load(); f != nil && leader.reopenIfStopped(t) {
+			// The deposed leader truncated its unreplicated tail and failed the append after it.
+			t.Logf("round %d: %s stopped itself (%v) and was reopened", round, leader.id, *f)
+		}
 		if hits == 0 {
 			t.Fatalf("round %d: the fault was never hit", round)
 		}
@@ -788,12 +814,12 @@ func TestDiskFault_LeaderLogStore(t *testing.T) {
 // the dropped entry's index as its last index (raft.go:1539-1544): from then on every append
 // fails looking that entry up (raft.go:1518), and the member stays behind after its disk works
 // again, silently: it still follows the leader, and only a restart, which rereads the last index
-// from disk, brings it back. The test fails while that is so.
+// from disk, brings it back. The storage guard turns that failed append into a fail-stop: the
+// member stops with the cause, the host reopens it, and it catches up.
 //
 // The orphan entry is made deterministic: the leader's way out is cut, so an entry it appends
 // reaches only its own disk; then its log store fails before the other two elect a new leader.
 func TestDiskFault_LogWriteFailsAfterTruncation(t *testing.T) {
-	dfKnownBug(t, "hashicorp/raft raft.go:1524-1544: a follower whose StoreLogs fails right after truncating a conflicting suffix keeps a stale last index and rejects every later append until restarted")
 	ms := dfCluster(t, 3)
 	old := dfLeader(t, ms, nil, 30*time.Second)
 	if old == nil {
@@ -827,7 +853,7 @@ func TestDiskFault_LogWriteFailsAfterTruncation(t *testing.T) {
 	if next == nil {
 		t.Fatal("the other two elected no leader")
 	}
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(old.logs.String(), "failed to append to logs"); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !old.store.stopped() && !strings.Contains(old.logs.String(), "failed to append to logs"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s was never sent the new leader's entries while its disk failed", old.id)
 		}
@@ -840,14 +866,20 @@ func TestDiskFault_LogWriteFailsAfterTruncation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(dfWaitCaughtUp(t, ms)) == len(ms) {
-		return
+	for deadline := time.Now().Add(20 * time.Second); !old.store.stopped(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s failed an append after truncating its log and is still running (behind for good)", old.id)
+		}
+	}
+	if _, err := old.store.Get(dfCtx(t, time.Second), "orphan"); !errors.Is(err, ErrStopped) || !errors.Is(err, dfErrIO) {
+		t.Fatalf("get on the stopped member: %v, want ErrStopped wrapping the disk error", err)
 	}
 	old.store.Close()
 	old.open(t)
-	if len(dfWaitCaughtUp(t, ms)) == len(ms) {
-		t.Logf("after a restart %s caught up", old.id)
+	if up := dfWaitCaughtUp(t, ms); len(up) < len(ms) {
+		t.Fatalf("after reopening, only %d of %d members caught up:\n%s", len(up), len(ms), dfDiagnose(ms))
 	}
+	dfCheckHashes(t, ms)
 }
 
 // A log write that fails may still have reached the disk: the data went out and fsync reported

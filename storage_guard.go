@@ -55,9 +55,46 @@ func (g guardedStable) SetUint64(key []byte, v uint64) error {
 	return err
 }
 
+// guardedLog also covers a gap in raft's follower path (raft.go:1524-1544): a follower that
+// truncates a conflicting suffix and then fails to append the leader's entries keeps the
+// truncated index as its last index, so every later append looks up an entry that is gone and
+// fails; the member falls behind silently for good. Its state is only right again after a
+// restart, which rereads the last index from disk, so a failed append right after a truncation
+// is made a fail-stop: the host sees the member stop with the cause and reopens it.
 type guardedLog struct {
 	raft.LogStore
 	fs *failStop
+	// tailCut is set when DeleteRange removed the log's last entry and cleared by the next
+	// append. Only raft's own goroutine deletes and appends, but GetLog readers run elsewhere,
+	// hence the atomic.
+	tailCut *atomic.Bool
+}
+
+func (g guardedLog) DeleteRange(min, max uint64) error {
+	last, err := g.LogStore.LastIndex()
+	if err != nil {
+		return err
+	}
+	if err := g.LogStore.DeleteRange(min, max); err != nil {
+		return err
+	}
+	// Compaction deletes a prefix and leaves the tail; a conflict truncation (or a snapshot
+	// install that drops the whole log) takes the tail, and raft's idea of its last index is
+	// only right if the append that follows succeeds.
+	if max >= last {
+		g.tailCut.Store(true)
+	}
+	return nil
+}
+
+func (g guardedLog) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
+
+func (g guardedLog) StoreLogs(ls []*raft.Log) error {
+	err := g.LogStore.StoreLogs(ls)
+	if g.tailCut.Swap(false) && err != nil {
+		g.fs.stop("appending raft log entries after truncating a conflicting suffix", err)
+	}
+	return err
 }
 
 func (g guardedLog) GetLog(index uint64, l *raft.Log) error {

@@ -164,7 +164,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 		}
 	}
 	s.guard = &failStop{s: s}
-	logs, stable := raft.LogStore(guardedLog{s.stores.log, s.guard}), raft.StableStore(guardedStable{s.stores.stable, s.guard})
+	logs, stable := raft.LogStore(guardedLog{s.stores.log, s.guard, new(atomic.Bool)}), raft.StableStore(guardedStable{s.stores.stable, s.guard})
 	s.raft, err = newRaftGuarded(rc, s.fsm, logs, stable, s.stores.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("ember: start raft: %w", err)
@@ -553,7 +553,7 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			data = cmd.Marshal(nil)
 		}
 		if s.stopped() {
-			return nil, s.stoppedErr()
+			return nil, unknownIfMaybeApplied(maybeApplied, s.stoppedErr())
 		}
 		var res *wire.Result
 		var err error
@@ -589,12 +589,22 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			return nil, err
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			if maybeApplied && !errors.Is(err, ErrStopped) {
-				return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
+			if errors.Is(err, ErrStopped) {
+				err = s.stoppedErr()
 			}
-			return nil, noLeader(err)
+			return nil, unknownIfMaybeApplied(maybeApplied, noLeader(err))
 		}
 	}
+}
+
+// unknownIfMaybeApplied turns the error that ends a write's retries into ErrTimeout when an
+// earlier attempt may have been applied: a member that stops while its write is forwarded, say,
+// cannot tell whether the leader committed it, and must not report a definite failure.
+func unknownIfMaybeApplied(maybeApplied bool, err error) error {
+	if maybeApplied {
+		return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
+	}
+	return err
 }
 
 // errWaitAbandoned marks a wait on a write that was handed to raft and abandoned by ctx.
