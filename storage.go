@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,20 +42,18 @@ func openRaftStores(dir string, retain int, log hclog.Logger, existing bool) (*r
 			return nil, fmt.Errorf("%w: %s: the raft log is missing or empty in a member's data dir", ErrCorrupt, path)
 		}
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path: path,
-		BoltOptions: &bbolt.Options{
-			// The freelist is rebuilt on open instead of written on every commit: appends stay
-			// fast after log truncation leaves many free pages.
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-			// A second Open of the same dir fails instead of blocking forever on the file lock.
-			Timeout: time.Second,
-		},
-	})
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		if err := checkBoltFile(path); err != nil {
+			return nil, err
+		}
+	}
+	bolt, err := openBolt(path)
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("ember: data dir %s is in use by another process", dir)
+		}
+		if errors.Is(err, ErrCorrupt) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("ember: open raft log %s: %w", path, err)
 	}
@@ -69,6 +68,29 @@ func openRaftStores(dir string, retain int, log hclog.Logger, existing bool) (*r
 		return nil, fmt.Errorf("ember: open snapshot store: %w", err)
 	}
 	return &raftStores{log: cache, stable: bolt, snaps: snaps, bolt: bolt, path: path}, nil
+}
+
+// openBolt opens raft's bbolt file. checkBoltFile has vetted its structure; a fault or panic
+// that still comes out of bbolt's open on this goroutine (a page damaged in a way the check
+// does not model) is reported as corruption rather than crashing the host.
+func openBolt(path string) (_ *raftboltdb.BoltStore, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %s: opening the raft log: %v", ErrCorrupt, path, p)
+		}
+	}()
+	return raftboltdb.New(raftboltdb.Options{
+		Path: path,
+		BoltOptions: &bbolt.Options{
+			// The freelist is rebuilt on open instead of written on every commit: appends stay
+			// fast after log truncation leaves many free pages.
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+			// A second Open of the same dir fails instead of blocking forever on the file lock.
+			Timeout: time.Second,
+		},
+	})
 }
 
 func (r *raftStores) close() error {
