@@ -1003,7 +1003,7 @@ func dfChildOpen(t testing.TB, dir string) (res dfChildResult) {
 	defer s.Close()
 	ctx := dfCtx(t, 20*time.Second)
 	if err := s.WaitReady(ctx); err != nil {
-		res.OpenErr = "WaitReady: " + err.Error()
+		res.OpenErr, res.Corrupt = "WaitReady: "+err.Error(), errors.Is(err, ErrCorrupt)
 		return res
 	}
 	resp, err := s.Get(ctx, "", WithPrefix())
@@ -1366,9 +1366,10 @@ func TestDiskCorruptRaftDB(t *testing.T) {
 			}
 			return b
 		}},
-		{"one bit of a logged value flipped", "raft log entries carry no checksum (raft-boltdb stores them as given), so a flipped bit is applied as data", func(t testing.TB, b []byte, page int) []byte {
-			// raft-boltdb stores each entry's bytes as given, with no checksum: the value of
-			// the last write, which lives only in the log, appears verbatim.
+		{"one bit of a logged value flipped", "", func(t testing.TB, b []byte, page int) []byte {
+			// raft-boltdb stores each entry's bytes as given: the value of the last write,
+			// which lives only in the log, appears verbatim; ember's command checksum must
+			// catch the change.
 			i := bytes.LastIndex(b, []byte(dfLastValue))
 			if i < 0 {
 				t.Fatalf("%q not found in raft.db", dfLastValue)
@@ -1398,6 +1399,9 @@ func TestDiskCorruptRaftDB(t *testing.T) {
 			}
 			res, crash := dfChild(t, dfChildRequest{Mode: "open", Dir: dir})
 			dfJudgeOpen(t, res, crash, want)
+			if res.OpenErr != "" && !res.Corrupt {
+				t.Errorf("refused, but the error does not wrap ErrCorrupt: %s", res.OpenErr)
+			}
 		})
 	}
 }

@@ -259,7 +259,10 @@ func (d *dumper) entries() error {
 		if replay {
 			d.lastTerm = l.Term
 			if l.Type == raft.LogCommand {
-				d.replay.applyCommand(&l)
+				if _, _, _, err := d.replay.applyCommand(&l); err != nil {
+					// The member would stop here; the keys after it are unknown.
+					return fmt.Errorf("%w: raft log entry %d: %w", ErrCorrupt, i, err)
+				}
 			}
 		}
 	}

@@ -2,6 +2,8 @@ package ember
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -42,6 +44,11 @@ type fsm struct {
 	lessor *lessor
 
 	metrics *metrics // nil without WithMetricsRegisterer; set before raft starts
+
+	// corrupt stops the member when an entry fails its checksum: this member's copy of the
+	// log is damaged, and applying anything, or skipping the entry, would make its state
+	// diverge. It does not return (it ends raft's apply goroutine). Set before raft starts.
+	corrupt func(err error)
 }
 
 type dedupRef struct {
@@ -70,20 +77,27 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	var revs []revEvents
 	var leaseChanges []leaseChange
+	var damaged error
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue // configuration entries only advance the applied index
 		}
-		res, evs, lc := f.applyCommand(l)
+		res, evs, lc, err := f.applyCommand(l)
+		if err != nil {
+			// Publish what came before the damaged entry, then stop.
+			logs, damaged = logs[:i], fmt.Errorf("%w: raft log entry %d: %w", ErrCorrupt, l.Index, err)
+			break
+		}
 		out[i] = res
 		if len(evs) > 0 {
 			revs = append(revs, revEvents{rev: res.Revision, events: evs})
 		}
 		leaseChanges = append(leaseChanges, lc...)
 	}
-	last := logs[len(logs)-1].Index
-	f.applied.Store(last)
+	if len(logs) > 0 {
+		f.applied.Store(logs[len(logs)-1].Index)
+	}
 	f.sizeInUse.Store(f.st.size)
 	if len(revs) > 0 {
 		f.watch.notify(revs, f.st.rev)
@@ -94,6 +108,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.metrics.appliedBatch(start)
 	f.appliedSig.fire()
+	if damaged != nil {
+		f.log.Error("raft log entry failed its checksum; stopping this member", "error", damaged)
+		f.corrupt(damaged)
+	}
 	return out
 }
 
@@ -106,17 +124,22 @@ type leaseChange struct {
 	remainingMs int64 // for a checkpoint
 }
 
-func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange) {
+// applyCommand applies one command entry. It fails only for an entry that does not match its
+// checksum, which must not be applied.
+func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, error) {
 	cmd, err := wire.UnmarshalCommand(l.Data)
+	if errors.Is(err, wire.ErrChecksum) {
+		return nil, nil, nil, err
+	}
 	if err != nil {
-		// Only a member can append to the log, and members validate what they propose, so this
-		// is a bug or corruption. Failing the one entry keeps every member identical.
+		// Intact but undecodable: only members append to the log and they validate what they
+		// propose, so this is a bug. Failing the one entry keeps every member identical.
 		f.log.Error("undecodable log entry", "index", l.Index, "error", err)
-		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}, nil, nil
+		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}, nil, nil, nil
 	}
 	if !cmd.ID.IsZero() {
 		if e, ok := f.st.dedup.Get(&dedupEntry{id: cmd.ID}); ok {
-			return e.result, nil, nil
+			return e.result, nil, nil, nil
 		}
 	}
 	if cmd.RetryFloor > 0 && l.Index >= cmd.RetryFloor+dedupWindow {
@@ -124,13 +147,13 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange) {
 		// that the command never applies twice. The proposer reports an unknown outcome.
 		res := &wire.Result{Code: wire.CodeTimeout, Revision: f.st.rev}
 		f.remember(cmd.ID, l.Index, res)
-		return res, nil, nil
+		return res, nil, nil, nil
 	}
 	res, evs, lc := f.execute(cmd)
 	if !cmd.ID.IsZero() {
 		f.remember(cmd.ID, l.Index, res)
 	}
-	return res, evs, lc
+	return res, evs, lc, nil
 }
 
 func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) {

@@ -2,6 +2,8 @@ package ember
 
 import (
 	"context"
+	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -155,5 +157,44 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.st.rev, tc.wCode, tc.wApplied)
 			}
 		})
+	}
+}
+
+// An entry that fails its checksum stops the member before it is applied: the entries before it
+// in the batch are applied and published, it and the ones after are not.
+func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
+	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	var stopped error
+	f.corrupt = func(err error) {
+		stopped = err
+		runtime.Goexit() // as the store's fail-stop does, on raft's apply goroutine
+	}
+	damaged := putCommand(wire.RequestID{Client: 7, Seq: 2}, "b", "value")
+	damaged[len(damaged)-8] ^= 0x20
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.ApplyBatch([]*raft.Log{
+			{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{Client: 7, Seq: 1}, "a", "v")},
+			{Index: 2, Type: raft.LogCommand, Data: damaged},
+			{Index: 3, Type: raft.LogCommand, Data: putCommand(wire.RequestID{Client: 7, Seq: 3}, "c", "v")},
+		})
+		t.Error("ApplyBatch returned after a damaged entry")
+	}()
+	<-done
+	if !errors.Is(stopped, ErrCorrupt) || !errors.Is(stopped, wire.ErrChecksum) {
+		t.Fatalf("stopped with %v, want ErrCorrupt wrapping wire.ErrChecksum", stopped)
+	}
+	if got := f.applied.Load(); got != 1 {
+		t.Fatalf("applied index %d, want 1", got)
+	}
+	v := f.view()
+	if v.applied != 1 || v.st.rev != 2 {
+		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.rev)
+	}
+	for _, k := range []string{"b", "c"} {
+		if _, ok := f.st.latest.Get(&record{key: k}); ok {
+			t.Fatalf("key %q applied after the damaged entry", k)
+		}
 	}
 }

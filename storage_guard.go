@@ -42,6 +42,17 @@ func (fs *failStop) stop(op string, err error) {
 	runtime.Goexit()
 }
 
+// damagedEntry stops the member when a committed entry fails its checksum in its own log. It
+// runs on raft's apply goroutine, whose end keeps raft from counting the entry as applied.
+func (fs *failStop) damagedEntry(err error) {
+	fs.once.Do(func() {
+		cause := fmt.Errorf("%w: %w", ErrStopped, err)
+		fs.s.failure.Store(&cause)
+		go fs.s.Close()
+	})
+	runtime.Goexit()
+}
+
 type guardedStable struct {
 	raft.StableStore
 	fs *failStop

@@ -164,6 +164,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 		}
 	}
 	s.guard = &failStop{s: s}
+	s.fsm.corrupt = s.guard.damagedEntry
 	logs, stable := raft.LogStore(guardedLog{s.stores.log, s.guard, new(atomic.Bool)}), raft.StableStore(guardedStable{s.stores.stable, s.guard})
 	s.raft, err = newRaftGuarded(rc, s.fsm, logs, stable, s.stores.snaps, trans)
 	if err != nil {
@@ -589,9 +590,6 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			return nil, err
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			if errors.Is(err, ErrStopped) {
-				err = s.stoppedErr()
-			}
 			return nil, unknownIfMaybeApplied(maybeApplied, noLeader(err))
 		}
 	}
@@ -699,7 +697,7 @@ func (s *Store) waitLeaderChange(ctx context.Context, attempt int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.ctx.Done():
-		return ErrStopped
+		return s.stoppedErr()
 	}
 	return nil
 }
@@ -707,7 +705,7 @@ func (s *Store) waitLeaderChange(ctx context.Context, attempt int) error {
 // noLeader explains a wait for a leader that ended: the store closed, or ctx ended first.
 func noLeader(err error) error {
 	if errors.Is(err, ErrStopped) {
-		return ErrStopped
+		return err
 	}
 	return fmt.Errorf("%w: %w", ErrNoLeader, err)
 }

@@ -1,12 +1,31 @@
 package wire
 
-import "slices"
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"slices"
+)
 
 // Format versions, written first so that a later format can be told apart from this one.
+// Version 2 of the command format ends with a checksum.
 const (
-	commandVersion = 1
+	commandVersion = 2
 	resultVersion  = 1
 )
+
+// A command lives in the raft log on every member's disk for as long as the log keeps it, and
+// raft-boltdb stores entries without a checksum of its own: each command carries a CRC-32C of
+// its bytes, so that a member whose disk altered an entry stops instead of applying it.
+var (
+	crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+	// ErrChecksum is wrapped by UnmarshalCommand's error when the command's bytes do not match
+	// their checksum. It wraps ErrMalformed.
+	ErrChecksum = fmt.Errorf("%w: checksum mismatch", ErrMalformed)
+)
+
+const checksumSize = 4
 
 // maxTxnDepth bounds how deeply Txns may nest (the outermost Txn is depth 1), so a hostile
 // message cannot exhaust the stack.
@@ -65,13 +84,14 @@ func (c *Command) Marshal(dst []byte) []byte {
 		e.Uvarint(c.Term)
 		e.String(c.NodeID)
 	}
-	return e.B
+	start := len(dst)
+	return binary.LittleEndian.AppendUint32(e.B, crc32.Checksum(e.B[start:], crcTable))
 }
 
 // sizeHint estimates the encoded size of c so that Marshal usually allocates once. Varints are
 // assumed short; if they are not, append grows the slice.
 func (c *Command) sizeHint() int {
-	n := 32 + len(c.NodeID) + 4*len(c.Checkpoints)
+	n := 32 + checksumSize + len(c.NodeID) + 4*len(c.Checkpoints)
 	if c.Kind == KindTxn {
 		n += c.Txn.sizeHint()
 	}
@@ -97,12 +117,19 @@ func (t *Txn) sizeHint() int {
 }
 
 // UnmarshalCommand decodes a Command written by Command.Marshal. The result shares no memory
-// with b.
+// with b. Bytes that fail their checksum give an error wrapping ErrChecksum.
 func UnmarshalCommand(b []byte) (*Command, error) {
-	d := Decoder{buf: b}
-	if v := d.Byte(); v != commandVersion {
-		d.fail("unknown command version %d", v)
+	if len(b) > 0 && b[0] != commandVersion {
+		return nil, fmt.Errorf("%w: unknown command version %d", ErrMalformed, b[0])
 	}
+	if len(b) < 1+checksumSize {
+		return nil, fmt.Errorf("%w: command of %d bytes", ErrMalformed, len(b))
+	}
+	body := b[:len(b)-checksumSize]
+	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(b[len(body):]); got != want {
+		return nil, fmt.Errorf("%w: crc32c %08x, recorded %08x", ErrChecksum, got, want)
+	}
+	d := Decoder{buf: body[1:]}
 	c := &Command{Kind: Kind(d.Byte())}
 	c.ID.Client = d.Uvarint()
 	c.ID.Seq = d.Uvarint()

@@ -2,10 +2,13 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -302,13 +305,42 @@ func wantMalformed(t *testing.T, err error) {
 	}
 }
 
+// Every single-bit error in a command is caught: by the version check in the first byte, by the
+// checksum everywhere else.
+func TestUnmarshalCommand_BitFlips(t *testing.T) {
+	for _, tc := range commandCases() {
+		b := tc.cmd.Marshal(nil)
+		for i := range len(b) * 8 {
+			d := slices.Clone(b)
+			d[i/8] ^= 1 << (i % 8)
+			c, err := UnmarshalCommand(d)
+			switch {
+			case c != nil:
+				t.Fatalf("%s: bit %d flipped: decoded %+v", tc.name, i, c)
+			case i >= 8 && !errors.Is(err, ErrChecksum):
+				t.Fatalf("%s: bit %d flipped: %v, want ErrChecksum", tc.name, i, err)
+			case !errors.Is(err, ErrMalformed):
+				t.Fatalf("%s: bit %d flipped: %v, want ErrMalformed", tc.name, i, err)
+			}
+		}
+	}
+}
+
 func TestUnmarshalCommand_Truncated(t *testing.T) {
 	for _, tc := range commandCases() {
 		b := tc.cmd.Marshal(nil)
+		body := unsealed(&tc.cmd)
 		for n := range len(b) {
 			c, err := UnmarshalCommand(b[:n])
 			if c != nil || !errors.Is(err, ErrMalformed) {
 				t.Fatalf("%s: prefix %d/%d: got (%v, %v), want ErrMalformed", tc.name, n, len(b), c, err)
+			}
+			if n < len(body) {
+				// The body cut short but with a valid checksum: the decoder must notice.
+				c, err := UnmarshalCommand(sealed(body[:n]))
+				if c != nil || !errors.Is(err, ErrMalformed) {
+					t.Fatalf("%s: sealed prefix %d/%d: got (%v, %v), want ErrMalformed", tc.name, n, len(body), c, err)
+				}
 			}
 		}
 	}
@@ -328,7 +360,7 @@ func TestUnmarshalResult_Truncated(t *testing.T) {
 
 func TestUnmarshal_TrailingBytes(t *testing.T) {
 	for _, tc := range commandCases() {
-		_, err := UnmarshalCommand(append(tc.cmd.Marshal(nil), 0))
+		_, err := UnmarshalCommand(sealed(append(unsealed(&tc.cmd), 0)))
 		wantMalformed(t, err)
 	}
 	for _, tc := range resultCases() {
@@ -379,13 +411,13 @@ func cmdBytes(txn func(e *Encoder)) []byte {
 
 func TestUnmarshalCommand_Invalid(t *testing.T) {
 	txnCmd := func(ops ...Op) []byte {
-		return (&Command{Kind: KindTxn, Txn: &Txn{Success: ops}}).Marshal(nil)
+		return unsealed(&Command{Kind: KindTxn, Txn: &Txn{Success: ops}})
 	}
 	cmpCmd := func(c Compare) []byte {
-		return (&Command{Kind: KindTxn, Txn: &Txn{Compares: []Compare{c}}}).Marshal(nil)
+		return unsealed(&Command{Kind: KindTxn, Txn: &Txn{Compares: []Compare{c}}})
 	}
-	version := (&Command{Kind: KindCompact}).Marshal(nil)
-	version[0] = 2
+	version := unsealed(&Command{Kind: KindCompact})
+	version[0] = commandVersion - 1
 	// opFlags encodes a single op of kind by hand, with flag byte f.
 	opFlags := func(kind OpKind, f byte) []byte {
 		return cmdBytes(func(e *Encoder) {
@@ -427,16 +459,18 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 	}
 	// Guard against the hand-built encoding failing for some other reason.
 	for _, kind := range []OpKind{OpRange, OpPut, OpDelete} {
-		if _, err := UnmarshalCommand(opFlags(kind, 1)); err != nil {
+		if _, err := UnmarshalCommand(sealed(opFlags(kind, 1))); err != nil {
 			t.Fatalf("valid flags for op kind %d: %v", kind, err)
 		}
 	}
+	// Bodies without their checksum: each is sealed below, so that the decoder, not the
+	// checksum, must refuse it.
 	cases := map[string][]byte{
 		"empty":               nil,
 		"version":             version,
-		"kind 0":              (&Command{Kind: 0}).Marshal(nil),
-		"kind 7":              (&Command{Kind: KindLeaderStart + 1}).Marshal(nil),
-		"nil txn":             (&Command{Kind: KindTxn}).Marshal(nil),
+		"kind 0":              unsealed(&Command{Kind: 0}),
+		"kind 7":              unsealed(&Command{Kind: KindLeaderStart + 1}),
+		"nil txn":             unsealed(&Command{Kind: KindTxn}),
 		"nil nested txn":      txnCmd(Op{Kind: OpTxn}),
 		"op kind 0":           badOpKind(0),
 		"op kind 5":           badOpKind(byte(OpTxn + 1)),
@@ -455,18 +489,18 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 		"op count past end":   cmdBytes(func(e *Encoder) { e.Uvarint(0); e.Uvarint(2); encodeOp(e, &Op{Kind: OpDelete}) }),
 		"huge compare count":  cmdBytes(func(e *Encoder) { e.Uvarint(1 << 40) }),
 		"huge checkpoints": func() []byte {
-			e := Encoder{B: (&Command{Kind: KindLeaseCheckpoint}).Marshal(nil)}
+			e := Encoder{B: unsealed(&Command{Kind: KindLeaseCheckpoint})}
 			e.B = e.B[:len(e.B)-1]
 			e.Uvarint(1 << 50)
 			return e.B
 		}(),
 		"checkpoint count past end": func() []byte {
-			b := (&Command{Kind: KindLeaseCheckpoint, Checkpoints: make([]LeaseCheckpoint, 3)}).Marshal(nil)
+			b := unsealed(&Command{Kind: KindLeaseCheckpoint, Checkpoints: make([]LeaseCheckpoint, 3)})
 			b[len(b)-7] = 4
 			return b
 		}(),
 		"huge node id": func() []byte {
-			e := Encoder{B: (&Command{Kind: KindLeaderStart}).Marshal(nil)}
+			e := Encoder{B: unsealed(&Command{Kind: KindLeaderStart})}
 			e.B = e.B[:len(e.B)-1]
 			e.Uvarint(math.MaxUint64)
 			return e.B
@@ -474,7 +508,7 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
-			c, err := UnmarshalCommand(b)
+			c, err := UnmarshalCommand(sealed(b))
 			if c != nil {
 				t.Fatalf("decoded %+v", c)
 			}
@@ -600,11 +634,29 @@ func roundTripResult(t *testing.T, b []byte) {
 	}
 }
 
+// FuzzUnmarshalCommand decodes its input as it is, which mostly tests the checksum, and with a
+// valid checksum appended, which tests the decoder behind it. Seeds are encodings without
+// their checksum.
 func FuzzUnmarshalCommand(f *testing.F) {
 	for _, tc := range commandCases() {
-		f.Add(tc.cmd.Marshal(nil))
+		b := tc.cmd.Marshal(nil)
+		f.Add(b[:len(b)-checksumSize])
 	}
-	f.Fuzz(roundTripCommand)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		roundTripCommand(t, b)
+		roundTripCommand(t, sealed(b))
+	})
+}
+
+// unsealed returns c's encoding without its checksum.
+func unsealed(c *Command) []byte {
+	b := c.Marshal(nil)
+	return b[:len(b)-checksumSize]
+}
+
+// sealed appends b's checksum to b.
+func sealed(b []byte) []byte {
+	return binary.LittleEndian.AppendUint32(slices.Clip(b), crc32.Checksum(b, crcTable))
 }
 
 func FuzzUnmarshalResult(f *testing.F) {
