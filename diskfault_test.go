@@ -577,15 +577,6 @@ func dfCheckHashes(t testing.TB, ms []*dfMember) {
 
 // (a) A single member whose log store refuses writes fails the writes, keeps running, and
 // serves again, with nothing acknowledged lost, once the disk works again.
-// dfKnownBug skips a test that reproduces a bug not fixed yet (docs/RELIABILITY.md, "Open"),
-// unless EMBER_KNOWN_BUGS=1 asks to run it.
-func dfKnownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("EMBER_KNOWN_BUGS") == "" {
-		t.Skipf("reproduces an open bug; EMBER_KNOWN_BUGS=1 runs it: %s", bug)
-	}
-}
-
 func TestDiskFault_SingleMemberLogStore(t *testing.T) {
 	for _, fault := range []error{dfErrNoSpace, dfErrIO} {
 		t.Run(fault.Error(), func(t *testing.T) {
@@ -1347,26 +1338,25 @@ func TestDiskCorruptRaftDB(t *testing.T) {
 		t.Skip("starts child processes")
 	}
 	cases := []struct {
-		name     string
-		knownBug string
-		damage   func(t testing.TB, b []byte, page int) []byte
+		name   string
+		damage func(t testing.TB, b []byte, page int) []byte
 	}{
-		{"emptied", "", func(t testing.TB, b []byte, page int) []byte { return nil }},
-		{"cut to the two meta pages", "", func(t testing.TB, b []byte, page int) []byte { return b[:2*page] }},
-		{"cut in half", "", func(t testing.TB, b []byte, page int) []byte { return b[:len(b)/2/page*page] }},
-		{"both meta pages damaged", "", func(t testing.TB, b []byte, page int) []byte {
+		{"emptied", func(t testing.TB, b []byte, page int) []byte { return nil }},
+		{"cut to the two meta pages", func(t testing.TB, b []byte, page int) []byte { return b[:2*page] }},
+		{"cut in half", func(t testing.TB, b []byte, page int) []byte { return b[:len(b)/2/page*page] }},
+		{"both meta pages damaged", func(t testing.TB, b []byte, page int) []byte {
 			// The root bucket's page ID, inside the checksummed part of each meta page.
 			b[32] ^= 0xff
 			b[page+32] ^= 0xff
 			return b
 		}},
-		{"page headers damaged", "", func(t testing.TB, b []byte, page int) []byte {
+		{"page headers damaged", func(t testing.TB, b []byte, page int) []byte {
 			for off := 2 * page; off < len(b); off += page {
 				b[off] ^= 0xff
 			}
 			return b
 		}},
-		{"one bit of a logged value flipped", "", func(t testing.TB, b []byte, page int) []byte {
+		{"one bit of a logged value flipped", func(t testing.TB, b []byte, page int) []byte {
 			// raft-boltdb stores each entry's bytes as given: the value of the last write,
 			// which lives only in the log, appears verbatim; ember's command checksum must
 			// catch the change.
@@ -1380,9 +1370,6 @@ func TestDiskCorruptRaftDB(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" {
-				dfKnownBug(t, tc.knownBug)
-			}
 			dir, want := dfPrepareDir(t, 10000, 1)
 			path := filepath.Join(dir, "raft.db")
 			b, err := os.ReadFile(path)
