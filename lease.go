@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -112,7 +114,9 @@ func (s *Store) Revoke(ctx context.Context, id LeaseID) (*LeaseRevokeResponse, e
 	return &LeaseRevokeResponse{Header: s.header(res.Revision)}, nil
 }
 
-// Leases lists every live lease.
+// Leases lists every live lease, soonest to expire first, as etcd does. The order is this
+// member's estimate: the leader knows each deadline, other members know the TTL left at the
+// last grant or checkpoint they applied.
 func (s *Store) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
 	v, err := s.linearizableView(ctx)
 	if err != nil {
@@ -123,6 +127,7 @@ func (s *Store) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
 		r.Leases = append(r.Leases, LeaseStatus{ID: LeaseID(l.id)})
 		return true
 	})
+	s.lessor.sortByExpiry(r.Leases)
 	return r, nil
 }
 
@@ -306,6 +311,29 @@ const (
 
 func newLessor(s *Store) *lessor {
 	return &lessor{s: s, known: map[int64]*leaseClock{}, revoked: map[int64]*revokeWatch{}, wake: make(chan struct{}, 1)}
+}
+
+// sortByExpiry orders leases by their expected expiry, then by ID.
+func (l *lessor) sortByExpiry(ls []LeaseStatus) {
+	l.mu.Lock()
+	at := make(map[LeaseID]time.Time, len(ls))
+	for _, st := range ls {
+		switch lc := l.known[int64(st.ID)]; {
+		case lc == nil: // not seen by the lessor yet: last
+			at[st.ID] = time.Now().Add(100 * 365 * 24 * time.Hour)
+		case l.leader:
+			at[st.ID] = lc.deadline
+		default:
+			at[st.ID] = lc.at.Add(lc.remaining)
+		}
+	}
+	l.mu.Unlock()
+	slices.SortStableFunc(ls, func(a, b LeaseStatus) int {
+		if c := at[a.ID].Compare(at[b.ID]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 }
 
 func (l *lessor) nudge() {

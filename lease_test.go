@@ -3,6 +3,7 @@ package ember_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -255,6 +256,36 @@ func TestLease_KeepAliveChannel(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatal("keepalive channel still open after revoke")
+		}
+	}
+}
+
+// Leases lists soonest-to-expire first, as etcd, on the leader and on followers, whatever the
+// lease IDs.
+func TestStore_Leases_SoonestExpiryFirst(t *testing.T) {
+	c := embertest.NewCluster(t, 3)
+	ctx := ctxFor(t, time.Minute)
+	l := c.Leader().Store()
+	var want []ember.LeaseID
+	for _, ttl := range []int64{300, 30, 600, 60} {
+		g, err := l.Grant(ctx, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, g.ID)
+	}
+	want = []ember.LeaseID{want[1], want[3], want[0], want[2]} // by TTL: 30, 60, 300, 600
+	for _, m := range c.Running() {
+		r, err := m.Store().Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []ember.LeaseID
+		for _, ls := range r.Leases {
+			got = append(got, ls.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: Leases = %x, want %x (by expiry)", m.ID, got, want)
 		}
 	}
 }
