@@ -282,6 +282,7 @@ type Status struct {
 	CompactRevision int64
 	DBSize          int64 // bytes on disk of the raft log (logical size of the state in memory mode)
 	DBSizeInUse     int64 // logical size of the state: every version of every key kept
+	DBSizeQuota     int64 // the space quota DBSizeInUse is held to (WithQuotaBackendBytes); 0 if disabled
 	Keys            int64 // live keys
 	Leases          int64
 	Watchers        int64
@@ -301,7 +302,7 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 		ID: s.id, Leader: string(leader),
 		RaftTerm: s.raft.CurrentTerm(), RaftIndex: s.raft.LastIndex(), AppliedIndex: v.applied,
 		Revision: v.st.rev, CompactRevision: v.st.compactRev,
-		DBSizeInUse: v.st.size, Keys: int64(v.st.latest.Len()), Leases: int64(v.st.leases.Len()),
+		DBSizeInUse: v.st.size, DBSizeQuota: s.cfg.quotaBytes, Keys: int64(v.st.latest.Len()), Leases: int64(v.st.leases.Len()),
 		Watchers: int64(s.watch.count()),
 	}
 	st.DBSize = st.DBSizeInUse

@@ -1,6 +1,7 @@
 package ember_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -82,5 +83,28 @@ func TestStore_QuotaRefusesGrowthUntilCompaction(t *testing.T) {
 	})
 	if st2, _ := l.Status(ctx); st2.DBSizeInUse >= quota {
 		t.Fatalf("size in use %d after compaction, quota %d", st2.DBSizeInUse, quota)
+	}
+}
+
+func TestStore_Status_ReportsQuota(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opt    int64
+		wQuota int64
+	}{
+		{"default", 0, 2 << 30},
+		{"set", 1 << 20, 1 << 20},
+		{"disabled", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := embertest.NewCluster(t, 1, ember.WithQuotaBackendBytes(tc.opt))
+			st, err := c.Leader().Store().Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.DBSizeQuota != tc.wQuota {
+				t.Fatalf("DBSizeQuota = %d, want %d", st.DBSizeQuota, tc.wQuota)
+			}
+		})
 	}
 }
