@@ -42,6 +42,10 @@ func (s *Store) Txn(ctx context.Context) Txn { return &txn{s: s, ctx: ctx} }
 // Do runs one op. Reads (including transactions that only read) are served from this member;
 // anything that may write goes through the raft log.
 func (s *Store) Do(ctx context.Context, op Op) (OpResponse, error) {
+	if op.t == tRange {
+		r, err := s.get(ctx, op)
+		return OpResponse{get: r}, err
+	}
 	t, err := s.opTxn(op)
 	if err != nil {
 		return OpResponse{}, err
@@ -78,16 +82,66 @@ func (s *Store) opTxn(op Op) (*wire.Txn, error) {
 	return t, nil
 }
 
+// get serves a single range straight from a read view, without the transaction machinery that
+// read goes through: it is the hot path of Get.
+func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
+	w := op.toWire()
+	if len(w.Key) == 0 {
+		return nil, ErrEmptyKey
+	}
+	v, err := s.readView(ctx, w.Serializable)
+	if err != nil {
+		return nil, err
+	}
+	recs, count, more, code := v.st.rangeRecords(&w, v.st.rev)
+	if code != wire.CodeOK {
+		return nil, codeError(code)
+	}
+	r := &GetResponse{Header: s.header(v.st.rev), More: more, Count: count}
+	if len(recs) > 0 {
+		// One allocation for all pairs and one for all their bytes: ranges can return many.
+		r.Kvs = make([]*KeyValue, len(recs))
+		kvs := make([]KeyValue, len(recs))
+		n := 0
+		for _, rec := range recs {
+			n += len(rec.key)
+			if !w.KeysOnly {
+				n += len(rec.value)
+			}
+		}
+		buf := make([]byte, 0, n)
+		for i, rec := range recs {
+			kv := &kvs[i]
+			buf = append(buf, rec.key...)
+			kv.Key = buf[len(buf)-len(rec.key) : len(buf) : len(buf)]
+			kv.CreateRevision, kv.ModRevision, kv.Version = rec.create, rec.mod, rec.version
+			if !w.KeysOnly {
+				buf = append(buf, rec.value...)
+				kv.Value = buf[len(buf)-len(rec.value) : len(buf) : len(buf)]
+				kv.Lease = rec.lease
+			}
+			r.Kvs[i] = kv
+		}
+	}
+	return r, nil
+}
+
+// readView returns a view to read from: this member's latest for a serializable read, one
+// that reflects every write acknowledged before the call otherwise.
+func (s *Store) readView(ctx context.Context, serializable bool) (*readView, error) {
+	if !serializable {
+		return s.linearizableView(ctx)
+	}
+	if s.stopped() {
+		return nil, s.stoppedErr()
+	}
+	return s.fsm.view(), nil
+}
+
 // read serves a transaction that writes nothing from a read view.
 func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire.Result, error) {
-	var v *readView
-	var err error
-	if serializable {
-		if s.stopped() {
-			return nil, s.stoppedErr()
-		}
-		v = s.fsm.view()
-	} else if v, err = s.linearizableView(ctx); err != nil {
+	v, err := s.readView(ctx, serializable)
+	if err != nil {
 		return nil, err
 	}
 	res, code := v.st.readTxn(t)

@@ -269,12 +269,30 @@ func (st *mvccState) scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 
 // rangeKeys answers a range request; cur is as for checkRev.
 func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
-	rev, code := st.checkRev(op.Revision, cur)
+	recs, count, more, code := st.rangeRecords(op, cur)
 	if code != wire.CodeOK {
 		return nil, code
 	}
+	res := &wire.RangeResult{Count: count, More: more}
+	if len(recs) > 0 {
+		kvs := make([]wire.KV, len(recs))
+		res.Kvs = make([]*wire.KV, len(recs))
+		for i, r := range recs {
+			kvs[i] = r.toWire(op.KeysOnly)
+			res.Kvs[i] = &kvs[i]
+		}
+	}
+	return res, wire.CodeOK
+}
+
+// rangeRecords returns the records op selects, in the order it asks for and cut to its limit,
+// with the count of all matches and whether the limit cut any.
+func (st *mvccState) rangeRecords(op *wire.Op, cur int64) (recs []*record, count int64, more bool, code wire.Code) {
+	rev, code := st.checkRev(op.Revision, cur)
+	if code != wire.CodeOK {
+		return nil, 0, false, code
+	}
 	kr := newKeyRange(op.Key, op.End)
-	res := &wire.RangeResult{}
 	hasFilter := op.MinModRev > 0 || op.MaxModRev > 0 || op.MinCreateRev > 0 || op.MaxCreateRev > 0
 	order, target := op.SortOrder, op.SortTarget
 	if order == wire.SortNone && target != wire.SortByKey {
@@ -285,9 +303,8 @@ func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.
 	// need to be materialized; the rest are just counted.
 	pushdown := keyOrder && !hasFilter && op.Limit > 0
 
-	var recs []*record
 	st.scan(kr, rev, cur, func(r *record) bool {
-		res.Count++
+		count++
 		if op.CountOnly {
 			return true
 		}
@@ -301,24 +318,15 @@ func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.
 		return true
 	})
 	if op.CountOnly {
-		return res, wire.CodeOK
+		return nil, count, false, wire.CodeOK
 	}
 	if !keyOrder {
 		sortRecords(recs, target, order)
 	}
 	if op.Limit > 0 && int64(len(recs)) > op.Limit {
-		recs = recs[:op.Limit]
-		res.More = true
+		recs, more = recs[:op.Limit], true
 	}
-	if len(recs) > 0 {
-		kvs := make([]wire.KV, len(recs))
-		res.Kvs = make([]*wire.KV, len(recs))
-		for i, r := range recs {
-			kvs[i] = r.toWire(op.KeysOnly)
-			res.Kvs[i] = &kvs[i]
-		}
-	}
-	return res, wire.CodeOK
+	return recs, count, more, wire.CodeOK
 }
 
 func passesFilters(op *wire.Op, r *record) bool {

@@ -3,8 +3,11 @@ package ember
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,13 +193,15 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 	validPut := forwardedTxn(1, &wire.Txn{Success: wireOps(wirePut("k", "v"))})
 	// Without a request ID the layout is fixed: version, kind, client 0, seq 0, txn presence, ...
 	noID := (&wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: wireOps(wirePut("k", "v"))}}).Marshal(nil)
+	// with sets byte i of b's body (negative: from the end of the body) and reseals it, so that
+	// the decoder, not the checksum, must refuse it.
 	with := func(b []byte, i int, v byte) []byte {
-		b = bytes.Clone(b)
+		b = bytes.Clone(b[:len(b)-4])
 		if i < 0 {
 			i += len(b)
 		}
 		b[i] = v
-		return b
+		return sealed(b)
 	}
 	unknownOp := forwardedTxn(2, &wire.Txn{Success: wireOps(wire.Op{Kind: 9, Key: []byte("k")})})
 	unknownTarget := forwardedTxn(3, &wire.Txn{Compares: []wire.Compare{{Target: 7, Key: []byte("k")}}})
@@ -204,9 +209,12 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 	badSort := wireGet("k")
 	badSort.SortTarget = 9
 	tooLarge := forwardedTxn(5, &wire.Txn{Success: wireOps(wirePut("k", strings.Repeat("x", defaultMaxRequestBytes)))})
-	// Version 1, no ID, no retry floor, txn present, 0 compares, then a success count of 100
+	// Version 2, no ID, no retry floor, txn present, 0 compares, then a success count of 100
 	// with nothing behind it.
-	hugeCount := []byte{1, byte(wire.KindTxn), 0, 0, 0, 1, 0, 100}
+	hugeCount := sealed([]byte{2, byte(wire.KindTxn), 0, 0, 0, 1, 0, 100})
+	compact := (&wire.Command{Kind: wire.KindCompact, Revision: 1}).Marshal(nil)
+	flipped := bytes.Clone(validPut)
+	flipped[len(flipped)/2] ^= 0x10
 
 	tests := []struct {
 		name   string
@@ -217,7 +225,7 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		{name: "forward: empty", method: mForward, data: nil, wCode: wire.CodeMalformed},
 		{name: "forward: truncated command", method: mForward, data: validPut[:len(validPut)-1], wCode: wire.CodeMalformed},
 		{name: "forward: trailing byte", method: mForward, data: append(bytes.Clone(validPut), 0), wCode: wire.CodeMalformed},
-		{name: "forward: unknown format version", method: mForward, data: with(validPut, 0, 2), wCode: wire.CodeMalformed},
+		{name: "forward: unknown format version", method: mForward, data: with(validPut, 0, 3), wCode: wire.CodeMalformed},
 		{name: "forward: unknown command kind", method: mForward, data: with(validPut, 1, 99), wCode: wire.CodeMalformed},
 		{name: "forward: txn presence byte 2", method: mForward, data: with(noID, 5, 2), wCode: wire.CodeMalformed},
 		{name: "forward: txn missing", method: mForward, data: (&wire.Command{Kind: wire.KindTxn}).Marshal(nil), wCode: wire.CodeMalformed},
@@ -227,11 +235,12 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		{name: "forward: unknown compare result", method: mForward, data: unknownResult, wCode: wire.CodeMalformed},
 		{name: "forward: unknown sort target", method: mForward, data: forwardedTxn(6, &wire.Txn{Success: wireOps(badSort)}), wCode: wire.CodeMalformed},
 		{name: "forward: op count past the input", method: mForward, data: hugeCount, wCode: wire.CodeMalformed},
-		{name: "forward: request ID varint overflow", method: mForward, data: append([]byte{1, byte(wire.KindCompact)}, bytes.Repeat([]byte{0xff}, 11)...), wCode: wire.CodeMalformed},
+		{name: "forward: request ID varint overflow", method: mForward, data: sealed(append([]byte{2, byte(wire.KindCompact)}, bytes.Repeat([]byte{0xff}, 11)...)), wCode: wire.CodeMalformed},
+		{name: "forward: a bit flipped (checksum)", method: mForward, data: flipped, wCode: wire.CodeMalformed},
 		{name: "forward: txn nested too deep", method: mForward, data: forwardedTxn(7, nestedTxn(33)), wCode: wire.CodeMalformed},
 		{name: "forward: leader start from a peer", method: mForward, data: (&wire.Command{Kind: wire.KindLeaderStart, Term: 99, NodeID: "evil"}).Marshal(nil), wCode: wire.CodeMalformed},
-		{name: "forward: compact with trailing byte", method: mForward, data: append((&wire.Command{Kind: wire.KindCompact, Revision: 1}).Marshal(nil), 0), wCode: wire.CodeMalformed},
-		{name: "forward: checkpoint count past the input", method: mForward, data: []byte{1, byte(wire.KindLeaseCheckpoint), 0, 0, 50, 2, 2}, wCode: wire.CodeMalformed},
+		{name: "forward: compact with trailing byte", method: mForward, data: sealed(append(compact[:len(compact)-4], 0)), wCode: wire.CodeMalformed},
+		{name: "forward: checkpoint count past the input", method: mForward, data: sealed([]byte{2, byte(wire.KindLeaseCheckpoint), 0, 0, 50, 2, 2}), wCode: wire.CodeMalformed},
 		{name: "forward: too large (not malformed)", method: mForward, data: tooLarge, wCode: wire.CodeRequestTooLarge},
 		{name: "forward: empty key (not malformed)", method: mForward, data: forwardedTxn(8, &wire.Txn{Success: wireOps(wirePut("", "v"))}), wCode: wire.CodeEmptyKey},
 
@@ -287,4 +296,9 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		t.Fatalf("members %v, %v; want this member only", m, err)
 	}
 	checkServes(t, s, 1)
+}
+
+// sealed appends the CRC-32C a command ends with (internal/wire, format v2) to body.
+func sealed(body []byte) []byte {
+	return binary.LittleEndian.AppendUint32(slices.Clip(body), crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
 }
