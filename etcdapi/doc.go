@@ -1,0 +1,26 @@
+// Package etcdapi serves etcd's v3 gRPC API from an ember Store, and gives code written
+// against etcd's clientv3 an in-process client backed by a Store.
+//
+// Register adds etcd's KV, Watch, Lease, Cluster and Maintenance services (and the standard
+// gRPC health service) to a grpc.Server; Serve runs such a server on a listener; NewClient
+// returns a *clientv3.Client served in-process, so that go.etcd.io/etcd/client/v3/concurrency
+// (Mutex, Election, STM) runs unchanged on ember.
+//
+// Members are identified as etcd expects: a member's numeric ID is the FNV-64a hash of its ember
+// ID (its name in MemberList), and the cluster ID is derived from the sorted member IDs, or
+// pinned with WithClusterID.
+//
+// Where ember differs from etcd, the gateway answers as follows:
+//   - LeaseGrant with a client-chosen ID is refused (ember picks lease IDs).
+//   - MemberAdd names the new member after its peer address (start it with ember.WithNodeID set
+//     to that address); MemberUpdate is unimplemented; MoveLeader is accepted by any member.
+//   - Alarm lists NOSPACE while the data reaches the store's quota (ember.WithQuotaBackendBytes);
+//     disarming succeeds without effect (ember recovers by itself after compaction) and raising
+//     an alarm is refused. Defragment does nothing.
+//   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
+//     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
+//     are comparable between ember members only.
+//   - A progress request is answered per watch, with each watch's ID, once the watch has
+//     delivered everything up to the revision it reports; etcd sends one response with watch
+//     ID -1, which clientv3 delivers the same way.
+package etcdapi

@@ -1,0 +1,73 @@
+package etcdapi
+
+import (
+	"context"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ember-kv/ember"
+)
+
+// grpcErrors maps ember's sentinels to the status errors etcd sends, so that clientv3 turns them
+// into the same rpctypes errors it returns for etcd. Order matters only for readability: every
+// ember error wraps at most one sentinel.
+var grpcErrors = []struct {
+	ember error
+	grpc  error
+}{
+	{ember.ErrCompacted, rpctypes.ErrGRPCCompacted},
+	{ember.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+	{ember.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
+	{ember.ErrEmptyKey, rpctypes.ErrGRPCEmptyKey},
+	{ember.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
+	{ember.ErrTooManyOps, rpctypes.ErrGRPCTooManyOps},
+	{ember.ErrDuplicateKey, rpctypes.ErrGRPCDuplicateKey},
+	{ember.ErrValueProvided, rpctypes.ErrGRPCValueProvided},
+	{ember.ErrLeaseProvided, rpctypes.ErrGRPCLeaseProvided},
+	{ember.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+	{ember.ErrLeaseExists, rpctypes.ErrGRPCLeaseExist},
+	{ember.ErrTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
+	{ember.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
+	{ember.ErrTimeout, rpctypes.ErrGRPCTimeout},
+	{ember.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+	{ember.ErrStopped, rpctypes.ErrGRPCStopped},
+	{ember.ErrMemberNotFound, rpctypes.ErrGRPCMemberNotFound},
+	{ember.ErrMemberExists, rpctypes.ErrGRPCMemberExist},
+	{ember.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
+	{ember.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
+}
+
+// toGRPC converts an error from the store into what etcd would answer.
+func toGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, m := range grpcErrors {
+		if errors.Is(err, m.ember) {
+			return m.grpc
+		}
+	}
+	// etcd lets gRPC turn the caller's cancellation into codes.Canceled / DeadlineExceeded.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// errClientLeaseID answers a grant that names its lease ID: ember always picks the ID itself.
+var errClientLeaseID = status.Error(codes.InvalidArgument, "etcdserver: ember assigns lease IDs; request ID must be 0")
+
+// errMemberUpdate answers MemberUpdate: ember members keep the peer address they joined with.
+var errMemberUpdate = status.Error(codes.Unimplemented, "etcdserver: ember cannot change a member's peer URLs")
+
+// errAlarmActivate answers a request to raise an alarm: ember has no alarms to raise.
+var errAlarmActivate = status.Error(codes.Unimplemented, "etcdserver: ember has no alarms to activate")
+
+// errBadCompare answers a compare whose target or result etcd does not define.
+var errBadCompare = status.Error(codes.InvalidArgument, "etcdserver: invalid compare target or result")
