@@ -30,7 +30,8 @@ type fsm struct {
 	// Lock order: fsm.mu, then watchHub.mu.
 	mu         sync.Mutex
 	st         *mvccState
-	dedupOrder []dedupRef // request IDs in apply order, for expiry
+	dedupOrder []dedupRef // request IDs in apply order, for expiry; live from dedupHead on
+	dedupHead  int
 
 	applied    atomic.Uint64 // index of the last entry applied to st
 	appliedSig signal        // fired after every batch
@@ -198,13 +199,15 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
 	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: res})
 	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
-	n := 0
-	for n < len(f.dedupOrder) && f.dedupOrder[n].index+dedupWindow < index {
-		f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[n].id})
-		n++
+	for f.dedupHead < len(f.dedupOrder) && f.dedupOrder[f.dedupHead].index+dedupWindow < index {
+		f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[f.dedupHead].id})
+		f.dedupHead++
 	}
-	if n > 0 {
-		f.dedupOrder = append(f.dedupOrder[:0], f.dedupOrder[n:]...)
+	// Expired refs are dropped from the front in bulk once they are half the slice: shifting
+	// the live ones on every apply would copy the whole window (100k refs) per write.
+	if f.dedupHead > 0 && 2*f.dedupHead >= len(f.dedupOrder) {
+		f.dedupOrder = f.dedupOrder[:copy(f.dedupOrder, f.dedupOrder[f.dedupHead:])]
+		f.dedupHead = 0
 	}
 }
 
@@ -243,7 +246,7 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 // f.mu (or own f alone).
 func (f *fsm) setState(st *mvccState) {
 	f.st = st
-	f.dedupOrder = f.dedupOrder[:0]
+	f.dedupOrder, f.dedupHead = f.dedupOrder[:0], 0
 	st.dedup.Scan(func(e *dedupEntry) bool {
 		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
 		return true
