@@ -1,0 +1,314 @@
+// Command bench runs the same closed-loop workloads against ember and against embedded etcd in
+// one process, on 1 and 3 members on loopback with real data dirs and fsync on, and prints
+// ember's figures next to etcd's (issue #7). From the repository root:
+//
+//	go run -C bench . -suite all
+//
+// Suites: put, get, cas, lease, watch, fanout, raft (raw hashicorp/raft with a no-op FSM, the
+// ceiling for ember's writes) and mem (memory per live key, each system in a child process).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type bench struct {
+	warmup, duration time.Duration
+	profileDir       string
+	log              io.Writer
+	jsonOut          *json.Encoder
+	results          []result
+	baseGoroutines   int
+}
+
+var suiteNames = []string{"put", "get", "cas", "lease", "watch", "fanout", "raft", "mem"}
+
+func main() {
+	var (
+		suite      = flag.String("suite", "all", "comma-separated suites: all or "+strings.Join(suiteNames, ","))
+		members    = flag.String("members", "1,3", "comma-separated member counts")
+		sysNames   = flag.String("systems", "ember,etcd", "systems to compare")
+		at         = flag.String("at", "leader,follower", "where the clients run (follower only with more than one member)")
+		clients    = flag.String("clients", "", "comma-separated client counts: run only the cells with these (default: all)")
+		duration   = flag.Duration("duration", 5*time.Second, "measured time per cell")
+		warmup     = flag.Duration("warmup", time.Second, "unmeasured time before each cell")
+		jsonPath   = flag.String("json", "", "also write every cell as a JSON line to this file")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		profileDir = flag.String("profile-dir", "", "write a CPU profile of each cell's measured interval into this dir")
+		memKeys    = flag.Int("mem-keys", 100_000, "keys loaded for the mem suite")
+		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
+	)
+	flag.Parse()
+	if *memChildOf != "" {
+		if err := memChild(*memChildOf, *memKeys, *profileDir); err != nil {
+			fmt.Fprintln(os.Stderr, "mem child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg, err := parseConfig(*suite, *members, *sysNames, *at, *clients)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	b := &bench{warmup: *warmup, duration: *duration, profileDir: *profileDir, log: os.Stderr}
+	if *cpuProfile != "" && *profileDir != "" {
+		fmt.Fprintln(os.Stderr, "-cpuprofile and -profile-dir exclude each other: Go runs one CPU profile at a time")
+		os.Exit(2)
+	}
+	if err := b.run(cfg, *jsonPath, *cpuProfile, *memKeys); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	suites    []string
+	members   []int
+	systems   []system
+	clients   []int // nil: every cell
+	followers bool
+	leaders   bool
+}
+
+func parseConfig(suite, members, sysNames, at, clients string) (config, error) {
+	var c config
+	for _, s := range strings.Split(suite, ",") {
+		switch {
+		case s == "all":
+			c.suites = append(c.suites, suiteNames...)
+		case slices.Contains(suiteNames, s):
+			c.suites = append(c.suites, s)
+		default:
+			return c, fmt.Errorf("unknown suite %q", s)
+		}
+	}
+	var err error
+	if c.members, err = counts(members); err != nil {
+		return c, fmt.Errorf("-members: %w", err)
+	}
+	if clients != "" {
+		if c.clients, err = counts(clients); err != nil {
+			return c, fmt.Errorf("-clients: %w", err)
+		}
+	}
+	for _, name := range strings.Split(sysNames, ",") {
+		i := slices.IndexFunc(systems, func(s system) bool { return s.name == name })
+		if i < 0 {
+			return c, fmt.Errorf("unknown system %q", name)
+		}
+		c.systems = append(c.systems, systems[i])
+	}
+	for _, a := range strings.Split(at, ",") {
+		switch a {
+		case "leader":
+			c.leaders = true
+		case "follower":
+			c.followers = true
+		default:
+			return c, fmt.Errorf("unknown placement %q", a)
+		}
+	}
+	return c, nil
+}
+
+func counts(list string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad count %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (b *bench) run(cfg config, jsonPath, cpuProfile string, memKeys int) (err error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if jsonPath != "" {
+		f, err := os.Create(jsonPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b.jsonOut = json.NewEncoder(f)
+	}
+	if b.profileDir != "" {
+		if b.profileDir, err = filepath.Abs(b.profileDir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(b.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	b.baseGoroutines = runtime.NumGoroutine()
+	b.progress("%d CPUs, %s; cells of %v after %v warm-up", runtime.NumCPU(), runtime.Version(), b.duration, b.warmup)
+	diskStart := b.probeDisk()
+	var mem []memResult
+	for _, s := range cfg.suites {
+		if s == "mem" {
+			mem = b.measureMemory(ctx, cfg.systems, memKeys)
+			if b.jsonOut != nil {
+				for _, m := range mem {
+					b.jsonOut.Encode(m)
+				}
+			}
+			continue
+		}
+		w := workloads[slices.IndexFunc(workloads, func(w workload) bool { return w.name == s })]
+		for _, m := range cfg.members {
+			if err := b.runWorkload(ctx, w, m, cfg); err != nil {
+				return err
+			}
+		}
+	}
+	diskEnd := b.probeDisk()
+	fmt.Printf("Disk: fdatasync after a 4 KiB write, p50 / p99: %s at the start, %s at the end.\n\n", diskStart, diskEnd)
+	printTables(os.Stdout, b.results, mem)
+	return nil
+}
+
+func (b *bench) probeDisk() string {
+	p50, p99, err := fsyncProbe(200)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	s := dur(p50) + " / " + dur(p99)
+	b.progress("disk: fdatasync p50 / p99 %s", s)
+	return s
+}
+
+// runWorkload runs one workload's cells on a fresh cluster of each system in turn, so that
+// ember's and etcd's cells are measured minutes apart under the same machine load, and closes
+// each cluster before the next starts.
+func (b *bench) runWorkload(ctx context.Context, w workload, members int, cfg config) error {
+	syss := w.systems
+	if syss == nil {
+		syss = cfg.systems
+	}
+	var ats []string
+	if cfg.leaders {
+		ats = append(ats, "leader")
+	}
+	if cfg.followers && members > 1 && w.name != "raft" {
+		ats = append(ats, "follower")
+	}
+	for _, sys := range syss {
+		if err := b.runCluster(ctx, w, sys, members, ats, cfg.clients); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) runCluster(ctx context.Context, w workload, sys system, members int, ats []string, clients []int) error {
+	cells := slices.DeleteFunc(slices.Clone(w.cells), func(v variant) bool {
+		return clients != nil && !slices.Contains(clients, v.clients)
+	})
+	if len(cells) == 0 {
+		return nil
+	}
+	root, err := os.MkdirTemp("", "ember-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	cl, err := sys.start(startCtx, members, root)
+	cancel()
+	fail := func(err error) {
+		for _, at := range ats {
+			for _, v := range cells {
+				b.record(result{System: sys.name, Workload: v.name, Members: members, At: at, Clients: v.clients, Err: err.Error()})
+			}
+		}
+	}
+	if err != nil {
+		fail(fmt.Errorf("start: %w", err))
+		return ctx.Err()
+	}
+	if w.setup != nil {
+		if err := w.setup(ctx, cl.client(false)); err != nil {
+			cl.close()
+			fail(fmt.Errorf("setup: %w", err))
+			return ctx.Err()
+		}
+	}
+	for _, at := range ats {
+		for _, v := range cells {
+			cell := fmt.Sprintf("%s-%s-m%d-%s-c%d", sys.name, strings.ReplaceAll(v.name, " ", "-"), members, at, v.clients)
+			cellCtx, cancel := context.WithTimeout(ctx, b.warmup+b.duration+2*time.Minute)
+			r, err := v.run(cellCtx, b, strings.ReplaceAll(cell, "+", "-"), cl.client(at == "follower"), v.clients)
+			cancel()
+			r.System, r.Workload, r.Members, r.At, r.Clients = sys.name, v.name, members, at, v.clients
+			if err != nil {
+				r.Err = err.Error()
+			}
+			b.record(r)
+		}
+	}
+	if err := cl.close(); err != nil {
+		b.progress("%s: close: %v", sys.name, err)
+	}
+	b.settle(sys.name)
+	return ctx.Err()
+}
+
+// settle waits for the closed cluster's goroutines to end, so that they do not eat into the
+// next cell's CPU, and reports any that stay.
+func (b *bench) settle(name string) {
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > b.baseGoroutines+5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine() - b.baseGoroutines; n > 5 {
+		b.progress("%s: %d goroutines still running 5s after close", name, n)
+	}
+	runtime.GC()
+}
+
+func (b *bench) record(r result) {
+	b.results = append(b.results, r)
+	if b.jsonOut != nil {
+		b.jsonOut.Encode(r)
+	}
+	if r.Err != "" {
+		b.progress("%-5s %-13s m=%d %-8s c=%-3d error: %s", r.System, r.Workload, r.Members, r.At, r.Clients, r.Err)
+		return
+	}
+	b.progress("%-5s %-13s m=%d %-8s c=%-3d %9s ops/s  p50 %-9s p99 %-9s %.2f cores %s",
+		r.System, r.Workload, r.Members, r.At, r.Clients, thousands(r.opsPerSec()), dur(r.P50), dur(r.P99), r.cores(), r.Notes)
+}
+
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+// profilePath is where -profile-dir puts a cell's CPU profile.
+func (b *bench) profilePath(cell string) string { return filepath.Join(b.profileDir, cell+".prof") }
