@@ -140,7 +140,14 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, e
 	}
 	if !cmd.ID.IsZero() {
 		if e, ok := f.st.dedup.Get(&dedupEntry{id: cmd.ID}); ok {
-			return e.result, nil, nil, nil
+			res, err := wire.UnmarshalResult(e.result)
+			if err != nil {
+				// Encoded by remember or checked by Restore: this is a bug. The same answer on
+				// every member keeps them identical.
+				f.log.Error("undecodable remembered result", "index", l.Index, "error", err)
+				res = &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}
+			}
+			return res, nil, nil, nil
 		}
 	}
 	if cmd.RetryFloor > 0 && l.Index >= cmd.RetryFloor+dedupWindow {
@@ -197,7 +204,7 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 
 // remember stores a result for deduplication and expires entries older than the window.
 func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
-	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: res})
+	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: res.Marshal(nil)})
 	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
 	for f.dedupHead < len(f.dedupOrder) && f.dedupOrder[f.dedupHead].index+dedupWindow < index {
 		f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[f.dedupHead].id})

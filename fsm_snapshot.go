@@ -117,7 +117,7 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 		sw.e.Uint64(d.id.Client)
 		sw.e.Uint64(d.id.Seq)
 		sw.e.Uvarint(d.index)
-		sw.e.Bytes(d.result.Marshal(nil))
+		sw.e.Bytes(d.result)
 		sw.n++
 		sw.flushBatch(frameDedup, false)
 		return sw.err == nil
@@ -223,11 +223,10 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 				if d.Err() != nil {
 					break
 				}
-				res, err := wire.UnmarshalResult(b)
-				if err != nil {
+				if _, err := wire.UnmarshalResult(b); err != nil {
 					return nil, 0, errSnapshot("dedup result: %v", err)
 				}
-				e.result = res
+				e.result = b
 				st.dedup.Set(e)
 			}
 		default:

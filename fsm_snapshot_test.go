@@ -145,8 +145,8 @@ func assertStatesEqual(t testing.TB, want, got *mvccState) {
 		t.Fatalf("dedup: %d entries, want %d", len(gd), len(wd))
 	}
 	for i := range wd {
-		if wd[i].id != gd[i].id || wd[i].index != gd[i].index || !bytes.Equal(wd[i].result.Marshal(nil), gd[i].result.Marshal(nil)) {
-			t.Fatalf("dedup %d: %+v %+v, want %+v %+v", i, *gd[i], *gd[i].result, *wd[i], *wd[i].result)
+		if wd[i].id != gd[i].id || wd[i].index != gd[i].index || !bytes.Equal(wd[i].result, gd[i].result) {
+			t.Fatalf("dedup %d: %+v, want %+v", i, *gd[i], *wd[i])
 		}
 	}
 }

@@ -3,6 +3,7 @@ package ember
 import (
 	"context"
 	"errors"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 		{Index: 3, Type: raft.LogCommand, Data: data},
 	})
 	first, retry := out[0].(*wire.Result), out[2].(*wire.Result)
-	if first != retry || first.Revision != 2 {
+	if !reflect.DeepEqual(first, retry) || first.Revision != 2 {
 		t.Fatalf("retry result %+v, first %+v: want the same result at revision 2", retry, first)
 	}
 	if rev := f.st.rev; rev != 3 {

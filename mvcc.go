@@ -60,9 +60,11 @@ type leaseKey struct {
 // dedupEntry remembers the result of a command with a request ID, so that a retried command is
 // answered from here instead of being applied twice.
 type dedupEntry struct {
-	id     wire.RequestID
-	index  uint64 // raft index the command was applied at; entries expire by index
-	result *wire.Result
+	id    wire.RequestID
+	index uint64 // raft index the command was applied at; entries expire by index
+	// result is the command's result, encoded: a put's is a dozen bytes where the decoded
+	// form takes several allocations, and the window holds 100k of them. Retries are rare.
+	result []byte
 }
 
 // mvccState is the whole replicated state. Every field is part of raft snapshots.
