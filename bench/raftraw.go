@@ -129,8 +129,9 @@ func (c *raftCluster) leader() *raftNode {
 	return nil
 }
 
-// client serves puts only, on the leader: raft has no follower forwarding.
-func (c *raftCluster) client(bool) client { return raftClient{c.leader()} }
+// client serves puts only, on the leader: raft has no follower forwarding. Each put goes to
+// whichever node leads at the time, so a cell survives a leader change.
+func (c *raftCluster) client(bool) client { return raftClient{c} }
 
 func (c *raftCluster) close() error {
 	var errs []error
@@ -140,13 +141,20 @@ func (c *raftCluster) close() error {
 	return errors.Join(errs...)
 }
 
-type raftClient struct{ n *raftNode }
+type raftClient struct{ c *raftCluster }
 
-var errUnsupported = errors.New("raw raft serves puts only")
+var (
+	errUnsupported = errors.New("raw raft serves puts only")
+	errNoLeader    = errors.New("raw raft: no leader")
+)
 
 // put appends key and value as one log entry and waits until it is applied.
 func (c raftClient) put(_ context.Context, key, val string) (int64, error) {
-	f := c.n.r.Apply([]byte(key+val), 0)
+	n := c.c.leader()
+	if n == nil {
+		return 0, errNoLeader
+	}
+	f := n.r.Apply([]byte(key+val), 0)
 	if err := f.Error(); err != nil {
 		return 0, err
 	}
