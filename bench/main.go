@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -204,9 +205,10 @@ func (b *bench) probeDisk() string {
 	return s
 }
 
-// runWorkload runs one workload's cells on a fresh cluster of each system in turn, so that
-// ember's and etcd's cells are measured minutes apart under the same machine load, and closes
-// each cluster before the next starts.
+// runWorkload runs one workload's cells on a fresh cluster of each system. Both clusters are up
+// at once and each cell runs on ember and then at once on etcd, so that the two are measured
+// seconds apart: on a shared machine, load changes over minutes would otherwise decide the
+// ratio. The idle cluster only heartbeats meanwhile.
 func (b *bench) runWorkload(ctx context.Context, w workload, members int, cfg config) error {
 	syss := w.systems
 	if syss == nil {
@@ -219,65 +221,97 @@ func (b *bench) runWorkload(ctx context.Context, w workload, members int, cfg co
 	if cfg.followers && members > 1 && w.name != "raft" {
 		ats = append(ats, "follower")
 	}
-	for _, sys := range syss {
-		if err := b.runCluster(ctx, w, sys, members, ats, cfg.clients); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *bench) runCluster(ctx context.Context, w workload, sys system, members int, ats []string, clients []int) error {
 	cells := slices.DeleteFunc(slices.Clone(w.cells), func(v variant) bool {
-		return clients != nil && !slices.Contains(clients, v.clients)
+		return cfg.clients != nil && !slices.Contains(cfg.clients, v.clients)
 	})
 	if len(cells) == 0 {
 		return nil
 	}
-	root, err := os.MkdirTemp("", "ember-bench-")
-	if err != nil {
-		return err
+	type running struct {
+		sys system
+		cl  cluster
 	}
-	defer os.RemoveAll(root)
-	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	cl, err := sys.start(startCtx, members, root)
-	cancel()
-	fail := func(err error) {
-		for _, at := range ats {
-			for _, v := range cells {
-				b.record(result{System: sys.name, Workload: v.name, Members: members, At: at, Clients: v.clients, Err: err.Error()})
+	var up []running
+	defer func() {
+		for _, r := range up {
+			if err := r.cl.close(); err != nil {
+				b.progress("%s: close: %v", r.sys.name, err)
 			}
 		}
-	}
-	if err != nil {
-		fail(fmt.Errorf("start: %w", err))
-		return ctx.Err()
-	}
-	if w.setup != nil {
-		if err := w.setup(ctx, cl.client(false)); err != nil {
-			cl.close()
-			fail(fmt.Errorf("setup: %w", err))
-			return ctx.Err()
+		if len(up) > 0 {
+			b.settle(w.name)
 		}
+	}()
+	for _, sys := range syss {
+		cl, err := b.startCluster(ctx, w, sys, members)
+		if err != nil {
+			for _, at := range ats {
+				for _, v := range cells {
+					b.record(result{System: sys.name, Workload: v.name, Members: members, At: at, Clients: v.clients, Err: err.Error()})
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		up = append(up, running{sys, cl})
 	}
 	for _, at := range ats {
 		for _, v := range cells {
-			cell := fmt.Sprintf("%s-%s-m%d-%s-c%d", sys.name, strings.ReplaceAll(v.name, " ", "-"), members, at, v.clients)
-			cellCtx, cancel := context.WithTimeout(ctx, b.warmup+b.duration+2*time.Minute)
-			r, err := v.run(cellCtx, b, strings.ReplaceAll(cell, "+", "-"), cl.client(at == "follower"), v.clients)
-			cancel()
-			r.System, r.Workload, r.Members, r.At, r.Clients = sys.name, v.name, members, at, v.clients
-			if err != nil {
-				r.Err = err.Error()
+			for _, r := range up {
+				b.runCell(ctx, r.sys, r.cl, v, members, at)
 			}
-			b.record(r)
 		}
 	}
-	if err := cl.close(); err != nil {
-		b.progress("%s: close: %v", sys.name, err)
-	}
-	b.settle(sys.name)
 	return ctx.Err()
+}
+
+// startCluster starts sys with members members in a temp dir that close removes, and runs the
+// workload's setup on it.
+func (b *bench) startCluster(ctx context.Context, w workload, sys system, members int) (cluster, error) {
+	root, err := os.MkdirTemp("", "ember-bench-")
+	if err != nil {
+		return nil, err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	cl, err := sys.start(startCtx, members, root)
+	cancel()
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	cl = removingCluster{cl, root}
+	if w.setup != nil {
+		if err := w.setup(ctx, cl.client(false)); err != nil {
+			cl.close()
+			return nil, fmt.Errorf("setup: %w", err)
+		}
+	}
+	return cl, nil
+}
+
+// removingCluster removes the cluster's temp dir once it is closed.
+type removingCluster struct {
+	cluster
+	root string
+}
+
+func (c removingCluster) close() error {
+	err := c.cluster.close()
+	return errors.Join(err, os.RemoveAll(c.root))
+}
+
+func (b *bench) runCell(ctx context.Context, sys system, cl cluster, v variant, members int, at string) {
+	cell := fmt.Sprintf("%s-%s-m%d-%s-c%d", sys.name, strings.ReplaceAll(v.name, " ", "-"), members, at, v.clients)
+	cellCtx, cancel := context.WithTimeout(ctx, b.warmup+b.duration+2*time.Minute)
+	r, err := v.run(cellCtx, b, strings.ReplaceAll(cell, "+", "-"), cl.client(at == "follower"), v.clients)
+	cancel()
+	r.System, r.Workload, r.Members, r.At, r.Clients = sys.name, v.name, members, at, v.clients
+	if err != nil {
+		r.Err = err.Error()
+	}
+	b.record(r)
 }
 
 // settle waits for the closed cluster's goroutines to end, so that they do not eat into the
