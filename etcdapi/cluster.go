@@ -26,11 +26,7 @@ func (g *gateway) clusterHeader(ctx context.Context) (*pb.ResponseHeader, error)
 // is reported as its name; its peer URL is its ember peer address as an http URL (none for a
 // member without a listener).
 func (g *gateway) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	ms, err := g.members(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h, err := g.clusterHeader(ctx)
+	h, ms, err := g.memberList(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -57,11 +53,7 @@ func (g *gateway) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.Me
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	ms, err := g.members(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h, err := g.clusterHeader(ctx)
+	h, ms, err := g.memberList(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -87,11 +79,7 @@ func (g *gateway) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (
 	if err := g.st.RemoveMember(ctx, m.ID); err != nil {
 		return nil, toGRPC(err)
 	}
-	ms, err := g.members(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h, err := g.clusterHeader(ctx)
+	h, ms, err := g.memberList(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -110,11 +98,7 @@ func (g *gateway) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest)
 	if err := g.st.PromoteMember(ctx, m.ID); err != nil {
 		return nil, toGRPC(err)
 	}
-	ms, err := g.members(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h, err := g.clusterHeader(ctx)
+	h, ms, err := g.memberList(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +122,19 @@ func (g *gateway) member(ctx context.Context, id uint64) (ember.Member, error) {
 		}
 	}
 	return ember.Member{}, rpctypes.ErrGRPCMemberNotFound
+}
+
+// memberList returns the header and the member list every Cluster response carries.
+func (g *gateway) memberList(ctx context.Context) (*pb.ResponseHeader, []*pb.Member, error) {
+	ms, err := g.members(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := g.clusterHeader(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, ms, nil
 }
 
 func (g *gateway) members(ctx context.Context) ([]*pb.Member, error) {

@@ -78,24 +78,9 @@ func (g *gateway) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	)
 	defer wg.Wait()
 	defer cancel()
-	reqs := make(chan *pb.LeaseKeepAliveRequest)
-	recvErr := make(chan error, 1)
 	// Receiving in its own goroutine lets a failed renewal end the stream, as in etcd, even while
-	// the client sends nothing; the goroutine ends with the stream.
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	// the client sends nothing.
+	reqs, recvErr := receive(ctx, stream.Recv)
 	for {
 		var req *pb.LeaseKeepAliveRequest
 		select {

@@ -190,3 +190,25 @@ func (g *gateway) localRev(ctx context.Context) (ember.ResponseHeader, error) {
 	}
 	return r.Header, nil
 }
+
+// receive reads a stream's requests in a goroutine of its own and hands them over one at a time
+// until recv fails (its error goes to the second channel) or ctx ends; the goroutine ends with
+// the stream, whose Recv fails once the handler returns.
+func receive[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	reqs, failed := make(chan T), make(chan error, 1)
+	go func() {
+		for {
+			req, err := recv()
+			if err != nil {
+				failed <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return reqs, failed
+}

@@ -34,24 +34,9 @@ func (g *gateway) Watch(stream pb.Watch_WatchServer) error {
 	ws := &watchStream{g: g, stream: stream, ctx: ctx, failed: make(chan error, 1), watches: map[int64]*streamWatch{}}
 	defer ws.wg.Wait()
 	defer cancel()
-	reqs := make(chan *pb.WatchRequest)
-	recvErr := make(chan error, 1)
 	// Receiving in its own goroutine lets a failed send or a stopped store end the stream while
-	// the client sends nothing; the goroutine ends with the stream.
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	// the client sends nothing.
+	reqs, recvErr := receive(ctx, stream.Recv)
 	for {
 		select {
 		case req := <-reqs:
