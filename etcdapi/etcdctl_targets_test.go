@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/etcdapi"
 )
 
@@ -58,25 +59,14 @@ func etcdctl(t testing.TB) string {
 	return etcdctlPath
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startEtcd starts a single-member etcd, the reference, and returns its client address.
 func startEtcd(t testing.TB) string {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	client := url.URL{Scheme: "http", Host: freeAddr(t)}
-	peer := url.URL{Scheme: "http", Host: freeAddr(t)}
+	client := url.URL{Scheme: "http", Host: embertest.FreeAddr(t)}
+	peer := url.URL{Scheme: "http", Host: embertest.FreeAddr(t)}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -99,13 +89,7 @@ func startEtcd(t testing.TB) string {
 // serves the etcd API for it on a loopback port.
 func startEmber(t testing.TB) string {
 	t.Helper()
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerAddr := pl.Addr().String()
-	pl.Close()
-	st, err := ember.Open(t.TempDir(), ember.WithBindAddr(peerAddr))
+	st, err := ember.Open(t.TempDir(), ember.WithBindAddr(embertest.FreeAddr(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
