@@ -3,15 +3,10 @@ package ember_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"slices"
 	"strings"
@@ -23,66 +18,8 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
+	"github.com/ember-kv/ember/internal/testcerts"
 )
-
-// tlsCA is a certificate authority made up for one test.
-type tlsCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTLSCA(t testing.TB, name string) *tlsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf issues a certificate for 127.0.0.1 that serves as both server and client certificate, as
-// one member's certificate does on the peer port.
-func (ca *tlsCA) leaf(t testing.TB, name string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // mutualTLS returns ember.WithTLS configs for mutual TLS: cert is presented on both sides, the
 // listener demands a client certificate signed by clientCAs, and the dialer trusts serverCAs.
@@ -170,8 +107,8 @@ func tlsMemberIDs(t *testing.T, s *ember.Store) []string {
 // (the cluster forms), forwarded writes and read-index requests (writes and linearizable reads on
 // followers), and a join (the join RPC, then raft catching the new member up).
 func TestTLSCluster(t *testing.T) {
-	ca := newTLSCA(t, "ember test CA")
-	srv, cli := mutualTLS(ca.leaf(t, "member"), ca.pool, ca.pool)
+	ca := testcerts.NewCA(t, "ember test CA")
+	srv, cli := mutualTLS(ca.Leaf(t, "member"), ca.Pool, ca.Pool)
 	var logs logBuffer
 	c := embertest.NewCluster(t, 3, ember.WithTLS(srv, cli), logs.warnLogger())
 	ctx := tlsCtx(t, 60*time.Second)
@@ -217,8 +154,8 @@ func TestTLSCluster(t *testing.T) {
 // TestTLSRefusesPeers shows that the peer port of a mutual-TLS cluster serves nobody without a
 // certificate from the cluster's CA, and that each refusal is logged as a warning.
 func TestTLSRefusesPeers(t *testing.T) {
-	ca := newTLSCA(t, "ember test CA")
-	srv, cli := mutualTLS(ca.leaf(t, "member"), ca.pool, ca.pool)
+	ca := testcerts.NewCA(t, "ember test CA")
+	srv, cli := mutualTLS(ca.Leaf(t, "member"), ca.Pool, ca.Pool)
 	var logs logBuffer
 	c := embertest.NewCluster(t, 3, ember.WithTLS(srv, cli), logs.warnLogger())
 	target := c.Members()[0]
@@ -228,7 +165,7 @@ func TestTLSRefusesPeers(t *testing.T) {
 
 	t.Run("no client certificate", func(t *testing.T) {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", target.Addr,
-			&tls.Config{RootCAs: ca.pool})
+			&tls.Config{RootCAs: ca.Pool})
 		if err == nil {
 			defer conn.Close()
 			// Under TLS 1.3 the client finishes its side of the handshake before the server
@@ -278,9 +215,9 @@ func TestTLSRefusesPeers(t *testing.T) {
 		// refusal must come from the members checking its own certificate. It presents that
 		// certificate even though the members ask for one from their CA (crypto/tls would
 		// otherwise send none, the case above).
-		rogueCA := newTLSCA(t, "rogue CA")
-		rogueCert := rogueCA.leaf(t, "rogue")
-		rsrv, rcli := mutualTLS(rogueCert, rogueCA.pool, ca.pool)
+		rogueCA := testcerts.NewCA(t, "rogue CA")
+		rogueCert := rogueCA.Leaf(t, "rogue")
+		rsrv, rcli := mutualTLS(rogueCert, rogueCA.Pool, ca.Pool)
 		rcli.Certificates = nil
 		rcli.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &rogueCert, nil

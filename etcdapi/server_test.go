@@ -2,12 +2,8 @@ package etcdapi
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"math/big"
 	"net"
 	"testing"
 	"time"
@@ -18,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/testcerts"
 )
 
 func TestServe_Health(t *testing.T) {
@@ -29,34 +26,15 @@ func TestServe_Health(t *testing.T) {
 	})
 }
 
-// selfSignedTLS returns a server configuration for 127.0.0.1 and a pool that trusts it.
-func selfSignedTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+// gatewayTLS returns a server configuration for 127.0.0.1 and a pool that trusts it.
+func gatewayTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
+	ca := testcerts.NewCA(t, "etcdapi test CA")
+	return &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, "gateway", x509.ExtKeyUsageServerAuth)}}, ca.Pool
 }
 
 func TestServe_TLS(t *testing.T) {
 	st := openStore(t)
-	serverTLS, pool := selfSignedTLS(t)
+	serverTLS, pool := gatewayTLS(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
