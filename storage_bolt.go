@@ -279,9 +279,6 @@ func boltKeyInOrder(key, prev, lo, hi []byte, first bool) error {
 
 func (c *boltChecker) checkBranch(id uint64, p, lo, hi []byte, depth int) error {
 	count := int(binary.LittleEndian.Uint16(p[10:]))
-	if count == 0 {
-		return fmt.Errorf("branch page %d is empty", id)
-	}
 	keys := make([][]byte, count)
 	children := make([]uint64, count)
 	for i := range count {
