@@ -455,51 +455,18 @@ func gwRun(t *testing.T, stores []*ember.Store) {
 		t.Logf("%s on %s: start %d (compacted %v), %d responses, %d events, %d progress, canceled at compaction %d",
 			w.spec.name, w.s.ID(), cw.StartRev, cw.StartCompacted, len(cw.Responses), events, progress, compacted)
 		if vs := watchcheck.Check(history, cw); len(vs) > 0 {
-			t.Errorf("%s on %s: %d violations:%s", w.spec.name, w.s.ID(), len(vs), gwList(vs))
+			t.Errorf("%s on %s: %d violations:%s", w.spec.name, w.s.ID(), len(vs), watchcheck.List(vs))
 		}
 	}
 }
 
-// gwList formats the first violations, one a line.
-func gwList(vs []watchcheck.Violation) string {
-	var b strings.Builder
-	for i, v := range vs {
-		if i == 20 {
-			fmt.Fprintf(&b, "\n\t... and %d more", len(vs)-i)
-			break
-		}
-		b.WriteString("\n\t" + v.String())
-	}
-	return b.String()
-}
-
-// gwHistory turns the recorder's stream into the history, and checks that it is one: not
-// canceled, self-consistent, and with every revision from 2 (the first write) to finalRev.
-// Revisions never change without an event, so a missing revision is a change the recorder lost.
+// gwHistory turns the recorder's stream into the history (watchcheck.RecordedHistory checks
+// that it is one).
 func gwHistory(t *testing.T, rec *gwWatcher, finalRev int64) []watchcheck.Revision {
 	t.Helper()
-	var h []watchcheck.Revision
-	for _, r := range rec.watch().Responses {
-		if r.Canceled {
-			t.Fatalf("recorder canceled (compact revision %d): no ground truth", r.CompactRevision)
-		}
-		h = watchcheck.AppendEvents(h, r.Events)
-	}
-	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
-		t.Errorf("recorded history: %d violations:%s", len(vs), gwList(vs))
-	}
-	next := int64(2)
-	for _, r := range h {
-		if r.Rev != next {
-			t.Errorf("recorder (every key, from before the first write) skipped revisions %d..%d", next, r.Rev-1)
-		}
-		next = r.Rev + 1
-	}
-	if t.Failed() {
-		t.FailNow() // a history with holes is no ground truth
-	}
-	if len(h) == 0 || h[len(h)-1].Rev != finalRev {
-		t.Fatalf("recorded history ends before the final revision %d (%d revisions)", finalRev, len(h))
+	h, err := watchcheck.RecordedHistory(rec.watch().Responses, finalRev)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return h
 }
@@ -621,6 +588,6 @@ func TestWatch_GuaranteesCatchUpWithSlowConsumer(t *testing.T) {
 		}
 	}
 	if vs := watchcheck.Check(history, cw); len(vs) > 0 {
-		t.Errorf("%d violations:%s", len(vs), gwList(vs))
+		t.Errorf("%d violations:%s", len(vs), watchcheck.List(vs))
 	}
 }

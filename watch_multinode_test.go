@@ -71,7 +71,7 @@ func (r *watchRecorder) check(t *testing.T, name string, h []watchcheck.Revision
 	w.Responses = append([]watchcheck.Response(nil), r.w.Responses...)
 	r.mu.Unlock()
 	if vs := watchcheck.Check(h, w); len(vs) > 0 {
-		t.Errorf("%s: %d watch guarantee violations:%s", name, len(vs), gwList(vs))
+		t.Errorf("%s: %d watch guarantee violations:%s", name, len(vs), watchcheck.List(vs))
 	}
 }
 
@@ -91,7 +91,7 @@ func historyOf(t *testing.T, s *ember.Store, final int64) []watchcheck.Revision 
 		h = watchcheck.AppendEvents(h, watchtest.Response(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
-		t.Fatalf("history: %s", gwList(vs))
+		t.Fatalf("history: %s", watchcheck.List(vs))
 	}
 	return h
 }

@@ -503,7 +503,7 @@ func readHistory(t testing.TB, s *ember.Store, final int64) []watchcheck.Revisio
 		h = watchcheck.AppendEvents(h, watchtest.Response(resp).Events)
 	}
 	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
-		t.Fatalf("history: %s", listViolations(vs))
+		t.Fatalf("history: %s", watchcheck.List(vs))
 	}
 	return h
 }

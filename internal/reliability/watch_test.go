@@ -2,8 +2,6 @@ package reliability
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -236,46 +234,17 @@ func (w *watcher) awaitReached(rev int64, deadline time.Time) bool {
 	return true
 }
 
-// listViolations formats the first violations, one a line.
-func listViolations(vs []watchcheck.Violation) string {
-	var b strings.Builder
-	for i, v := range vs {
-		if i == 20 {
-			fmt.Fprintf(&b, "\n\t... and %d more", len(vs)-i)
-			break
-		}
-		b.WriteString("\n\t" + v.String())
-	}
-	return b.String()
-}
-
-// recordedHistory turns the recorder's watches into the store's history from revision 2 (the
-// first write) through final, and checks that it is one: never canceled, self-consistent and
-// without a missing revision (revisions never change without an event, so a missing one is a
-// change the recorder lost).
+// recordedHistory turns the recorder's watches into the store's history
+// (watchcheck.RecordedHistory checks that it is one).
 func recordedHistory(t testing.TB, rec *watcher, final int64) []watchcheck.Revision {
 	t.Helper()
-	var h []watchcheck.Revision
+	var rs []watchcheck.Response
 	for _, cw := range rec.watches() {
-		for _, r := range cw.Responses {
-			if r.Canceled {
-				t.Fatalf("recorder canceled (compact revision %d): no ground truth", r.CompactRevision)
-			}
-			h = watchcheck.AppendEvents(h, r.Events)
-		}
+		rs = append(rs, cw.Responses...)
 	}
-	if vs := watchcheck.CheckHistory(h); len(vs) > 0 {
-		t.Fatalf("recorded history: %d violations:%s", len(vs), listViolations(vs))
-	}
-	next := int64(2)
-	for _, r := range h {
-		if r.Rev != next {
-			t.Fatalf("recorder (every key, from before the first write) skipped revisions %d..%d", next, r.Rev-1)
-		}
-		next = r.Rev + 1
-	}
-	if next <= final {
-		t.Fatalf("recorded history ends at revision %d, before the final revision %d", next-1, final)
+	h, err := watchcheck.RecordedHistory(rs, final)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return h
 }
@@ -311,7 +280,7 @@ func checkWatchers(t testing.TB, ws []*watcher, h []watchcheck.Revision, final, 
 			if vs := watchcheck.Check(h, cw); len(vs) > 0 {
 				st.violations += len(vs)
 				t.Errorf("watch %q on %s (opening %d, start %d, start compacted %v): %d violations:%s",
-					w.spec.name, w.member.ID, i, cw.StartRev, cw.StartCompacted, len(vs), listViolations(vs))
+					w.spec.name, w.member.ID, i, cw.StartRev, cw.StartCompacted, len(vs), watchcheck.List(vs))
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // EventType says what an event did, with etcd's numbering.
@@ -555,4 +556,45 @@ func CheckHistory(history []Revision) []Violation {
 		}
 	}
 	return vs
+}
+
+// RecordedHistory builds the store's history from a recorder's responses: a watch on every key
+// from before the first write, so from revision 2 on. Revisions never change without an event,
+// so such a recorder sees every change: the history must be a valid one (CheckHistory), have no
+// gap from revision 2, and reach final, or it is no ground truth and the error says why.
+func RecordedHistory(responses []Response, final int64) ([]Revision, error) {
+	var h []Revision
+	for _, r := range responses {
+		if r.Canceled {
+			return nil, fmt.Errorf("recorder canceled (compact revision %d): no ground truth", r.CompactRevision)
+		}
+		h = AppendEvents(h, r.Events)
+	}
+	if vs := CheckHistory(h); len(vs) > 0 {
+		return nil, fmt.Errorf("recorded history: %d violations:%s", len(vs), List(vs))
+	}
+	next := int64(2)
+	for _, r := range h {
+		if r.Rev != next {
+			return nil, fmt.Errorf("recorder (every key, from before the first write) skipped revisions %d..%d", next, r.Rev-1)
+		}
+		next = r.Rev + 1
+	}
+	if next <= final {
+		return nil, fmt.Errorf("recorded history ends at revision %d, before the final revision %d", next-1, final)
+	}
+	return h, nil
+}
+
+// List formats violations one per line, indented, the first 20 of them.
+func List(vs []Violation) string {
+	var b strings.Builder
+	for i, v := range vs {
+		if i == 20 {
+			fmt.Fprintf(&b, "\n\t... and %d more", len(vs)-i)
+			break
+		}
+		b.WriteString("\n\t" + v.String())
+	}
+	return b.String()
 }
