@@ -208,7 +208,7 @@ func dfCluster(t testing.TB, n int) []*dfMember {
 	var ms []*dfMember
 	for i := 1; i <= n; i++ {
 		m := &dfMember{id: fmt.Sprintf("m%d", i), dir: t.TempDir(), peers: peers}
-		peers[m.id] = dfFreeAddr(t)
+		peers[m.id] = freeAddr(t)
 		ms = append(ms, m)
 	}
 	t.Cleanup(func() {
@@ -264,16 +264,6 @@ func (m *dfMember) open(t testing.TB) {
 		t.Fatalf("open %s: %v", m.id, err)
 	}
 	m.store = s
-}
-
-func dfFreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // dfLogBuffer keeps a member's log, to recognize known raft failure modes in it.

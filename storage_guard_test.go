@@ -26,7 +26,7 @@ func (f failingStable) SetUint64(k []byte, v uint64) error {
 	return f.StableStore.SetUint64(k, v)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

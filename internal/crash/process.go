@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ember-kv/ember/embertest"
 )
 
 // Options shapes a Cluster. Zero durations and counts leave ember's defaults.
@@ -75,13 +76,13 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 	for i := 1; i <= opts.Members; i++ {
 		id := fmt.Sprintf("m%d", i)
 		m := &Member{c: c, logPath: filepath.Join(logDir, id+".log"), Config: MemberConfig{
-			ID: id, Dir: t.TempDir(), ControlAddr: FreeAddr(t),
+			ID: id, Dir: t.TempDir(), ControlAddr: embertest.FreeAddr(t),
 			HeartbeatTimeout: opts.HeartbeatTimeout, ElectionTimeout: opts.ElectionTimeout,
 			SnapshotThreshold: opts.SnapshotThreshold, SnapshotInterval: opts.SnapshotInterval,
 			TrailingLogs: opts.TrailingLogs,
 		}}
 		if opts.Members > 1 {
-			m.Config.BindAddr = FreeAddr(t)
+			m.Config.BindAddr = embertest.FreeAddr(t)
 			peers[id] = m.Config.BindAddr
 		}
 		c.members = append(c.members, m)
@@ -323,15 +324,4 @@ func (m *Member) call(method, path string, q url.Values, out any) error {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-// FreeAddr returns a loopback address with a port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
