@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember/internal/freeport"
 	"github.com/hashicorp/raft"
 )
 
@@ -28,12 +28,11 @@ func (f failingStable) SetUint64(k []byte, v uint64) error {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // raft panics when it cannot persist a new term; ember stops the member instead, and the host

@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
+
+	"github.com/ember-kv/ember/internal/freeport"
 )
 
 // A system is one of the stores under comparison. start opens members on loopback, each with a
@@ -46,14 +47,8 @@ type client interface {
 	watch(ctx context.Context, key string, prefix bool, fn func([]event, error)) error
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr returns a loopback address whose port was free a moment ago and was never returned
+// before in this process.
+func freeAddr() (string, error) { return freeport.Addr() }
 
 func memberName(i int) string { return fmt.Sprintf("m%d", i+1) }

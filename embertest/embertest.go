@@ -10,13 +10,13 @@ package embertest
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/freeport"
 )
 
 // Member is one member of a test cluster.
@@ -243,13 +243,13 @@ func (c *Cluster) Close() {
 	wg.Wait()
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment ago and that no
+// earlier call in this process returned, so the members of a cluster never share one.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
 		t.Fatalf("embertest: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }

@@ -6,12 +6,12 @@ package demo
 import (
 	"context"
 	"io"
-	"net"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/freeport"
 )
 
 // StartCluster opens one member per ID, each with a loopback peer address and a data dir under
@@ -54,16 +54,9 @@ func StartCluster(ctx context.Context, root string, ids []string) (map[string]*e
 	return stores, nil
 }
 
-// FreeAddr returns a loopback address whose port was free a moment ago: the kernel picks the
-// port for a listener on port 0, which is closed again so that a member can bind it.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// FreeAddr returns a loopback address whose port was free a moment ago and that no earlier
+// call in this process returned, so that the demo's members can bind one each.
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // SyncWriter serializes the workers' narration.
 type SyncWriter struct {
