@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"time"
 
@@ -306,10 +305,8 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 		Watchers: int64(s.watch.count()),
 	}
 	st.DBSize = st.DBSizeInUse
-	if s.stores.path != "" {
-		if fi, err := os.Stat(s.stores.path); err == nil {
-			st.DBSize = fi.Size()
-		}
+	if n := s.stores.diskSize(); n >= 0 {
+		st.DBSize = n
 	}
 	return st, nil
 }

@@ -109,6 +109,8 @@ type dfLogStore struct {
 	f *dfFault
 }
 
+func (s *dfLogStore) IsMonotonic() bool { return isMonotonic(s.LogStore) }
+
 func (s *dfLogStore) StoreLog(l *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{l})
 }

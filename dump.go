@@ -55,7 +55,9 @@ type DumpOptions struct {
 // as etcd-dump-logs prints every entry of the WAL. Where a restarting member would fall back to
 // an older snapshot when the newest is damaged, Dump reports the damage.
 //
-// Dump never writes to the raft log. Reading snapshots goes through raft's snapshot store, which
+// Dump never writes to a bbolt raft log. A LogStoreWAL log is opened by raft-wal as a member's
+// open would, which recovers its tail segment: that may drop a torn last write and delete
+// segment files its metadata no longer lists. Reading snapshots goes through raft's snapshot store, which
 // creates dir/snapshots if it is missing and probes it with a file it removes at once.
 //
 // Errors: a dir that a running member holds gives an error saying it is in use, after about a
@@ -88,11 +90,11 @@ func Dump(w io.Writer, dir string, opts DumpOptions) error {
 		opts.Logs, opts.Snapshot, opts.Keys = true, true, true
 	}
 
-	logs, err := openDumpLog(dir)
+	logs, closeLogs, err := openDumpLog(dir)
 	if err != nil {
 		return err
 	}
-	defer logs.Close()
+	defer closeLogs()
 
 	d := &dumper{dir: dir, opts: opts, out: out, logs: logs}
 	if err := d.run(); err != nil {
@@ -101,34 +103,42 @@ func Dump(w io.Writer, dir string, opts DumpOptions) error {
 	return out.finish()
 }
 
-// openDumpLog opens the raft log read-only. bbolt takes a shared lock for that, which a running
-// member's exclusive lock refuses; the timeout turns the wait into an error.
-func openDumpLog(dir string) (*raftboltdb.BoltStore, error) {
-	path := filepath.Join(dir, "raft.db")
+// openDumpLog opens the raft log, a bbolt one read-only. bbolt takes a shared lock for that,
+// which a running member's exclusive lock refuses; the timeout turns the wait into an error. A
+// WAL is locked the same way by the member that runs it.
+func openDumpLog(dir string) (raft.LogStore, func() error, error) {
+	if fileExists(filepath.Join(dir, walDir)) {
+		st, err := openWALStores(dir, hclog.NewNullLogger())
+		if err != nil {
+			return nil, nil, err
+		}
+		return st.log, st.close, nil
+	}
+	path := filepath.Join(dir, boltFileName)
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("ember: dump: %s is not an ember data dir (no raft.db)", dir)
+			return nil, nil, fmt.Errorf("ember: dump: %s is not an ember data dir (no %s or %s)", dir, boltFileName, walDir)
 		}
-		return nil, fmt.Errorf("ember: dump: %w", err)
+		return nil, nil, fmt.Errorf("ember: dump: %w", err)
 	}
 	logs, err := raftboltdb.New(raftboltdb.Options{
 		Path:        path,
 		BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: time.Second},
 	})
 	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, fmt.Errorf("ember: dump: data dir %s in use by a running member; stop it first", dir)
+		return nil, nil, fmt.Errorf("ember: dump: data dir %s in use by a running member; stop it first", dir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ember: dump: open raft log %s: %w", path, err)
+		return nil, nil, fmt.Errorf("ember: dump: open raft log %s: %w", path, err)
 	}
-	return logs, nil
+	return logs, logs.Close, nil
 }
 
 type dumper struct {
 	dir  string
 	opts DumpOptions
 	out  dumpOutput
-	logs *raftboltdb.BoltStore
+	logs raft.LogStore
 
 	// Set when Keys is on: the state being rebuilt and where the replay starts.
 	replay    *fsm

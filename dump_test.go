@@ -34,10 +34,10 @@ type dumpFixture struct {
 // newDumpFixture writes history on both sides of a raft snapshot, so that a dump must combine
 // the snapshot with the log entries after it: a key created before the snapshot and changed
 // after, a key deleted after, a lease revoked after, a transaction, a compaction.
-func newDumpFixture(t *testing.T) *dumpFixture {
+func newDumpFixture(t *testing.T, opts ...Option) *dumpFixture {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := Open(dir, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,12 @@ func dumpWantKeys(resp *GetResponse) []dumpKV {
 }
 
 func TestDumpJSON(t *testing.T) {
-	fx := newDumpFixture(t)
+	for _, ls := range []LogStore{LogStoreBolt, LogStoreWAL} {
+		t.Run(ls.String(), func(t *testing.T) { testDumpJSON(t, newDumpFixture(t, WithLogStore(ls))) })
+	}
+}
+
+func testDumpJSON(t *testing.T, fx *dumpFixture) {
 	doc := runDumpJSON(t, fx.dir, DumpOptions{})
 
 	if len(doc.Warnings) != 0 {
@@ -367,19 +372,23 @@ func TestDumpText(t *testing.T) {
 }
 
 func TestDumpDirInUse(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	start := time.Now()
-	err = Dump(&bytes.Buffer{}, dir, DumpOptions{})
-	if err == nil || !strings.Contains(err.Error(), "data dir "+dir+" in use") {
-		t.Fatalf("Dump of a running member's dir: %v, want an in-use error", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("the in-use error took %v", d)
+	for _, ls := range []LogStore{LogStoreBolt, LogStoreWAL} {
+		t.Run(ls.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(dir, WithLogStore(ls))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			start := time.Now()
+			err = Dump(&bytes.Buffer{}, dir, DumpOptions{})
+			if err == nil || !regexp.MustCompile(`data dir .* in use`).MatchString(err.Error()) {
+				t.Fatalf("Dump of a running member's dir: %v, want an in-use error", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("the in-use error took %v", d)
+			}
+		})
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -66,7 +65,7 @@ func newMetrics(s *Store) *metrics {
 		}),
 		walFsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "etcd_disk_wal_fsync_duration_seconds",
-			Help:    "The latency distribution of raft log appends to disk (bbolt commit and fsync).",
+			Help:    "The latency distribution of raft log appends to disk (bbolt commit or WAL write, and fsync).",
 			Buckets: diskBuckets,
 		}),
 		backendCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -120,7 +119,7 @@ func newMetrics(s *Store) *metrics {
 		}),
 		m.pending,
 		m.failed,
-		gauge("etcd_mvcc_db_total_size_in_bytes", "Size of the raft log file (raft.db) in bytes; the logical size of the state in memory mode.", func() float64 {
+		gauge("etcd_mvcc_db_total_size_in_bytes", "Size of the raft log on disk (raft.db, or the wal dir) in bytes; the logical size of the state in memory mode.", func() float64 {
 			return float64(dbSize(s))
 		}),
 		gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Logical size of the state in bytes: every kept version of every key, as the space quota counts it.", func() float64 {
@@ -144,10 +143,8 @@ func newMetrics(s *Store) *metrics {
 // dbSize is the raft log file's size, or the logical size of the state in memory mode, as
 // Status.DBSize.
 func dbSize(s *Store) int64 {
-	if s.stores.path != "" {
-		if fi, err := os.Stat(s.stores.path); err == nil {
-			return fi.Size()
-		}
+	if n := s.stores.diskSize(); n >= 0 {
+		return n
 	}
 	return s.fsm.sizeInUse.Load()
 }
@@ -163,7 +160,7 @@ func (s *Store) instrument() error {
 		return nil
 	}
 	m := newMetrics(s)
-	if s.stores.bolt != nil {
+	if s.stores.kind != 0 {
 		// Wrapping the whole log store, raft's write-through cache included, keeps any wrapper
 		// already in place; the cache adds only a memory copy to the disk write timed.
 		s.stores.log = &timedLogStore{LogStore: s.stores.log, hist: m.walFsync}
@@ -286,11 +283,13 @@ func (m *metrics) forwardedToLeader(method uint8) {
 }
 
 // timedLogStore times raft's log appends, ember's counterpart of etcd's WAL fsync: each one is a
-// bbolt commit, and so an fsync.
+// bbolt commit or a WAL write, and so an fsync.
 type timedLogStore struct {
 	raft.LogStore
 	hist prometheus.Histogram
 }
+
+func (t *timedLogStore) IsMonotonic() bool { return isMonotonic(t.LogStore) }
 
 func (t *timedLogStore) StoreLog(l *raft.Log) error {
 	defer observeSince(t.hist, time.Now())

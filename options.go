@@ -37,6 +37,8 @@ type config struct {
 	snapshotInterval  time.Duration
 	snapshotRetain    int
 
+	logStore LogStore // 0: what the data dir holds, bbolt for a new one
+
 	maxRequestBytes int
 	maxTxnOps       int
 
@@ -210,6 +212,19 @@ func WithSnapshotThreshold(n uint64) Option {
 // WithSnapshotInterval sets how often raft checks whether to snapshot (default 30s).
 func WithSnapshotInterval(d time.Duration) Option {
 	return func(c *config) error { c.snapshotInterval = d; return nil }
+}
+
+// WithLogStore selects the raft log store of a new data dir (default LogStoreBolt); an existing
+// dir keeps the one it was created with, and Open refuses one that differs from k. See
+// [LogStoreWAL] for the trade-off.
+func WithLogStore(k LogStore) Option {
+	return func(c *config) error {
+		if k != LogStoreBolt && k != LogStoreWAL {
+			return fmt.Errorf("ember: WithLogStore: unknown log store %v", k)
+		}
+		c.logStore = k
+		return nil
+	}
 }
 
 // WithSnapshotRetain sets how many snapshots are kept on disk (default 2).

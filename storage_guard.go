@@ -98,6 +98,8 @@ func (g guardedLog) DeleteRange(min, max uint64) error {
 	return nil
 }
 
+func (g guardedLog) IsMonotonic() bool { return isMonotonic(g.LogStore) }
+
 func (g guardedLog) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
 
 func (g guardedLog) StoreLogs(ls []*raft.Log) error {

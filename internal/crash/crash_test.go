@@ -375,6 +375,16 @@ func TestCrash_ThreeMembers(t *testing.T) {
 	crashCycles(t, c, []killSet{killAny, killLeader, killMajority, killAll}, n, 4)
 }
 
+// Three members on the WAL log store: the same kills, for its tail recovery after SIGKILL.
+func TestCrash_ThreeMembersWAL(t *testing.T) {
+	n := cycles(t, 16)
+	opts := crashOptions
+	opts.Members = 3
+	opts.WAL = true
+	c := NewCluster(t, opts)
+	crashCycles(t, c, []killSet{killAny, killLeader, killMajority, killAll}, n, 4)
+}
+
 // One member, the embedded default: every kill takes the whole cluster down (etcd #14370 lost
 // acknowledged writes exactly so).
 func TestCrash_SingleMember(t *testing.T) {

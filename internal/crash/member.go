@@ -36,6 +36,7 @@ type MemberConfig struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64 // raft log kept behind a snapshot; 0 leaves ember's default
+	WAL               bool   // the raft log in raft-wal segments (ember.LogStoreWAL)
 }
 
 // requestTimeout bounds one control request inside the member; the parent's HTTP client waits
@@ -89,6 +90,9 @@ func serveMember(cfg MemberConfig, parent io.Reader) error {
 	}
 	if cfg.TrailingLogs > 0 {
 		opts = append(opts, ember.WithRaftConfig(func(c *raft.Config) { c.TrailingLogs = cfg.TrailingLogs }))
+	}
+	if cfg.WAL {
+		opts = append(opts, ember.WithLogStore(ember.LogStoreWAL))
 	}
 	s, err := ember.Open(cfg.Dir, opts...)
 	if err != nil {

@@ -32,6 +32,7 @@ type Options struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	WAL               bool
 }
 
 // Cluster is a set of member processes on loopback, each with its own data dir. Its methods
@@ -80,6 +81,7 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 			HeartbeatTimeout: opts.HeartbeatTimeout, ElectionTimeout: opts.ElectionTimeout,
 			SnapshotThreshold: opts.SnapshotThreshold, SnapshotInterval: opts.SnapshotInterval,
 			TrailingLogs: opts.TrailingLogs,
+			WAL:          opts.WAL,
 		}}
 		if opts.Members > 1 {
 			m.Config.BindAddr = embertest.FreeAddr(t)

@@ -106,9 +106,9 @@ const never = int64(math.MaxInt64)
 
 // newCluster starts an n-member cluster for a reliability run. Progress notifications every
 // 100 ms let watchers be bookmarked while keys they watch stay quiet.
-func newCluster(t testing.TB, n int) *embertest.Cluster {
+func newCluster(t testing.TB, n int, opts ...ember.Option) *embertest.Cluster {
 	t.Helper()
-	return embertest.NewCluster(t, n, ember.WithWatchProgressNotifyInterval(100*time.Millisecond))
+	return embertest.NewCluster(t, n, append([]ember.Option{ember.WithWatchProgressNotifyInterval(100 * time.Millisecond)}, opts...)...)
 }
 
 // healthLog records when each member was faulted (partitioned, cut, stopped), on the run's

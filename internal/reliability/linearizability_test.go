@@ -36,6 +36,11 @@ type g1Fault struct {
 	inject func(c *embertest.Cluster, spare string) (faulted []string, heal func())
 }
 
+// g1Options configure the members of a fault's runs beyond newCluster's defaults.
+var g1Options = map[string][]ember.Option{
+	"leader-kill-wal": {ember.WithLogStore(ember.LogStoreWAL)},
+}
+
 var g1Faults = []g1Fault{
 	{"leader-partition", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
 		l := c.Leader().ID
@@ -77,6 +82,13 @@ var g1Faults = []g1Fault{
 		f := follower(c, spare)
 		c.Stop(f)
 		return []string{f}, func() { c.Restart(f) }
+	}},
+	// The WAL log store under the fault that exercises its recovery and truncation paths most:
+	// a stopped leader's uncommitted tail is cut when it rejoins.
+	{"leader-kill-wal", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
+		l := c.Leader().ID
+		c.Stop(l)
+		return []string{l}, func() { c.Restart(l) }
 	}},
 }
 
@@ -154,7 +166,7 @@ func TestLinearizability(t *testing.T) {
 func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewSource(seed))
-	c := newCluster(t, n)
+	c := newCluster(t, n, g1Options[f.name]...)
 	clk := newClock()
 	ctx, cancel := context.WithCancel(context.Background())
 	var bg sync.WaitGroup

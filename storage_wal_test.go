@@ -1,0 +1,366 @@
+package ember
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// walPuts opens a single member on dir with the WAL, puts n keys and closes it; it returns the
+// revision of the last put.
+func walPuts(t *testing.T, dir string, n int, opts ...Option) int64 {
+	t.Helper()
+	s := dfOpenSingle(t, dir, &dfFault{}, append([]Option{WithLogStore(LogStoreWAL)}, opts...)...)
+	ctx := dfCtx(t, 30*time.Second)
+	var rev int64
+	for i := range n {
+		r, err := s.Put(ctx, fmt.Sprintf("k/%03d", i), fmt.Sprintf("v%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = r.Header.Revision
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func TestStore_LogStoreWAL_RestartReplaysLog(t *testing.T) {
+	dir := t.TempDir()
+	wRev := walPuts(t, dir, 100)
+	if fileExists(filepath.Join(dir, boltFileName)) {
+		t.Fatalf("a WAL member created %s", boltFileName)
+	}
+	if snaps := dfSnapshots(t, dir); len(snaps) != 0 {
+		t.Fatalf("snapshots %v: the restart must replay the log, not a snapshot", snaps)
+	}
+	for round := range 2 {
+		// No WithLogStore: the dir's own log store is used.
+		s := dfOpenSingle(t, dir, &dfFault{})
+		ctx := dfCtx(t, 30*time.Second)
+		resp, err := s.Get(ctx, "k/0", WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 100 || string(resp.Kvs[99].Value) != "v99" || resp.Header.Revision < wRev {
+			t.Fatalf("round %d: %d keys at revision %d, want 100 at >= %d", round, len(resp.Kvs), resp.Header.Revision, wRev)
+		}
+		st, err := s.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.DBSize < 1<<20 {
+			t.Errorf("DBSize = %d, want the preallocated segment's size", st.DBSize)
+		}
+		if raftSees := (guardedLog{LogStore: s.stores.log}); s.stores.kind != LogStoreWAL || !isMonotonic(raftSees) {
+			t.Fatalf("store kind %v, monotonic %v: raft must see the WAL's IsMonotonic through every wrapper",
+				s.stores.kind, isMonotonic(raftSees))
+		}
+		if _, err := s.Put(ctx, "k/round", fmt.Sprint(round)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestOpen_LogStore_Mismatch(t *testing.T) {
+	tests := []struct {
+		name          string
+		created, open LogStore
+		wErr          bool
+	}{
+		{"bolt dir, no option", LogStoreBolt, 0, false},
+		{"wal dir, no option", LogStoreWAL, 0, false},
+		{"bolt dir, wal asked", LogStoreBolt, LogStoreWAL, true},
+		{"wal dir, bolt asked", LogStoreWAL, LogStoreBolt, true},
+		{"wal dir, wal asked", LogStoreWAL, LogStoreWAL, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			dfOpenSingle(t, dir, &dfFault{}, WithLogStore(tt.created)).Close()
+			var opts []Option
+			if tt.open != 0 {
+				opts = append(opts, WithLogStore(tt.open))
+			}
+			s, err := Open(dir, opts...)
+			if err == nil {
+				defer s.Close()
+			}
+			if gotErr := err != nil; gotErr != tt.wErr {
+				t.Fatalf("Open: %v, want error %v", err, tt.wErr)
+			}
+			if tt.wErr && !strings.Contains(err.Error(), "WithLogStore applies to new data dirs") {
+				t.Errorf("error %q does not say why", err)
+			}
+			if fileExists(filepath.Join(dir, boltFileName)) && fileExists(filepath.Join(dir, walDir)) {
+				t.Fatal("the refused Open left both log stores in the dir")
+			}
+		})
+	}
+	if _, err := Open(t.TempDir(), WithLogStore(LogStore(7))); err == nil {
+		t.Error("an unknown log store was accepted")
+	}
+}
+
+func TestOpen_LogStoreWAL_InUse(t *testing.T) {
+	dir := t.TempDir()
+	dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL))
+	done := make(chan error, 1)
+	go func() {
+		s, err := Open(dir)
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("second Open of a running WAL member's dir: %v, want an in-use error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second Open of a running WAL member's dir hangs")
+	}
+}
+
+// segmentFiles lists the WAL's segment files, oldest first.
+func segmentFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, walDir, "*.wal"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("segment files %v, %v", segs, err)
+	}
+	return segs
+}
+
+func TestOpen_LogStoreWAL_Damage(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+	}{
+		{"wal dir removed", func(t *testing.T, dir string) {
+			if err := os.RemoveAll(filepath.Join(dir, walDir)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"metadata overwritten", func(t *testing.T, dir string) {
+			meta := filepath.Join(dir, walDir, "wal-meta.db")
+			if err := os.WriteFile(meta, []byte(strings.Repeat("not bolt ", 2000)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"metadata truncated", func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, walDir, "wal-meta.db"), 6000); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			walPuts(t, dir, 20)
+			tt.damage(t, dir)
+			s, err := Open(dir)
+			if err == nil {
+				s.Close()
+				t.Fatal("a damaged WAL was opened")
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open: %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// A write torn by a crash leaves a partial batch at the end of the tail segment: the WAL drops
+// it on open and keeps everything before it.
+func TestOpen_LogStoreWAL_TornTail(t *testing.T) {
+	dir := t.TempDir()
+	walPuts(t, dir, 50)
+	segs := segmentFiles(t, dir)
+	tail := segs[len(segs)-1]
+	b, err := os.ReadFile(tail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := len(b)
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	// Damage the last frames written: the final batch (the last put) no longer checks out.
+	for i := end - 12; i < end-4; i++ {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(tail, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := dfOpenSingle(t, dir, &dfFault{})
+	ctx := dfCtx(t, 30*time.Second)
+	resp, err := s.Get(ctx, "k/", WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.Kvs); n < 48 || n > 50 {
+		t.Fatalf("%d keys after a torn tail, want all but the last write or two", n)
+	}
+	if _, err := s.Put(ctx, "after", "repair"); err != nil {
+		t.Fatalf("put after the tail was repaired: %v", err)
+	}
+}
+
+func TestStore_LogStoreWAL_SnapshotInstall(t *testing.T) {
+	// A follower that falls behind the leader's trailing logs gets a snapshot; raft then clears
+	// the follower's whole log, which a WAL (it refuses gaps) needs, and appends after it.
+	peers := map[string]string{"a": freeAddr(t), "b": freeAddr(t), "c": freeAddr(t)}
+	dirs := map[string]string{}
+	open := func(id string) *Store {
+		if dirs[id] == "" {
+			dirs[id] = t.TempDir()
+		}
+		s, err := Open(dirs[id], WithNodeID(id), WithBindAddr(peers[id]), WithInitialCluster(peers),
+			WithLogStore(LogStoreWAL), WithSnapshotThreshold(64),
+			WithRaftConfig(func(c *raft.Config) { c.TrailingLogs = 16; c.SnapshotInterval = 50 * time.Millisecond }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	stores := map[string]*Store{}
+	for id := range peers {
+		stores[id] = open(id)
+	}
+	ctx := dfCtx(t, time.Minute)
+	leader := func() *Store {
+		for {
+			for _, s := range stores {
+				if s != nil && s.IsLeader() {
+					return s
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatal("no leader")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	l := leader()
+	var lagging string
+	for id, s := range stores {
+		if s != l {
+			lagging = id
+			break
+		}
+	}
+	stores[lagging].Close()
+	stores[lagging] = nil
+	for i := range 300 {
+		if _, err := l.Put(ctx, fmt.Sprintf("k/%03d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	walWait(t, ctx, "a leader snapshot past the lagging member's log", func() bool {
+		first, _ := l.stores.log.FirstIndex()
+		return first > 100
+	})
+	s := open(lagging)
+	stores[lagging] = s
+	r, err := l.Put(ctx, "after", "snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	walWait(t, ctx, "the lagging member to catch up", func() bool {
+		resp, err := s.Get(ctx, "after", WithSerializable())
+		return err == nil && len(resp.Kvs) == 1 && resp.Header.Revision >= r.Header.Revision
+	})
+	resp, err := s.Get(ctx, "k/", WithPrefix(), WithSerializable(), WithCountOnly())
+	if err != nil || resp.Count != 300 {
+		t.Fatalf("lagging member has %v keys (%v), want 300", resp, err)
+	}
+	// Its log took the appends after the snapshot: a restart replays them.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(lagging)
+	stores[lagging] = s
+	walWait(t, ctx, "the restarted member to serve the write after the snapshot", func() bool {
+		resp, err := s.Get(ctx, "after", WithSerializable())
+		return err == nil && len(resp.Kvs) == 1
+	})
+}
+
+func walWait(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		if ctx.Err() != nil {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// raft truncates a conflicting tail of a follower's log; after a restart the entries before
+// the cut must still read (raft-wal v0.4.0 lost the ability to read that segment, see walFiler).
+func TestWALStores_TailTruncationSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	log := hclog.NewNullLogger()
+	st, err := openWALStores(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []*raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		entries = append(entries, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint("e", i))})
+	}
+	if err := st.log.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.log.DeleteRange(8, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.log.StoreLogs([]*raft.Log{{Index: 8, Term: 2, Type: raft.LogCommand, Data: []byte("new8")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err = openWALStores(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	tests := []struct {
+		index uint64
+		wData string
+		wTerm uint64
+	}{{1, "e1", 1}, {7, "e7", 1}, {8, "new8", 2}}
+	for _, tt := range tests {
+		var l raft.Log
+		if err := st.log.GetLog(tt.index, &l); err != nil {
+			t.Fatalf("entry %d after restart: %v", tt.index, err)
+		}
+		if string(l.Data) != tt.wData || l.Term != tt.wTerm {
+			t.Errorf("entry %d = %q term %d, want %q term %d", tt.index, l.Data, l.Term, tt.wData, tt.wTerm)
+		}
+	}
+	if last, err := st.log.LastIndex(); err != nil || last != 8 {
+		t.Errorf("LastIndex = %d, %v; want 8", last, err)
+	}
+	var l raft.Log
+	if err := st.log.GetLog(9, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Errorf("truncated entry 9: %v, want ErrLogNotFound", err)
+	}
+}
