@@ -16,12 +16,15 @@ type emberCluster struct {
 	follower *ember.Store
 }
 
+// logStore is the -log-store flag: the raft log store of ember's members and of raw raft.
+var logStore = ember.LogStoreBolt
+
 // startEmber opens one member as the embedded default (Open(dir): persistent, fsync on, no
 // listener), or n members on loopback with ember's default raft timings.
 func startEmber(ctx context.Context, members int, root string) (cluster, error) {
 	c := &emberCluster{}
 	if members == 1 {
-		s, err := ember.Open(filepath.Join(root, "m1"))
+		s, err := ember.Open(filepath.Join(root, "m1"), ember.WithLogStore(logStore))
 		if err != nil {
 			return nil, err
 		}
@@ -40,7 +43,8 @@ func startEmber(ctx context.Context, members int, root string) (cluster, error) 
 			s, err := ember.Open(filepath.Join(root, id),
 				ember.WithNodeID(id),
 				ember.WithBindAddr(peers[id]),
-				ember.WithInitialCluster(peers))
+				ember.WithInitialCluster(peers),
+				ember.WithLogStore(logStore))
 			if err != nil {
 				c.close()
 				return nil, err

@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ember-kv/ember"
 )
 
 type bench struct {
@@ -51,8 +53,18 @@ func main() {
 		profileDir = flag.String("profile-dir", "", "write a CPU profile of each cell's measured interval into this dir")
 		memKeys    = flag.Int("mem-keys", 100_000, "keys loaded for the mem suite")
 		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
+		logStoreF  = flag.String("log-store", "bolt", "ember's and raw raft's raft log store: bolt (ember's default) or wal (ember.LogStoreWAL, hashicorp/raft-wal)")
 	)
 	flag.Parse()
+	switch *logStoreF {
+	case "bolt":
+		logStore = ember.LogStoreBolt
+	case "wal":
+		logStore = ember.LogStoreWAL
+	default:
+		fmt.Fprintf(os.Stderr, "-log-store %q: want bolt or wal\n", *logStoreF)
+		os.Exit(2)
+	}
 	if *memChildOf != "" {
 		if err := memChild(*memChildOf, *memKeys, *profileDir); err != nil {
 			fmt.Fprintln(os.Stderr, "mem child:", err)
@@ -169,7 +181,8 @@ func (b *bench) run(cfg config, jsonPath, cpuProfile string, memKeys int) (err e
 		defer pprof.StopCPUProfile()
 	}
 	b.baseGoroutines = runtime.NumGoroutine()
-	b.progress("%d CPUs, %s; cells of %v after %v warm-up", runtime.NumCPU(), runtime.Version(), b.duration, b.warmup)
+	b.progress("%d CPUs, %s; cells of %v after %v warm-up; ember and raw raft on the %v log store",
+		runtime.NumCPU(), runtime.Version(), b.duration, b.warmup, logStore)
 	diskStart := b.probeDisk()
 	var mem []memResult
 	for _, s := range cfg.suites {
@@ -190,6 +203,7 @@ func (b *bench) run(cfg config, jsonPath, cpuProfile string, memKeys int) (err e
 		}
 	}
 	diskEnd := b.probeDisk()
+	fmt.Printf("Log store of ember and raw raft: %v.\n", logStore)
 	fmt.Printf("Disk: fdatasync after a 4 KiB write, p50 / p99: %s at the start, %s at the end.\n\n", diskStart, diskEnd)
 	printTables(os.Stdout, b.results, mem)
 	return nil

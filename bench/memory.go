@@ -25,7 +25,8 @@ func (b *bench) measureMemory(ctx context.Context, syss []system, keys int) []me
 	for _, sys := range syss {
 		m := memResult{System: sys.name, Keys: keys}
 		if err == nil {
-			cmd := exec.CommandContext(ctx, exe, "-mem-child", sys.name, "-mem-keys", strconv.Itoa(keys), "-profile-dir", b.profileDir)
+			cmd := exec.CommandContext(ctx, exe, "-mem-child", sys.name, "-mem-keys", strconv.Itoa(keys), "-profile-dir", b.profileDir,
+				"-log-store", logStore.String())
 			cmd.Stderr = os.Stderr
 			var stdout []byte
 			if stdout, err = cmd.Output(); err == nil {

@@ -12,7 +12,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 	"go.etcd.io/bbolt"
+
+	"github.com/ember-kv/ember"
 )
 
 // The raw raft cluster is hashicorp/raft with a no-op FSM, configured as ember configures it
@@ -31,9 +34,9 @@ func (nopSnapshot) Persist(s raft.SnapshotSink) error { return s.Close() }
 func (nopSnapshot) Release()                          {}
 
 type raftNode struct {
-	r     *raft.Raft
-	trans *raft.NetworkTransport
-	bolt  *raftboltdb.BoltStore
+	r      *raft.Raft
+	trans  *raft.NetworkTransport
+	stores io.Closer
 }
 
 type raftCluster struct{ nodes []*raftNode }
@@ -72,28 +75,26 @@ func startRaftNode(id, addr, dir string, conf raft.Configuration) (*raftNode, er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
+	logs, stable, stores, err := openRawStores(dir)
 	if err != nil {
 		return nil, err
 	}
-	cache, err := raft.NewLogCache(512, bolt)
+
+	cache, err := raft.NewLogCache(512, logs)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, log)
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, err
 	}
 	trans, err := raft.NewTCPTransportWithConfig(addr, nil, &raft.NetworkTransportConfig{
 		MaxPool: 3, Timeout: 10 * time.Second, Logger: log, MaxRPCsInFlight: 1,
 	})
 	if err != nil {
-		bolt.Close()
+		stores.Close()
 		return nil, err
 	}
 	rc := raft.DefaultConfig()
@@ -106,18 +107,41 @@ func startRaftNode(id, addr, dir string, conf raft.Configuration) (*raftNode, er
 	rc.SnapshotThreshold = 16384
 	rc.TrailingLogs = 10240
 	rc.NoLegacyTelemetry = true
-	if err := raft.BootstrapCluster(rc, cache, bolt, snaps, trans, conf); err != nil {
+	if err := raft.BootstrapCluster(rc, cache, stable, snaps, trans, conf); err != nil {
 		trans.Close()
-		bolt.Close()
+		stores.Close()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, nopFSM{}, cache, bolt, snaps, trans)
+	r, err := raft.NewRaft(rc, nopFSM{}, cache, stable, snaps, trans)
 	if err != nil {
 		trans.Close()
-		bolt.Close()
+		stores.Close()
 		return nil, err
 	}
-	return &raftNode{r: r, trans: trans, bolt: bolt}, nil
+	return &raftNode{r: r, trans: trans, stores: stores}, nil
+}
+
+// openRawStores opens the log and stable stores -log-store names, as ember opens them.
+func openRawStores(dir string) (raft.LogStore, raft.StableStore, io.Closer, error) {
+	if logStore == ember.LogStoreWAL {
+		walDir := filepath.Join(dir, "wal")
+		if err := os.MkdirAll(walDir, 0o755); err != nil {
+			return nil, nil, nil, err
+		}
+		w, err := wal.Open(walDir, wal.WithLogger(hclog.NewNullLogger()))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return w, w, w, nil
+	}
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(dir, "raft.db"),
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return bolt, bolt, bolt, nil
 }
 
 func (c *raftCluster) leader() *raftNode {
@@ -136,7 +160,7 @@ func (c *raftCluster) client(bool) client { return raftClient{c} }
 func (c *raftCluster) close() error {
 	var errs []error
 	for _, n := range c.nodes {
-		errs = append(errs, n.r.Shutdown().Error(), n.trans.Close(), n.bolt.Close())
+		errs = append(errs, n.r.Shutdown().Error(), n.trans.Close(), n.stores.Close())
 	}
 	return errors.Join(errs...)
 }
