@@ -25,8 +25,8 @@ const (
 	LogStoreBolt LogStore = iota + 1
 	// LogStoreWAL keeps the raft log in hashicorp/raft-wal's preallocated segment files under
 	// wal/, each entry with a checksum, and the term and vote in a small bbolt file beside them.
-	// Each append is one fdatasync and no page rewrites: about twice the write rate of
-	// LogStoreBolt at one client and up to three times at many (bench/RESULTS.md). Segments are
+	// Each append is one fdatasync and no page rewrites: on 3 members, 2.8× the put rate of
+	// LogStoreBolt at one client and 2× at 16 (bench/RESULTS.md, run 8). Segments are
 	// preallocated (64 MiB each), so a member takes that much disk from its first write.
 	//
 	// The cost is in damage handling: raft-wal repairs its tail segment on open by cutting the

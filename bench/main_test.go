@@ -7,14 +7,28 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-kv/ember"
 )
 
-// TestCells runs one short cell of each kind the systems share, on one member of each system,
-// so that a change in ember's or etcd's API or in the harness shows up in CI.
+// TestCells runs one short cell of each kind the systems share, on one member of each system
+// and on each -log-store, so that a change in ember's or etcd's API or in the harness shows up
+// in CI.
 func TestCells(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real clusters")
 	}
+	for _, ls := range []ember.LogStore{ember.LogStoreBolt, ember.LogStoreWAL} {
+		t.Run(ls.String(), func(t *testing.T) {
+			saved := logStore
+			logStore = ls
+			t.Cleanup(func() { logStore = saved })
+			testCells(t)
+		})
+	}
+}
+
+func testCells(t *testing.T) {
 	b := &bench{warmup: 100 * time.Millisecond, duration: 300 * time.Millisecond, log: io.Discard}
 	cfg := config{systems: systems, leaders: true}
 	tiny := []workload{
