@@ -47,7 +47,7 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 // backup read from r (written by Store.Snapshot). Open(dir, opts...) then starts that member;
 // more members join it with WithJoin. opts give the member's ID (WithNodeID) and, for a member
 // with a listener, its address (WithBindAddr, WithAdvertiseAddr): the new cluster's configuration
-// names them.
+// names them. WithLogStore picks the restored dir's raft log store.
 //
 // The backup is checked in full before anything is written: a corrupted or truncated backup is
 // refused with an error wrapping ErrCorrupt and leaves no data dir behind. dir must not hold

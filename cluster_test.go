@@ -532,3 +532,53 @@ func partitionLeader(t testing.TB, c *embertest.Cluster, old *embertest.Member) 
 	})
 	return nl
 }
+
+// Members keep their own log stores: a WAL member joins bbolt members, catches up, takes
+// forwarded writes, survives a restart and leads.
+func TestCluster_JoinWithWALLogStore(t *testing.T) {
+	c := embertest.NewCluster(t, 2)
+	ctx := ctxFor(t, time.Minute)
+	l := c.Leader().Store()
+	for i := range 50 {
+		if _, err := l.Put(ctx, fmt.Sprintf("k/%02d", i), "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := c.Join("wal", ember.WithLogStore(ember.LogStoreWAL))
+	if _, err := w.Store().Put(ctx, "k/from-wal", "forwarded"); err != nil {
+		t.Fatal(err)
+	}
+	count := func(s *ember.Store) int64 {
+		resp, err := s.Get(ctx, "k/", ember.WithPrefix(), ember.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	if n := count(w.Store()); n != 51 {
+		t.Fatalf("WAL member sees %d keys, want 51", n)
+	}
+	c.Restart("wal")
+	if n := count(c.Member("wal").Store()); n != 51 {
+		t.Fatalf("restarted WAL member sees %d keys, want 51", n)
+	}
+	waitFor(t, 30*time.Second, "the WAL member to be a voter", func() bool {
+		ms, err := c.Member("wal").Store().Members(ctx)
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.ID == "wal" && !m.IsLearner {
+				return true
+			}
+		}
+		return false
+	})
+	if err := c.Member("wal").Store().TransferLeadership(ctx, "wal"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the WAL member to lead", func() bool { return c.Member("wal").Store().IsLeader() })
+	if _, err := c.Members()[0].Store().Put(ctx, "k/under-wal-leader", "v"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -362,5 +363,42 @@ func TestWALStores_TailTruncationSurvivesRestart(t *testing.T) {
 	var l raft.Log
 	if err := st.log.GetLog(9, &l); !errors.Is(err, raft.ErrLogNotFound) {
 		t.Errorf("truncated entry 9: %v, want ErrLogNotFound", err)
+	}
+}
+
+// A backup restores into a WAL dir, which then opens, serves the data and takes writes.
+func TestRestore_LogStoreWAL(t *testing.T) {
+	src := dfOpenSingle(t, t.TempDir(), &dfFault{})
+	ctx := dfCtx(t, 30*time.Second)
+	for i := range 20 {
+		if _, err := src.Put(ctx, fmt.Sprintf("k/%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := src.Get(ctx, "k/", WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backup bytes.Buffer
+	if err := src.Snapshot(ctx, &backup); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "restored")
+	if err := Restore(&backup, dir, WithLogStore(LogStoreWAL)); err != nil {
+		t.Fatal(err)
+	}
+	if !fileExists(filepath.Join(dir, walDir)) || fileExists(filepath.Join(dir, boltFileName)) {
+		t.Fatal("the restored dir does not hold a WAL only")
+	}
+	s := dfOpenSingle(t, dir, &dfFault{})
+	got, err := s.Get(ctx, "k/", WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != len(want.Kvs) || got.Header.Revision != want.Header.Revision {
+		t.Fatalf("restored: %d keys at revision %d, backup: %d at %d", len(got.Kvs), got.Header.Revision, len(want.Kvs), want.Header.Revision)
+	}
+	if _, err := s.Put(ctx, "after", "restore"); err != nil {
+		t.Fatal(err)
 	}
 }
