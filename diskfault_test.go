@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember/internal/syncbuf"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -269,27 +270,12 @@ func (m *dfMember) open(t testing.TB) {
 }
 
 // dfLogBuffer keeps a member's log, to recognize known raft failure modes in it.
-type dfLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *dfLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type dfLogBuffer struct{ syncbuf.Buffer }
 
 // tail returns the last n bytes of the log.
 func (l *dfLogBuffer) tail(n int) string {
 	s := l.String()
 	return s[max(0, len(s)-n):]
-}
-
-func (l *dfLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // dfDialer is a member's way out to its peers, which a test can cut: new dials fail and the

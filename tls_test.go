@@ -1,7 +1,6 @@
 package ember_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
+	"github.com/ember-kv/ember/internal/syncbuf"
 	"github.com/ember-kv/ember/internal/testcerts"
 )
 
@@ -34,22 +33,7 @@ func mutualTLS(cert tls.Certificate, clientCAs, serverCAs *x509.CertPool) (serve
 }
 
 // logBuffer collects log output written from many goroutines while the test reads it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // warnLogger logs warnings and errors only, as an operator would run, so a refusal must be
 // visible at that level.

@@ -23,6 +23,7 @@ import (
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/etcdapi"
+	"github.com/ember-kv/ember/internal/syncbuf"
 )
 
 // How long one etcdctl command, or one wait for a background command's output, may take.
@@ -177,29 +178,11 @@ func runCtl(t testing.TB, bin, endpoint string, args []string, stdin string) res
 	return result{stdout.String(), stderr.String(), exitCode(err)}
 }
 
-// syncBuffer collects a background process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // bgCtl is an etcdctl command that keeps running across steps: watch, lock, elect.
 type bgCtl struct {
 	cmd            *exec.Cmd
 	stdin          *os.File // held open: interactive watch exits on EOF
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 	done           chan struct{}
 	err            error
 }

@@ -1,35 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember/internal/syncbuf"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
-
-// lockedBuffer lets the test read what run prints while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestGateway(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -38,7 +19,7 @@ func TestGateway(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var out lockedBuffer
+	var out syncbuf.Buffer // what run prints, read while it runs
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, &out, t.TempDir(), l) }()
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-kv/ember/internal/syncbuf"
 )
 
 // acceptOne accepts one connection from l in the background.
@@ -91,7 +93,7 @@ func TestMux_DispatchesByProtocolByte(t *testing.T) {
 }
 
 func TestMux_ClosesUnknownProtocolByte(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	m := startMux(t, nil, bufferLogger(&logs))
 	rpcL := m.Listen(ProtoRPC)
 
@@ -123,7 +125,7 @@ func TestMux_HandshakeTimeout(t *testing.T) {
 	HandshakeTimeout = 100 * time.Millisecond
 	t.Cleanup(func() { HandshakeTimeout = old })
 
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	m := startMux(t, nil, bufferLogger(&logs))
 	m.Listen(ProtoRPC)
 
@@ -215,7 +217,7 @@ func TestMux_SubListenerCloseLeavesOthersRunning(t *testing.T) {
 
 func TestMux_TLSMutualAuth(t *testing.T) {
 	pki := newTestPKI(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	m := startMux(t, pki.serverConf(), bufferLogger(&logs))
 	rpcL := m.Listen(ProtoRPC)
 	ctx := ctxTimeout(t, 5*time.Second)
