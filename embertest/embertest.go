@@ -10,6 +10,7 @@ package embertest
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,6 +214,25 @@ func (c *Cluster) Join(id string, opts ...ember.Option) *Member {
 		c.t.Fatalf("embertest: joined member %s not ready: %v", id, err)
 	}
 	return m
+}
+
+// Rejoin replaces a member under its old ID, as after a lost disk: it stops the member if it
+// runs, empties its data dir and starts it again with WithJoin through the running members. The
+// member must have been removed first (RemoveMember). Extra options apply to it only. Rejoin
+// does not wait for the member to be ready: it is a learner until it has caught up.
+func (c *Cluster) Rejoin(id string, opts ...ember.Option) *ember.Store {
+	c.t.Helper()
+	c.Stop(id)
+	m := c.Member(id)
+	if err := os.RemoveAll(m.Dir); err != nil {
+		c.t.Fatalf("embertest: empty the data dir of %s: %v", id, err)
+	}
+	var seeds []string
+	for _, r := range c.Running() {
+		seeds = append(seeds, r.Addr)
+	}
+	c.open(m, append([]ember.Option{ember.WithJoin(seeds...)}, opts...)...)
+	return m.Store()
 }
 
 // Partition cuts every connection between the member id and all others, both ways.
