@@ -152,10 +152,8 @@ func (s *Store) changeMembership(ctx context.Context, method uint8, req []byte) 
 			maybeApplied = true
 		case errors.Is(err, errNotLeader), errors.Is(err, errNotReady), errors.Is(err, ErrNoLeader),
 			errors.Is(err, peer.ErrNotSent):
-		default:
-			if ctx.Err() == nil {
-				return err
-			}
+		case !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+			return err // definite: ErrMemberExists, ErrUnhealthy, ...
 		}
 		if ctx.Err() != nil {
 			if maybeApplied {
@@ -226,6 +224,9 @@ func (s *Store) reconfigure(ctx context.Context, plan func(raft.Configuration) (
 		return err
 	}
 	change, err := plan(conf)
+	if ctx.Err() != nil {
+		return ctx.Err() // the checks could not finish; say so rather than what they found
+	}
 	if err != nil || change == nil {
 		return err
 	}
@@ -286,7 +287,9 @@ func (s *Store) promoteLocal(ctx context.Context, id string) error {
 		if err != nil || srv.Suffrage == raft.Voter {
 			return nil, err
 		}
-		resp, err := s.call(ctx, string(srv.Address), mStatus, nil)
+		pctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
+		resp, err := s.call(pctx, string(srv.Address), mStatus, nil)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s does not answer: %v", ErrLearnerNotReady, id, err)
 		}
@@ -336,12 +339,12 @@ func quorumAfter(up, voters int, what string) error {
 }
 
 // votersUp returns the voters of conf that are up, and how many voters conf has. The leader is
-// up; another voter is up if it answers a status request now, within a second or an election
-// timeout. hashicorp/raft keeps each follower's last contact to itself, so ember asks over its
+// up; another voter is up if it answers a status request now, within probeTimeout.
+// hashicorp/raft keeps each follower's last contact to itself, so ember asks over its
 // own peer RPC, served by the same process and port as raft: a member that answers has started
 // and is reachable, as etcd's "active" peers are.
 func (s *Store) votersUp(ctx context.Context, conf raft.Configuration) (map[raft.ServerID]bool, int) {
-	pctx, cancel := context.WithTimeout(ctx, max(s.cfg.electionTimeout, time.Second))
+	pctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
 	defer cancel()
 	var mu sync.Mutex
 	up := map[raft.ServerID]bool{raft.ServerID(s.id): true}
@@ -368,6 +371,10 @@ func (s *Store) votersUp(ctx context.Context, conf raft.Configuration) (map[raft
 	wg.Wait()
 	return up, voters
 }
+
+// probeTimeout bounds the status requests of membership checks: a member that does not answer
+// within an election timeout (or a second, on a loaded host) counts as down.
+func (s *Store) probeTimeout() time.Duration { return max(s.cfg.electionTimeout, time.Second) }
 
 func (s *Store) transferLocal(ctx context.Context, id string) error {
 	var f raft.Future

@@ -25,6 +25,9 @@ const (
 	mTransfer   uint8 = 9 // target member ID → nothing; leader only
 )
 
+// joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
+const joinForwardTimeout = 10 * time.Second
+
 // handleRPC serves a peer's request. Every input is validated: a malformed request gets
 // CodeMalformed and the member keeps serving.
 func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
@@ -71,7 +74,10 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 			return nil, s.changeLocal(ctx, method, c)
 		}
 		if method == mJoin {
-			// A join may reach a member that does not lead; it is forwarded, not refused.
+			// A join may reach a member that does not lead; it is forwarded, not refused. The
+			// joiner cannot cancel it (ctx ends only with the connection), so it is bounded.
+			ctx, cancel := context.WithTimeout(ctx, joinForwardTimeout)
+			defer cancel()
 			return nil, s.changeMembership(ctx, method, req)
 		}
 		return nil, errNotLeader
