@@ -9,6 +9,7 @@ package embertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -216,9 +217,34 @@ func (c *Cluster) Join(id string, opts ...ember.Option) *Member {
 	return m
 }
 
+// Remove removes a member from the cluster with RemoveMember, through another running member,
+// and stops it; its data dir stays. The removal is retried for up to 30 s (the cluster may be
+// electing a leader); the test fails if it does not succeed.
+func (c *Cluster) Remove(id string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		for _, m := range c.Running() {
+			if s := m.Store(); s != nil && m.ID != id {
+				err = s.RemoveMember(ctx, id)
+				// Not found after an attempt whose outcome was unknown: that one removed it.
+				if err == nil || attempt > 0 && errors.Is(err, ember.ErrMemberNotFound) {
+					c.Stop(id)
+					return
+				}
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("embertest: remove %s: %v", id, err)
+}
+
 // Rejoin replaces a member under its old ID, as after a lost disk: it stops the member if it
 // runs, empties its data dir and starts it again with WithJoin through the running members. The
-// member must have been removed first (RemoveMember). Extra options apply to it only. Rejoin
+// member must have been removed first (Remove). Extra options apply to it only. Rejoin
 // does not wait for the member to be ready: it is a learner until it has caught up.
 func (c *Cluster) Rejoin(id string, opts ...ember.Option) *ember.Store {
 	c.t.Helper()

@@ -83,6 +83,13 @@ var g1Faults = []g1Fault{
 		c.Stop(f)
 		return []string{f}, func() { c.Restart(f) }
 	}},
+	// etcd's MemberReplace: a follower is removed and loses its disk; once healed it joins
+	// again under its old ID, copies the log while traffic runs, and must end a voter.
+	{"member-replace", 3, func(c *embertest.Cluster, spare string) ([]string, func()) {
+		f := follower(c, spare)
+		c.Remove(f)
+		return []string{f}, func() { c.Rejoin(f) }
+	}},
 	// The WAL log store under the fault that exercises its recovery and truncation paths most:
 	// a stopped leader's uncommitted tail is cut when it rejoins.
 	{"leader-kill-wal", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
@@ -271,6 +278,7 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 
 	finalRev := finalWrite(t, c, "final")
 	rev := converge(t, c, finalRev)
+	allVoters(t, c)
 	if !rec.awaitReached(rev, time.Now().Add(30*time.Second)) {
 		t.Fatalf("the recorder did not reach revision %d (reached %d)", rev, rec.reached.Load())
 	}
