@@ -265,6 +265,13 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 		}()
 	}
 
+	mc := &membershipClient{c: c, rng: rand.New(rand.NewSource(rng.Int63()))}
+	clients.Add(1)
+	go func() {
+		defer clients.Done()
+		mc.run(traffic)
+	}()
+
 	time.Sleep(warm)
 	faultAt := clk.now()
 	faulted, heal := f.inject(c, rec.member.ID)
@@ -292,6 +299,7 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 	ops := h.records()
 	t.Logf("errors seen by clients:%s", errorSummary(ops))
 	st.violations += checkRecords(t, ops, hist[:rev-1], rec)
+	st.violations += mc.report(t)
 	model := resolved(ops, &st)
 	if st.ops < 200 {
 		t.Errorf("only %d operations recorded: the run proves little", st.ops)
