@@ -285,3 +285,21 @@ func TestCluster_RejoinUnderOldIDBecomesVoter(t *testing.T) {
 		return membersOf(t, l.Store())[victim.ID] == "voter"
 	})
 }
+
+// BenchmarkCluster_AddRemoveMember measures a voter add (with its check of the voters that are
+// up) and the removal of the learner it created, on 3 members, through a follower.
+func BenchmarkCluster_AddRemoveMember(b *testing.B) {
+	c := embertest.NewCluster(b, 3)
+	ctx := ctxFor(b, 10*time.Minute)
+	s := c.Followers()[0].Store()
+	b.ResetTimer()
+	for i := range b.N {
+		id := fmt.Sprintf("b%d", i)
+		if err := s.AddMember(ctx, id, "127.0.0.1:3"); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.RemoveMember(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
