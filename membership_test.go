@@ -214,7 +214,7 @@ func TestCluster_Membership_CutOffEndsWithNoLeader(t *testing.T) {
 		"Members":       func(ctx context.Context) error { _, err := f.Store().Members(ctx); return err },
 	}
 	for name, call := range calls {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		err := call(ctx)
 		cancel()
 		if !errors.Is(err, ember.ErrNoLeader) || errors.Is(err, ember.ErrTimeout) {
