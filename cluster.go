@@ -329,8 +329,8 @@ func (s *Store) removeLocal(ctx context.Context, id string) error {
 	})
 }
 
-// quorumAfter checks etcd's strict reconfiguration rule: after a change that leaves voters
-// voters, the up of them that are up must be a quorum.
+// quorumAfter checks etcd's strict reconfiguration rule: of the voters a change leaves, those
+// up must be a quorum.
 func quorumAfter(up, voters int, what string) error {
 	if up < voters/2+1 {
 		return fmt.Errorf("%w: %s would leave %d of %d voters up, fewer than a quorum", ErrUnhealthy, what, up, voters)
