@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -26,13 +28,13 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 	if _, err := s.linearizableView(ctx); err != nil {
 		return nil, err
 	}
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("ember: read configuration: %w", err)
+	conf, err := s.configuration()
+	if err != nil {
+		return nil, err
 	}
 	_, leader := s.raft.LeaderWithID()
 	var out []Member
-	for _, srv := range f.Configuration().Servers {
+	for _, srv := range conf.Servers {
 		out = append(out, Member{
 			ID: string(srv.ID), Addr: string(srv.Address),
 			IsLearner: srv.Suffrage != raft.Voter, IsLeader: srv.ID == leader,
@@ -44,7 +46,9 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 
 // AddMember adds a member that will start with WithJoin (or is starting): it enters as a
 // non-voter and becomes a voter once it has caught up with the leader, so adding a member never
-// costs the cluster its quorum while the new member copies the log.
+// costs the cluster its quorum while the new member copies the log. As etcd's strict
+// reconfiguration check, it fails with ErrUnhealthy when the voters that are up would not be a
+// quorum of the voters once the new member is one.
 func (s *Store) AddMember(ctx context.Context, id, addr string) error {
 	return s.addMember(ctx, id, addr, false)
 }
@@ -58,44 +62,26 @@ func (s *Store) addMember(ctx context.Context, id, addr string, learner bool) er
 	if id == "" || addr == "" {
 		return fmt.Errorf("ember: AddMember: empty ID or address")
 	}
-	if !s.IsLeader() {
-		e := wire.Encoder{}
-		e.String(id)
-		e.String(addr)
-		e.Bool(learner)
-		// A join may reach a member that does not lead; it is forwarded, not refused.
-		_, err := s.onLeader(ctx, mJoin, e.B)
-		return err
-	}
-	conf, err := s.configuration()
-	if err != nil {
-		return err
-	}
-	for _, srv := range conf.Servers {
-		if string(srv.ID) == id {
-			if string(srv.Address) == addr {
-				return nil // the same member asking again, e.g. after a restart
-			}
-			return fmt.Errorf("%w: %s", ErrMemberExists, id)
-		}
-		if string(srv.Address) == addr {
-			return fmt.Errorf("%w: address %s is used by %s", ErrMemberExists, addr, srv.ID)
-		}
-	}
-	return s.configChange(ctx, s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0))
+	e := wire.Encoder{}
+	e.String(id)
+	e.String(addr)
+	e.Bool(learner)
+	return s.changeMembership(ctx, mJoin, e.B)
 }
 
 // PromoteMember makes a learner a voter. It fails with ErrLearnerNotReady until the learner has
-// applied at least 90% of the leader's committed log, as etcd.
+// applied at least 90% of the leader's committed log, as etcd, and with ErrUnhealthy when the
+// voters that are up, the learner included, would not be a quorum of the new voters.
 func (s *Store) PromoteMember(ctx context.Context, id string) error {
-	_, err := s.onLeader(ctx, mPromote, encodeString(id))
-	return err
+	return s.changeMembership(ctx, mPromote, encodeString(id))
 }
 
-// RemoveMember removes a member. Removing the leader makes it step down.
+// RemoveMember removes a member. Removing the leader makes it step down. As etcd's strict
+// reconfiguration check, removing a voter that is up fails with ErrUnhealthy when the other
+// voters that are up would not be a quorum of the voters left; a voter that is down can always
+// be removed (that is how a dead member is replaced).
 func (s *Store) RemoveMember(ctx context.Context, id string) error {
-	_, err := s.onLeader(ctx, mRemove, encodeString(id))
-	return err
+	return s.changeMembership(ctx, mRemove, encodeString(id))
 }
 
 // TransferLeadership asks the leader to hand leadership to toID ("" = the most caught-up voter)
@@ -111,6 +97,88 @@ func encodeString(v string) []byte {
 	return e.B
 }
 
+// memberChange is a decoded mJoin, mPromote or mRemove request.
+type memberChange struct {
+	id, addr string
+	learner  bool
+}
+
+func decodeMemberChange(method uint8, req []byte) (memberChange, error) {
+	d := wire.NewDecoder(req)
+	var c memberChange
+	c.id = d.String()
+	if method == mJoin {
+		c.addr, c.learner = d.String(), d.Bool()
+	}
+	if err := d.Finish(); err != nil {
+		return c, err
+	}
+	if method == mJoin && (c.id == "" || c.addr == "") {
+		return c, fmt.Errorf("%w: empty member ID or address", wire.ErrMalformed)
+	}
+	return c, nil
+}
+
+// changeMembership runs a membership change on the leader, here or over the peer RPC, retrying
+// through leader changes and leadership transfers with the same policy as writes: once ctx ends
+// it fails with ErrNoLeader if no attempt can have taken effect, else with ErrTimeout. Every
+// change is idempotent, so a retry of one that may have taken effect finds it done.
+func (s *Store) changeMembership(ctx context.Context, method uint8, req []byte) error {
+	change, err := decodeMemberChange(method, req)
+	if err != nil {
+		return err
+	}
+	maybeApplied := false
+	for attempt := 0; ; attempt++ {
+		if s.stopped() {
+			return unknownIfMaybeApplied(maybeApplied, s.stoppedErr())
+		}
+		var err error
+		if s.IsLeader() {
+			err = s.changeLocal(ctx, method, change)
+		} else if addr, aerr := s.leaderAddr(); aerr != nil {
+			err = aerr
+		} else {
+			s.metrics.forwardedToLeader(method)
+			_, err = s.call(ctx, addr, method, req)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrMemberNotFound) && method == mRemove && maybeApplied:
+			return nil // an earlier attempt removed it
+		case errors.Is(err, errLeadershipLost), errors.Is(err, peer.ErrOutcomeUnknown),
+			errors.Is(err, errWaitAbandoned), errors.Is(err, ErrTimeout):
+			maybeApplied = true
+		case errors.Is(err, errNotLeader), errors.Is(err, errNotReady), errors.Is(err, ErrNoLeader),
+			errors.Is(err, peer.ErrNotSent):
+		case !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+			return err // definite: ErrMemberExists, ErrUnhealthy, ...
+		}
+		if ctx.Err() != nil {
+			if maybeApplied {
+				return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, ctx.Err())
+			}
+			return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+		}
+		if err := s.waitLeaderChange(ctx, attempt); err != nil {
+			return unknownIfMaybeApplied(maybeApplied, noLeader(err))
+		}
+	}
+}
+
+// changeLocal makes a membership change on this member, which leads.
+func (s *Store) changeLocal(ctx context.Context, method uint8, c memberChange) error {
+	switch method {
+	case mJoin:
+		return s.addLocal(ctx, c.id, c.addr, c.learner)
+	case mPromote:
+		return s.promoteLocal(ctx, c.id)
+	}
+	return s.removeLocal(ctx, c.id)
+}
+
+// configuration returns this member's latest configuration.
 func (s *Store) configuration() (raft.Configuration, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -119,26 +187,68 @@ func (s *Store) configuration() (raft.Configuration, error) {
 	return f.Configuration(), nil
 }
 
-func (s *Store) configChange(ctx context.Context, f raft.Future) error {
-	if err := s.waitFuture(ctx, f); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return errNotLeader
-		case errors.Is(err, raft.ErrLeadershipLost):
-			return errLeadershipLost
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return ErrStopped
-		}
-		return fmt.Errorf("ember: configuration change: %w", err)
-	}
-	return nil
+// reconfigLock serializes membership changes on the leader, so that a change and the check that
+// allowed it (no duplicate ID or address, a quorum up) happen as one. hashicorp/raft v1.7.3
+// cannot do it with prevIndex: GetConfiguration no longer reports the configuration's index
+// (Index() is always 0). A change made by an earlier leader is in the log, hence in the
+// configuration this one checks.
+type reconfigLock struct {
+	once sync.Once
+	ch   chan struct{}
 }
 
-func (s *Store) findServer(id string) (raft.Server, error) {
+func (l *reconfigLock) lock(ctx context.Context) error {
+	l.once.Do(func() { l.ch = make(chan struct{}, 1) })
+	select {
+	case l.ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *reconfigLock) unlock() { <-l.ch }
+
+// reconfigure makes one membership change on the leader. plan checks it against the latest
+// configuration and returns the raft call that makes it, or nil if there is nothing to do.
+func (s *Store) reconfigure(ctx context.Context, plan func(raft.Configuration) (func() raft.Future, error)) error {
+	if err := s.reconfig.lock(ctx); err != nil {
+		return err
+	}
+	defer s.reconfig.unlock()
+	if !s.IsLeader() {
+		return errNotLeader
+	}
 	conf, err := s.configuration()
 	if err != nil {
-		return raft.Server{}, err
+		return err
 	}
+	change, err := plan(conf)
+	if ctx.Err() != nil {
+		return ctx.Err() // the checks could not finish; say so rather than what they found
+	}
+	if err != nil || change == nil {
+		return err
+	}
+	switch err := s.waitFuture(ctx, change()); {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress),
+		errors.Is(err, raft.ErrEnqueueTimeout):
+		return errNotLeader // never appended
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return errLeadershipLost
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrStopped):
+		// It may have been appended, and may yet commit.
+		return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, s.stoppedErr())
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", errWaitAbandoned, ctx.Err())
+	default:
+		return fmt.Errorf("ember: configuration change: %w", err)
+	}
+}
+
+func findServer(conf raft.Configuration, id string) (raft.Server, error) {
 	for _, srv := range conf.Servers {
 		if string(srv.ID) == id {
 			return srv, nil
@@ -147,42 +257,135 @@ func (s *Store) findServer(id string) (raft.Server, error) {
 	return raft.Server{}, fmt.Errorf("%w: %s", ErrMemberNotFound, id)
 }
 
+func (s *Store) addLocal(ctx context.Context, id, addr string, learner bool) error {
+	return s.reconfigure(ctx, func(conf raft.Configuration) (func() raft.Future, error) {
+		for _, srv := range conf.Servers {
+			if string(srv.ID) == id {
+				if string(srv.Address) == addr {
+					return nil, nil // the same member asking again, e.g. after a restart
+				}
+				return nil, fmt.Errorf("%w: %s", ErrMemberExists, id)
+			}
+			if string(srv.Address) == addr {
+				return nil, fmt.Errorf("%w: address %s is used by %s", ErrMemberExists, addr, srv.ID)
+			}
+		}
+		if !learner {
+			// It will be promoted: count it as a voter that is not up yet.
+			up, voters := s.votersUp(ctx, conf)
+			if err := quorumAfter(len(up), voters+1, "adding voter "+id); err != nil {
+				return nil, err
+			}
+		}
+		return func() raft.Future { return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0) }, nil
+	})
+}
+
 func (s *Store) promoteLocal(ctx context.Context, id string) error {
-	srv, err := s.findServer(id)
-	if err != nil {
-		return err
-	}
-	if srv.Suffrage == raft.Voter {
-		return nil
-	}
-	resp, err := s.call(ctx, string(srv.Address), mStatus, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %s does not answer: %v", ErrLearnerNotReady, id, err)
-	}
-	d := wire.NewDecoder(resp)
-	applied := d.Uvarint()
-	if err := d.Finish(); err != nil {
-		return err
-	}
-	if commit := s.raft.CommitIndex(); applied*10 < commit*9 {
-		return fmt.Errorf("%w: %s applied %d of %d", ErrLearnerNotReady, id, applied, commit)
-	}
-	return s.configChange(ctx, s.raft.AddVoter(srv.ID, srv.Address, 0, 0))
+	return s.reconfigure(ctx, func(conf raft.Configuration) (func() raft.Future, error) {
+		srv, err := findServer(conf, id)
+		if err != nil || srv.Suffrage == raft.Voter {
+			return nil, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
+		resp, err := s.call(pctx, string(srv.Address), mStatus, nil)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s does not answer: %v", ErrLearnerNotReady, id, err)
+		}
+		d := wire.NewDecoder(resp)
+		applied := d.Uvarint()
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if commit := s.raft.CommitIndex(); applied*10 < commit*9 {
+			return nil, fmt.Errorf("%w: %s applied %d of %d", ErrLearnerNotReady, id, applied, commit)
+		}
+		up, voters := s.votersUp(ctx, conf)
+		if err := quorumAfter(len(up)+1, voters+1, "promoting "+id); err != nil { // +1: the learner just answered
+			return nil, err
+		}
+		return func() raft.Future { return s.raft.AddVoter(srv.ID, srv.Address, 0, 0) }, nil
+	})
 }
 
 func (s *Store) removeLocal(ctx context.Context, id string) error {
-	if _, err := s.findServer(id); err != nil {
-		return err
-	}
-	return s.configChange(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, 0))
+	return s.reconfigure(ctx, func(conf raft.Configuration) (func() raft.Future, error) {
+		srv, err := findServer(conf, id)
+		if err != nil {
+			return nil, err
+		}
+		// As etcd: removing a learner cannot cost the quorum, nor removing a voter that is down,
+		// since it is not part of the quorum that is up. The leader is always up.
+		if srv.Suffrage == raft.Voter {
+			up, voters := s.votersUp(ctx, conf)
+			if up[srv.ID] {
+				if err := quorumAfter(len(up)-1, voters-1, "removing "+id); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return func() raft.Future { return s.raft.RemoveServer(srv.ID, 0, 0) }, nil
+	})
 }
+
+// quorumAfter checks etcd's strict reconfiguration rule: of the voters a change leaves, those
+// up must be a quorum.
+func quorumAfter(up, voters int, what string) error {
+	if up < voters/2+1 {
+		return fmt.Errorf("%w: %s would leave %d of %d voters up, fewer than a quorum", ErrUnhealthy, what, up, voters)
+	}
+	return nil
+}
+
+// votersUp returns the voters of conf that are up, and how many voters conf has. The leader is
+// up; another voter is up if it answers a status request now, within probeTimeout.
+// hashicorp/raft keeps each follower's last contact to itself, so ember asks over its
+// own peer RPC, served by the same process and port as raft: a member that answers has started
+// and is reachable, as etcd's "active" peers are.
+func (s *Store) votersUp(ctx context.Context, conf raft.Configuration) (map[raft.ServerID]bool, int) {
+	pctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
+	defer cancel()
+	var mu sync.Mutex
+	up := map[raft.ServerID]bool{raft.ServerID(s.id): true}
+	voters := 0
+	var wg sync.WaitGroup
+	for _, srv := range conf.Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(srv.ID) == s.id {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.call(pctx, string(srv.Address), mStatus, nil); err == nil {
+				mu.Lock()
+				up[srv.ID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return up, voters
+}
+
+// probeTimeout bounds the status requests of membership checks: a member that does not answer
+// within an election timeout (or a second, on a loaded host) counts as down.
+func (s *Store) probeTimeout() time.Duration { return max(s.cfg.electionTimeout, time.Second) }
 
 func (s *Store) transferLocal(ctx context.Context, id string) error {
 	var f raft.Future
 	if id == "" {
 		f = s.raft.LeadershipTransfer()
 	} else {
-		srv, err := s.findServer(id)
+		conf, err := s.configuration()
+		if err != nil {
+			return err
+		}
+		srv, err := findServer(conf, id)
 		if err != nil {
 			return err
 		}
@@ -221,20 +424,22 @@ func (s *Store) joinLoop(fresh bool) {
 	if s.cfg.learner {
 		return
 	}
+	// Done only once the leader's configuration lists this member as a voter (PromoteMember
+	// succeeds at once then). Its own configuration cannot tell: while it replays the log it is
+	// an old one, which lists this ID as a voter if a member of that ID was removed before this
+	// one joined in its place.
 	for {
-		if srv, err := s.findServer(s.id); err == nil && srv.Suffrage == raft.Voter {
-			return
-		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := s.WaitReady(wctx)
 		if err == nil {
 			err = s.PromoteMember(wctx, s.id)
 		}
 		cancel()
-		if err == nil {
+		if err == nil || ctx.Err() != nil {
 			return
 		}
-		if ctx.Err() != nil {
+		if errors.Is(err, ErrMemberNotFound) {
+			s.log.Warn("this member is not in the cluster's configuration; not asking for promotion")
 			return
 		}
 		s.log.Debug("promotion not done yet", "error", err)

@@ -48,6 +48,9 @@ var (
 	ErrMemberExists = errors.New("ember: member already exists")
 	// ErrLearnerNotReady: a learner cannot be promoted before it has caught up with the leader.
 	ErrLearnerNotReady = errors.New("ember: can only promote a learner member which is in sync with leader")
+	// ErrUnhealthy: a membership change would leave the cluster without a quorum of healthy
+	// voters (etcd's strict reconfiguration check); nothing was changed.
+	ErrUnhealthy = errors.New("ember: unhealthy cluster")
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
 	ErrCorrupt = errors.New("ember: corrupt data")
 )
@@ -83,6 +86,7 @@ var codeErrors = map[wire.Code]error{
 	wire.CodeMalformed:       wire.ErrMalformed,
 	wire.CodeLeadershipLost:  errLeadershipLost,
 	wire.CodeLearnerNotReady: ErrLearnerNotReady,
+	wire.CodeUnhealthy:       ErrUnhealthy,
 }
 
 // codeError turns a state machine or peer code into the exported error.

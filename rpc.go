@@ -25,6 +25,9 @@ const (
 	mTransfer   uint8 = 9 // target member ID → nothing; leader only
 )
 
+// joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
+const joinForwardTimeout = 10 * time.Second
+
 // handleRPC serves a peer's request. Every input is validated: a malformed request gets
 // CodeMalformed and the member keeps serving.
 func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
@@ -62,28 +65,29 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 		e := wire.Encoder{}
 		e.Uvarint(idx)
 		return e.B, nil
-	case mJoin:
-		id, addr, learner := d.String(), d.String(), d.Bool()
-		if err := d.Finish(); err != nil {
+	case mJoin, mPromote, mRemove:
+		c, err := decodeMemberChange(method, req)
+		if err != nil {
 			return nil, err
 		}
-		if id == "" || addr == "" {
-			return nil, fmt.Errorf("%w: empty member ID or address", wire.ErrMalformed)
+		if s.IsLeader() {
+			return nil, s.changeLocal(ctx, method, c)
 		}
-		return nil, s.addMember(ctx, id, addr, learner)
-	case mPromote, mRemove, mTransfer:
+		if method == mJoin {
+			// A join may reach a member that does not lead; it is forwarded, not refused. The
+			// joiner cannot cancel it (ctx ends only with the connection), so it is bounded.
+			ctx, cancel := context.WithTimeout(ctx, joinForwardTimeout)
+			defer cancel()
+			return nil, s.changeMembership(ctx, method, req)
+		}
+		return nil, errNotLeader
+	case mTransfer:
 		id := d.String()
 		if err := d.Finish(); err != nil {
 			return nil, err
 		}
 		if !s.IsLeader() {
 			return nil, errNotLeader
-		}
-		switch method {
-		case mPromote:
-			return nil, s.promoteLocal(ctx, id)
-		case mRemove:
-			return nil, s.removeLocal(ctx, id)
 		}
 		return nil, s.transferLocal(ctx, id)
 	case mStatus:

@@ -45,6 +45,7 @@ type Store struct {
 	seq      atomic.Uint64 // last request ID sequence used
 
 	readIndex *readindex.Batcher
+	reconfig  reconfigLock  // held by the leader through each membership change
 	readyTerm atomic.Uint64 // term whose LeaderStart this node applied as leader; 0 if not leader
 	readySig  signal        // fired when readyTerm changes
 	leaderSig signal        // fired on every leader change this node observes

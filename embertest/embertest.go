@@ -9,7 +9,9 @@ package embertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,6 +215,50 @@ func (c *Cluster) Join(id string, opts ...ember.Option) *Member {
 		c.t.Fatalf("embertest: joined member %s not ready: %v", id, err)
 	}
 	return m
+}
+
+// Remove removes a member from the cluster with RemoveMember, through another running member,
+// and stops it; its data dir stays. The removal is retried for up to 30 s (the cluster may be
+// electing a leader); the test fails if it does not succeed.
+func (c *Cluster) Remove(id string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		for _, m := range c.Running() {
+			if s := m.Store(); s != nil && m.ID != id {
+				err = s.RemoveMember(ctx, id)
+				// Not found after an attempt whose outcome was unknown: that one removed it.
+				if err == nil || attempt > 0 && errors.Is(err, ember.ErrMemberNotFound) {
+					c.Stop(id)
+					return
+				}
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("embertest: remove %s: %v", id, err)
+}
+
+// Rejoin replaces a member under its old ID, as after a lost disk: it stops the member if it
+// runs, empties its data dir and starts it again with WithJoin through the running members. The
+// member must have been removed first (Remove). Extra options apply to it only. Rejoin
+// does not wait for the member to be ready: it is a learner until it has caught up.
+func (c *Cluster) Rejoin(id string, opts ...ember.Option) *ember.Store {
+	c.t.Helper()
+	c.Stop(id)
+	m := c.Member(id)
+	if err := os.RemoveAll(m.Dir); err != nil {
+		c.t.Fatalf("embertest: empty the data dir of %s: %v", id, err)
+	}
+	var seeds []string
+	for _, r := range c.Running() {
+		seeds = append(seeds, r.Addr)
+	}
+	c.open(m, append([]ember.Option{ember.WithJoin(seeds...)}, opts...)...)
+	return m.Store()
 }
 
 // Partition cuts every connection between the member id and all others, both ways.

@@ -37,6 +37,7 @@ var grpcErrors = []struct {
 	{ember.ErrMemberNotFound, rpctypes.ErrGRPCMemberNotFound},
 	{ember.ErrMemberExists, rpctypes.ErrGRPCMemberExist},
 	{ember.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
+	{ember.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
 	{ember.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 }
 

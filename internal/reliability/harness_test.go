@@ -292,6 +292,34 @@ func converge(t testing.TB, c *embertest.Cluster, atLeast int64) int64 {
 	return prev.rev
 }
 
+// allVoters checks that every member ends a voter in the leader's configuration, within 30 s
+// of converging: a member restarted or replaced during the run that stayed a learner would
+// leave the cluster tolerating one failure fewer than it should.
+func allVoters(t testing.TB, c *embertest.Cluster) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ms, err := c.Leader().Store().Members(ctx)
+		cancel()
+		voters := map[string]bool{}
+		for _, m := range ms {
+			voters[m.ID] = !m.IsLearner
+		}
+		all := err == nil
+		for _, m := range c.Members() {
+			all = all && voters[m.ID]
+		}
+		if all {
+			return
+		}
+		last = fmt.Sprintf("%+v (%v)", ms, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("30 s after the run, not every member of %v is a voter: %s", ids(c.Members()), last)
+}
+
 func statusLine(c *embertest.Cluster) string {
 	var b strings.Builder
 	for _, m := range c.Members() {

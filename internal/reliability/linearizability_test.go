@@ -83,6 +83,13 @@ var g1Faults = []g1Fault{
 		c.Stop(f)
 		return []string{f}, func() { c.Restart(f) }
 	}},
+	// etcd's MemberReplace: a follower is removed and loses its disk; once healed it joins
+	// again under its old ID, copies the log while traffic runs, and must end a voter.
+	{"member-replace", 3, func(c *embertest.Cluster, spare string) ([]string, func()) {
+		f := follower(c, spare)
+		c.Remove(f)
+		return []string{f}, func() { c.Rejoin(f) }
+	}},
 	// The WAL log store under the fault that exercises its recovery and truncation paths most:
 	// a stopped leader's uncommitted tail is cut when it rejoins.
 	{"leader-kill-wal", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
@@ -258,6 +265,13 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 		}()
 	}
 
+	mc := &membershipClient{c: c, rng: rand.New(rand.NewSource(rng.Int63()))}
+	clients.Add(1)
+	go func() {
+		defer clients.Done()
+		mc.run(traffic)
+	}()
+
 	time.Sleep(warm)
 	faultAt := clk.now()
 	faulted, heal := f.inject(c, rec.member.ID)
@@ -271,6 +285,7 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 
 	finalRev := finalWrite(t, c, "final")
 	rev := converge(t, c, finalRev)
+	allVoters(t, c)
 	if !rec.awaitReached(rev, time.Now().Add(30*time.Second)) {
 		t.Fatalf("the recorder did not reach revision %d (reached %d)", rev, rec.reached.Load())
 	}
@@ -284,6 +299,7 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 	ops := h.records()
 	t.Logf("errors seen by clients:%s", errorSummary(ops))
 	st.violations += checkRecords(t, ops, hist[:rev-1], rec)
+	st.violations += mc.report(t)
 	model := resolved(ops, &st)
 	if st.ops < 200 {
 		t.Errorf("only %d operations recorded: the run proves little", st.ops)

@@ -222,6 +222,7 @@ const (
 	CodeLeadershipLost // the outcome of a write is unknown
 	CodeLearnerNotReady
 	CodeInternal
+	CodeUnhealthy // a membership change would leave too few healthy voters for a quorum
 	codeMax
 )
 
