@@ -28,7 +28,11 @@ type Ask func(ctx context.Context, m Member, round uint64) (acked uint64, err er
 // to an older request) does not count.
 //
 // It returns an error wrapping ErrNoQuorum once a majority can no longer ack, or when ctx ends
-// first (the error then also wraps ctx.Err()). Every Ask has returned when Confirm returns.
+// first (the error then also wraps ctx.Err()).
+//
+// Asks still running when the round is decided are not cancelled, nor when ctx is: cancelling a
+// call mid-dial would abort the connection to a slow voter again in every round. They run until
+// they return or ctx's deadline, if it has one, passes.
 func Confirm(ctx context.Context, self string, members []Member, round uint64, ask Ask) error {
 	voters, acks := 0, 0
 	var others []Member
@@ -51,16 +55,22 @@ func Confirm(ctx context.Context, self string, members []Member, round uint64, a
 		return fmt.Errorf("%w: no voters in the configuration", ErrNoQuorum)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel: the asks still running return promptly
-	defer cancel()
-	results := make(chan error, len(others))
+	askCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if d, ok := ctx.Deadline(); ok {
+		cancel()
+		askCtx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	}
+	var pending sync.WaitGroup
+	pending.Add(len(others))
+	go func() {
+		pending.Wait()
+		cancel()
+	}()
+	results := make(chan error, len(others)) // never blocks an ask that outlives the round
 	for _, m := range others {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			got, err := ask(ctx, m, round)
+			defer pending.Done()
+			got, err := ask(askCtx, m, round)
 			if err == nil && got != round {
 				err = fmt.Errorf("ack for round %d, want %d", got, round)
 			}

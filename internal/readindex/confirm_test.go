@@ -98,7 +98,7 @@ func TestConfirm_CountsVotersOfThisRoundOnly(t *testing.T) {
 	}
 }
 
-// A round without a majority ends with ctx, and no ask outlives it.
+// A round without a majority ends with ctx, and its asks end by ctx's deadline.
 func TestConfirm_DeadlineWithoutMajority(t *testing.T) {
 	var running atomic.Int32
 	ask := func(ctx context.Context, m Member, r uint64) (uint64, error) {
@@ -117,8 +117,43 @@ func TestConfirm_DeadlineWithoutMajority(t *testing.T) {
 	if !errors.Is(err, ErrNoQuorum) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Confirm = %v, want ErrNoQuorum and DeadlineExceeded", err)
 	}
-	if n := running.Load(); n != 0 {
-		t.Fatalf("%d asks still running after Confirm returned", n)
+	deadline := time.Now().Add(10 * time.Second)
+	for running.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d asks still running long after the round's deadline", running.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A voter still answering when the round is decided is not cut off: its call may be dialing
+// the connection the next rounds need.
+func TestConfirm_DecidedRoundLeavesSlowVoterAlone(t *testing.T) {
+	release := make(chan struct{})
+	slow := make(chan error, 1)
+	ask := func(ctx context.Context, m Member, r uint64) (uint64, error) {
+		if m.ID == "m2" {
+			return r, nil
+		}
+		select {
+		case <-release:
+			slow <- ctx.Err()
+			return r, nil
+		case <-ctx.Done():
+			slow <- ctx.Err()
+			return 0, ctx.Err()
+		}
+	}
+	members := []Member{{ID: "m1", Voter: true}, {ID: "m2", Voter: true}, {ID: "m3", Voter: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := Confirm(ctx, "m1", members, 1, ask); err != nil {
+		t.Fatalf("Confirm = %v", err)
+	}
+	cancel() // the caller is done with the round
+	time.Sleep(10 * time.Millisecond)
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow voter's call was cancelled (%v) once the round was decided", err)
 	}
 }
 
