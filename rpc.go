@@ -216,8 +216,8 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 //
 // Why that makes the captured index safe to read at: suppose a write W was acknowledged before
 // the read began but is not covered by the index. Entries of terms up to this one are covered
-// (the index was captured after this term's first entry was applied, and only this leader
-// commits in its term), so W was committed by a leader of a later term T', elected before the
+// (the index was captured after the read began and after this term's first entry was applied,
+// and only this leader commits in its term), so W was committed by a leader of a later term T', elected before the
 // read began by a majority of the voters, each of which had moved to term T' or beyond by then.
 // Any two voter majorities share a voter (raft changes one voter at a time; the majority here is
 // of the latest configuration, as hashicorp/raft counts its own quorums), and that voter was in
