@@ -25,8 +25,10 @@
 // retried after a leader change is applied at most once.
 //
 // Reads are linearizable by default on every member: the member obtains the leader's commit
-// index, confirmed by a quorum after the read began (ReadIndex; concurrent reads share one
-// confirmation), waits until it has applied that index, and reads its own copy.
+// index, confirmed by a majority of the voters after the read began (ReadIndex; concurrent reads
+// share one confirmation), waits until it has applied that index, and reads its own copy. The
+// confirmation counts acks to requests sent after the read began, from voters only, so it does
+// not depend on timing or on raft's leader lease.
 // [WithSerializable] reads the local copy at once; such a read may be stale, and may go back in
 // time when a caller switches members.
 //
@@ -46,8 +48,4 @@
 //
 // The whole state lives in memory (copy-on-write B-trees), and the Raft log and snapshots on
 // disk; size the host accordingly. Compact regularly, or history grows without bound.
-//
-// Linearizable reads rely on hashicorp/raft's VerifyLeader, which may count a heartbeat that was
-// in flight before the read began; a read could then be served by a deposed leader only if a
-// network delay exceeded an election timeout. Consul and rqlite accept the same bound.
 package ember

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/peer"
+	"github.com/ember-kv/ember/internal/readindex"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -23,6 +24,9 @@ const (
 	mKeepAlive  uint8 = 7 // varint lease ID → varint remaining TTL; leader only
 	mTimeToLive uint8 = 8 // varint lease ID, bool keys → lease state; leader only
 	mTransfer   uint8 = 9 // target member ID → nothing; leader only
+
+	// leader ID, term, round → round; any voter, whose ack confirms the leader for a read.
+	mConfirm uint8 = 10
 )
 
 // joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
@@ -90,6 +94,17 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 			return nil, errNotLeader
 		}
 		return nil, s.transferLocal(ctx, id)
+	case mConfirm:
+		leader, term, round := d.String(), d.Uvarint(), d.Uvarint()
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if err := s.follows(leader, term); err != nil {
+			return nil, err
+		}
+		e := wire.Encoder{}
+		e.Uvarint(round)
+		return e.B, nil
 	case mStatus:
 		if err := d.Finish(); err != nil {
 			return nil, err
@@ -162,9 +177,13 @@ func (s *Store) fetchReadIndex(ctx context.Context) (uint64, error) {
 	return idx, d.Finish()
 }
 
-// leaderReadIndex implements ReadIndex on hashicorp/raft: the commit index, captured after this
-// term's first entry is applied (before that it may be stale) and confirmed by a quorum
-// heartbeat round (VerifyLeader) in the same term.
+// leaderReadIndex implements ReadIndex: the commit index, captured after this term's first
+// entry is applied (before that it may be stale), then confirmed by a round of acks from a
+// majority of the voters that starts after the capture (confirmLeadership).
+//
+// hashicorp/raft's VerifyLeader is not used: it counts heartbeat acks from learners too, while
+// its quorum counts voters only, so a leader cut off from every voter but holding a learner
+// passes it; and an ack to a heartbeat sent before the read began counts as well.
 func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 	var term uint64
 	for {
@@ -183,16 +202,67 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 		}
 	}
 	idx := s.raft.CommitIndex()
-	if err := s.waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		return 0, errNotLeader
+	if err := s.confirmLeadership(ctx, term); err != nil {
+		// Coded as not-leader, deadline included, so that a follower waiting on this
+		// answer retries (possibly with a new leader) instead of failing its read.
+		return 0, fmt.Errorf("%w: %w", errNotLeader, err)
 	}
 	if s.raft.CurrentTerm() != term {
 		return 0, errNotLeader
 	}
 	return idx, nil
+}
+
+// confirmLeadership runs one confirmation round of this leader's term: every voter of the
+// latest configuration is asked whether it still follows this member in term, and the round
+// succeeds once a majority of the voters (this member included) said yes. Only requests sent now,
+// after the caller captured its commit index, are asked, so only acks given after that count.
+//
+// Why that makes the captured index safe to read at: suppose a write W was acknowledged before
+// the read began but is not covered by the index. Entries of terms up to this one are covered
+// (the index was captured after the read began and after this term's first entry was applied,
+// and only this leader commits in its term), so W was committed by a leader of a later term T', elected before the
+// read began by a majority of the voters, each of which had moved to term T' or beyond by then.
+// Any two voter majorities share a voter (raft changes one voter at a time; the majority here is
+// of the latest configuration, as hashicorp/raft counts its own quorums), and that voter was in
+// this term when it acked, after the read began, which terms never decreasing rules out. Learners
+// take no part in elections, so their acks cannot stand for a voter's and are not asked for.
+func (s *Store) confirmLeadership(ctx context.Context, term uint64) error {
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	members := make([]readindex.Member, 0, len(conf.Servers))
+	for _, srv := range conf.Servers {
+		members = append(members, readindex.Member{ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	round := s.confirmRound.Add(1)
+	e := wire.Encoder{}
+	e.String(s.id)
+	e.Uvarint(term)
+	e.Uvarint(round)
+	req := e.B
+	return readindex.Confirm(ctx, s.id, members, round, func(ctx context.Context, m readindex.Member, round uint64) (uint64, error) {
+		resp, err := s.call(ctx, m.Addr, mConfirm, req)
+		if err != nil {
+			return 0, err
+		}
+		d := wire.NewDecoder(resp)
+		acked := d.Uvarint()
+		return acked, d.Finish()
+	})
+}
+
+// follows answers a confirmation request: nil only if this member is in term and knows leader as
+// its leader. The term is read first; seeing it equal to term after the request was sent is what
+// the leader's safety argument needs (confirmLeadership).
+func (s *Store) follows(leader string, term uint64) error {
+	cur := s.raft.CurrentTerm()
+	_, id := s.raft.LeaderWithID()
+	if cur != term || string(id) != leader {
+		return fmt.Errorf("%w: member %s follows %q in term %d, not %q in term %d", errNotLeader, s.id, id, cur, leader, term)
+	}
+	return nil
 }
 
 // linearizableView returns a read view that reflects every write acknowledged before the call.

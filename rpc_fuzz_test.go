@@ -26,6 +26,8 @@ func encodeFields(fields ...any) []byte {
 			e.Bool(v)
 		case int64:
 			e.Varint(v)
+		case uint64:
+			e.Uvarint(v)
 		case byte:
 			e.Byte(v)
 		default:
@@ -82,6 +84,7 @@ func rpcSeeds() []rpcSeed {
 		{mTransfer, encodeFields("")},
 		{mTransfer, encodeFields("seed-node")},
 		{mStatus, nil},
+		{mConfirm, encodeFields("seed-node", uint64(2), uint64(1))},
 		{mKeepAlive, encodeFields(int64(77))},
 		{mTimeToLive, encodeFields(int64(77), true)},
 		{0, nil},
@@ -267,7 +270,11 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		{name: "time to live: keys flag 2", method: mTimeToLive, data: encodeFields(int64(77), byte(2)), wCode: wire.CodeMalformed},
 		{name: "time to live: trailing byte", method: mTimeToLive, data: encodeFields(int64(77), true, byte(0)), wCode: wire.CodeMalformed},
 		{name: "unknown method 0", method: 0, data: nil, wCode: wire.CodeMalformed},
-		{name: "unknown method 10", method: 10, data: validPut, wCode: wire.CodeMalformed},
+		{name: "confirm: empty", method: mConfirm, data: nil, wCode: wire.CodeMalformed},
+		{name: "confirm: no round", method: mConfirm, data: encodeFields("m1", uint64(1)), wCode: wire.CodeMalformed},
+		{name: "confirm: trailing byte", method: mConfirm, data: encodeFields("m1", uint64(1), uint64(1), byte(0)), wCode: wire.CodeMalformed},
+		{name: "confirm: another leader (not malformed)", method: mConfirm, data: encodeFields("m1", uint64(1), uint64(1)), wCode: wire.CodeNotLeader},
+		{name: "unknown method 11", method: 11, data: validPut, wCode: wire.CodeMalformed},
 		{name: "unknown method 255", method: 255, data: []byte{1}, wCode: wire.CodeMalformed},
 	}
 	before := storeRev(t, s)

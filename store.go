@@ -50,6 +50,8 @@ type Store struct {
 	readySig  signal        // fired when readyTerm changes
 	leaderSig signal        // fired on every leader change this node observes
 
+	confirmRound atomic.Uint64 // last leadership confirmation round this member started
+
 	subsMu sync.Mutex
 	subs   []chan LeaderChange // LeaderChanges subscribers; closed on Close
 	term   atomic.Uint64       // term of the last observed leader change

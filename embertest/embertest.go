@@ -83,8 +83,9 @@ func (c *Cluster) open(m *Member, extra ...ember.Option) {
 		ember.WithNodeID(m.ID),
 		ember.WithBindAddr(m.Addr),
 		ember.WithDialer(c.net.Dialer(m.ID)),
-	}, extra...)
-	opts = append(opts, c.opts...)
+	}, c.opts...)
+	// A member's own options come last, so that they override the cluster's.
+	opts = append(opts, extra...)
 	s, err := ember.Open(m.Dir, opts...)
 	if err != nil {
 		c.t.Fatalf("embertest: open %s: %v", m.ID, err)
@@ -191,7 +192,7 @@ func (c *Cluster) Restart(id string) *ember.Store {
 }
 
 // Join starts a new member that joins through the running members with WithJoin, and returns it
-// once it is ready. Extra options (such as WithLearner) apply to it only.
+// once it is ready. Extra options (such as WithLearner) apply to it only, after the cluster's.
 func (c *Cluster) Join(id string, opts ...ember.Option) *Member {
 	c.t.Helper()
 	m := &Member{ID: id, Addr: FreeAddr(c.t), Dir: c.t.TempDir()}

@@ -1,5 +1,7 @@
 // Package readindex batches linearizable reads: every read needs an index that the leader
-// confirmed after the read began, and all reads waiting at the same time share one confirmation.
+// confirmed after the read began, and all reads waiting at the same time share one confirmation
+// (Batcher). The leader confirms an index with a round of acks from a majority of the voters
+// (Confirm).
 package readindex
 
 import (

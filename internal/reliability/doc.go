@@ -11,7 +11,9 @@
 // cluster recover for the rest. The faults: partition of the leader and of a follower; a
 // one-way cut of everything sent to the leader (it still sends); lost replies from the leader
 // (it serves followers' requests, the answers vanish); 75±50 ms delay on every link; 5% of
-// writes breaking their connection; stopping and restarting the leader and a follower.
+// writes breaking their connection; stopping and restarting the leader and a follower; and a
+// partition that leaves the leader with a learner only, the leader's raft lease outlasting
+// the fault so that it goes on believing it leads.
 //
 // # G1: linearizability (linearizability_test.go, client_test.go, model_test.go)
 //
