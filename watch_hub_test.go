@@ -237,3 +237,87 @@ func dumpResponses(cw *watchcheck.Watch) string {
 	}
 	return b.String()
 }
+
+// Finding 6 of the reliability review: with the dispatcher behind and consumers that stop
+// reading, the hub's memory stays within its bounds while writes go on (the apply path never
+// waits), and once the consumers read again they get every revision, in order, whole, in
+// responses within the response bounds.
+func TestWatchHub_StalledWatcherAndDispatcherBehind_MemoryBounded(t *testing.T) {
+	lim := hubLimits{pendingEvents: 64, pendingBytes: 16 << 10, queueEvents: 32, queueBytes: 8 << 10,
+		respEvents: 16, respBytes: 4 << 10}
+	r := newHubRig(t, true, lim)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type stalled struct {
+		wc WatchChan
+		cw *watchcheck.Watch
+	}
+	ws := []stalled{
+		{r.s.Watch(ctx, "k/", WithPrefix(), WithPrevKV(), WithCreatedNotify()),
+			&watchcheck.Watch{Key: "k/", End: "k0", PrevKV: true}}, // synced from the start
+		{r.s.Watch(ctx, "k/3", WithRev(2)), &watchcheck.Watch{Key: "k/3", StartRev: 2}}, // catching up
+	}
+	const writes = 3000
+	val := string(bytes.Repeat([]byte("v"), 100))
+	var peak hubMemory
+	var last int64
+	for i := range writes {
+		last = r.put(fmt.Sprintf("k/%d", i%10), fmt.Sprint(i, val), false)
+		// The dispatcher alternates between far behind (pending overflows) and keeping up
+		// (the stalled consumers' queues fill up).
+		if i%500 == 499 || (i/500)%2 == 0 && i%20 == 19 {
+			r.drain()
+		}
+		m := r.h.memory()
+		peak.pendingEvents = max(peak.pendingEvents, m.pendingEvents)
+		peak.pendingBytes = max(peak.pendingBytes, m.pendingBytes)
+		peak.maxQueuedBytes = max(peak.maxQueuedBytes, m.maxQueuedBytes)
+		peak.queuedEvents = max(peak.queuedEvents, m.queuedEvents)
+		if m.pendingEvents > lim.pendingEvents || m.pendingBytes > lim.pendingBytes ||
+			m.maxQueuedBytes > lim.queueBytes || m.queuedEvents > len(ws)*lim.queueEvents {
+			t.Fatalf("after write %d: hub holds %+v, limits %+v", i, m, lim)
+		}
+	}
+	r.drain()
+	t.Logf("peak: %+v over %d writes", peak, writes)
+	if peak.pendingEvents == 0 || peak.queuedEvents == 0 {
+		t.Fatalf("peak %+v: the test never queued anything", peak)
+	}
+	h := r.history()
+	for i, w := range ws {
+		for {
+			resp := receive(t, w.wc)
+			if resp.Err() != nil {
+				t.Fatalf("watch %d ended: %v", i, resp.Err())
+			}
+			cr := checkResponse(resp)
+			w.cw.Responses = append(w.cw.Responses, cr)
+			var size int64
+			revs := map[int64]bool{}
+			for _, e := range cr.Events {
+				revs[e.Kv.ModRevision] = true
+				size += int64(len(e.Kv.Key)+len(e.Kv.Value)) + eventOverhead
+				if e.PrevKv != nil {
+					size += int64(len(e.PrevKv.Key) + len(e.PrevKv.Value))
+				}
+			}
+			if len(revs) > 1 && (len(cr.Events) > lim.respEvents || size > lim.respBytes) {
+				t.Fatalf("watch %d: a response of %d revisions, %d events, %d bytes exceeds %d events, %d bytes",
+					i, len(revs), len(cr.Events), size, lim.respEvents, lim.respBytes)
+			}
+			if n := len(cr.Events); n > 0 && cr.Events[n-1].Kv.ModRevision >= last-9 {
+				break // k/3's last put is at most 9 revisions before the last
+			}
+		}
+		if vs := watchcheck.Check(h, *w.cw); len(vs) > 0 {
+			t.Fatalf("watch %d: %d violations:%s\nresponses: %s", i, len(vs), watchcheck.List(vs), dumpResponses(w.cw))
+		}
+		events := 0
+		for _, resp := range w.cw.Responses {
+			events += len(resp.Events)
+		}
+		if want := map[int]int{0: writes, 1: writes / 10}[i]; events != want {
+			t.Fatalf("watch %d received %d events, want %d", i, events, want)
+		}
+	}
+}
