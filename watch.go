@@ -191,8 +191,8 @@ var defaultHubLimits = hubLimits{
 // its next revision is past rev. Revisions the dispatcher has not reached yet and that are below
 // next are skipped for it, so no revision is skipped or repeated.
 //
-// That rests on one invariant: every revision above rev is either pending or will be, or a gap
-// is pending. A gap replaces revisions that were never queued (the pending bounds were exceeded)
+// That rests on one invariant, kept under mu: every revision above rev is pending, not applied
+// yet, or covered by a pending gap. A gap replaces revisions that were never queued (the pending bounds were exceeded)
 // or that a raft snapshot brought (restored); the dispatcher handles it by moving every synced
 // watcher that needs them to catching up, then raising rev past them. rev never goes back.
 type watchHub struct {
@@ -231,9 +231,9 @@ type watcher struct {
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
-	// batch and batchBytes collect this watcher's events of one revision while the dispatcher
-	// fans a batch out, fan the revisions collected so far; only the dispatcher touches them,
-	// under watchHub.mu.
+	// While the dispatcher fans a batch out, batch collects this watcher's events of the current
+	// revision and fan one response per revision collected so far; only the dispatcher touches
+	// them, under watchHub.mu.
 	batch      []*Event
 	batchBytes int64
 	fan        []queued
