@@ -75,8 +75,13 @@ func TestWatch_SnapshotInstallRacesCatchUp(t *testing.T) {
 	for round := range rounds {
 		catchUp(fmt.Sprintf("round %d, before the partition", round))
 		time.Sleep(500 * time.Millisecond)
+		from := appliedIndex(t, leader.Store())
 		isolate(c, lagger.ID)
 		time.Sleep(time.Second)
+		// Far enough ahead that the leader's log no longer reaches back to the lagger.
+		waitFor(t, 30*time.Second, "the leader to apply 200 entries during the partition", func() bool {
+			return appliedIndex(t, leader.Store()) >= from+200
+		})
 		catchUp(fmt.Sprintf("round %d, during the partition", round))
 		time.Sleep(500 * time.Millisecond)
 		catchUp(fmt.Sprintf("round %d, just before the heal", round))
@@ -104,6 +109,17 @@ func TestWatch_SnapshotInstallRacesCatchUp(t *testing.T) {
 	st := checkWatchers(t, watchers, hist, rev, 0)
 	t.Logf("%d rounds, %d snapshot installs on %s, %d revisions; G2: %d watches, %d events, %d violations",
 		rounds, installsBy(logs, lagger.ID), lagger.ID, rev, st.watches, st.events, st.violations)
+}
+
+func appliedIndex(t testing.TB, s *ember.Store) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st.AppliedIndex
 }
 
 // installsBy counts the snapshots member id installed.
