@@ -217,8 +217,9 @@ type watchHub struct {
 	pending       []revEvents
 	pendingEvents int
 	pendingBytes  int64
-	gap           bool  // revisions up to applied were dropped or restored: nothing is queued until the dispatcher handles it
-	applied       int64 // revision of the last applied batch
+	gap           bool   // revisions up to applied were dropped or restored: nothing is queued until the dispatcher handles it
+	gaps          uint64 // gaps so far
+	applied       int64  // revision of the last applied batch
 }
 
 type watcher struct {
@@ -282,13 +283,14 @@ type hubMemory struct {
 	queuedEvents               int   // over every watcher
 	queuedBytes                int64 // over every watcher
 	maxQueuedBytes             int64 // of the fullest watcher
+	gaps                       uint64
 }
 
 func (h *watchHub) memory() hubMemory {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.pendMu.Lock()
-	m := hubMemory{pendingRevs: len(h.pending), pendingEvents: h.pendingEvents, pendingBytes: h.pendingBytes}
+	m := hubMemory{pendingRevs: len(h.pending), pendingEvents: h.pendingEvents, pendingBytes: h.pendingBytes, gaps: h.gaps}
 	h.pendMu.Unlock()
 	for w := range h.all {
 		w.mu.Lock()
@@ -405,6 +407,9 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 // dropPending forgets the pending revisions and stops queueing until the dispatcher has handled
 // the gap. Callers hold h.pendMu.
 func (h *watchHub) dropPending() {
+	if !h.gap {
+		h.gaps++
+	}
 	h.pending, h.pendingEvents, h.pendingBytes, h.gap = nil, 0, 0, true
 }
 

@@ -5,12 +5,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/wire"
 )
 
 // hubRig is a watch hub on an fsm of its own, with no raft log: the test applies entries and
@@ -48,8 +54,15 @@ func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 // put applies a put of key to src and, unless behind, to the rig; it returns the revision.
 func (r *hubRig) put(key, val string, behind bool) int64 {
 	r.t.Helper()
+	return r.apply(wireOps(wirePut(key, val)), behind)
+}
+
+// apply applies a transaction of ops to src and, unless behind, to the rig; it returns the
+// revision.
+func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
+	r.t.Helper()
 	r.index++
-	cmd := putCmd(r.index, key, val, 0).Marshal(nil)
+	cmd := txnCmd(r.index, &wire.Txn{Success: ops}).Marshal(nil)
 	r.src.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
 	if !behind {
 		r.s.fsm.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
@@ -319,5 +332,166 @@ func TestWatchHub_StalledWatcherAndDispatcherBehind_MemoryBounded(t *testing.T) 
 		if want := map[int]int{0: writes, 1: writes / 10}[i]; events != want {
 			t.Fatalf("watch %d received %d events, want %d", i, events, want)
 		}
+	}
+}
+
+// hubConsumer reads one watch into cw, pausing now and then, and records the revision it has
+// reached (by event or progress notification).
+type hubConsumer struct {
+	cw      watchcheck.Watch
+	wc      WatchChan
+	reached atomic.Int64
+	done    chan struct{}
+	mu      sync.Mutex // guards cw.Responses
+}
+
+func (c *hubConsumer) run(rng *rand.Rand, pause time.Duration) {
+	defer close(c.done)
+	for resp := range c.wc {
+		cr := checkResponse(resp)
+		c.mu.Lock()
+		c.cw.Responses = append(c.cw.Responses, cr)
+		c.mu.Unlock()
+		reached := c.reached.Load()
+		for _, e := range cr.Events {
+			reached = max(reached, e.Kv.ModRevision)
+		}
+		if cr.IsProgress() || cr.Created {
+			reached = max(reached, cr.HeaderRev)
+		}
+		c.reached.Store(reached)
+		if pause > 0 && rng.Intn(4) == 0 {
+			time.Sleep(time.Duration(rng.Int63n(int64(pause))))
+		}
+	}
+}
+
+// The hub under real concurrency, with small bounds: the dispatcher runs on its own while the
+// apply path writes, overflows pending, and installs snapshots of a source that ran ahead;
+// watchers of every kind (now, past, future; keys, prefixes, ranges; filters, prevKV) are
+// opened along the way, some with slow consumers. Every stream must hold watchcheck's
+// guarantees.
+func TestWatchHub_GapsAndSnapshotInstallsUnderConcurrency(t *testing.T) {
+	lim := hubLimits{pendingEvents: 24, pendingBytes: 4 << 10, queueEvents: 12, queueBytes: 2 << 10,
+		respEvents: 8, respBytes: 1 << 10}
+	r := newHubRig(t, false, lim)
+	seed := time.Now().UnixNano()
+	if v := os.Getenv("EMBER_RELIABILITY_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+			t.Fatalf("EMBER_RELIABILITY_SEED=%q: %v", v, err)
+		}
+	}
+	t.Logf("seed %d (EMBER_RELIABILITY_SEED reruns it)", seed)
+	rng := rand.New(rand.NewSource(seed))
+	ctx, cancel := context.WithCancel(context.Background())
+	var consumers []*hubConsumer
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	key := func() string { return fmt.Sprintf("k/%d", rng.Intn(10)) }
+	open := func(cur int64) {
+		c := &hubConsumer{done: make(chan struct{})}
+		var opts []OpOption
+		k := key()
+		switch rng.Intn(3) {
+		case 0:
+			c.cw.Key = k
+		case 1:
+			c.cw.Key, c.cw.End = "k/", "k0"
+			opts = append(opts, WithPrefix())
+		default:
+			c.cw.Key, c.cw.End = "k/2", "k/7"
+			opts = append(opts, WithRange("k/7"))
+		}
+		switch rng.Intn(3) {
+		case 0:
+			opts = append(opts, WithCreatedNotify())
+		case 1:
+			c.cw.StartRev = 2 + rng.Int63n(cur-1)
+		default:
+			c.cw.StartRev = cur + 1 + rng.Int63n(50)
+		}
+		if c.cw.StartRev != 0 {
+			opts = append(opts, WithRev(c.cw.StartRev))
+		}
+		if rng.Intn(2) == 0 {
+			c.cw.PrevKV = true
+			opts = append(opts, WithPrevKV())
+		}
+		switch rng.Intn(4) {
+		case 0:
+			c.cw.FilterPut = true
+			opts = append(opts, WithFilterPut())
+		case 1:
+			c.cw.FilterDelete = true
+			opts = append(opts, WithFilterDelete())
+		}
+		c.wc = r.s.Watch(ctx, c.cw.Key, opts...)
+		pause := time.Duration(0)
+		if rng.Intn(3) == 0 {
+			pause = 3 * time.Millisecond
+		}
+		crng := rand.New(rand.NewSource(rng.Int63()))
+		consumers = append(consumers, c)
+		wg.Add(1)
+		go func() { defer wg.Done(); c.run(crng, pause) }()
+	}
+	val := string(bytes.Repeat([]byte("v"), 40))
+	cur := r.put("k/0", val, false)
+	installs := 0
+	for i := range 2500 {
+		if i%60 == 0 {
+			open(cur)
+		}
+		if i%500 == 499 {
+			for j := range 30 + rng.Intn(30) {
+				r.put(key(), fmt.Sprint("behind", i, j), true)
+			}
+			r.installSnapshot()
+			installs++
+		}
+		switch n := rng.Intn(10); {
+		case n == 0:
+			cur = r.apply(wireOps(wireDel(key(), "")), false)
+		case n == 1:
+			cur = r.apply(wireOps(wirePut("k/8", fmt.Sprint(i, val)), wirePut("k/3", fmt.Sprint(i, val))), false)
+		default:
+			cur = r.put(key(), fmt.Sprint(i, val), false)
+		}
+		if i%50 == 0 {
+			time.Sleep(time.Millisecond) // let the dispatcher and consumers run now and then
+		}
+	}
+	final := r.put("k/0", "final", false)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, c := range consumers {
+		for c.reached.Load() < final && c.cw.StartRev <= final {
+			if time.Now().After(deadline) {
+				t.Fatalf("watch %+v reached %d, not %d", c.cw, c.reached.Load(), final)
+			}
+			r.h.requestProgress()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	cancel()
+	wg.Wait()
+	h := r.history()
+	events := 0
+	for i, c := range consumers {
+		for _, resp := range c.cw.Responses {
+			events += len(resp.Events)
+		}
+		if vs := watchcheck.Check(h, c.cw); len(vs) > 0 {
+			t.Errorf("watch %d (key %q end %q start %d prevKV %v filters %v/%v): %d violations:%s\nresponses: %s",
+				i, c.cw.Key, c.cw.End, c.cw.StartRev, c.cw.PrevKV, c.cw.FilterPut, c.cw.FilterDelete, len(vs), watchcheck.List(vs), dumpResponses(&c.cw))
+		}
+	}
+	gaps := r.h.memory().gaps
+	t.Logf("%d revisions, %d snapshot installs, %d gaps, %d watches, %d events checked", final, installs, gaps, len(consumers), events)
+	if gaps <= uint64(installs) {
+		t.Errorf("%d gaps for %d snapshot installs: pending never overflowed", gaps, installs)
 	}
 }
