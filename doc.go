@@ -35,7 +35,11 @@
 // Watches deliver every event of a key range once, in revision order, with all events of one
 // revision in one response, on leader and followers alike. A slow consumer never slows writes:
 // it falls behind and catches up from history. Watches are not linearizable with reads; compare
-// revisions to order them.
+// revisions to order them. The memory held for watchers that fall behind is bounded: at most
+// 65,536 events (64 MiB of keys and values) wait for the store's dispatcher and 4,096 events
+// (4 MiB) for each consumer; past that they are dropped and the watchers concerned re-read the
+// revisions from history, as after a snapshot install. A response carries at most 1,024 events
+// or 1 MiB, except that one revision's events are never split.
 //
 // # Caveats
 //

@@ -136,17 +136,46 @@ type revEvents struct {
 }
 
 const (
-	// maxQueuedEvents bounds the events waiting for one synced watcher's consumer; past it the
-	// watcher falls back to catching up from history instead of growing its buffer.
-	maxQueuedEvents = 4096
-	// maxSendEvents caps the events merged into one response when a consumer is behind.
-	maxSendEvents = 1024
-	// catchUpRevisions caps the revisions read from history for one response.
+	// catchUpRevisions caps the revisions one history read scans, matching or not, so that a
+	// watcher catching up looks at its context between reads.
 	catchUpRevisions = 1000
 	// defaultProgressInterval is how often a WithProgressNotify watcher with nothing to say sends
 	// a progress notification, as etcd.
 	defaultProgressInterval = 10 * time.Minute
+	// eventOverhead approximates the bytes an event costs besides its keys and values.
+	eventOverhead = 64
 )
+
+// hubLimits bound the memory the hub holds for watchers that are behind. Bytes are the keys and
+// values of the events (previous versions included) plus eventOverhead per event. The apply path
+// never waits on them: past a bound, the hub stops queueing and the watchers concerned catch up
+// from the MVCC history instead, which holds every revision since the last compaction anyway.
+type hubLimits struct {
+	// pendingEvents and pendingBytes bound the revisions waiting for the dispatcher. When a batch
+	// would exceed them, the pending revisions are dropped and nothing more is queued until the
+	// dispatcher has moved every watcher that needs them to catching up (a gap): memory stays
+	// bounded however far the dispatcher falls behind.
+	pendingEvents int
+	pendingBytes  int64
+	// queueEvents and queueBytes bound the events waiting for one synced watcher's consumer; past
+	// them the watcher falls back to catching up from history.
+	queueEvents int
+	queueBytes  int64
+	// respEvents and respBytes bound one response, merged from the queue or read from history:
+	// whole revisions are added while they fit. A single revision larger than that still goes
+	// in one response, since a revision's events are never split.
+	respEvents int
+	respBytes  int64
+}
+
+var defaultHubLimits = hubLimits{
+	pendingEvents: 1 << 16,
+	pendingBytes:  64 << 20,
+	queueEvents:   4096,
+	queueBytes:    4 << 20,
+	respEvents:    1024,
+	respBytes:     1 << 20,
+}
 
 // watchHub routes the events of every applied revision to the watchers of one store.
 //
@@ -157,26 +186,40 @@ const (
 // A watcher is synced when the dispatcher gives it every matching event of each revision it
 // dispatches from the watcher's next revision on: it appends them to the watcher's queue without
 // blocking. A watcher that starts in the past, or whose consumer fell so far behind that its
-// queue is full, is unsynced: its own goroutine reads the missing revisions from an MVCC read
-// view (which always holds every revision applied so far), then registers as synced under the
-// hub's lock with next set past the view. Revisions the dispatcher has not reached yet and that
-// are below next are skipped for it, so no revision is skipped or repeated.
+// queue is full, is unsynced: its own goroutine reads the missing revisions from MVCC read views
+// (which hold every revision applied so far), then registers as synced under the hub's lock if
+// its next revision is past rev. Revisions the dispatcher has not reached yet and that are below
+// next are skipped for it, so no revision is skipped or repeated.
+//
+// That rests on one invariant, kept under mu: every revision above rev is pending, not applied
+// yet, or covered by a pending gap. A gap replaces revisions that were never queued (the pending bounds were exceeded)
+// or that a raft snapshot brought (restored); the dispatcher handles it by moving every synced
+// watcher that needs them to catching up, then raising rev past them. rev never goes back.
 type watchHub struct {
-	s *Store
-
-	pendMu  sync.Mutex // guards pending and applied; taken by the apply path, never held long
-	pending []revEvents
-	applied int64 // revision of the last applied batch
+	s      *Store
+	limits hubLimits
+	// afterTake, when set (tests), runs after the dispatcher took the pending revisions and
+	// before it hands them out, with mu held.
+	afterTake func()
 
 	kick chan struct{} // wakes the dispatcher; holds at most one
 
-	// mu guards the fields below and is held while the dispatcher fans a batch out.
-	// Lock order: watchHub.mu, then watcher.mu; pendMu is never held with either.
+	// mu guards the fields below up to pendMu, and is held while the dispatcher fans a batch out.
+	// Lock order: mu, then pendMu or watcher.mu (pendMu and watcher.mu are never held together).
 	mu     sync.Mutex
-	rev    int64 // last revision dispatched
+	rev    int64 // every revision up to it was dispatched or left to catching up
 	byKey  map[string]map[*watcher]struct{}
 	ranges interval.Tree[*watcher] // watchers of a range, found by stabbing with a changed key
 	all    map[*watcher]struct{}
+
+	// pendMu guards the fields below. The apply path takes it alone and never holds it long.
+	pendMu        sync.Mutex
+	pending       []revEvents
+	pendingEvents int
+	pendingBytes  int64
+	gap           bool   // revisions up to applied were dropped or restored: nothing is queued until the dispatcher handles it
+	gaps          uint64 // gaps so far
+	applied       int64  // revision of the last applied batch
 }
 
 type watcher struct {
@@ -189,23 +232,35 @@ type watcher struct {
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
-	// batch collects this watcher's events while the dispatcher fans out one batch; only the
-	// dispatcher touches it, under watchHub.mu.
-	batch []*Event
+	// While the dispatcher fans a batch out, batch collects this watcher's events of the current
+	// revision and fan one response per revision collected so far; only the dispatcher touches
+	// them, under watchHub.mu.
+	batch      []*Event
+	batchBytes int64
+	fan        []queued
+	fanEvents  int
+	fanBytes   int64
 
-	mu sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below; lock order: after watchHub.mu
 	// next is the first revision not yet handed over: every matching event below it was sent or
 	// queued. Synced watchers may lag behind hub.rev when nothing matched.
 	next           int64
 	synced         bool
-	queue          []WatchResponse
+	queue          []queued
 	queuedEvents   int
+	queuedBytes    int64
 	progressWanted bool
 	sentSinceTick  bool
 }
 
+// queued is one response waiting in a watcher's queue: a notice, or the events of one revision.
+type queued struct {
+	resp  WatchResponse
+	bytes int64
+}
+
 func newWatchHub(s *Store) *watchHub {
-	return &watchHub{s: s, rev: 1, applied: 1, kick: make(chan struct{}, 1),
+	return &watchHub{s: s, limits: defaultHubLimits, rev: 1, applied: 1, kick: make(chan struct{}, 1),
 		byKey: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
 }
 
@@ -221,6 +276,32 @@ func (h *watchHub) appliedRev() int64 {
 	return h.applied
 }
 
+// hubMemory is what the hub holds for watchers that are behind.
+type hubMemory struct {
+	pendingRevs, pendingEvents int
+	pendingBytes               int64
+	queuedEvents               int   // over every watcher
+	queuedBytes                int64 // over every watcher
+	maxQueuedBytes             int64 // of the fullest watcher
+	gaps                       uint64
+}
+
+func (h *watchHub) memory() hubMemory {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pendMu.Lock()
+	m := hubMemory{pendingRevs: len(h.pending), pendingEvents: h.pendingEvents, pendingBytes: h.pendingBytes, gaps: h.gaps}
+	h.pendMu.Unlock()
+	for w := range h.all {
+		w.mu.Lock()
+		m.queuedEvents += w.queuedEvents
+		m.queuedBytes += w.queuedBytes
+		m.maxQueuedBytes = max(m.maxQueuedBytes, w.queuedBytes)
+		w.mu.Unlock()
+	}
+	return m
+}
+
 func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.s.ctx, cancel)
@@ -234,7 +315,7 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	// "Now" is the last applied revision, which the dispatcher may not have reached yet.
 	applied := h.appliedRev()
 	if op.createdNotify {
-		w.queue = append(w.queue, WatchResponse{Header: h.s.header(applied), Created: true})
+		w.queue = append(w.queue, queued{resp: WatchResponse{Header: h.s.header(applied), Created: true}})
 	}
 	switch {
 	case op.rev == 0:
@@ -289,17 +370,67 @@ func (h *watchHub) unregister(w *watcher) {
 	}
 }
 
+// eventSize is what an event of r costs in the hub's bounds, with prev when it carries it.
+func eventSize(r, prev *record) int64 {
+	n := int64(len(r.key)+len(r.value)) + eventOverhead
+	if prev != nil {
+		n += int64(len(prev.key) + len(prev.value))
+	}
+	return n
+}
+
 // notify queues the events of newly applied revisions for the dispatcher. It runs on the apply
-// path with fsm.mu held, and only appends.
+// path with fsm.mu held, and only appends, or drops what is pending when the bounds are reached.
 func (h *watchHub) notify(revs []revEvents, cur int64) {
 	h.pendMu.Lock()
-	h.pending = append(h.pending, revs...)
 	h.applied = cur
+	if !h.gap {
+		events, bytes := 0, int64(0)
+		for _, re := range revs {
+			events += len(re.events)
+			for i := range re.events {
+				bytes += eventSize(re.events[i].rec, re.events[i].prev)
+			}
+		}
+		if h.pendingEvents+events > h.limits.pendingEvents || h.pendingBytes+bytes > h.limits.pendingBytes {
+			h.dropPending() // the dispatcher is too far behind: watchers read these from history
+		} else {
+			h.pending = append(h.pending, revs...)
+			h.pendingEvents += events
+			h.pendingBytes += bytes
+		}
+	}
 	h.pendMu.Unlock()
+	h.kickDispatcher()
+}
+
+// dropPending forgets the pending revisions and stops queueing until the dispatcher has handled
+// the gap. Callers hold h.pendMu.
+func (h *watchHub) dropPending() {
+	if !h.gap {
+		h.gaps++
+	}
+	h.pending, h.pendingEvents, h.pendingBytes, h.gap = nil, 0, 0, true
+}
+
+func (h *watchHub) kickDispatcher() {
 	select {
 	case h.kick <- struct{}{}:
 	default:
 	}
+}
+
+// restored takes note that the state was replaced by a raft snapshot, on the apply path: the
+// revisions it brought were never queued, so it leaves a gap for the dispatcher, which moves
+// the synced watchers to catching up from the new state. A watcher continues from history if
+// the snapshot still holds its next revision, and is canceled with ErrCompacted otherwise; it
+// never skips silently.
+func (h *watchHub) restored(st *mvccState) {
+	h.pendMu.Lock()
+	h.dropPending() // older than the snapshot; catching up reads them from it
+	h.applied = st.rev
+	h.pendMu.Unlock()
+	h.kickDispatcher()
 }
 
 // dispatch runs until the store closes, handing pending revisions to synced watchers.
@@ -310,36 +441,72 @@ func (h *watchHub) dispatch() {
 		case <-h.s.ctx.Done():
 			return
 		}
-		for {
-			h.pendMu.Lock()
-			revs := h.pending
-			h.pending = nil
-			h.pendMu.Unlock()
-			if len(revs) == 0 {
-				break
-			}
-			h.fanOut(revs)
+		for h.dispatchOnce() {
 		}
 	}
 }
 
-// fanOut gives one batch of revisions to the synced watchers. It never blocks on a consumer: a
-// watcher whose queue is full is demoted to unsynced and catches up from history.
-func (h *watchHub) fanOut(revs []revEvents) {
+// dispatchOnce hands out what is pending, a gap included, and reports whether there was
+// anything. Taking the pending revisions and moving rev past them happen under one hold of mu,
+// so a watcher registering in between cannot see rev below revisions already taken.
+func (h *watchHub) dispatchOnce() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.pendMu.Lock()
+	revs, gap, applied := h.pending, h.gap, h.applied
+	h.pending, h.pendingEvents, h.pendingBytes, h.gap = nil, 0, 0, false
+	h.pendMu.Unlock()
+	if len(revs) == 0 && !gap {
+		return false
+	}
+	if h.afterTake != nil {
+		h.afterTake()
+	}
+	if len(revs) > 0 {
+		h.fanOut(revs)
+	}
+	if gap {
+		h.skipTo(applied)
+	}
+	return true
+}
+
+// skipTo raises rev to upTo without dispatching the revisions in between: every synced watcher
+// that needs one of them becomes unsynced and reads them from history. Callers hold h.mu.
+func (h *watchHub) skipTo(upTo int64) {
+	for w := range h.all {
+		w.mu.Lock()
+		if w.synced && w.next <= upTo {
+			// A synced watcher has everything up to the dispatched revision even if nothing
+			// matched (its next is kept lazily); record that, or an idle watcher could be
+			// canceled as compacted for revisions it never needed.
+			w.next = max(w.next, h.rev+1)
+			w.synced = false
+			h.unregister(w)
+			w.nudge()
+		}
+		w.mu.Unlock()
+	}
+	h.rev = max(h.rev, upTo)
+}
+
+// fanOut gives one batch of revisions to the synced watchers. It never blocks on a consumer: a
+// watcher whose queue is full is demoted to unsynced and catches up from history. Callers hold
+// h.mu.
+func (h *watchHub) fanOut(revs []revEvents) {
 	first := h.rev + 1
-	h.rev = revs[len(revs)-1].rev
+	h.rev = max(h.rev, revs[len(revs)-1].rev)
 	if len(h.all) == 0 {
 		return
 	}
 	// Each change becomes at most two Events (with and without PrevKv), shared by every watcher
 	// that receives it: a put watched a thousand times costs two allocations, not a thousand.
-	var touched []*watcher
+	var touched, inRev []*watcher
 	for _, re := range revs {
 		if plantedBug() == "skip-watch-event" && re.rev%7 == 0 {
 			continue
 		}
+		inRev = inRev[:0]
 		for i := range re.events {
 			ev := &re.events[i]
 			var plain, withPrev *Event
@@ -348,11 +515,15 @@ func (h *watchHub) fanOut(revs []revEvents) {
 					return // below the watcher's start or catch-up point, or filtered
 				}
 				var e *Event
+				var prev *record
 				if w.prevKV {
 					if withPrev == nil {
 						withPrev = eventOf(ev.rec, ev.prev, true)
 					}
 					e = withPrev
+					if withPrev.PrevKv != nil {
+						prev = ev.prev
+					}
 				} else {
 					if plain == nil {
 						plain = eventOf(ev.rec, nil, false)
@@ -360,9 +531,10 @@ func (h *watchHub) fanOut(revs []revEvents) {
 					e = plain
 				}
 				if len(w.batch) == 0 {
-					touched = append(touched, w)
+					inRev = append(inRev, w)
 				}
 				w.batch = append(w.batch, e)
+				w.batchBytes += eventSize(ev.rec, prev)
 			}
 			for w := range h.byKey[ev.rec.key] {
 				deliver(w)
@@ -372,24 +544,38 @@ func (h *watchHub) fanOut(revs []revEvents) {
 				return true
 			})
 		}
+		for _, w := range inRev {
+			if len(w.fan) == 0 {
+				touched = append(touched, w)
+			}
+			w.fan = append(w.fan, queued{resp: WatchResponse{Events: w.batch}, bytes: w.batchBytes})
+			w.fanEvents += len(w.batch)
+			w.fanBytes += w.batchBytes
+			w.batch, w.batchBytes = nil, 0
+		}
 	}
 	header := h.s.header(h.rev)
+	lim := h.limits
 	for _, w := range touched {
-		evs := w.batch
-		w.batch = nil
 		w.mu.Lock()
-		if w.queuedEvents+len(evs) > maxQueuedEvents {
+		if w.queuedEvents+w.fanEvents > lim.queueEvents || w.queuedBytes+w.fanBytes > lim.queueBytes {
 			// The consumer is too far behind: stop queueing and let it catch up from history,
 			// starting with this batch.
 			w.synced = false
 			w.next = max(w.next, first)
 			h.unregister(w)
 		} else {
-			w.queue = append(w.queue, WatchResponse{Header: header, Events: evs})
-			w.queuedEvents += len(evs)
+			for _, q := range w.fan {
+				q.resp.Header = header
+				w.queue = append(w.queue, q)
+			}
+			w.queuedEvents += w.fanEvents
+			w.queuedBytes += w.fanBytes
 			w.next = h.rev + 1
 		}
 		w.mu.Unlock()
+		clear(w.fan)
+		w.fan, w.fanEvents, w.fanBytes = w.fan[:0], 0, 0
 		w.nudge()
 	}
 }
@@ -429,33 +615,6 @@ func (h *watchHub) requestProgress() {
 	for w := range h.all {
 		w.mu.Lock()
 		w.progressWanted = true
-		w.mu.Unlock()
-		w.nudge()
-	}
-}
-
-// restored moves every watcher to catching up after the state was replaced by a raft snapshot:
-// a watcher continues from history if the snapshot still holds its next revision, and is
-// canceled with ErrCompacted otherwise. It never skips silently. Runs on the apply path.
-func (h *watchHub) restored(st *mvccState) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.pendMu.Lock()
-	h.pending = nil // older than the snapshot; catch-up reads them from it
-	h.applied = st.rev
-	h.pendMu.Unlock()
-	dispatched := h.rev
-	h.rev = st.rev
-	for w := range h.all {
-		w.mu.Lock()
-		if w.synced {
-			// A synced watcher has everything up to the dispatched revision even if nothing
-			// matched (its next is kept lazily); record that, or an idle watcher could be
-			// canceled as compacted for revisions it never needed.
-			w.next = max(w.next, dispatched+1)
-			w.synced = false
-			h.unregister(w)
-		}
 		w.mu.Unlock()
 		w.nudge()
 	}
@@ -509,28 +668,33 @@ func (w *watcher) run() {
 }
 
 // dequeue takes the next response, merging queued event responses (whole revisions each, in
-// order) into one so that a consumer that fell behind catches up with fewer receives.
+// order) into one, within the response bounds, so that a consumer that fell behind catches up
+// with fewer receives.
 func (w *watcher) dequeue() (WatchResponse, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.queue) == 0 {
 		return WatchResponse{}, false
 	}
-	resp := w.queue[0]
+	lim := w.hub.limits
+	resp, bytes := w.queue[0].resp, w.queue[0].bytes
 	n := 1
 	if len(resp.Events) > 0 {
-		for n < len(w.queue) && len(w.queue[n].Events) > 0 && len(resp.Events)+len(w.queue[n].Events) <= maxSendEvents {
+		for n < len(w.queue) && len(w.queue[n].resp.Events) > 0 &&
+			len(resp.Events)+len(w.queue[n].resp.Events) <= lim.respEvents && bytes+w.queue[n].bytes <= lim.respBytes {
 			if n == 1 {
 				resp.Events = append([]*Event(nil), resp.Events...)
 			}
-			resp.Events = append(resp.Events, w.queue[n].Events...)
-			resp.Header = w.queue[n].Header
+			resp.Events = append(resp.Events, w.queue[n].resp.Events...)
+			resp.Header = w.queue[n].resp.Header
+			bytes += w.queue[n].bytes
 			n++
 		}
 	}
 	for i := 0; i < n; i++ {
-		w.queuedEvents -= len(w.queue[i].Events)
-		w.queue[i] = WatchResponse{}
+		w.queuedEvents -= len(w.queue[i].resp.Events)
+		w.queuedBytes -= w.queue[i].bytes
+		w.queue[i] = queued{}
 	}
 	w.queue = w.queue[n:]
 	return resp, true
@@ -580,19 +744,30 @@ func (w *watcher) sendProgress() bool {
 
 // catchUp sends the revisions the watcher missed, read from history, then registers it as
 // synced. It returns false when the watcher ended.
+//
+// It reads up to the revision of the view it starts with, one bounded response at a time, each
+// from the newest view: a consumer that stalls holds one response, not a view that would keep
+// compacted history alive.
 func (w *watcher) catchUp() bool {
 	h := w.hub
-	v := h.s.fsm.view()
 	w.mu.Lock()
 	next := w.next
 	w.mu.Unlock()
-	if next < v.st.compactRev {
-		w.send(WatchResponse{Header: h.s.header(v.st.rev), CompactRevision: v.st.compactRev, Canceled: true,
-			CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
-		return false
-	}
-	for next <= v.st.rev {
-		evs, last := w.readHistory(v.st, next)
+	target := int64(0)
+	for {
+		v := h.s.fsm.view()
+		if next < v.st.compactRev {
+			w.send(WatchResponse{Header: h.s.header(v.st.rev), CompactRevision: v.st.compactRev, Canceled: true,
+				CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
+			return false
+		}
+		if target == 0 {
+			target = v.st.rev
+		}
+		if next > target {
+			break
+		}
+		evs, last := w.readHistory(v.st, next, target)
 		if len(evs) > 0 && !w.send(WatchResponse{Header: h.s.header(v.st.rev), Events: evs}) {
 			return false
 		}
@@ -608,7 +783,8 @@ func (w *watcher) catchUp() bool {
 	w.next = max(next, w.next)
 	// Synced only if the dispatcher has not yet passed next: it then delivers every revision
 	// from next on (and skips the ones below, which this catch-up sent). Otherwise revisions
-	// were dispatched while the view was read: catch up again from a newer view.
+	// were dispatched, or left to catching up by a gap, while history was read: catch up again
+	// from a newer view.
 	if w.next > h.rev {
 		w.synced = true
 		h.register(w)
@@ -616,21 +792,27 @@ func (w *watcher) catchUp() bool {
 	return w.ctx.Err() == nil
 }
 
-// readHistory returns the matching events of up to catchUpRevisions revisions from next on,
-// and the last revision it covered.
-func (w *watcher) readHistory(st *mvccState, next int64) ([]*Event, int64) {
+// readHistory returns the matching events of the revisions from next through upTo that fit in
+// one response (at least one revision, however large; whole revisions only), scanning at most
+// catchUpRevisions revisions, and the last revision it covered.
+func (w *watcher) readHistory(st *mvccState, next, upTo int64) ([]*Event, int64) {
+	lim := w.hub.limits
 	var evs []*Event
-	last := st.rev
+	var bytes int64
+	last := upTo
 	revsSeen := 0
-	prevRev := int64(0)
+	cur, curStart := int64(0), 0 // the revision being read, and where its events begin in evs
 	st.revs.Ascend(&record{mod: next}, func(r *record) bool {
-		if r.mod != prevRev {
-			if revsSeen == catchUpRevisions {
-				last = prevRev
+		if r.mod > upTo {
+			return false
+		}
+		if r.mod != cur {
+			if revsSeen == catchUpRevisions || len(evs) >= lim.respEvents || bytes >= lim.respBytes {
+				last = r.mod - 1
 				return false
 			}
 			revsSeen++
-			prevRev = r.mod
+			cur, curStart = r.mod, len(evs)
 		}
 		if !w.kr.contains(r.key) || !w.wants(r) {
 			return true
@@ -639,7 +821,17 @@ func (w *watcher) readHistory(st *mvccState, next int64) ([]*Event, int64) {
 		if w.prevKV {
 			prev = st.prevVersion(r)
 		}
-		evs = append(evs, eventOf(r, prev, w.prevKV))
+		e := eventOf(r, prev, w.prevKV)
+		if e.PrevKv == nil {
+			prev = nil
+		}
+		evs = append(evs, e)
+		bytes += eventSize(r, prev)
+		if curStart > 0 && (len(evs) > lim.respEvents || bytes > lim.respBytes) {
+			// cur does not fit after the revisions before it: it starts the next response.
+			evs, last = evs[:curStart], cur-1
+			return false
+		}
 		return true
 	})
 	return evs, last

@@ -16,12 +16,26 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
+	"github.com/ember-kv/ember/internal/syncbuf"
 	"github.com/ember-kv/ember/internal/watchcheck"
 )
+
+// installLogger logs the members' info lines into buf, where snapshotInstalls counts raft's
+// notices of installed snapshots.
+func installLogger(buf *syncbuf.Buffer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Info})
+}
+
+// snapshotInstalls counts the snapshots members installed from their leader, from the lines
+// hashicorp/raft logs at info level when it has.
+func snapshotInstalls(buf *syncbuf.Buffer) int {
+	return strings.Count(buf.String(), "Installed remote snapshot")
+}
 
 // Compaction during G1 runs, for the watchers' sake.
 const (
@@ -40,7 +54,8 @@ type g1Fault struct {
 
 // g1Options configure the members of a fault's runs beyond newCluster's defaults.
 var g1Options = map[string][]ember.Option{
-	"leader-kill-wal": {ember.WithLogStore(ember.LogStoreWAL)},
+	"leader-kill-wal":             {ember.WithLogStore(ember.LogStoreWAL)},
+	"follower-partition-snapshot": snapshotOptions,
 	// m1 keeps the longest leader lease raft allows (as long as its heartbeat timeout), here
 	// longer than the fault of a CI run: a deposed m1 believes it leads until the partition
 	// heals, instead of stepping down at about the time the voters elect another leader, and
@@ -52,6 +67,9 @@ var g1Options = map[string][]ember.Option{
 		}
 	})},
 }
+
+// g1Learners are the members a fault's setup joins as learners on purpose: they stay learners.
+var g1Learners = map[string][]string{"leader-learner-partition": {"l1"}}
 
 // g1Setup prepares the cluster of a fault's runs before the traffic starts.
 var g1Setup = map[string]func(t testing.TB, c *embertest.Cluster){
@@ -69,6 +87,17 @@ var g1Setup = map[string]func(t testing.TB, c *embertest.Cluster){
 	},
 }
 
+// snapshotOptions make the leader snapshot and truncate its log every few dozen entries, so that
+// a member kept behind for a second or more can only catch up by installing a snapshot.
+var snapshotOptions = []ember.Option{
+	ember.WithSnapshotThreshold(32), ember.WithSnapshotInterval(50 * time.Millisecond),
+	ember.WithRaftConfig(func(rc *raft.Config) { rc.TrailingLogs = 8 }),
+}
+
+// g1InstallsSnapshot names the faults whose runs must make a member install a snapshot; the run
+// fails if none did, since it would prove nothing about snapshot installs.
+var g1InstallsSnapshot = map[string]bool{"follower-partition-snapshot": true}
+
 var g1Faults = []g1Fault{
 	{"leader-partition", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
 		l := c.Leader().ID
@@ -76,6 +105,13 @@ var g1Faults = []g1Fault{
 		return []string{l}, c.Network().HealAll
 	}},
 	{"follower-partition", 3, func(c *embertest.Cluster, spare string) ([]string, func()) {
+		f := follower(c, spare)
+		isolate(c, f)
+		return []string{f}, c.Network().HealAll
+	}},
+	// The same with snapshotOptions: the healed follower installs a snapshot while its watchers
+	// (some catching up from the past) run.
+	{"follower-partition-snapshot", 3, func(c *embertest.Cluster, spare string) ([]string, func()) {
 		f := follower(c, spare)
 		isolate(c, f)
 		return []string{f}, c.Network().HealAll
@@ -167,6 +203,7 @@ type g1Stats struct {
 	violations                             int
 	g2                                     g2Stats
 	hashes                                 int
+	installs                               int // snapshots installed by members
 }
 
 func (s *g1Stats) add(o g1Stats) {
@@ -180,6 +217,7 @@ func (s *g1Stats) add(o g1Stats) {
 	s.g2.events += o.g2.events
 	s.g2.violations += o.g2.violations
 	s.hashes += o.hashes
+	s.installs += o.installs
 }
 
 // TestLinearizability is goal G1 (with G2 riding along): client histories recorded under one
@@ -208,15 +246,21 @@ func TestLinearizability(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("G1 total: %d runs, %d faults injected, %d operations checked (%d unknown, %d of them resolved by the recorder; %d definite failures not checked), %d lease grants, %d HashKV comparisons, %d violations",
-		runs, runs, total.ops, total.unknown, total.resolved, total.failed, total.grants, total.hashes, total.violations)
+	t.Logf("G1 total: %d runs, %d faults injected, %d operations checked (%d unknown, %d of them resolved by the recorder; %d definite failures not checked), %d lease grants, %d HashKV comparisons, %d snapshot installs, %d violations",
+		runs, runs, total.ops, total.unknown, total.resolved, total.failed, total.grants, total.hashes, total.installs, total.violations)
 	t.Logf("G2 total: %d watches, %d events checked, %d violations", total.g2.watches, total.g2.events, total.g2.violations)
 }
 
 func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewSource(seed))
-	c := newCluster(t, n, g1Options[f.name]...)
+	opts := append([]ember.Option(nil), g1Options[f.name]...)
+	var logs *syncbuf.Buffer
+	if g1InstallsSnapshot[f.name] {
+		logs = &syncbuf.Buffer{}
+		opts = append(opts, ember.WithLogger(installLogger(logs)))
+	}
+	c := newCluster(t, n, opts...)
 	if setup := g1Setup[f.name]; setup != nil {
 		setup(t, c)
 	}
@@ -331,12 +375,20 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 
 	finalRev := finalWrite(t, c, "final")
 	rev := converge(t, c, finalRev)
-	allVoters(t, c)
+	allVoters(t, c, g1Learners[f.name]...)
 	if !rec.awaitReached(rev, time.Now().Add(30*time.Second)) {
 		t.Fatalf("the recorder did not reach revision %d (reached %d)", rev, rec.reached.Load())
 	}
 	hist := recordedHistory(t, rec, rev)
 	st := g1Stats{hashes: len(order) - 1}
+	if logs != nil {
+		st.installs = snapshotInstalls(logs)
+		t.Logf("snapshot installs: %d", st.installs)
+		if st.installs == 0 {
+			st.violations++
+			t.Errorf("%s: no member installed a snapshot; the run proves nothing about installs", f.name)
+		}
+	}
 	st.g2 = checkWatchers(t, watchers, hist, rev, maxCompact.Load())
 	for _, g := range grants {
 		st.grants += g
