@@ -79,6 +79,46 @@ func checkDedupCounts(t testing.TB, f *fsm) {
 	if long > f.dedupBudget {
 		t.Fatalf("dedup table holds %d bytes of long results, budget %d", long, f.dedupBudget)
 	}
+	if f.dedupFull < f.dedupHead || f.dedupFull > len(f.dedupOrder) || len(f.dedupOrder)-f.dedupHead != f.st.dedup.Len() {
+		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), f.st.dedup.Len())
+	}
+	for _, ref := range f.dedupOrder[f.dedupHead:f.dedupFull] {
+		if e, _ := f.st.dedup.Get(&dedupEntry{id: ref.id}); len(e.result) > dedupShortResult {
+			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.result))
+		}
+	}
+}
+
+// Trimming and window expiry share dedupOrder: as entries expire and the order is compacted, the
+// trim cursor stays on the oldest entry that may hold a long result, and the counts stay exact.
+func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
+	const step = dedupWindow / 50 // about 50 entries in the window
+	tests := []struct {
+		name     string
+		budget   int64
+		wantHeld int64 // long result bytes held once the window is full, at least
+	}{
+		{"trims on every write", 3 * 300, 2 * 200},
+		{"never trims while entries expire", 1 << 20, 30 * 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := detachedFSM()
+			f.dedupBudget = tc.budget
+			for i := 1; i <= 600; i++ {
+				cmd := putCmd(uint64(i), "k", strings.Repeat("v", 200+i%100), 0)
+				cmd.Txn.Success[0].PrevKV = i%4 != 0 // every fourth result is short
+				f.ApplyBatch([]*raft.Log{{Index: uint64(i * step), Type: raft.LogCommand, Data: cmd.Marshal(nil)}})
+				checkDedupCounts(t, f)
+				if n := f.st.dedup.Len(); n > dedupWindow/step+1 {
+					t.Fatalf("after %d: %d request IDs remembered", i, n)
+				}
+				if f.dedupLong < tc.wantHeld && i > 60 {
+					t.Fatalf("after %d: %d bytes of long results held, want at least %d", i, f.dedupLong, tc.wantHeld)
+				}
+			}
+		})
+	}
 }
 
 // Large results (PrevKV, delete-range PrevKVs, ranges inside write transactions) stay within the
@@ -303,4 +343,27 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	if other.dedupLong <= budget {
 		t.Fatalf("the larger budget holds only %d bytes of results: nothing to trim", other.dedupLong)
 	}
+}
+
+// trimmedDedupSnapshot is a snapshot whose dedup table holds long results, short ones, and
+// results replaced by CodeResultNotHeld.
+func trimmedDedupSnapshot(t testing.TB) []byte {
+	t.Helper()
+	d := &fsmDriver{f: detachedFSM()}
+	d.f.dedupBudget = 200
+	for i := range 9 {
+		d.apply(t, mixedBigCommand(i, 60))
+	}
+	d.apply(t, putCmd(100, "g", "v", 12345)) // a failure
+	var notHeld int
+	d.f.st.dedup.Scan(func(e *dedupEntry) bool {
+		if code, _, _ := wire.ResultHead(e.result); code == wire.CodeResultNotHeld {
+			notHeld++
+		}
+		return true
+	})
+	if notHeld == 0 || d.f.dedupLong == 0 {
+		t.Fatalf("%d results not held, %d bytes of long results: want both", notHeld, d.f.dedupLong)
+	}
+	return encodeSnapshot(t, d.f.st, d.f.applied.Load())
 }
