@@ -285,9 +285,10 @@ type Status struct {
 	Keys            int64 // live keys
 	Leases          int64
 	Watchers        int64
-	// DedupBytes is the size of the table of recent request IDs and their results that lets a
-	// retried write be answered instead of applied twice, in memory and in each snapshot. It is
-	// outside DBSizeInUse and the quota: WithDedupResultBytes bounds it instead.
+	// DedupBytes is the logical size of the table of recent request IDs and their results that
+	// lets a retried write be answered instead of applied twice: about what it adds to each
+	// snapshot (in memory it takes somewhat more). It is outside DBSizeInUse and the quota:
+	// WithDedupResultBytes bounds it instead.
 	DedupBytes int64
 }
 

@@ -308,9 +308,9 @@ func WithQuotaBackendBytes(n int64) Option {
 // or delete without WithPrevKV, a lease grant, any failure) are always held; larger ones
 // (previous values, ranges inside a transaction) are dropped oldest first to stay within n
 // bytes. A retry of a write whose result was dropped is not applied again and fails with an
-// error that wraps ErrTimeout. Status.DedupBytes reports the table's size in memory and in each
-// snapshot. 0 means the default. Give every member the same value: members that differ still
-// agree on every write, but answer a retry with its result, or without it, differently.
+// error that wraps ErrTimeout. Status.DedupBytes reports the table's logical size. 0 means
+// the default. Give every member the same value: members that differ still agree on every
+// write, but answer a retry with its result, or without it, differently.
 func WithDedupResultBytes(n int64) Option {
 	return func(c *config) error {
 		switch {
