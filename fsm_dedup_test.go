@@ -2,12 +2,14 @@ package ember
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -366,4 +368,49 @@ func trimmedDedupSnapshot(t testing.TB) []byte {
 		t.Fatalf("%d results not held, %d bytes of long results: want both", notHeld, d.f.dedupLong)
 	}
 	return encodeSnapshot(t, d.f.st, d.f.applied.Load())
+}
+
+// Through a store: WithDedupResultBytes reaches the state machine, and a retry of a put whose
+// previous value is no longer held is answered CodeResultNotHeld and not applied again.
+func TestStore_Submit_RetryOfDroppedResult(t *testing.T) {
+	const budget = 64 << 10
+	s := openMem(t, WithDedupResultBytes(budget))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	val := strings.Repeat("v", 40<<10)
+	if _, err := s.Put(ctx, "k", val); err != nil {
+		t.Fatal(err)
+	}
+	op := wirePut("k", val)
+	op.PrevKV = true
+	cmd := &wire.Command{ID: s.nextID(), Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{op}}}
+	data := cmd.Marshal(nil)
+	first, err := s.submit(ctx, cmd, data, true)
+	if err != nil || first.Code != wire.CodeOK || first.Txn.Responses[0].Put.PrevKV == nil {
+		t.Fatalf("first attempt: %+v, %v", first, err)
+	}
+	for range 2 { // two more previous values of 40 KiB: over the budget
+		if _, err := s.Put(ctx, "k", val, WithPrevKV()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd.RetryFloor = 1
+	retry, err := s.submit(ctx, cmd, cmd.Marshal(nil), true)
+	if err != nil || retry.Code != wire.CodeResultNotHeld || retry.Revision != first.Revision {
+		t.Fatalf("retry: %+v, %v; want CodeResultNotHeld at revision %d", retry, err, first.Revision)
+	}
+	g, err := s.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Kvs[0].Version != 4 {
+		t.Fatalf("version %d after four puts and a retry, want 4", g.Kvs[0].Version)
+	}
+	st, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DedupBytes > budget+dedupSlack(5) {
+		t.Fatalf("DedupBytes %d, budget %d", st.DedupBytes, budget)
+	}
 }
