@@ -128,7 +128,7 @@ func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
 // budget and a few bytes per remembered request ID, where it used to hold every result.
 func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 	const budget = 2 << 20
-	const n = 8
+	const n = 6
 	for _, kind := range bigResultKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			d := &fsmDriver{f: detachedFSM()}

@@ -25,8 +25,8 @@ func TestStore_Dedup_BudgetBoundsTableAndSnapshot(t *testing.T) {
 	s := openMemStore(t, ember.WithDedupResultBytes(budget), ember.WithMetricsRegisterer(reg))
 	ctx := ctxFor(t, time.Minute)
 	writes := 0
-	for i := range 8 {
-		val := strings.Repeat(fmt.Sprint(i%10), 512<<10+i*64<<10) // 512 KiB to 960 KiB
+	for i := range 5 {
+		val := strings.Repeat(fmt.Sprint(i), 512<<10+i*128<<10) // 512 KiB to 1 MiB
 		if _, err := s.Put(ctx, "k", val, ember.WithPrevKV()); err != nil {
 			t.Fatal(err)
 		}
