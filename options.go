@@ -86,8 +86,8 @@ const (
 	// defaultDedupResultBytes: a retry comes within seconds of its first attempt, so only the
 	// writes in flight at a leader change or a lost reply need their results. 8 MiB holds five
 	// results of the largest request (a put of a 1.5 MiB value WithPrevKV returns the previous
-	// value, itself at most 1.5 MiB) and all the small results of the dedup window, while a
-	// table that every member keeps in memory and writes into every snapshot stays small.
+	// value, itself at most 1.5 MiB), while a table that every member keeps in memory and writes
+	// into every snapshot stays small next to the data. Short results are held apart from it.
 	defaultDedupResultBytes = 8 << 20
 )
 
