@@ -490,6 +490,11 @@ type Status struct {
 	Keys            int64 // live keys
 	Leases          int64
 	Watchers        int64
+	// DedupBytes is the logical size of the table of recent request IDs and their results that
+	// lets a retried write be answered instead of applied twice: about what it adds to each
+	// snapshot (in memory it takes somewhat more). It is outside DBSizeInUse and the quota:
+	// WithDedupResultBytes bounds it instead.
+	DedupBytes int64
 }
 
 // Status reports this member's view of the cluster. It is served locally.
@@ -507,7 +512,7 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 		RaftTerm: s.raft.CurrentTerm(), RaftIndex: s.raft.LastIndex(), AppliedIndex: v.applied,
 		Revision: v.st.rev, CompactRevision: v.st.compactRev,
 		DBSizeInUse: v.st.size, DBSizeQuota: s.cfg.quotaBytes, Keys: int64(v.st.latest.Len()), Leases: int64(v.st.leases.Len()),
-		Watchers: int64(s.watch.count()),
+		Watchers: int64(s.watch.count()), DedupBytes: s.fsm.dedupSize.Load(),
 	}
 	st.DBSize = st.DBSizeInUse
 	if n := s.stores.diskSize(); n >= 0 {

@@ -22,7 +22,9 @@
 // Writes go through the Raft log; they can be called on any member, and a follower forwards
 // them to the leader over the peer port. A write returns once it is committed by a quorum and
 // applied. Each write carries a request ID, and the state machine drops duplicates, so a write
-// retried after a leader change is applied at most once.
+// retried after a leader change is applied at most once. The retry gets the first attempt's
+// result while the state machine still holds it ([WithDedupResultBytes] bounds the large ones);
+// otherwise it fails with an error that wraps [ErrTimeout], and the write is not applied again.
 //
 // Reads are linearizable by default on every member: the member obtains the leader's commit
 // index, confirmed by a majority of the voters after the read began (ReadIndex; concurrent reads

@@ -62,6 +62,12 @@ var (
 	errLeadershipLost = errors.New("ember: leadership lost while committing")
 )
 
+// errResultNotHeld answers a retried write that was applied once but whose result the state
+// machine no longer holds (WithDedupResultBytes). It wraps ErrTimeout: the write is not applied
+// again, and its response (a PrevKV, say) cannot be given, so to the caller the outcome is as
+// unknown as a write that timed out, and a definite failure would be a lie.
+var errResultNotHeld = fmt.Errorf("%w: outcome unknown: the write was applied, but its result is no longer held to answer this retry", ErrTimeout)
+
 var codeErrors = map[wire.Code]error{
 	wire.CodeCompacted:       ErrCompacted,
 	wire.CodeFutureRev:       ErrFutureRev,
@@ -93,6 +99,10 @@ var codeErrors = map[wire.Code]error{
 func codeError(c wire.Code) error {
 	if c == wire.CodeOK {
 		return nil
+	}
+	if c == wire.CodeResultNotHeld {
+		// Not in codeErrors: errorCode's reverse lookup would find ErrTimeout in it too.
+		return errResultNotHeld
 	}
 	if err, ok := codeErrors[c]; ok {
 		return err

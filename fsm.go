@@ -18,6 +18,17 @@ import (
 // seconds of its original, far inside this window.
 const dedupWindow = 100_000
 
+// Bytes of the dedup table: every remembered request ID costs dedupRecordBytes (its ID and log
+// index) plus its encoded result. A result of at most dedupShortResult bytes (a put or delete
+// without a previous value, a lease grant, any failure) is always held; the longer ones share
+// the budget (WithDedupResultBytes) and are replaced, oldest first, by a short result that says
+// only "applied at revision R, result not held" (wire.CodeResultNotHeld). The table thus holds
+// at most dedupWindow × (dedupRecordBytes + dedupShortResult) bytes plus the budget.
+const (
+	dedupRecordBytes = 24
+	dedupShortResult = 32
+)
+
 // fsm is the raft state machine: it applies commands to the MVCC state, keeps its own applied
 // index (raft's AppliedIndex runs ahead of the FSM), and hands out read views.
 //
@@ -26,12 +37,27 @@ const dedupWindow = 100_000
 type fsm struct {
 	log hclog.Logger
 
-	// mu guards st and dedupOrder, and is held for a whole apply batch.
+	// mu guards st and the dedup fields below, and is held for a whole apply batch.
 	// Lock order: fsm.mu, then watchHub.mu.
 	mu         sync.Mutex
 	st         *mvccState
 	dedupOrder []dedupRef // request IDs in apply order, for expiry; live from dedupHead on
 	dedupHead  int
+	dedupFull  int   // dedupOrder from here on may hold results longer than dedupShortResult
+	dedupLong  int64 // bytes of the results longer than dedupShortResult: at most dedupBudget
+	dedupBytes int64 // bytes of the whole table, as the dedupRecordBytes comment counts them
+
+	// dedupBudget caps dedupLong (WithDedupResultBytes); set before raft starts.
+	//
+	// It is a local setting, yet the table is replicated state. That is safe because the budget
+	// only decides whether a retry is answered with its full result or with CodeResultNotHeld:
+	// which request IDs are remembered, and so whether a command applies, depends on log
+	// indexes alone (dedupWindow), the same on every member. Members with equal budgets make
+	// the same choices (by result sizes and log order), hold identical tables and write
+	// identical snapshots; a member with a different budget answers some retries differently,
+	// both answers honest, and trims a restored snapshot's table to its own budget.
+	dedupBudget int64
+	dedupSize   atomic.Int64 // dedupBytes after the last batch, for Status and metrics
 
 	applied    atomic.Uint64 // index of the last entry applied to st
 	appliedSig signal        // fired after every batch
@@ -65,7 +91,7 @@ type readView struct {
 }
 
 func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor) *fsm {
-	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor}
+	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor, dedupBudget: defaultDedupResultBytes}
 }
 
 // Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
@@ -100,6 +126,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.applied.Store(logs[len(logs)-1].Index)
 	}
 	f.sizeInUse.Store(f.st.size)
+	f.dedupSize.Store(f.dedupBytes)
 	if len(revs) > 0 {
 		f.watch.notify(revs, f.st.rev)
 	}
@@ -202,20 +229,75 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 	}
 }
 
-// remember stores a result for deduplication and expires entries older than the window.
+// remember stores a result for deduplication, expires entries older than the window, and keeps
+// the long results within the budget.
 func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
-	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: res.Marshal(nil)})
+	b := res.Marshal(nil)
+	if len(b) > dedupShortResult && int64(len(b)) > f.dedupBudget {
+		// Held, it would push every other long result out and then itself.
+		b = shortResult(res.Code, res.Revision)
+	}
+	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: b})
+	f.count(b, 1)
 	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
 	for f.dedupHead < len(f.dedupOrder) && f.dedupOrder[f.dedupHead].index+dedupWindow < index {
-		f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[f.dedupHead].id})
+		if e, ok := f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[f.dedupHead].id}); ok {
+			f.count(e.result, -1)
+		}
 		f.dedupHead++
 	}
+	f.dedupFull = max(f.dedupFull, f.dedupHead)
+	f.trimResults()
 	// Expired refs are dropped from the front in bulk once they are half the slice: shifting
 	// the live ones on every apply would copy the whole window (100k refs) per write.
 	if f.dedupHead > 0 && 2*f.dedupHead >= len(f.dedupOrder) {
 		f.dedupOrder = f.dedupOrder[:copy(f.dedupOrder, f.dedupOrder[f.dedupHead:])]
+		f.dedupFull -= f.dedupHead
 		f.dedupHead = 0
 	}
+}
+
+// count adds (sign 1) or removes (sign -1) one remembered result from the table's byte counts.
+func (f *fsm) count(result []byte, sign int64) {
+	n := int64(len(result))
+	f.dedupBytes += sign * (dedupRecordBytes + n)
+	if n > dedupShortResult {
+		f.dedupLong += sign * n
+	}
+}
+
+// trimResults replaces the oldest long results by short ones until the long ones fit the
+// budget. Every entry before dedupFull holds a short result, so each entry is looked at once.
+func (f *fsm) trimResults() {
+	for f.dedupLong > f.dedupBudget && f.dedupFull < len(f.dedupOrder) {
+		e, ok := f.st.dedup.Get(&dedupEntry{id: f.dedupOrder[f.dedupFull].id})
+		f.dedupFull++
+		if !ok || len(e.result) <= dedupShortResult {
+			continue
+		}
+		code, rev, err := wire.ResultHead(e.result)
+		if err != nil {
+			// Encoded by remember or checked by readSnapshot: this is a bug. CodeMalformed, as
+			// applyCommand answers such an entry, is the same on every member.
+			f.log.Error("undecodable remembered result", "index", e.index, "error", err)
+			code, rev = wire.CodeMalformed, f.st.rev
+		}
+		short := shortResult(code, rev)
+		// A new entry, not e changed in place: read views and snapshots share e.
+		f.st.dedup.Set(&dedupEntry{id: e.id, index: e.index, result: short})
+		f.count(e.result, -1)
+		f.count(short, 1)
+	}
+}
+
+// shortResult is what is held of a result that is not held in full: a failure keeps its code,
+// which says all there is (failures carry no payload); a success becomes CodeResultNotHeld at
+// its revision, so that a retry learns it was applied but never gets a made-up response.
+func shortResult(code wire.Code, rev int64) []byte {
+	if code == wire.CodeOK {
+		code = wire.CodeResultNotHeld
+	}
+	return (&wire.Result{Code: code, Revision: rev}).Marshal(nil)
 }
 
 // view returns a read view at least as new as the last applied batch.
@@ -249,16 +331,21 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 	}
 }
 
-// setState replaces the state and rebuilds the expiry order of its request IDs. Callers hold
-// f.mu (or own f alone).
+// setState replaces the state, rebuilds the expiry order of its request IDs and their byte
+// counts, and trims the results to this member's budget (a snapshot from a member with a larger
+// one may hold more). Callers hold f.mu (or own f alone); st must be f's own.
 func (f *fsm) setState(st *mvccState) {
 	f.st = st
-	f.dedupOrder, f.dedupHead = f.dedupOrder[:0], 0
+	f.dedupOrder, f.dedupHead, f.dedupFull = f.dedupOrder[:0], 0, 0
+	f.dedupBytes, f.dedupLong = 0, 0
 	st.dedup.Scan(func(e *dedupEntry) bool {
 		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
+		f.count(e.result, 1)
 		return true
 	})
 	sortDedup(f.dedupOrder)
+	f.trimResults()
+	f.dedupSize.Store(f.dedupBytes)
 }
 
 // Snapshot captures the state in O(1); Persist writes it while applies go on.

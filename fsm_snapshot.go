@@ -23,7 +23,8 @@ import (
 //	                varint sub, varint create, varint version, varint lease, bool tombstone, value
 //	  frameLeases   uvarint count, then per lease: varint id, varint ttl, varint remaining ms
 //	  frameDedup    uvarint count, then per entry: uint64 client, uint64 seq, uvarint index,
-//	                bytes encoded wire.Result
+//	                bytes encoded wire.Result (a long one may have been replaced by a short
+//	                one with wire.CodeResultNotHeld; see dedupShortResult)
 //	  frameEnd      once, last: uint32 CRC-32C of every byte before this frame
 //
 // Attachments of keys to leases and the latest-version index are derived from the records.

@@ -615,6 +615,7 @@ func FuzzReadSnapshot(f *testing.F) {
 	d := buildRichFSM(f)
 	f.Add(encodeSnapshot(f, d.f.st, d.f.applied.Load()))
 	f.Add(recordsSnapshot(5, snapPut("a", 2, 0, 2, 1, 0), snapPut("a", 3, 0, 2, 2, 0), snapTomb("a", 4, 0), snapPut("b", 5, 0, 5, 1, 0)))
+	f.Add(trimmedDedupSnapshot(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		inputs := [][]byte{data}
 		if sealed, ok := resealSnapshot(data); ok {

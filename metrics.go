@@ -125,6 +125,9 @@ func newMetrics(s *Store) *metrics {
 		gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Logical size of the state in bytes: every kept version of every key, as the space quota counts it.", func() float64 {
 			return float64(s.fsm.sizeInUse.Load())
 		}),
+		gauge("ember_dedup_bytes", "Size in bytes of the table of recent request IDs and their results that answers retried writes, as Status.DedupBytes.", func() float64 {
+			return float64(s.fsm.dedupSize.Load())
+		}),
 		m.walFsync,
 		m.backendCommit,
 		m.snapSave,

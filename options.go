@@ -46,6 +46,8 @@ type config struct {
 
 	quotaBytes int64
 
+	dedupResultBytes int64
+
 	autoCompactMode      string
 	autoCompactRetention time.Duration // periodic
 	autoCompactRevisions int64         // revision
@@ -72,6 +74,7 @@ func defaultConfig() config {
 		maxTxnOps:         defaultMaxTxnOps,
 		progressInterval:  defaultProgressInterval,
 		quotaBytes:        defaultQuotaBytes,
+		dedupResultBytes:  defaultDedupResultBytes,
 	}
 }
 
@@ -79,6 +82,13 @@ const (
 	defaultMaxRequestBytes = 3 << 19 // 1.5 MiB, as etcd
 	defaultMaxTxnOps       = 128
 	defaultQuotaBytes      = 2 << 30 // 2 GiB, as etcd
+
+	// defaultDedupResultBytes: a retry comes within seconds of its first attempt, so only the
+	// writes in flight at a leader change or a lost reply need their results. 8 MiB holds five
+	// results of the largest request (a put of a 1.5 MiB value WithPrevKV returns the previous
+	// value, itself at most 1.5 MiB), while a table that every member keeps in memory and writes
+	// into every snapshot stays small next to the data. Short results are held apart from it.
+	defaultDedupResultBytes = 8 << 20
 )
 
 // WithNodeID sets this member's stable ID. By default an ID is generated on first start and kept
@@ -286,6 +296,30 @@ func WithQuotaBackendBytes(n int64) Option {
 			c.quotaBytes = 0
 		default:
 			c.quotaBytes = n
+		}
+		return nil
+	}
+}
+
+// WithDedupResultBytes caps the bytes of write results the state machine holds to answer
+// retried writes (default 8 MiB). A write whose outcome was unknown to the member that sent it
+// (a lost reply, a leader change) is retried with its request ID, and the retry is answered with
+// the first attempt's result instead of being applied twice. Results of up to 32 bytes (a put
+// or delete without WithPrevKV, a lease grant, any failure) are always held; larger ones
+// (previous values, ranges inside a transaction) are dropped oldest first to stay within n
+// bytes. A retry of a write whose result was dropped is not applied again and fails with an
+// error that wraps ErrTimeout. Status.DedupBytes reports the table's logical size. 0 means
+// the default. Give every member the same value: members that differ still agree on every
+// write, but answer a retry with its result, or without it, differently.
+func WithDedupResultBytes(n int64) Option {
+	return func(c *config) error {
+		switch {
+		case n < 0:
+			return fmt.Errorf("ember: WithDedupResultBytes: %d", n)
+		case n == 0:
+			c.dedupResultBytes = defaultDedupResultBytes
+		default:
+			c.dedupResultBytes = n
 		}
 		return nil
 	}

@@ -11,7 +11,10 @@ import (
 // brings the store back under it: there is no alarm to disarm and no defragmentation, unlike
 // etcd, whose quota counts the database file. Reads, deletes, compaction, revokes, checkpoints
 // and keepalives always pass. The check runs on the leader only, against its applied state, so
-// writes already in flight may take the store slightly over the quota, as with etcd.
+// writes already in flight may take the store slightly over the quota, as with etcd. The
+// request-dedup table (Status.DedupBytes) is not counted: it has its own bound
+// (WithDedupResultBytes), and since only new writes age it out, counting it could keep a store
+// over the quota after compaction.
 func (s *Store) checkQuota(cmd *wire.Command, size int) error {
 	if s.cfg.quotaBytes <= 0 || !addsData(cmd) {
 		return nil

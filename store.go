@@ -140,6 +140,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	s.watch = newWatchHub(s)
 	s.lessor = newLessor(s)
 	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor)
+	s.fsm.dedupBudget = s.cfg.dedupResultBytes
 	s.readIndex = readindex.New(s.fetchReadIndex)
 	if err := s.instrument(); err != nil {
 		return err
@@ -538,6 +539,9 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*wire.Result, e
 	res, err := s.submitOwn(ctx, cmd, data, true)
 	if err != nil {
 		return nil, err
+	}
+	if res.Code == wire.CodeResultNotHeld {
+		return nil, fmt.Errorf("%w (applied at revision %d)", errResultNotHeld, res.Revision)
 	}
 	if err := codeError(res.Code); err != nil {
 		return res, err

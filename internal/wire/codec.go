@@ -449,6 +449,21 @@ func UnmarshalResult(b []byte) (*Result, error) {
 	return r, nil
 }
 
+// ResultHead decodes only the code and the revision of an encoded Result, for a caller that
+// needs no more from a result that may be large.
+func ResultHead(b []byte) (Code, int64, error) {
+	d := Decoder{buf: b}
+	if v := d.Byte(); v != resultVersion {
+		d.fail("unknown result version %d", v)
+	}
+	c := Code(d.Byte())
+	if !c.Valid() {
+		d.fail("unknown code %d", c)
+	}
+	rev := d.Varint()
+	return c, rev, d.Err()
+}
+
 func encodeTxnResult(e *Encoder, t *TxnResult) {
 	e.Bool(t.Succeeded)
 	e.Uvarint(uint64(len(t.Responses)))

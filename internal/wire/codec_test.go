@@ -693,3 +693,26 @@ func BenchmarkUnmarshalCommand(b *testing.B) {
 		}
 	}
 }
+
+// ResultHead reads the code and revision of every result, and refuses what UnmarshalResult
+// refuses in the head.
+func TestResultHead(t *testing.T) {
+	for _, tc := range resultCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			code, rev, err := ResultHead(tc.res.Marshal(nil))
+			if err != nil || code != tc.res.Code || rev != tc.res.Revision {
+				t.Fatalf("ResultHead = %d, %d, %v; want %d, %d", code, rev, err, tc.res.Code, tc.res.Revision)
+			}
+		})
+	}
+	for name, b := range map[string][]byte{
+		"empty":   nil,
+		"version": {resultVersion + 1, 0, 2},
+		"code":    {resultVersion, byte(codeMax), 2},
+		"no rev":  {resultVersion, 0},
+	} {
+		if _, _, err := ResultHead(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+	}
+}

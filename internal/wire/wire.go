@@ -223,6 +223,11 @@ const (
 	CodeLearnerNotReady
 	CodeInternal
 	CodeUnhealthy // a membership change would leave too few healthy voters for a quorum
+	// CodeResultNotHeld answers a retry of a command that was applied but whose result the
+	// state machine no longer holds (its dedup table keeps results within a byte budget): the
+	// command must not apply again, and its result cannot be given, so the outcome the caller
+	// sees is unknown. Appended last: codes are stored in snapshots and sent between members.
+	CodeResultNotHeld
 	codeMax
 )
 
