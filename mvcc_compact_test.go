@@ -118,14 +118,14 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	assertStatesEqual(t, want, r.f.st)
 }
 
-// stateReadings renders everything a client or a member can observe of st at and after its
-// compaction revision: reads at every revision, HashKV at every revision, watch catch-up with
-// previous versions from the compaction revision, and the snapshot bytes.
-func stateReadings(t testing.TB, st *mvccState, nKeys int) string {
+// stateReadings renders what a client or a member can observe of st at and after its compaction
+// revision: reads at the compaction revision, the current one and at revs, HashKV at those,
+// watch catch-up with previous versions from the compaction revision, and the snapshot bytes.
+func stateReadings(t testing.TB, st *mvccState, nKeys int, revs []int64) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "rev %d compacted %d\n", st.rev, st.compactRev)
-	for r := max(st.compactRev, 1); r <= st.rev; r++ {
+	for _, r := range append([]int64{max(st.compactRev, 1), st.rev}, revs...) {
 		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.hash(r), readingsAt(t, st, r, nKeys))
 	}
 	w := &watcher{kr: newKeyRange([]byte{0}, []byte{0}), prevKV: true}
@@ -147,8 +147,9 @@ func stateReadings(t testing.TB, st *mvccState, nKeys int) string {
 // TestMVCC_Compact_IncrementalEqualsFull runs the same random writes and compactions on two
 // states: one finishes each removal at once, the other removes in small steps interleaved with
 // the writes, and sometimes compacts again while a removal is pending. After every operation the
-// two must be indistinguishable (reads, hashes, watch catch-up, snapshots), and once the removal
-// is done their trees must be identical.
+// two must be indistinguishable (reads and hashes at the compaction revision, the current one
+// and random ones between, watch catch-up, snapshots), and once the removal is done their trees
+// must be identical.
 func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 	const nKeys = 20
 	for _, seed := range []int64{1, 2, 3} {
@@ -177,7 +178,11 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 				default:
 					steps.compactStep(1 + ctl.Intn(6))
 				}
-				if want, got := stateReadings(t, full, nKeys), stateReadings(t, steps, nKeys); got != want {
+				revs := make([]int64, 3)
+				for i := range revs {
+					revs[i] = max(steps.compactRev, 1) + ctl.Int63n(steps.rev-max(steps.compactRev, 1)+1)
+				}
+				if want, got := stateReadings(t, full, nKeys, revs), stateReadings(t, steps, nKeys, revs); got != want {
 					t.Fatalf("op %d: incremental state differs from full compaction:\n got %s\nwant %s", op, got, want)
 				}
 			}
@@ -202,7 +207,7 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 // hash there must be the fully compacted state's. Run with -race: steps mutate the live trees
 // that the views share nodes with.
 func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
-	d := compactionFSM(t, 10*compactStepRecords)
+	d := compactionFSM(t, 4*compactStepRecords)
 	f := d.f
 	ref := f.st.clone()
 	compactFully(ref, 3)
@@ -244,7 +249,7 @@ func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 			}
 		}()
 	}
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 100; i++ {
 		d.apply(t, putCmd(uint64(10+i), fmt.Sprintf("w%03d", i%7), "x", 0))
 	}
 	close(stop)
