@@ -228,10 +228,10 @@ func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
 	}
 }
 
-// compactStepRecords bounds the changes one compaction step visits, and so how long it holds mu
-// (about a millisecond at a million keys): that is the most a compaction delays an apply or a
-// read.
-const compactStepRecords = 1000
+// compactStepRecords bounds the changes one compaction step visits, each removing at most two
+// versions, and so how long it holds mu (a few milliseconds at most): that is the most a
+// compaction delays an apply or a read.
+const compactStepRecords = 500
 
 // runCompactor does the removals that applied compactions leave pending, one step at a time,
 // until ctx is done. Being off the apply goroutine, it also finishes when no writes come.
