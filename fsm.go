@@ -39,7 +39,9 @@ type fsm struct {
 
 	current atomic.Pointer[readView]
 
-	sizeInUse atomic.Int64 // st.size after the last batch or compaction step: the space quota reads it on every write
+	// sizeInUse is st.size after the last batch or compaction step: the space quota reads it on
+	// every write.
+	sizeInUse atomic.Int64
 
 	compactWake  chan struct{} // capacity 1: a compaction was applied and its removal is pending
 	compactedSig signal        // fired when a pending removal completes, and on Restore

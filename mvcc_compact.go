@@ -25,8 +25,8 @@ func (st *mvccState) compact(rev int64) wire.Code {
 	return wire.CodeOK
 }
 
-// compactStep removes the records obsolete at compactRev that the changes at the next up to
-// limit positions of revs make obsolete, and reports whether more remains. A removal done in
+// compactStep visits the next limit changes at or before compactRev (from where the previous
+// step stopped), removes what they make obsolete, and reports whether more remains. A removal done in
 // steps leaves the same trees as one done at once: the work is proportional to the changes since
 // the previous compaction, not to the size of the store, and writes between steps add changes
 // only after compactRev, which make nothing older obsolete.
