@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -37,7 +38,8 @@ const (
 type fsm struct {
 	log hclog.Logger
 
-	// mu guards st and the dedup fields below, and is held for a whole apply batch.
+	// mu guards st and the dedup fields below, and is held for a whole apply batch or one
+	// compaction step.
 	// Lock order: fsm.mu, then watchHub.mu.
 	mu         sync.Mutex
 	st         *mvccState
@@ -64,7 +66,12 @@ type fsm struct {
 
 	current atomic.Pointer[readView]
 
-	sizeInUse atomic.Int64 // st.size after the last batch: the space quota reads it on every write
+	// sizeInUse is st.size after the last batch or compaction step: the space quota reads it on
+	// every write.
+	sizeInUse atomic.Int64
+
+	compactWake  chan struct{} // capacity 1: a compaction was applied and its removal is pending
+	compactedSig signal        // fired when a pending removal completes, and on Restore
 
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
@@ -91,7 +98,8 @@ type readView struct {
 }
 
 func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor) *fsm {
-	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor, dedupBudget: defaultDedupResultBytes}
+	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor, dedupBudget: defaultDedupResultBytes,
+		compactWake: make(chan struct{}, 1)}
 }
 
 // Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
@@ -202,6 +210,12 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 		return res, evs, nil
 	case wire.KindCompact:
 		code := st.compact(cmd.Revision)
+		if code == wire.CodeOK {
+			select {
+			case f.compactWake <- struct{}{}:
+			default: // already woken: it runs until nothing is pending
+			}
+		}
 		return &wire.Result{Code: code, Revision: st.rev}, nil, nil
 	case wire.KindLeaseGrant:
 		code := st.grantLease(cmd.LeaseID, cmd.LeaseTTL)
@@ -300,6 +314,62 @@ func shortResult(code wire.Code, rev int64) []byte {
 	return (&wire.Result{Code: code, Revision: rev}).Marshal(nil)
 }
 
+// compactStepRecords bounds the changes one compaction step visits, each removing at most two
+// versions, and so how long it holds mu (a few milliseconds at most): that is the most a
+// compaction delays an apply or a read.
+const compactStepRecords = 500
+
+// runCompactor does the removals that applied compactions leave pending, one step at a time,
+// until ctx is done. Being off the apply goroutine, it also finishes when no writes come.
+func (f *fsm) runCompactor(ctx context.Context) {
+	for {
+		select {
+		case <-f.compactWake:
+		case <-ctx.Done():
+			return
+		}
+		for ctx.Err() == nil && f.compactStep() {
+			runtime.Gosched() // let a waiting apply or reader take mu between steps
+		}
+	}
+}
+
+// compactStep runs one step of the pending removal under mu and reports whether more remains.
+func (f *fsm) compactStep() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.st.compactPending {
+		return false
+	}
+	more := f.st.compactStep(compactStepRecords)
+	f.sizeInUse.Store(f.st.size)
+	if !more {
+		// Read views taken since are as current but still hold the removed records; drop
+		// the cached one so that Status shows the size the removal freed.
+		f.current.Store(nil)
+		f.compactedSig.fire()
+	}
+	return more
+}
+
+// waitCompacted blocks until no removal is pending, as WithCompactPhysical asks.
+func (f *fsm) waitCompacted(ctx context.Context) error {
+	for {
+		ch := f.compactedSig.wait()
+		f.mu.Lock()
+		pending := f.st.compactPending
+		f.mu.Unlock()
+		if !pending {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // view returns a read view at least as new as the last applied batch.
 func (f *fsm) view() *readView {
 	if v := f.current.Load(); v != nil && v.applied == f.applied.Load() {
@@ -371,6 +441,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Unlock()
 	f.lessor.restored()
 	f.appliedSig.fire()
+	f.compactedSig.fire() // a snapshot holds no pending removal
 	return nil
 }
 

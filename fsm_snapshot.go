@@ -80,6 +80,27 @@ func (sw *snapshotWriter) flushBatch(typ byte, force bool) {
 	sw.n = 0
 }
 
+// record encodes r unless compaction drops it; after is the record following r in history.
+func (sw *snapshotWriter) record(st *mvccState, r, after *record) {
+	var next *record
+	if after != nil && after.key == r.key {
+		next = after
+	}
+	if st.obsolete(r, next) {
+		return
+	}
+	sw.e.String(r.key)
+	sw.e.Varint(r.mod)
+	sw.e.Varint(r.sub)
+	sw.e.Varint(r.create)
+	sw.e.Varint(r.version)
+	sw.e.Varint(r.lease)
+	sw.e.Bool(r.tombstone)
+	sw.e.String(r.value)
+	sw.n++
+	sw.flushBatch(frameRecords, false)
+}
+
 // writeSnapshot streams st to w. It only reads st, which is a private copy.
 func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10), crc: crc32.New(castagnoli)}
@@ -91,19 +112,20 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 	h.Varint(st.compactRev)
 	sw.frame(frameHeader, h.B)
 
+	// Records a pending removal has not reached yet are left out, so that the snapshot is the
+	// same whenever it is taken, and a restored state has nothing pending. A record is decided
+	// once the next one (in key, revision order) shows whether its key changed again.
+	var held *record
 	st.history.Scan(func(r *record) bool {
-		sw.e.String(r.key)
-		sw.e.Varint(r.mod)
-		sw.e.Varint(r.sub)
-		sw.e.Varint(r.create)
-		sw.e.Varint(r.version)
-		sw.e.Varint(r.lease)
-		sw.e.Bool(r.tombstone)
-		sw.e.String(r.value)
-		sw.n++
-		sw.flushBatch(frameRecords, false)
+		if held != nil {
+			sw.record(st, held, r)
+		}
+		held = r
 		return sw.err == nil
 	})
+	if held != nil {
+		sw.record(st, held, nil)
+	}
 	sw.flushBatch(frameRecords, true)
 	st.leases.Scan(func(l *leaseRecord) bool {
 		sw.e.Varint(l.id)

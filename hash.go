@@ -31,11 +31,21 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 	if err := codeError(code); err != nil {
 		return nil, err
 	}
+	return &HashKVResponse{Header: s.header(st.rev), Hash: st.hash(rev), CompactRevision: st.compactRev, HashRevision: rev}, nil
+}
+
+// hash is the CRC-32C of every version with a revision at or below rev that compaction keeps, in
+// revision order. Records a pending removal has not reached yet are skipped, so the hash does not
+// depend on how far the removal got.
+func (st *mvccState) hash(rev int64) uint32 {
 	h := crc32.New(castagnoli)
 	var buf []byte
 	st.revs.Scan(func(r *record) bool {
 		if r.mod > rev {
 			return false
+		}
+		if st.compactPending && r.mod < st.compactRev && st.obsolete(r, st.nextVersion(r)) {
+			return true
 		}
 		buf = buf[:0]
 		buf = binary.AppendVarint(buf, r.mod)
@@ -55,5 +65,5 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 		h.Write(buf)
 		return true
 	})
-	return &HashKVResponse{Header: s.header(st.rev), Hash: h.Sum32(), CompactRevision: st.compactRev, HashRevision: rev}, nil
+	return h.Sum32()
 }

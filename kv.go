@@ -2,6 +2,7 @@ package ember
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -163,10 +164,20 @@ func (s *Store) Compact(ctx context.Context, rev int64, opts ...CompactOption) (
 		return nil, err
 	}
 	// The compaction is applied to this member's state before propose returns when this member
-	// proposed it on the leader; on a follower, wait for the local apply if asked to.
+	// proposed it on the leader; on a follower, wait for the local apply if asked to, then for
+	// the removal of the compacted history, which runs in steps after the apply.
 	if co.physical {
 		if _, err := s.linearizableView(ctx); err != nil {
 			return nil, err
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(s.ctx, cancel)() // the removal stops with the store
+		if err := s.fsm.waitCompacted(wctx); err != nil {
+			if s.stopped() {
+				return nil, s.stoppedErr()
+			}
+			return nil, fmt.Errorf("%w: %w", ErrTimeout, err)
 		}
 	}
 	return &CompactResponse{Header: s.header(res.Revision)}, nil

@@ -67,7 +67,8 @@ type dedupEntry struct {
 	result []byte
 }
 
-// mvccState is the whole replicated state. Every field is part of raft snapshots.
+// mvccState is the whole replicated state. Every field but the pending compaction's is part of
+// raft snapshots.
 //
 // The revision history of a key, as the three record trees see it (key "a" put at 2, put at 3,
 // deleted at 5, put again at 7; compacted at 0):
@@ -90,7 +91,19 @@ type mvccState struct {
 	rev        int64 // current revision; 1 when empty
 	compactRev int64 // last compaction revision; 0 before any
 	size       int64 // logical bytes of all records in history
+
+	// Applying a compaction only moves compactRev; compactStep then removes the records it made
+	// obsolete a bounded batch at a time (see mvcc_compact.go). While compactPending, the trees
+	// still hold some of them. Reads at or after compactRev never select them; HashKV and
+	// snapshots skip them, and watch catch-up reads no previous version at or below
+	// compactRev, so nothing replicated depends on how far the removal got. Snapshots hold no
+	// pending removal, so these two fields are not in them.
+	compactPending bool
+	compactCursor  revPos // where the pending removal resumes in revs
 }
+
+// revPos is a position in revs: a change's main and sub revision.
+type revPos struct{ mod, sub int64 }
 
 var treeOpts = btree.Options{NoLocks: true} // fsm.mu serializes writers; read views are never written
 
@@ -142,6 +155,9 @@ func (st *mvccState) clone() *mvccState {
 		rev:        st.rev,
 		compactRev: st.compactRev,
 		size:       st.size,
+
+		compactPending: st.compactPending,
+		compactCursor:  st.compactCursor,
 	}
 }
 

@@ -2,13 +2,11 @@ package ember
 
 import "github.com/ember-kv/ember/internal/wire"
 
-// compact drops the history that no read or watch at or after rev can need: every version
-// superseded by a change at or before rev, and tombstones older than rev that are their key's
-// newest version at rev. Tombstones at exactly rev stay, so that a watch starting at the
-// compaction revision still sees every event of it; the next compaction drops them.
-//
-// Only changes in [previous compaction, rev] can supersede anything not dropped already, so the
-// work is proportional to the changes since the last compaction, not to the size of the store.
+// compact moves the compaction revision to rev: reads, hashes and watches below it fail with
+// ErrCompacted from now on. It removes nothing itself, so that applying it costs O(1) whatever
+// the history holds; compactStep then drops, a bounded batch at a time, the history that no read
+// or watch at or after rev can need (see obsolete). A compaction applied while the removal for
+// an earlier one is under way extends it to the new revision.
 func (st *mvccState) compact(rev int64) wire.Code {
 	switch {
 	case rev <= st.compactRev:
@@ -16,28 +14,71 @@ func (st *mvccState) compact(rev int64) wire.Code {
 	case rev > st.rev:
 		return wire.CodeFutureRev
 	}
+	// Only changes in [previous compaction, rev] can supersede anything not dropped already.
+	// Changes at exactly the previous compaction revision are (re)visited: a tombstone there was
+	// kept by it, and goes now.
+	if !st.compactPending || st.compactCursor.mod >= st.compactRev {
+		st.compactCursor = revPos{mod: st.compactRev}
+	}
+	st.compactRev = rev
+	st.compactPending = true
+	return wire.CodeOK
+}
+
+// compactStep visits the next limit changes at or before compactRev (from where the previous
+// step stopped), removes what they make obsolete, and reports whether more remains. A removal done in
+// steps leaves the same trees as one done at once: the work is proportional to the changes since
+// the previous compaction, not to the size of the store, and writes between steps add changes
+// only after compactRev, which make nothing older obsolete.
+func (st *mvccState) compactStep(limit int) bool {
+	if !st.compactPending {
+		return false
+	}
 	var doomed []*record
-	st.revs.Ascend(&record{mod: st.compactRev}, func(r *record) bool {
-		if r.mod > rev {
+	visited := 0
+	more := false
+	st.revs.Ascend(&record{mod: st.compactCursor.mod, sub: st.compactCursor.sub}, func(r *record) bool {
+		if r.mod > st.compactRev {
 			return false
 		}
+		if visited == limit {
+			more = true
+			return false
+		}
+		visited++
+		st.compactCursor = revPos{mod: r.mod, sub: r.sub + 1}
+		// r supersedes the version before it, and a tombstone before compactRev is obsolete
+		// whatever follows it. Once r is visited, no older version of its key remains, so a
+		// later step's prevVersion finds only undecided records. A tombstone and the change
+		// that supersedes it can both name it within one step: it is removed once.
 		if prev := st.prevVersion(r); prev != nil {
 			doomed = append(doomed, prev)
 		}
-		if r.tombstone && r.mod < rev {
-			if next := st.nextVersion(r); next == nil || next.mod > rev {
-				doomed = append(doomed, r)
-			}
+		if r.tombstone && r.mod < st.compactRev {
+			doomed = append(doomed, r)
 		}
 		return true
 	})
 	for _, r := range doomed {
-		st.history.Delete(r)
-		st.revs.Delete(r)
-		st.size -= r.size()
+		if _, ok := st.history.Delete(r); ok {
+			st.revs.Delete(r)
+			st.size -= r.size()
+		}
 	}
-	st.compactRev = rev
-	return wire.CodeOK
+	if !more {
+		st.compactPending = false
+		st.compactCursor = revPos{mod: st.compactRev}
+	}
+	return more
+}
+
+// obsolete reports whether a compaction at compactRev drops r, whose key's next version is next
+// (nil if r is the newest): a version superseded by a change at or before compactRev, or a
+// tombstone older than compactRev (a key whose newest version there is a delete does not exist
+// there). Tombstones at exactly compactRev stay, so that a watch starting at the compaction
+// revision still sees every event of it; the next compaction drops them.
+func (st *mvccState) obsolete(r, next *record) bool {
+	return next != nil && next.mod <= st.compactRev || r.tombstone && r.mod < st.compactRev
 }
 
 // prevVersion returns the version of r's key just before r, or nil.

@@ -279,7 +279,7 @@ func keyLife(t testing.TB, compactAt int64) *mvccState {
 	stDelete(t, st, "k", "")
 	stPut(t, st, "k", "v3", 0)
 	if compactAt > 0 {
-		if code := st.compact(compactAt); code != wire.CodeOK {
+		if code := compactFully(st, compactAt); code != wire.CodeOK {
 			t.Fatalf("compact(%d): code %d", compactAt, code)
 		}
 	}
@@ -702,9 +702,17 @@ func sTxn(ops ...wire.Op) stateStep {
 	}
 }
 
+// compactFully applies a compaction at rev and runs its removal to the end.
+func compactFully(st *mvccState, rev int64) wire.Code {
+	code := st.compact(rev)
+	for st.compactStep(compactStepRecords) {
+	}
+	return code
+}
+
 func sCompact(rev int64) stateStep {
 	return func(t testing.TB, st *mvccState) {
-		if code := st.compact(rev); code != wire.CodeOK {
+		if code := compactFully(st, rev); code != wire.CodeOK {
 			t.Fatalf("compact(%d): code %d", rev, code)
 		}
 	}
@@ -940,7 +948,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			compact := func(c int64) {
 				t.Helper()
 				hBefore, rBefore := st.history.Len(), st.revs.Len()
-				if code := st.compact(c); code != wire.CodeOK {
+				if code := compactFully(st, c); code != wire.CodeOK {
 					t.Fatalf("compact(%d): code %d", c, code)
 				}
 				if st.history.Len() > hBefore || st.revs.Len() > rBefore {

@@ -320,7 +320,8 @@ type CompactOption func(*compactOp)
 type compactOp struct{ physical bool }
 
 // WithCompactPhysical makes Compact return only once the compaction has been applied to this
-// member's state.
+// member's state and the history it compacted has been removed from it (the removal runs in
+// steps after the apply; DBSizeInUse then no longer counts that history).
 func WithCompactPhysical() CompactOption { return func(c *compactOp) { c.physical = true } }
 
 // toWire converts an op for the state machine.

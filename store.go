@@ -188,6 +188,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	s.spawn(func() { s.watchLeadership(notifyCh) })
 	s.spawn(func() { s.observeLeaders(obsCh) })
 	s.spawn(s.lessor.run)
+	s.spawn(func() { s.fsm.runCompactor(s.ctx) })
 	if len(s.cfg.join) > 0 {
 		s.spawn(func() { s.joinLoop(!existing) })
 	}

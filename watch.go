@@ -818,7 +818,9 @@ func (w *watcher) readHistory(st *mvccState, next, upTo int64) ([]*Event, int64)
 			return true
 		}
 		var prev *record
-		if w.prevKV {
+		if w.prevKV && r.mod > st.compactRev {
+			// At the compaction revision the previous version is compacted (etcd: "nothing
+			// will be returned"), even while a pending removal still holds it.
 			prev = st.prevVersion(r)
 		}
 		e := eventOf(r, prev, w.prevKV)
