@@ -126,8 +126,9 @@ func (s *Store) configChange(ctx context.Context, f raft.Future) error {
 			return errNotLeader
 		case errors.Is(err, raft.ErrLeadershipLost):
 			return errLeadershipLost
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return ErrStopped
+		case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrStopped), ctx.Err() != nil:
+			// In flight when the member stopped or the caller gave up: it may yet commit.
+			return outcomeUnknown(err)
 		}
 		return fmt.Errorf("ember: configuration change: %w", err)
 	}

@@ -231,9 +231,14 @@ func retryable(err error) bool {
 // onLeader runs an idempotent leader-only request: locally if this member leads, else on the
 // leader, retrying through leader changes until ctx ends.
 func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	// A membership change carries no request ID for the leader to deduplicate: once an attempt
+	// may have been applied, no later failure shows that nothing was (a retried remove finds
+	// its member gone), so the outcome is unknown.
+	change := method == mJoin || method == mPromote || method == mRemove
+	maybeApplied := false
 	for attempt := 0; ; attempt++ {
 		if s.stopped() {
-			return nil, s.stoppedErr()
+			return nil, unknownIfMaybeApplied(maybeApplied, s.stoppedErr())
 		}
 		var resp []byte
 		var err error
@@ -248,14 +253,16 @@ func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte,
 		if err == nil {
 			return resp, nil
 		}
+		maybeApplied = maybeApplied || change && (errors.Is(err, errLeadershipLost) ||
+			errors.Is(err, peer.ErrOutcomeUnknown) || errors.Is(err, ErrTimeout))
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 		}
 		if !retryable(err) {
-			return nil, err
+			return nil, unknownIfMaybeApplied(maybeApplied, err)
 		}
 		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, noLeader(err)
+			return nil, unknownIfMaybeApplied(maybeApplied, noLeader(err))
 		}
 	}
 }
