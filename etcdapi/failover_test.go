@@ -213,7 +213,7 @@ func (r *gwRun) killLeader(t *testing.T, mode int) string {
 // that took effect, acknowledged or not, found the mod revision it compared against.
 // EMBER_SOAK=1 runs it longer, with more kills.
 func TestGateway_G1LeaderKilledMidForward(t *testing.T) {
-	kills, workersPer, traffic := 3, 2, 600*time.Millisecond
+	kills, workersPer, traffic := 6, 2, 500*time.Millisecond
 	if os.Getenv("EMBER_SOAK") != "" {
 		kills, workersPer, traffic = 30, 3, 2*time.Second
 	}
@@ -267,7 +267,7 @@ func TestGateway_G1LeaderKilledMidForward(t *testing.T) {
 			applied++
 		}
 	}
-	t.Logf("%d writes through the gateway in %v with %d leader kills: %d acknowledged, %d definite failures (none visible), %d unknown outcomes (%d of them applied)",
+	t.Logf("%d writes through the gateway in %v with %d leader kills: %d acknowledged, %d definite failures, %d unknown outcomes (%d of them applied)",
 		len(r.writes), elapsed.Round(time.Millisecond), kills, counts[gwOK], counts[gwDefinite], counts[gwUnknown], applied)
 	logErrors(t, r.writes)
 	if counts[gwOK] == 0 {
