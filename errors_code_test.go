@@ -120,3 +120,44 @@ func TestUnknownIfMaybeApplied_MatchesOnlyTimeout(t *testing.T) {
 		t.Fatalf("nothing applied: %v, want ErrStopped unchanged", err)
 	}
 }
+
+// TestGiveUp_NeverTurnsUnknownDefinite: the error that ends a write's retries. An attempt whose
+// outcome is unknown stays unknown when the caller's context ends at the same time.
+func TestGiveUp_NeverTurnsUnknownDefinite(t *testing.T) {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	live := context.Background()
+	diskErr := errors.New("fsync: input/output error")
+	tests := []struct {
+		name         string
+		ctx          context.Context
+		err          error
+		maybeApplied bool
+		wUnknown     bool
+		wIs          error
+	}{
+		{"log write failed, ctx ended", ended, outcomeUnknown(diskErr), false, true, nil},
+		{"log write failed", live, outcomeUnknown(diskErr), false, true, nil},
+		{"stopped mid-apply, ctx ended", ended, outcomeUnknown(ErrStopped), true, true, nil},
+		{"wait abandoned", ended, fmt.Errorf("%w: %w", errWaitAbandoned, context.Canceled), false, true, context.Canceled},
+		{"earlier attempt may have applied, ctx ended", ended, errors.New("odd"), true, true, context.Canceled},
+		{"earlier attempt may have applied, leader refused", live, ErrNoSpace, true, true, nil},
+		{"nothing sent, ctx ended", ended, errors.New("odd"), false, false, ErrNoLeader},
+		{"refused", live, ErrNoSpace, false, false, ErrNoSpace},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := giveUp(tc.ctx, tc.err, tc.maybeApplied)
+			definite := false
+			for _, d := range definiteSentinels {
+				definite = definite || errors.Is(err, d)
+			}
+			if unknown := errors.Is(err, ErrTimeout); unknown != tc.wUnknown || definite == tc.wUnknown {
+				t.Fatalf("giveUp: %v (unknown %v, definite %v), want unknown %v", err, unknown, definite, tc.wUnknown)
+			}
+			if tc.wIs != nil && !errors.Is(err, tc.wIs) {
+				t.Fatalf("giveUp: %v, want it to match %v", err, tc.wIs)
+			}
+		})
+	}
+}

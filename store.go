@@ -584,13 +584,7 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			errors.Is(err, peer.ErrNotSent), forwarded && errors.Is(err, ErrStopped):
 			// Not applied. A leader that answers ErrStopped is closing: another will lead.
 		default:
-			if ctx.Err() != nil {
-				if maybeApplied || errors.Is(err, errWaitAbandoned) {
-					return nil, outcomeUnknown(ctx.Err())
-				}
-				return nil, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
-			}
-			return nil, unknownIfMaybeApplied(maybeApplied, err)
+			return nil, giveUp(ctx, err, maybeApplied)
 		}
 		if !forward {
 			return nil, err
@@ -599,6 +593,20 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			return nil, unknownIfMaybeApplied(maybeApplied, noLeader(err))
 		}
 	}
+}
+
+// giveUp is the error a write ends with when an attempt failed with err, an error that is not
+// worth a retry, or ctx ended.
+func giveUp(ctx context.Context, err error, maybeApplied bool) error {
+	switch {
+	case errors.Is(err, ErrTimeout):
+		return err // already an unknown outcome, which the end of ctx must not make definite
+	case ctx.Err() == nil:
+		return unknownIfMaybeApplied(maybeApplied, err)
+	case maybeApplied || errors.Is(err, errWaitAbandoned):
+		return outcomeUnknown(ctx.Err())
+	}
+	return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
 }
 
 // unknownIfMaybeApplied turns the error that ends a write's retries into an unknown outcome
