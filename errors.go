@@ -35,9 +35,12 @@ var (
 	ErrLeaseExists = errors.New("ember: lease already exists")
 	// ErrTTLTooLarge: a grant asks for a TTL above the maximum.
 	ErrTTLTooLarge = errors.New("ember: too large lease TTL")
-	// ErrNoLeader: the cluster has no leader, or this member cannot reach it.
+	// ErrNoLeader: the cluster has no leader, or this member cannot reach it. A write that fails
+	// with it took no effect.
 	ErrNoLeader = errors.New("ember: no leader")
-	// ErrTimeout: the request did not finish in time. A write that times out may still be applied.
+	// ErrTimeout: the request did not finish in time. A write that times out may still be
+	// applied: its outcome is unknown. Such an error matches no other ember error (the cause is
+	// in its message), as every other ember error a write returns means it took no effect.
 	ErrTimeout = errors.New("ember: request timed out")
 	// ErrNoSpace: the store is over its space quota.
 	ErrNoSpace = errors.New("ember: mvcc: database space exceeded")
