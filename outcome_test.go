@@ -72,3 +72,31 @@ func TestStore_Put_MemberStopsMidForwardIsUnknown(t *testing.T) {
 	}
 	requireUnknownAndApplied(t, err, l, "k", "v1")
 }
+
+// TestStore_RemoveMember_LeaderStopsMidChangeIsUnknown: a membership change in flight on a
+// leader that stops has been replicated and may be committed by the next leader; whatever the
+// retries then find (the member gone, the store stopped), the outcome is unknown.
+func TestStore_RemoveMember_LeaderStopsMidChangeIsUnknown(t *testing.T) {
+	c := embertest.NewCluster(t, 3)
+	l := c.Leader()
+	fs := c.Followers()
+	for _, f := range fs {
+		// The followers receive the leader's entries; their acknowledgements vanish, so the
+		// change cannot commit while this leader leads.
+		c.Network().SetFault(l.ID, f.ID, embertest.Fault{LostReplies: true})
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- l.Store().RemoveMember(ctxFor(t, time.Minute), fs[1].ID) }()
+	time.Sleep(200 * time.Millisecond)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Stop(l.ID)
+	}()
+	err := <-errc
+	c.Heal()
+	<-done
+	if got := writecheck.Classify(err); got != writecheck.Unknown {
+		t.Fatalf("RemoveMember: %v is %v, want unknown (ErrTimeout and no definite sentinel)", err, got)
+	}
+}
