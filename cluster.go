@@ -157,7 +157,7 @@ func (s *Store) changeMembership(ctx context.Context, method uint8, req []byte) 
 		}
 		if ctx.Err() != nil {
 			if maybeApplied {
-				return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, ctx.Err())
+				return outcomeUnknown(ctx.Err())
 			}
 			return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
 		}
@@ -240,7 +240,7 @@ func (s *Store) reconfigure(ctx context.Context, plan func(raft.Configuration) (
 		return errLeadershipLost
 	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrStopped):
 		// It may have been appended, and may yet commit.
-		return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, s.stoppedErr())
+		return outcomeUnknown(s.stoppedErr())
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: %w", errWaitAbandoned, ctx.Err())
 	default:

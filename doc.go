@@ -46,7 +46,11 @@
 // # Caveats
 //
 // A cancelled context abandons the wait for a write, not necessarily the write: an error that
-// wraps [ErrTimeout] means the outcome is unknown, as with etcd.
+// wraps [ErrTimeout] means the outcome is unknown, as with etcd. Every write error is one or the
+// other: unknown (it matches ErrTimeout, and the context error that ended the wait, but no other
+// ember error; its message names the cause), or definite (any other error: [ErrNoLeader],
+// [ErrStopped] and the rest promise that the write took no effect). The etcd gateway answers
+// unknown outcomes with etcd's "request timed out".
 //
 // A lock (package concurrency) is only as safe as its use of fencing: a holder paused past its
 // lease can still act after another holder took over. Guard the protected resource with the

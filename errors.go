@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -34,9 +35,12 @@ var (
 	ErrLeaseExists = errors.New("ember: lease already exists")
 	// ErrTTLTooLarge: a grant asks for a TTL above the maximum.
 	ErrTTLTooLarge = errors.New("ember: too large lease TTL")
-	// ErrNoLeader: the cluster has no leader, or this member cannot reach it.
+	// ErrNoLeader: the cluster has no leader, or this member cannot reach it. A write that fails
+	// with it took no effect.
 	ErrNoLeader = errors.New("ember: no leader")
-	// ErrTimeout: the request did not finish in time. A write that times out may still be applied.
+	// ErrTimeout: the request did not finish in time. A write that times out may still be
+	// applied: its outcome is unknown. Such an error matches no other ember error (the cause is
+	// in its message), as every other ember error a write returns means it took no effect.
 	ErrTimeout = errors.New("ember: request timed out")
 	// ErrNoSpace: the store is over its space quota.
 	ErrNoSpace = errors.New("ember: mvcc: database space exceeded")
@@ -68,31 +72,43 @@ var (
 // unknown as a write that timed out, and a definite failure would be a lie.
 var errResultNotHeld = fmt.Errorf("%w: outcome unknown: the write was applied, but its result is no longer held to answer this retry", ErrTimeout)
 
-var codeErrors = map[wire.Code]error{
-	wire.CodeCompacted:       ErrCompacted,
-	wire.CodeFutureRev:       ErrFutureRev,
-	wire.CodeKeyNotFound:     ErrKeyNotFound,
-	wire.CodeEmptyKey:        ErrEmptyKey,
-	wire.CodeRequestTooLarge: ErrRequestTooLarge,
-	wire.CodeTooManyOps:      ErrTooManyOps,
-	wire.CodeDuplicateKey:    ErrDuplicateKey,
-	wire.CodeLeaseNotFound:   ErrLeaseNotFound,
-	wire.CodeLeaseExists:     ErrLeaseExists,
-	wire.CodeTTLTooLarge:     ErrTTLTooLarge,
-	wire.CodeNoLeader:        ErrNoLeader,
-	wire.CodeTimeout:         ErrTimeout,
-	wire.CodeNoSpace:         ErrNoSpace,
-	wire.CodeStopped:         ErrStopped,
-	wire.CodeMemberNotFound:  ErrMemberNotFound,
-	wire.CodeMemberExists:    ErrMemberExists,
-	wire.CodeValueProvided:   ErrValueProvided,
-	wire.CodeLeaseProvided:   ErrLeaseProvided,
-	wire.CodeNotLeader:       errNotLeader,
-	wire.CodeNotReady:        errNotReady,
-	wire.CodeMalformed:       wire.ErrMalformed,
-	wire.CodeLeadershipLost:  errLeadershipLost,
-	wire.CodeLearnerNotReady: ErrLearnerNotReady,
-	wire.CodeUnhealthy:       ErrUnhealthy,
+// codeErrors pairs each code with its error, in the precedence errorCode applies when an error
+// wraps several of them. Outcomes that may have been applied come first: answering a definite
+// code (ErrStopped, ErrNoLeader) for a write the leader may yet commit would make the member
+// that forwarded it report "no effect" for a write that took effect. Then the codes that say this
+// member cannot serve now (the caller retries elsewhere), then the request's own faults, in wire
+// order. A slice, not a map: errorCode must answer the same code for the same error every time.
+var codeErrors = []struct {
+	code wire.Code
+	err  error
+}{
+	// Outcome unknown.
+	{wire.CodeTimeout, ErrTimeout},
+	{wire.CodeLeadershipLost, errLeadershipLost},
+	// Not applied; this member cannot serve the request now.
+	{wire.CodeStopped, ErrStopped},
+	{wire.CodeNoLeader, ErrNoLeader},
+	{wire.CodeNotLeader, errNotLeader},
+	{wire.CodeNotReady, errNotReady},
+	// Not applied; the request itself fails.
+	{wire.CodeCompacted, ErrCompacted},
+	{wire.CodeFutureRev, ErrFutureRev},
+	{wire.CodeKeyNotFound, ErrKeyNotFound},
+	{wire.CodeEmptyKey, ErrEmptyKey},
+	{wire.CodeRequestTooLarge, ErrRequestTooLarge},
+	{wire.CodeTooManyOps, ErrTooManyOps},
+	{wire.CodeDuplicateKey, ErrDuplicateKey},
+	{wire.CodeLeaseNotFound, ErrLeaseNotFound},
+	{wire.CodeLeaseExists, ErrLeaseExists},
+	{wire.CodeTTLTooLarge, ErrTTLTooLarge},
+	{wire.CodeNoSpace, ErrNoSpace},
+	{wire.CodeMemberNotFound, ErrMemberNotFound},
+	{wire.CodeMemberExists, ErrMemberExists},
+	{wire.CodeValueProvided, ErrValueProvided},
+	{wire.CodeLeaseProvided, ErrLeaseProvided},
+	{wire.CodeMalformed, wire.ErrMalformed},
+	{wire.CodeLearnerNotReady, ErrLearnerNotReady},
+	{wire.CodeUnhealthy, ErrUnhealthy},
 }
 
 // codeError turns a state machine or peer code into the exported error.
@@ -104,24 +120,63 @@ func codeError(c wire.Code) error {
 		// Not in codeErrors: errorCode's reverse lookup would find ErrTimeout in it too.
 		return errResultNotHeld
 	}
-	if err, ok := codeErrors[c]; ok {
-		return err
+	for _, ce := range codeErrors {
+		if ce.code == c {
+			return ce.err
+		}
 	}
 	return fmt.Errorf("ember: internal error (code %d)", c)
 }
 
-// errorCode is the inverse of codeError, for answering peers.
+// errorCode is the inverse of codeError, for answering peers. An error that wraps several
+// sentinels gets the first code of codeErrors it matches, except that a code a peer already
+// answered is passed on unless the error also says the outcome is unknown.
 func errorCode(err error) wire.Code {
+	if errors.Is(err, ErrTimeout) {
+		return wire.CodeTimeout
+	}
+	if errors.Is(err, errLeadershipLost) {
+		return wire.CodeLeadershipLost
+	}
 	var pe *peer.Error
 	if errors.As(err, &pe) {
 		return pe.Code
 	}
-	for c, e := range codeErrors {
-		if errors.Is(err, e) {
-			return c
+	for _, ce := range codeErrors {
+		if errors.Is(err, ce.err) {
+			return ce.code
 		}
 	}
 	return wire.CodeInternal
+}
+
+// unknownOutcomeError is the error of a write that may or may not have been applied: it was
+// handed to raft, or to the leader, and the wait for its result ended without one. It matches
+// ErrTimeout, and the context error that ended the wait if one did, never the cause's other
+// sentinels: a cause such as ErrStopped or ErrNoLeader promises that nothing was applied, which
+// is exactly what is not known. The cause stays in the message.
+type unknownOutcomeError struct{ cause error }
+
+// outcomeUnknown reports that the write whose wait ended with cause may have been applied.
+func outcomeUnknown(cause error) error {
+	if _, ok := cause.(*unknownOutcomeError); ok {
+		return cause
+	}
+	return &unknownOutcomeError{cause: cause}
+}
+
+func (e *unknownOutcomeError) Error() string {
+	return ErrTimeout.Error() + ": outcome unknown: " + e.cause.Error()
+}
+
+func (e *unknownOutcomeError) Unwrap() []error {
+	errs := []error{ErrTimeout}
+	for _, c := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(e.cause, c) {
+			errs = append(errs, c)
+		}
+	}
+	return errs
 }
 
 // peerError converts an error for a peer's answer.

@@ -566,14 +566,16 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 		}
 		var res *wire.Result
 		var err error
+		forwarded := false
 		if s.raft.State() == raft.Leader {
 			// The leader enforces the quota for the whole cluster, forwarded writes included.
 			if err := s.checkQuota(cmd, len(data)); err != nil {
-				return nil, err
+				return nil, unknownIfMaybeApplied(maybeApplied, err)
 			}
 			res, err = s.applyLocal(ctx, data)
 		} else if forward {
 			res, err = s.forward(ctx, data)
+			forwarded = true
 		} else {
 			return nil, errNotLeader
 		}
@@ -581,18 +583,16 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 			return res, nil
 		}
 		switch {
-		case errors.Is(err, errLeadershipLost), errors.Is(err, peer.ErrOutcomeUnknown):
+		case errors.Is(err, errLeadershipLost), errors.Is(err, peer.ErrOutcomeUnknown),
+			forwarded && errors.Is(err, ErrTimeout):
+			// The leader may have applied it. A retry carries the same request ID, so the state
+			// machine answers it from the first attempt's result if that one was applied.
 			maybeApplied = true
 		case errors.Is(err, errNotLeader), errors.Is(err, errNotReady), errors.Is(err, ErrNoLeader),
-			errors.Is(err, peer.ErrNotSent):
+			errors.Is(err, peer.ErrNotSent), forwarded && errors.Is(err, ErrStopped):
+			// Not applied. A leader that answers ErrStopped is closing: another will lead.
 		default:
-			if ctx.Err() != nil {
-				if maybeApplied || errors.Is(err, errWaitAbandoned) {
-					return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, ctx.Err())
-				}
-				return nil, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
-			}
-			return nil, err
+			return nil, giveUp(ctx, err, maybeApplied)
 		}
 		if !forward {
 			return nil, err
@@ -603,12 +603,27 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 	}
 }
 
-// unknownIfMaybeApplied turns the error that ends a write's retries into ErrTimeout when an
-// earlier attempt may have been applied: a member that stops while its write is forwarded, say,
-// cannot tell whether the leader committed it, and must not report a definite failure.
+// giveUp is the error a write ends with when an attempt failed with err, an error that is not
+// worth a retry, or ctx ended.
+func giveUp(ctx context.Context, err error, maybeApplied bool) error {
+	switch {
+	case errors.Is(err, ErrTimeout):
+		return err // already an unknown outcome, which the end of ctx must not make definite
+	case ctx.Err() == nil:
+		return unknownIfMaybeApplied(maybeApplied, err)
+	case maybeApplied || errors.Is(err, errWaitAbandoned):
+		return outcomeUnknown(ctx.Err())
+	}
+	return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+}
+
+// unknownIfMaybeApplied turns the error that ends a write's retries into an unknown outcome
+// (ErrTimeout, and none of err's definite sentinels) when an earlier attempt may have been
+// applied: a member that stops while its write is forwarded, say, cannot tell whether the leader
+// committed it, and must not report a definite failure.
 func unknownIfMaybeApplied(maybeApplied bool, err error) error {
 	if maybeApplied {
-		return fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
+		return outcomeUnknown(err)
 	}
 	return err
 }
@@ -633,13 +648,13 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, erro
 			return nil, errLeadershipLost
 		case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrStopped):
 			// In flight when the member stopped: it may have been appended, and may yet commit.
-			return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, s.stoppedErr())
+			return nil, outcomeUnknown(s.stoppedErr())
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w: %w", errWaitAbandoned, ctx.Err())
 		}
 		// Anything else (a log store write error) may come after the entry reached the disk,
 		// where a restart would apply it: the outcome is unknown, never a definite failure.
-		return nil, fmt.Errorf("%w: outcome unknown: %w", ErrTimeout, err)
+		return nil, outcomeUnknown(err)
 	}
 	res, ok := f.Response().(*wire.Result)
 	if !ok {

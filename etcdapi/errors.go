@@ -12,12 +12,19 @@ import (
 )
 
 // grpcErrors maps ember's sentinels to the status errors etcd sends, so that clientv3 turns them
-// into the same rpctypes errors it returns for etcd. Order matters only for readability: every
-// ember error wraps at most one sentinel.
+// into the same rpctypes errors it returns for etcd. toGRPC takes the first match. ErrTimeout
+// comes first: it marks a write whose outcome is unknown, and an error that also wraps a
+// definite sentinel (ErrNoLeader, ErrStopped) must still reach the client as a timeout, which
+// promises nothing, never as "no leader", which promises no effect. etcd answers its own
+// ErrTimeout, and the unknown outcomes it names more precisely (ErrTimeoutDueToLeaderFail,
+// ErrTimeoutDueToConnectionLost), with codes.Unavailable and "etcdserver: request timed out…"
+// (server/etcdserver/api/v3rpc/util.go); ember reports them all as the plain ErrGRPCTimeout,
+// which clientv3 returns as rpctypes.ErrTimeout.
 var grpcErrors = []struct {
 	ember error
 	grpc  error
 }{
+	{ember.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{ember.ErrCompacted, rpctypes.ErrGRPCCompacted},
 	{ember.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
 	{ember.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
@@ -31,7 +38,6 @@ var grpcErrors = []struct {
 	{ember.ErrLeaseExists, rpctypes.ErrGRPCLeaseExist},
 	{ember.ErrTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
 	{ember.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
-	{ember.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{ember.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
 	{ember.ErrStopped, rpctypes.ErrGRPCStopped},
 	{ember.ErrMemberNotFound, rpctypes.ErrGRPCMemberNotFound},

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/watchcheck"
 	"github.com/ember-kv/ember/internal/watchtest"
+	"github.com/ember-kv/ember/internal/writecheck"
 )
 
 // Client load of a G1 run.
@@ -77,16 +77,16 @@ func (h *history) records() []*opRecord {
 	return append([]*opRecord(nil), h.ops...)
 }
 
-// classify turns an ember error into what the client knows about the outcome. ErrNoLeader and
-// ErrLeaseNotFound promise the request took no effect; ErrTimeout, ErrStopped (the member
-// closed under the request) and anything unexpected leave it open.
+// classify turns an ember error into what the client knows about the outcome, by ember's
+// contract (internal/writecheck): ErrTimeout and anything unexpected leave it open; every other
+// ember error (ErrNoLeader, ErrStopped, ErrLeaseNotFound...) promises the request took no
+// effect, and the check holds ember to that. An error that claims both counts as unknown here,
+// and checkRecords reports it as a violation.
 func classify(err error) status {
-	switch {
-	case err == nil:
+	switch writecheck.Classify(err) {
+	case writecheck.OK:
 		return statusOK
-	case errors.Is(err, ember.ErrTimeout):
-		return statusUnknown
-	case errors.Is(err, ember.ErrNoLeader), errors.Is(err, ember.ErrLeaseNotFound):
+	case writecheck.Definite:
 		return statusFailed
 	}
 	return statusUnknown

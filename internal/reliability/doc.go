@@ -21,9 +21,10 @@
 // deletes, CAS transactions (If ModRevision(k) = r Then Put Else Get) and leased puts with
 // their revokes on eight keys, every value unique. The history is checked with porcupine,
 // partitioned by key, on a model of each key's value and existence. An operation whose error
-// leaves its outcome open (ErrTimeout, ErrStopped) may have taken effect at any time after its
-// call; one the recorder saw take effect gets the receipt as its return time. ErrNoLeader and
-// ErrLeaseNotFound promise no effect, and the check holds ember to that. Alongside: every
+// leaves its outcome open (ErrTimeout) may have taken effect at any time after its call; one
+// the recorder saw take effect gets the receipt as its return time. Every other ember error
+// (ErrNoLeader, ErrStopped, ErrLeaseNotFound...) promises no effect, and the check holds ember
+// to that; an error that claims both (internal/writecheck) is a violation. Alongside: every
 // acknowledged write is in the recorded history at its revision, every read value is a
 // version the history has, revisions never go back in real time across all keys, and once
 // healed every member reaches the same applied index with equal HashKV. A failed porcupine

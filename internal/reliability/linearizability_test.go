@@ -23,6 +23,7 @@ import (
 	"github.com/ember-kv/ember/embertest"
 	"github.com/ember-kv/ember/internal/syncbuf"
 	"github.com/ember-kv/ember/internal/watchcheck"
+	"github.com/ember-kv/ember/internal/writecheck"
 )
 
 // installLogger logs the members' info lines into buf, where snapshotInstalls counts raft's
@@ -514,9 +515,11 @@ func checkRecords(t testing.TB, ops []*opRecord, h []watchcheck.Revision, rec *w
 		kv, applied := puts[r.in.Val]
 		noEffect := r.status == statusFailed || r.status == statusOK && r.in.Kind == opCAS && !r.out.OK
 		switch {
+		case r.write && writecheck.Classify(r.err) == writecheck.Both:
+			fail(r, "error %q is both unknown (ErrTimeout) and definite", r.err)
 		case errors.Is(r.err, ember.ErrLeaseNotFound):
 			fail(r, "lease %x reported not found, though granted in this run with TTL %ds: %v", r.lease, leaseTTL, r.err)
-		case r.status == statusUnknown && r.write && !errors.Is(r.err, ember.ErrTimeout) && !errors.Is(r.err, ember.ErrStopped):
+		case r.status == statusUnknown && r.write && !errors.Is(r.err, ember.ErrTimeout):
 			unexpected[r.err.Error()]++
 		}
 		switch {
@@ -549,7 +552,7 @@ func checkRecords(t testing.TB, ops []*opRecord, h []watchcheck.Revision, rec *w
 	}
 	for msg, n := range unexpected {
 		violations++
-		t.Errorf("%d writes failed with an error outside ember's contract (ErrTimeout, ErrNoLeader, ErrStopped, ErrLeaseNotFound): %s", n, msg)
+		t.Errorf("%d writes failed with an error outside ember's contract (ErrTimeout or a definite ember error): %s", n, msg)
 	}
 	violations += checkRealTime(t, ops)
 	return violations
