@@ -516,3 +516,54 @@ func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
 		})
 	}
 }
+
+// A member on the WAL whose disk fails one append (a full disk, a failed fsync) serves writes
+// again once the disk does: raft steps down, retries the entries in its next term, and the log
+// takes them. With raft-wal v0.4.0 alone, every append after the failure was refused and the
+// member never wrote again until restarted.
+func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		arm  func(*faultyWALVFS)
+	}{
+		{"write", func(v *faultyWALVFS) { v.failWrite.Store(true) }},
+		{"sync", func(v *faultyWALVFS) { v.failSync.Store(true) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vfs := &faultyWALVFS{VFS: walfs.New()}
+			dir := t.TempDir()
+			s := dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL), func(c *config) error {
+				c.walVFS = vfs
+				return nil
+			})
+			ctx := dfCtx(t, time.Minute)
+			if _, err := s.Put(ctx, "k", "before"); err != nil {
+				t.Fatal(err)
+			}
+			tt.arm(vfs)
+			s.Put(ctx, "k", "during") // fails (outcome unknown), or succeeds on a retry
+			if vfs.failWrite.Load() || vfs.failSync.Load() {
+				t.Fatal("the injected failure did not happen")
+			}
+			var err error
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err = s.Put(pctx, "k", "after")
+				cancel()
+				if err == nil {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("no write succeeded for 20 s after one failed append: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL))
+			if r, err := s.Get(ctx, "k"); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "after" {
+				t.Fatalf("after restart: %+v, %v", r, err)
+			}
+		})
+	}
+}

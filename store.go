@@ -127,7 +127,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 func (s *Store) open(dir string, memberExisted bool) error {
 	var err error
-	if s.stores, err = openRaftStores(dir, s.cfg.logStore, s.cfg.snapshotRetain, s.log, memberExisted); err != nil {
+	if s.stores, err = openRaftStores(dir, s.cfg.logStore, s.cfg.snapshotRetain, s.cfg.walVFS, s.log, memberExisted); err != nil {
 		return err
 	}
 	if s.cfg.wrapStores != nil {
