@@ -17,7 +17,9 @@ const leaderChangesBuffer = 16
 // more (no goroutine can ever receive from it), the garbage collector frees it and the next
 // sweep drops the subscription. Nobody can observe the drop, since nobody can read the channel.
 type leaderSubs struct {
-	mu     sync.Mutex // guards the fields below; publish holds it across its non-blocking sends
+	// mu guards the fields below; publish holds it across its non-blocking sends. A leaf lock:
+	// only raft's state getters (in subscribe's first) run under it.
+	mu     sync.Mutex
 	subs   []weak.Pointer[chanObject]
 	kept   int  // len(subs) after the last sweep
 	closed bool // Close ran: the channels are closed and no new subscription is kept

@@ -165,7 +165,8 @@ type walSegment struct {
 	info  types.SegmentInfo
 
 	// mu guards w and file: reads hold it shared, a repair exclusively to swap them. Only
-	// Append writes or repairs, and raft-wal never runs two at once.
+	// Append writes or repairs, and raft-wal never runs two at once. Lock order: raft-wal's
+	// write lock, then mu, then walFiler.mu.
 	mu      sync.RWMutex
 	w       types.SegmentWriter
 	file    *walFile
