@@ -165,7 +165,7 @@ func TestStore_LongRun_MemoryStaysFlat(t *testing.T) {
 		t.Errorf("live heap grew from %.1f MiB to %.1f MiB (limit %.1f MiB)",
 			float64(first.heap)/(1<<20), float64(last.heap)/(1<<20), float64(limit)/(1<<20))
 	}
-	if last.renewals-first.renewals < leases/10 || transfers.Load() == 0 || puts.Load() == 0 {
+	if last.renewals-first.renewals < 100 || transfers.Load() == 0 || puts.Load() == 0 {
 		t.Errorf("the load did not run: %d renewals after warm-up, %d transfers, %d puts",
 			last.renewals-first.renewals, transfers.Load(), puts.Load())
 	}
