@@ -145,6 +145,11 @@ func (f *walFiler) openWriter(info types.SegmentInfo, open func(types.SegmentInf
 	f.vfs.last = nil
 	w, err := open(info)
 	if err != nil {
+		// raft-wal leaves the file open when it fails to read it; a repair retried on every
+		// append would leak one each time.
+		if f.vfs.last != nil {
+			f.vfs.last.Close()
+		}
 		return nil, nil, err
 	}
 	return w, f.vfs.last, nil
