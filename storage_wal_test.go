@@ -406,11 +406,24 @@ func TestRestore_LogStoreWAL(t *testing.T) {
 	}
 }
 
-// faultyWALVFS fails the next write (after writing half of it, as a full disk would) or the next
-// sync of a segment file, once per arming.
+// faultyWALVFS fails the next writes of segment files (after writing half of each, as a full
+// disk would) or the next sync.
 type faultyWALVFS struct {
 	types.VFS
-	failWrite, failSync atomic.Bool
+	failWrites atomic.Int32 // how many of the next writes fail
+	failSync   atomic.Bool
+}
+
+func (v *faultyWALVFS) takeWriteFault() bool {
+	for {
+		n := v.failWrites.Load()
+		if n == 0 {
+			return false
+		}
+		if v.failWrites.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 var errInjectedIO = errors.New("injected I/O error")
@@ -431,7 +444,7 @@ type faultyWALFile struct {
 }
 
 func (f *faultyWALFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.vfs.failWrite.Swap(false) {
+	if f.vfs.takeWriteFault() {
 		n, _ := f.WritableFile.WriteAt(p[:len(p)/2], off)
 		return n, errInjectedIO
 	}
@@ -463,8 +476,10 @@ func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
 		arm   func(*faultyWALVFS)
 		first uint64 // entries before the failing batch: 0 for an empty log
 	}{
-		{"write fails, empty log", func(v *faultyWALVFS) { v.failWrite.Store(true) }, 0},
-		{"write fails", func(v *faultyWALVFS) { v.failWrite.Store(true) }, 5},
+		{"write fails, empty log", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 0},
+		{"write fails", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 5},
+		// The repair's own write fails too: the next append repairs first.
+		{"write and repair fail", func(v *faultyWALVFS) { v.failWrites.Store(2) }, 5},
 		{"sync fails, empty log", func(v *faultyWALVFS) { v.failSync.Store(true) }, 0},
 		{"sync fails", func(v *faultyWALVFS) { v.failSync.Store(true) }, 5},
 	}
@@ -526,7 +541,7 @@ func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
 		name string
 		arm  func(*faultyWALVFS)
 	}{
-		{"write", func(v *faultyWALVFS) { v.failWrite.Store(true) }},
+		{"write", func(v *faultyWALVFS) { v.failWrites.Store(1) }},
 		{"sync", func(v *faultyWALVFS) { v.failSync.Store(true) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -542,7 +557,7 @@ func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
 			}
 			tt.arm(vfs)
 			s.Put(ctx, "k", "during") // fails (outcome unknown), or succeeds on a retry
-			if vfs.failWrite.Load() || vfs.failSync.Load() {
+			if vfs.failWrites.Load() != 0 || vfs.failSync.Load() {
 				t.Fatal("the injected failure did not happen")
 			}
 			var err error
