@@ -13,3 +13,7 @@ func LeaseHeapLen(s *Store) int {
 // LeaderSubscriptions drops the collected LeaderChanges subscriptions and returns how many
 // remain.
 func LeaderSubscriptions(s *Store) int { return s.leaderSubs.sweep() }
+
+// DedupWindow is how many log entries a request ID is remembered for: each member's dedup table
+// grows until its log has advanced this far past the start, then stays that size.
+const DedupWindow = dedupWindow
