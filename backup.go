@@ -97,7 +97,7 @@ func Restore(r io.Reader, dir string, opts ...Option) (err error) {
 		return err
 	}
 	log := cfg.log()
-	stores, err := openRaftStores(dir, cfg.logStore, cfg.snapshotRetain, log, false)
+	stores, err := openRaftStores(dir, cfg.logStore, cfg.snapshotRetain, cfg.walVFS, log, false)
 	if err != nil {
 		return err
 	}

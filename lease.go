@@ -3,6 +3,7 @@ package ember
 import (
 	"cmp"
 	"container/heap"
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -273,22 +274,29 @@ func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, first *LeaseKeepA
 type lessor struct {
 	s *Store
 
-	mu      sync.Mutex // guards the fields below; never held across a raft call
+	// mu guards the fields below; never held across a raft call. The apply path takes it (observe)
+	// after releasing the fsm's lock, so nothing under it may walk every lease.
+	mu      sync.Mutex
 	known   map[int64]*leaseClock
+	byAt    list.List              // the known leases' clocks, oldest at first: the checkpoint scan's order
 	revoked map[int64]*revokeWatch // keepalive loops waiting for a lease's revoke
 	leader  bool
-	expiry  expiryHeap    // leader only
+	expiry  expiryHeap    // leader only: every known lease once, by deadline
 	batch   *renewBatch   // leader only: renewals waiting for the next checkpoint
 	wake    chan struct{} // nudges run: new deadline or renewals
+	scanned int           // leases the periodic checkpoint scans visited, so tests can see its cost
 }
 
 // leaseClock is what a member knows about one lease's time.
 type leaseClock struct {
+	id        int64
 	ttl       int64         // granted TTL, seconds
 	at        time.Time     // local time the last event about this lease was applied
 	remaining time.Duration // TTL left at that event
 	deadline  time.Time     // leader only
 	expired   bool          // leader only: past its deadline, revoke under way; never renewed again
+	heapIdx   int           // position in lessor.expiry; -1 when not in it
+	atElem    *list.Element // this clock's place in lessor.byAt
 }
 
 type renewBatch struct {
@@ -351,7 +359,9 @@ func (l *lessor) observe(changes []leaseChange) {
 	for _, c := range changes {
 		switch {
 		case c.revoked:
-			delete(l.known, c.id)
+			if lc := l.known[c.id]; lc != nil {
+				l.forget(lc)
+			}
 			if rw := l.revoked[c.id]; rw != nil {
 				close(rw.ch)
 				delete(l.revoked, c.id)
@@ -359,17 +369,49 @@ func (l *lessor) observe(changes []leaseChange) {
 		case c.checkpoint:
 			if lc := l.known[c.id]; lc != nil {
 				lc.at, lc.remaining = now, time.Duration(c.remainingMs)*time.Millisecond
+				l.byAt.MoveToBack(lc.atElem)
 			}
 		default:
-			lc := &leaseClock{ttl: c.ttl, at: now, remaining: time.Duration(c.ttl) * time.Second}
-			l.known[c.id] = lc
+			// The fsm refuses a grant of a live ID; should the two ever disagree, the old clock
+			// must leave the heap and the scan order rather than linger there.
+			if old := l.known[c.id]; old != nil {
+				l.forget(old)
+			}
+			lc := l.track(c.id, c.ttl, now, time.Duration(c.ttl)*time.Second)
 			if l.leader {
 				lc.deadline = now.Add(lc.remaining)
-				heap.Push(&l.expiry, expiryItem{id: c.id, deadline: lc.deadline})
+				l.schedule(lc)
 				l.nudge()
 			}
 		}
 	}
+}
+
+// track adds a clock for a lease to known and to the back of byAt. Callers hold mu.
+func (l *lessor) track(id, ttl int64, at time.Time, remaining time.Duration) *leaseClock {
+	lc := &leaseClock{id: id, ttl: ttl, at: at, remaining: remaining, heapIdx: -1}
+	lc.atElem = l.byAt.PushBack(lc)
+	l.known[id] = lc
+	return lc
+}
+
+// forget drops a lease's clock everywhere the lessor tracks it. Callers hold mu.
+func (l *lessor) forget(lc *leaseClock) {
+	delete(l.known, lc.id)
+	l.byAt.Remove(lc.atElem)
+	if lc.heapIdx >= 0 {
+		heap.Remove(&l.expiry, lc.heapIdx)
+	}
+}
+
+// schedule puts a lease's new deadline in the expiry heap: each lease is in it once, moved
+// rather than added again, so renewals do not grow it. Callers hold mu.
+func (l *lessor) schedule(lc *leaseClock) {
+	if lc.heapIdx >= 0 {
+		heap.Fix(&l.expiry, lc.heapIdx)
+		return
+	}
+	heap.Push(&l.expiry, lc)
 }
 
 type revokeWatch struct {
@@ -407,14 +449,18 @@ func (l *lessor) restored() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.known = map[int64]*leaseClock{}
+	l.byAt.Init()
 	v.st.leases.Scan(func(lr *leaseRecord) bool {
 		rem := time.Duration(lr.ttl) * time.Second
 		if lr.remainingMs > 0 {
 			rem = time.Duration(lr.remainingMs) * time.Millisecond
 		}
-		l.known[lr.id] = &leaseClock{ttl: lr.ttl, at: now, remaining: rem}
+		l.track(lr.id, lr.ttl, now, rem)
 		return true
 	})
+	if l.leader {
+		l.startClocks(now)
+	}
 }
 
 // promote starts the leader's clocks; called once this leader has applied everything before
@@ -426,15 +472,21 @@ func (l *lessor) promote(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.leader = true
+	l.startClocks(time.Now())
+	l.nudge()
+}
+
+// startClocks sets every lease's deadline as promote describes and rebuilds the expiry heap
+// from them. Callers hold mu.
+func (l *lessor) startClocks(now time.Time) {
 	l.expiry = l.expiry[:0]
-	now := time.Now()
-	for id, lc := range l.known {
+	for _, lc := range l.known {
 		lc.deadline = maxTime(lc.at.Add(lc.remaining), now).Add(l.s.cfg.electionTimeout)
 		lc.expired = false
-		l.expiry = append(l.expiry, expiryItem{id: id, deadline: lc.deadline})
+		lc.heapIdx = len(l.expiry)
+		l.expiry = append(l.expiry, lc)
 	}
 	heap.Init(&l.expiry)
-	l.nudge()
 }
 
 // demote stops the leader's clocks; renewals waiting for a checkpoint fail and are retried on
@@ -443,6 +495,9 @@ func (l *lessor) demote() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.leader = false
+	for _, lc := range l.expiry {
+		lc.heapIdx = -1
+	}
 	l.expiry = nil
 	if l.batch != nil {
 		l.batch.err = errNotLeader
@@ -472,7 +527,7 @@ func (l *lessor) renew(ctx context.Context, id int64) (int64, error) {
 		return 0, ErrLeaseNotFound // an expired lease is never brought back
 	}
 	lc.deadline = now.Add(time.Duration(lc.ttl) * time.Second)
-	heap.Push(&l.expiry, expiryItem{id: id, deadline: lc.deadline})
+	l.schedule(lc)
 	if l.batch == nil {
 		l.batch = &renewBatch{ids: map[int64]bool{}, done: make(chan struct{})}
 	}
@@ -595,14 +650,9 @@ func (l *lessor) expireDue(sem chan struct{}) time.Duration {
 	}
 	now := time.Now()
 	for l.expiry.Len() > 0 {
-		top := l.expiry[0]
-		lc := l.known[top.id]
-		if lc == nil || !lc.deadline.Equal(top.deadline) {
-			heap.Pop(&l.expiry) // stale entry: renewed or revoked since
-			continue
-		}
-		if top.deadline.After(now) {
-			return top.deadline.Sub(now)
+		lc := l.expiry[0]
+		if lc.deadline.After(now) {
+			return lc.deadline.Sub(now)
 		}
 		select {
 		case sem <- struct{}{}:
@@ -610,11 +660,10 @@ func (l *lessor) expireDue(sem chan struct{}) time.Duration {
 			return 10 * time.Millisecond // rate limit: the revokes in flight finish first
 		}
 		// The lease stays in the heap at a retry time: if this revoke fails, it is tried again.
-		heap.Pop(&l.expiry)
 		lc.expired = true
 		lc.deadline = now.Add(revokeRetry)
-		heap.Push(&l.expiry, expiryItem{id: top.id, deadline: lc.deadline})
-		id := top.id
+		heap.Fix(&l.expiry, 0)
+		id := lc.id
 		if !l.s.spawn(func() { l.revokeExpired(id, sem) }) {
 			<-sem
 		}
@@ -636,7 +685,9 @@ func (l *lessor) revokeExpired(id int64, sem chan struct{}) {
 }
 
 // takeCheckpoint collects the pending renewals and, if periodic, the leases whose last
-// checkpoint is old.
+// checkpoint is old. The periodic part walks byAt from its oldest end and stops at the first
+// lease checkpointed recently, so its cost is the leases due, not every lease: it runs under
+// mu, which the apply path waits for.
 func (l *lessor) takeCheckpoint(periodic bool) (*renewBatch, []wire.LeaseCheckpoint) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -658,15 +709,14 @@ func (l *lessor) takeCheckpoint(periodic bool) (*renewBatch, []wire.LeaseCheckpo
 		}
 	}
 	if periodic {
-		for id, lc := range l.known {
-			if len(cps) >= maxCheckpointBatch {
-				break
+		for e := l.byAt.Front(); e != nil && len(cps) < maxCheckpointBatch; e = e.Next() {
+			lc := e.Value.(*leaseClock)
+			l.scanned++
+			if now.Sub(lc.at) < checkpointEvery {
+				break // byAt is in order of at: the rest are younger still
 			}
-			if b != nil && b.ids[id] {
-				continue
-			}
-			if now.Sub(lc.at) >= checkpointEvery && !lc.expired {
-				add(id, lc)
+			if !lc.expired && (b == nil || !b.ids[lc.id]) {
+				add(lc.id, lc)
 			}
 		}
 	}
@@ -691,22 +741,26 @@ func (l *lessor) writeCheckpoint(b *renewBatch, cps []wire.LeaseCheckpoint, done
 	done <- b
 }
 
-type expiryItem struct {
-	id       int64
-	deadline time.Time
-}
-
-// expiryHeap orders lease deadlines, earliest first. It may hold stale entries for leases that
-// were renewed or revoked since; they are skipped when they reach the top.
-type expiryHeap []expiryItem
+// expiryHeap orders lease clocks by deadline, earliest first. Each clock knows its index, so a
+// renewal moves it in place.
+type expiryHeap []*leaseClock
 
 func (h expiryHeap) Len() int           { return len(h) }
 func (h expiryHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	lc := x.(*leaseClock)
+	lc.heapIdx = len(*h)
+	*h = append(*h, lc)
+}
 func (h *expiryHeap) Pop() any {
 	old := *h
-	it := old[len(old)-1]
+	lc := old[len(old)-1]
+	old[len(old)-1] = nil
+	lc.heapIdx = -1
 	*h = old[:len(old)-1]
-	return it
+	return lc
 }

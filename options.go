@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/hashicorp/raft-wal/types"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ember-kv/ember/internal/peer"
@@ -61,6 +62,8 @@ type config struct {
 	dial peer.DialFunc
 	// wrapStores wraps raft's log and stable stores; tests use it to inject disk faults.
 	wrapStores func(raft.LogStore, raft.StableStore) (raft.LogStore, raft.StableStore)
+	// walVFS, if set, is what raft-wal opens its segment files through; tests inject faults.
+	walVFS types.VFS
 }
 
 func defaultConfig() config {

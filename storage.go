@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	walfs "github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/types"
 	"go.etcd.io/bbolt"
 )
 
@@ -68,7 +70,7 @@ const logCacheSize = 512
 // openRaftStores opens the stores of the data dir dir. want is the configured log store (0 =
 // none configured); existing says the dir held a member before this open (its member-id file
 // was there).
-func openRaftStores(dir string, want LogStore, retain int, log hclog.Logger, existing bool) (*raftStores, error) {
+func openRaftStores(dir string, want LogStore, retain int, walVFS types.VFS, log hclog.Logger, existing bool) (*raftStores, error) {
 	if dir == "" {
 		mem := raft.NewInmemStore()
 		return &raftStores{log: mem, stable: mem, snaps: raft.NewInmemSnapshotStore()}, nil
@@ -80,7 +82,10 @@ func openRaftStores(dir string, want LogStore, retain int, log hclog.Logger, exi
 	var st *raftStores
 	switch kind {
 	case LogStoreWAL:
-		st, err = openWALStores(dir, log)
+		if walVFS == nil {
+			walVFS = walfs.New()
+		}
+		st, err = openWALStoresOn(dir, walVFS, log)
 	default:
 		st, err = openBoltStores(dir, existing)
 	}

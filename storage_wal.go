@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,6 +30,11 @@ const (
 // openWALStores opens (or creates) the raft-wal log under dir/wal; it serves as both the log
 // and the stable store.
 func openWALStores(dir string, log hclog.Logger) (*raftStores, error) {
+	return openWALStoresOn(dir, walfs.New(), log)
+}
+
+// openWALStoresOn is openWALStores with raft-wal's segment files opened through vfs.
+func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger) (*raftStores, error) {
 	path := filepath.Join(dir, walDir)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("ember: create raft WAL dir: %w", err)
@@ -50,7 +56,7 @@ func openWALStores(dir string, log hclog.Logger) (*raftStores, error) {
 	// raft-wal's Close leaves the metadata file it opened open (and locked), so ember hands it
 	// the metadata store and closes that itself.
 	metaDB := &metadb.BoltMetaDB{}
-	w, err := openWAL(path, metaDB, log)
+	w, err := openWAL(path, vfs, metaDB, log)
 	if err != nil {
 		metaDB.Close()
 		lock.Close()
@@ -65,7 +71,7 @@ func openWALStores(dir string, log hclog.Logger) (*raftStores, error) {
 // openWAL opens raft-wal, which recovers the tail segment (dropping a torn last write) and
 // checks segment headers. Damage it detects, or that makes it panic on this goroutine, is
 // reported as ErrCorrupt.
-func openWAL(path string, metaDB *metadb.BoltMetaDB, log hclog.Logger) (_ *wal.WAL, err error) {
+func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Logger) (_ *wal.WAL, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
@@ -73,7 +79,7 @@ func openWAL(path string, metaDB *metadb.BoltMetaDB, log hclog.Logger) (_ *wal.W
 		}
 	}()
 	w, err := wal.Open(path, wal.WithMetaStore(metaDB), wal.WithLogger(log.Named("wal")),
-		wal.WithSegmentFiler(walFiler{segment.NewFiler(path, walfs.New())}))
+		wal.WithSegmentFiler(newWALFiler(path, vfs)))
 	switch {
 	case err == nil:
 		return w, nil
@@ -92,13 +98,205 @@ func openWAL(path string, metaDB *metadb.BoltMetaDB, log hclog.Logger) (_ *wal.W
 // index block") and the member cannot start. Such a segment is opened the way an unsealed tail
 // is recovered, by scanning its frames, which needs no index block and writes nothing; the
 // metadata's MaxIndex still hides the entries the truncation removed.
-type walFiler struct{ *segment.Filer }
+//
+// It also hands out tail segment writers that survive a failed append (walSegment).
+type walFiler struct {
+	*segment.Filer
+	vfs *walVFS
 
-func (f walFiler) Open(info types.SegmentInfo) (types.SegmentReader, error) {
+	// mu serializes opening segment files for writing, so that vfs.last is the file the call
+	// under way opened.
+	mu sync.Mutex
+}
+
+func newWALFiler(path string, vfs types.VFS) *walFiler {
+	v := &walVFS{VFS: vfs}
+	return &walFiler{Filer: segment.NewFiler(path, v), vfs: v}
+}
+
+func (f *walFiler) Open(info types.SegmentInfo) (types.SegmentReader, error) {
 	if info.IndexStart == 0 && !info.SealTime.IsZero() {
-		return f.Filer.RecoverTail(info)
+		w, _, err := f.openWriter(info, f.Filer.RecoverTail)
+		return w, err
 	}
 	return f.Filer.Open(info)
+}
+
+func (f *walFiler) Create(info types.SegmentInfo) (types.SegmentWriter, error) {
+	return f.segment(info, f.Filer.Create)
+}
+
+func (f *walFiler) RecoverTail(info types.SegmentInfo) (types.SegmentWriter, error) {
+	return f.segment(info, f.Filer.RecoverTail)
+}
+
+func (f *walFiler) segment(info types.SegmentInfo, open func(types.SegmentInfo) (types.SegmentWriter, error)) (types.SegmentWriter, error) {
+	w, file, err := f.openWriter(info, open)
+	if err != nil {
+		return nil, err
+	}
+	return &walSegment{filer: f, info: info, w: w, file: file}, nil
+}
+
+// openWriter opens a segment writer with raft-wal's filer and returns it with its file.
+func (f *walFiler) openWriter(info types.SegmentInfo, open func(types.SegmentInfo) (types.SegmentWriter, error)) (types.SegmentWriter, *walFile, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vfs.last = nil
+	w, err := open(info)
+	if err != nil {
+		// raft-wal leaves the file open when it fails to read it; a repair retried on every
+		// append would leak one each time.
+		if f.vfs.last != nil {
+			f.vfs.last.Close()
+		}
+		return nil, nil, err
+	}
+	return w, f.vfs.last, nil
+}
+
+// walSegment works around raft-wal v0.4.0's handling of a failed append
+// (hashicorp/raft-wal#32, fixed after the last release): when writing or syncing a batch
+// fails, the segment writer keeps the batch's entries in its in-memory index (and, for a failed
+// write, its bytes in the buffer the next write sends), so every later append, raft's retry of
+// the same entries included, fails as "non-monotonic": the member can never append again until
+// it restarts. After a failed append walSegment overwrites whatever the batch wrote since the
+// last successful sync with zeros, which raft-wal reads as the end of the segment, and rebuilds
+// the writer from the file the way raft-wal recovers a tail at startup: the segment is exactly
+// as it was before the batch, and the retry succeeds. If that repair fails too (the disk is
+// still failing), the append returns the error and the next one tries the repair again.
+type walSegment struct {
+	filer *walFiler
+	info  types.SegmentInfo
+
+	// mu guards w and file: reads hold it shared, a repair exclusively to swap them. Only
+	// Append writes or repairs, and raft-wal never runs two at once. Lock order: raft-wal's
+	// write lock, then mu, then walFiler.mu.
+	mu      sync.RWMutex
+	w       types.SegmentWriter
+	file    *walFile
+	damaged bool // an append failed and the repair has not succeeded yet; used only by Append
+}
+
+func (s *walSegment) Append(entries []types.LogEntry) error {
+	if s.damaged {
+		if err := s.repair(); err != nil {
+			return err
+		}
+	}
+	s.mu.RLock()
+	err := s.w.Append(entries)
+	s.mu.RUnlock()
+	if err != nil {
+		s.damaged = true
+		if rerr := s.repair(); rerr != nil {
+			return fmt.Errorf("%w (and %w)", err, rerr)
+		}
+	}
+	return err
+}
+
+// repair puts the segment back as it was after the last successful append.
+func (s *walSegment) repair() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.file.discardUnsynced(); err != nil {
+		return fmt.Errorf("ember: discard a failed raft WAL append: %w", err)
+	}
+	w, file, err := s.filer.openWriter(s.info, s.filer.Filer.RecoverTail)
+	if err != nil {
+		return fmt.Errorf("ember: reopen the raft WAL tail after a failed append: %w", err)
+	}
+	s.w.Close() // its state is the broken one; the file is already reopened
+	s.w, s.file, s.damaged = w, file, false
+	return nil
+}
+
+func (s *walSegment) Sealed() (bool, uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.w.Sealed()
+}
+
+func (s *walSegment) LastIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.w.LastIndex()
+}
+
+func (s *walSegment) GetLog(idx uint64) (*types.PooledBuffer, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.w.GetLog(idx)
+}
+
+func (s *walSegment) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Close()
+}
+
+// walVFS wraps the segment files raft-wal opens for writing in walFiles, and keeps the latest
+// one for the walFiler call that opened it (under walFiler.mu).
+type walVFS struct {
+	types.VFS
+	last *walFile
+}
+
+func (v *walVFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
+	f, err := v.VFS.Create(dir, name, size)
+	if err != nil {
+		return nil, err
+	}
+	v.last = &walFile{WritableFile: f}
+	return v.last, nil
+}
+
+func (v *walVFS) OpenWriter(dir, name string) (types.WritableFile, error) {
+	f, err := v.VFS.OpenWriter(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	v.last = &walFile{WritableFile: f}
+	return v.last, nil
+}
+
+// walFile remembers the bytes written since the last successful sync: what a failed append may
+// have left beyond the last commit. Only the segment's appends write and sync it.
+type walFile struct {
+	types.WritableFile
+	dirtyFrom, dirtyTo int64 // equal when nothing is unsynced
+}
+
+func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.dirtyFrom == f.dirtyTo {
+		f.dirtyFrom, f.dirtyTo = off, off
+	}
+	f.dirtyFrom, f.dirtyTo = min(f.dirtyFrom, off), max(f.dirtyTo, off+int64(len(p)))
+	return f.WritableFile.WriteAt(p, off)
+}
+
+func (f *walFile) Sync() error {
+	if err := f.WritableFile.Sync(); err != nil {
+		return err
+	}
+	f.dirtyFrom, f.dirtyTo = 0, 0
+	return nil
+}
+
+// discardUnsynced overwrites the unsynced bytes with zeros and syncs them.
+func (f *walFile) discardUnsynced() error {
+	if f.dirtyFrom == f.dirtyTo {
+		return nil
+	}
+	if _, err := f.WritableFile.WriteAt(make([]byte, f.dirtyTo-f.dirtyFrom), f.dirtyFrom); err != nil {
+		return err
+	}
+	if err := f.WritableFile.Sync(); err != nil {
+		return err
+	}
+	f.dirtyFrom, f.dirtyTo = 0, 0
+	return nil
 }
 
 // dirSize sums the sizes of the regular files under path; -1 if it cannot be read.

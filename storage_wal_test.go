@@ -8,11 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	walfs "github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/types"
 )
 
 // walPuts opens a single member on dir with the WAL, puts n keys and closes it; it returns the
@@ -400,5 +403,182 @@ func TestRestore_LogStoreWAL(t *testing.T) {
 	}
 	if _, err := s.Put(ctx, "after", "restore"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// faultyWALVFS fails the next writes of segment files (after writing half of each, as a full
+// disk would) or the next sync.
+type faultyWALVFS struct {
+	types.VFS
+	failWrites atomic.Int32 // how many of the next writes fail
+	failSync   atomic.Bool
+}
+
+func (v *faultyWALVFS) takeWriteFault() bool {
+	for {
+		n := v.failWrites.Load()
+		if n == 0 {
+			return false
+		}
+		if v.failWrites.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+var errInjectedIO = errors.New("injected I/O error")
+
+func (v *faultyWALVFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
+	f, err := v.VFS.Create(dir, name, size)
+	return &faultyWALFile{f, v}, err
+}
+
+func (v *faultyWALVFS) OpenWriter(dir, name string) (types.WritableFile, error) {
+	f, err := v.VFS.OpenWriter(dir, name)
+	return &faultyWALFile{f, v}, err
+}
+
+type faultyWALFile struct {
+	types.WritableFile
+	vfs *faultyWALVFS
+}
+
+func (f *faultyWALFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.vfs.takeWriteFault() {
+		n, _ := f.WritableFile.WriteAt(p[:len(p)/2], off)
+		return n, errInjectedIO
+	}
+	return f.WritableFile.WriteAt(p, off)
+}
+
+func (f *faultyWALFile) Sync() error {
+	if f.vfs.failSync.Swap(false) {
+		return errInjectedIO
+	}
+	return f.WritableFile.Sync()
+}
+
+// raft retries an append that failed (a follower's next AppendEntries, a leader's next term).
+// raft-wal v0.4.0 kept a failed batch in its segment writer's index (hashicorp/raft-wal#32), so
+// the retry and every append after it failed as non-monotonic and the member could not append
+// again until restarted. A failed write or sync must leave the log as it was before the batch:
+// the retry succeeds, and after a restart the log holds each entry once, as retried.
+func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
+	entries := func(from, to uint64, tag string) []*raft.Log {
+		var ls []*raft.Log
+		for i := from; i <= to; i++ {
+			ls = append(ls, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint(tag, i))})
+		}
+		return ls
+	}
+	tests := []struct {
+		name  string
+		arm   func(*faultyWALVFS)
+		first uint64 // entries before the failing batch: 0 for an empty log
+	}{
+		{"write fails, empty log", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 0},
+		{"write fails", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 5},
+		// The repair's own write fails too: the next append repairs first.
+		{"write and repair fail", func(v *faultyWALVFS) { v.failWrites.Store(2) }, 5},
+		{"sync fails, empty log", func(v *faultyWALVFS) { v.failSync.Store(true) }, 0},
+		{"sync fails", func(v *faultyWALVFS) { v.failSync.Store(true) }, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			vfs := &faultyWALVFS{VFS: walfs.New()}
+			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.first > 0 {
+				if err := st.log.StoreLogs(entries(1, tt.first, "e")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			batch := entries(tt.first+1, tt.first+5, "e")
+			tt.arm(vfs)
+			if err := st.log.StoreLogs(batch); !errors.Is(err, errInjectedIO) {
+				st.close()
+				t.Fatalf("append with an injected failure: %v", err)
+			}
+			if last, err := st.log.LastIndex(); err != nil || last != tt.first {
+				t.Errorf("LastIndex after the failed append = %d, %v; want %d", last, err, tt.first)
+			}
+			retry := []error{st.log.StoreLogs(batch), st.log.StoreLogs(entries(tt.first+6, tt.first+6, "e"))}
+			if err := st.close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := errors.Join(retry...); err != nil {
+				t.Fatalf("appends after the failure: %v", err)
+			}
+
+			st, err = openWALStores(dir, hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.close()
+			want := tt.first + 6
+			if last, err := st.log.LastIndex(); err != nil || last != want {
+				t.Fatalf("LastIndex after restart = %d, %v; want %d", last, err, want)
+			}
+			for i := uint64(1); i <= want; i++ {
+				var l raft.Log
+				if err := st.log.GetLog(i, &l); err != nil || string(l.Data) != fmt.Sprint("e", i) {
+					t.Fatalf("entry %d after restart: %q, %v", i, l.Data, err)
+				}
+			}
+		})
+	}
+}
+
+// A member on the WAL whose disk fails one append (a full disk, a failed fsync) serves writes
+// again once the disk does: raft steps down, retries the entries in its next term, and the log
+// takes them. With raft-wal v0.4.0 alone, every append after the failure was refused and the
+// member never wrote again until restarted.
+func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		arm  func(*faultyWALVFS)
+	}{
+		{"write", func(v *faultyWALVFS) { v.failWrites.Store(1) }},
+		{"sync", func(v *faultyWALVFS) { v.failSync.Store(true) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vfs := &faultyWALVFS{VFS: walfs.New()}
+			dir := t.TempDir()
+			s := dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL), func(c *config) error {
+				c.walVFS = vfs
+				return nil
+			})
+			ctx := dfCtx(t, time.Minute)
+			if _, err := s.Put(ctx, "k", "before"); err != nil {
+				t.Fatal(err)
+			}
+			tt.arm(vfs)
+			s.Put(ctx, "k", "during") // fails (outcome unknown), or succeeds on a retry
+			if vfs.failWrites.Load() != 0 || vfs.failSync.Load() {
+				t.Fatal("the injected failure did not happen")
+			}
+			var err error
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err = s.Put(pctx, "k", "after")
+				cancel()
+				if err == nil {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("no write succeeded for 20 s after one failed append: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL))
+			if r, err := s.Get(ctx, "k"); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "after" {
+				t.Fatalf("after restart: %+v, %v", r, err)
+			}
+		})
 	}
 }

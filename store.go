@@ -52,9 +52,8 @@ type Store struct {
 
 	confirmRound atomic.Uint64 // last leadership confirmation round this member started
 
-	subsMu sync.Mutex
-	subs   []chan LeaderChange // LeaderChanges subscribers; closed on Close
-	term   atomic.Uint64       // term of the last observed leader change
+	leaderSubs leaderSubs    // LeaderChanges subscribers; closed on Close
+	term       atomic.Uint64 // term of the last observed leader change
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -131,7 +130,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 func (s *Store) open(dir string, memberExisted bool) error {
 	var err error
-	if s.stores, err = openRaftStores(dir, s.cfg.logStore, s.cfg.snapshotRetain, s.log, memberExisted); err != nil {
+	if s.stores, err = openRaftStores(dir, s.cfg.logStore, s.cfg.snapshotRetain, s.cfg.walVFS, s.log, memberExisted); err != nil {
 		return err
 	}
 	if s.cfg.wrapStores != nil {
@@ -344,12 +343,7 @@ func (s *Store) Close() error {
 		if s.stores != nil {
 			errs = append(errs, s.stores.close())
 		}
-		s.subsMu.Lock()
-		for _, ch := range s.subs {
-			close(ch)
-		}
-		s.subs = nil
-		s.subsMu.Unlock()
+		s.leaderSubs.close()
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -458,48 +452,24 @@ func (s *Store) observeLeaders(obsCh chan raft.Observation) {
 			s.leaderSig.fire()
 			term := s.raft.CurrentTerm()
 			s.term.Store(term)
-			s.publish(LeaderChange{ID: string(lo.LeaderID), IsSelf: string(lo.LeaderID) == s.id, Term: term})
+			s.leaderSubs.publish(LeaderChange{ID: string(lo.LeaderID), IsSelf: string(lo.LeaderID) == s.id, Term: term})
 		case <-s.ctx.Done():
 			return
 		}
 	}
 }
 
-func (s *Store) publish(lc LeaderChange) {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	for _, ch := range s.subs {
-		select {
-		case ch <- lc:
-		default:
-			// A slow subscriber loses the oldest change, never the newest.
-			select {
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- lc:
-			default:
-			}
-		}
-	}
-}
-
 // LeaderChanges returns a channel that receives every leader change this member observes,
 // starting with the current leader. A subscriber that falls behind loses older changes, never the
-// latest. The channel closes when the store closes.
+// latest: the channel holds at most 16, so one that is never read costs constant memory. The
+// channel closes when the store closes. There is nothing to unsubscribe: a channel the host no
+// longer holds is garbage-collected and its subscription dropped (the store keeps only a weak
+// reference), so calling LeaderChanges often does not accumulate subscriptions.
 func (s *Store) LeaderChanges() <-chan LeaderChange {
-	ch := make(chan LeaderChange, 16)
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	if s.stopped() {
-		close(ch)
-		return ch
-	}
-	_, id := s.raft.LeaderWithID()
-	ch <- LeaderChange{ID: string(id), IsSelf: string(id) == s.id, Term: s.raft.CurrentTerm()}
-	s.subs = append(s.subs, ch)
-	return ch
+	return s.leaderSubs.subscribe(s.stopped(), func() LeaderChange {
+		_, id := s.raft.LeaderWithID()
+		return LeaderChange{ID: string(id), IsSelf: string(id) == s.id, Term: s.raft.CurrentTerm()}
+	})
 }
 
 // IsLeader reports whether this member is the raft leader.

@@ -1,0 +1,19 @@
+package ember
+
+// Sizes of the lessor's and the leader-change structures, for the long-run memory test in
+// package ember_test.
+
+// LeaseHeapLen returns how many entries the lease expiry heap holds (0 on a follower).
+func LeaseHeapLen(s *Store) int {
+	s.lessor.mu.Lock()
+	defer s.lessor.mu.Unlock()
+	return len(s.lessor.expiry)
+}
+
+// LeaderSubscriptions drops the collected LeaderChanges subscriptions and returns how many
+// remain.
+func LeaderSubscriptions(s *Store) int { return s.leaderSubs.sweep() }
+
+// DedupWindow is how many log entries a request ID is remembered for: each member's dedup table
+// grows until its log has advanced this far past the start, then stays that size.
+const DedupWindow = dedupWindow

@@ -1,0 +1,129 @@
+package ember
+
+import (
+	"reflect"
+	"sync"
+	"unsafe"
+	"weak"
+)
+
+// leaderChangesBuffer is how many changes a LeaderChanges channel holds for a subscriber that
+// does not read; beyond it the oldest are dropped.
+const leaderChangesBuffer = 16
+
+// leaderSubs are the LeaderChanges subscriptions. The API has no way to unsubscribe, and a
+// host that calls LeaderChanges and drops the channel must not leave a subscription behind for
+// the life of the store. So the store holds each channel only weakly: once the host holds it no
+// more (no goroutine can ever receive from it), the garbage collector frees it and the next
+// sweep drops the subscription. Nobody can observe the drop, since nobody can read the channel.
+type leaderSubs struct {
+	// mu guards the fields below; publish holds it across its non-blocking sends. A leaf lock:
+	// only raft's state getters (in subscribe's first) run under it.
+	mu     sync.Mutex
+	subs   []weak.Pointer[chanObject]
+	kept   int  // len(subs) after the last sweep
+	closed bool // Close ran: the channels are closed and no new subscription is kept
+}
+
+// minLeaderSubsSweep is the smallest number of subscriptions worth sweeping for when subscribing.
+const minLeaderSubsSweep = 64
+
+// chanObject stands for the runtime object a channel value points to: a channel value is a
+// pointer to it (reflect.Value.UnsafePointer returns that pointer), and a weak pointer to it
+// says whether anyone still holds the channel.
+type chanObject struct{}
+
+func weakChan(ch chan LeaderChange) weak.Pointer[chanObject] {
+	return weak.Make((*chanObject)(reflect.ValueOf(ch).UnsafePointer()))
+}
+
+// strongChan returns the channel p points to, or nil once it has been collected.
+func strongChan(p weak.Pointer[chanObject]) chan LeaderChange {
+	obj := p.Value()
+	if obj == nil {
+		return nil
+	}
+	return *(*chan LeaderChange)(unsafe.Pointer(&obj))
+}
+
+// subscribe returns a new subscription's channel holding first(), taken under the lock so that
+// no change published meanwhile is older than it; the channel is closed at once after close.
+// Every time the subscriptions have doubled since the last sweep it sweeps, so they stay within
+// twice the live ones (or minLeaderSubsSweep) even with no leader change to sweep them.
+func (ls *leaderSubs) subscribe(stopped bool, first func() LeaderChange) chan LeaderChange {
+	ch := make(chan LeaderChange, leaderChangesBuffer)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if stopped || ls.closed {
+		close(ch)
+		return ch
+	}
+	ch <- first()
+	if len(ls.subs) >= 2*max(ls.kept, minLeaderSubsSweep) {
+		ls.sweepLocked()
+	}
+	ls.subs = append(ls.subs, weakChan(ch))
+	return ch
+}
+
+// sweepLocked drops the subscriptions whose channels were collected. Callers hold mu.
+func (ls *leaderSubs) sweepLocked() {
+	live := ls.subs[:0]
+	for _, p := range ls.subs {
+		if p.Value() != nil {
+			live = append(live, p)
+		}
+	}
+	clear(ls.subs[len(live):])
+	ls.subs, ls.kept = live, len(live)
+}
+
+// sweep drops the collected subscriptions and returns how many remain.
+func (ls *leaderSubs) sweep() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.sweepLocked()
+	return len(ls.subs)
+}
+
+// publish sends lc to every live subscription without blocking: a subscriber that is behind
+// loses its oldest change, never the newest. Collected subscriptions are dropped on the way.
+func (ls *leaderSubs) publish(lc LeaderChange) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	live := ls.subs[:0]
+	for _, p := range ls.subs {
+		ch := strongChan(p)
+		if ch == nil {
+			continue
+		}
+		live = append(live, p)
+		select {
+		case ch <- lc:
+		default:
+			select {
+			case <-ch:
+			default:
+			}
+			select {
+			case ch <- lc:
+			default:
+			}
+		}
+	}
+	clear(ls.subs[len(live):])
+	ls.subs, ls.kept = live, len(live)
+}
+
+// close closes every live subscription's channel; later subscriptions get a closed channel.
+func (ls *leaderSubs) close() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.closed = true
+	for _, p := range ls.subs {
+		if ch := strongChan(p); ch != nil {
+			close(ch)
+		}
+	}
+	ls.subs = nil
+}
