@@ -16,9 +16,9 @@ import (
 
 // Client load of a G1 run.
 const (
-	g1Keys    = 8
-	g1Clients = 8 // the first g1Pinned use one member each, round robin; the rest roam
-	g1Pinned  = 6
+	g1Keys    = 16
+	g1Clients = 16 // the first g1Pinned use one member each, round robin; the rest roam
+	g1Pinned  = 12
 	// maxAmbiguous is how many writes of unknown outcome a client may leave open before it
 	// only reads: each is concurrent with everything after it, which is what makes checking
 	// expensive (etcd caps it at 3 too). A write whose effect the recorder has seen no longer

@@ -11,15 +11,18 @@
 // cluster recover for the rest. The faults: partition of the leader and of a follower; a
 // one-way cut of everything sent to the leader (it still sends); lost replies from the leader
 // (it serves followers' requests, the answers vanish); 75±50 ms delay on every link; 5% of
-// writes breaking their connection; stopping and restarting the leader and a follower; and a
+// writes breaking their connection; stopping and restarting the leader and a follower; a
 // partition that leaves the leader with a learner only, the leader's raft lease outlasting
-// the fault so that it goes on believing it leads.
+// the fault so that it goes on believing it leads; a follower partitioned while the leader
+// snapshots every few dozen entries, so that it catches up by installing a snapshot; and a
+// follower removed, wiped and rejoined under its old ID. Every run also carries a membership
+// client (adding and removing a learner, listing members) and ends with every member a voter.
 //
 // # G1: linearizability (linearizability_test.go, client_test.go, model_test.go)
 //
-// Eight clients (six pinned to a member, two roaming) run gets, puts (some with WithPrevKV),
-// deletes, CAS transactions (If ModRevision(k) = r Then Put Else Get) and leased puts with
-// their revokes on eight keys, every value unique. The history is checked with porcupine,
+// Sixteen clients (twelve pinned to a member, four roaming) run gets, puts (some with
+// WithPrevKV), deletes, CAS transactions (If ModRevision(k) = r Then Put Else Get) and leased
+// puts with their revokes on sixteen keys, every value unique. The history is checked with porcupine,
 // partitioned by key, on a model of each key's value and existence. An operation whose error
 // leaves its outcome open (ErrTimeout) may have taken effect at any time after its call; one
 // the recorder saw take effect gets the receipt as its return time. Every other ember error
@@ -56,7 +59,7 @@
 // # Running
 //
 // The CI tier runs within go test ./..., one run per fault (G1 alternates 3- and 5-member
-// clusters), 12 s each, in about three minutes on two cores with -race:
+// clusters), 15 s each, in about three and a half minutes on two cores with -race:
 //
 //	go test -race ./internal/reliability/
 //
