@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"maps"
 	"slices"
-	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -17,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/writecheck"
 )
 
 // TestToGRPC_EveryEmberError maps every exported ember error, alone and wrapped, to the status
@@ -45,7 +42,11 @@ func TestToGRPC_EveryEmberError(t *testing.T) {
 		"ErrCorrupt":         {ember.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 		"ErrUnhealthy":       {ember.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
 	}
-	if want, got := exportedErrors(t, "../errors.go"), slices.Sorted(maps.Keys(every)); !slices.Equal(got, want) {
+	want, err := writecheck.ExportedErrorNames("../errors.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := slices.Sorted(maps.Keys(every)); !slices.Equal(got, want) {
 		t.Fatalf("the table covers %v; ember exports %v", got, want)
 	}
 	type test struct {
@@ -92,28 +93,4 @@ func TestToGRPC_EveryEmberError(t *testing.T) {
 			}
 		})
 	}
-}
-
-// exportedErrors returns the sorted names of the exported Err variables the Go file at path
-// declares.
-func exportedErrors(t testing.TB, path string) []string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, d := range f.Decls {
-		if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.VAR {
-			for _, s := range gd.Specs {
-				for _, n := range s.(*ast.ValueSpec).Names {
-					if n.IsExported() && strings.HasPrefix(n.Name, "Err") {
-						names = append(names, n.Name)
-					}
-				}
-			}
-		}
-	}
-	slices.Sort(names)
-	return names
 }

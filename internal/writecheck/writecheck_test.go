@@ -8,7 +8,6 @@ import (
 	"go/parser"
 	"go/token"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/ember-kv/ember"
@@ -44,8 +43,12 @@ func TestClassify(t *testing.T) {
 // TestDefiniteErrors_EveryExportedError keeps DefiniteErrors in step with errors.go: every
 // exported error but ErrTimeout promises that nothing was applied.
 func TestDefiniteErrors_EveryExportedError(t *testing.T) {
+	names, err := ExportedErrorNames("../../errors.go")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var want []string
-	for _, name := range exportedErrorNames(t, "../../errors.go") {
+	for _, name := range names {
 		if name != "ErrTimeout" {
 			want = append(want, "ember."+name)
 		}
@@ -70,27 +73,4 @@ func TestDefiniteErrors_EveryExportedError(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("DefiniteErrors = %v, want every exported error but ErrTimeout: %v", got, want)
 	}
-}
-
-// exportedErrorNames returns the names of the exported Err variables declared in the Go file at
-// path.
-func exportedErrorNames(t testing.TB, path string) []string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, d := range f.Decls {
-		if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.VAR {
-			for _, s := range gd.Specs {
-				for _, n := range s.(*ast.ValueSpec).Names {
-					if n.IsExported() && strings.HasPrefix(n.Name, "Err") {
-						names = append(names, n.Name)
-					}
-				}
-			}
-		}
-	}
-	return names
 }
