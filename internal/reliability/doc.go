@@ -59,7 +59,7 @@
 // # Running
 //
 // The CI tier runs within go test ./..., one run per fault (G1 alternates 3- and 5-member
-// clusters), 15 s each, in about three and a half minutes on two cores with -race:
+// clusters), 24 s each, in about five minutes on two cores with -race:
 //
 //	go test -race ./internal/reliability/
 //

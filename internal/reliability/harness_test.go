@@ -45,7 +45,7 @@ func loadTier(t testing.TB) tier {
 	if testing.Short() {
 		t.Skip("reliability runs take minutes; skipped in -short mode")
 	}
-	tr := tier{runs: 1, duration: 15 * time.Second, checkTimeout: time.Minute, seed: time.Now().UnixNano()}
+	tr := tier{runs: 1, duration: 24 * time.Second, checkTimeout: time.Minute, seed: time.Now().UnixNano()}
 	if os.Getenv(envSoak) == "1" {
 		tr = tier{soak: true, runs: 20, duration: time.Minute, checkTimeout: 5 * time.Minute, seed: tr.seed}
 	}

@@ -57,11 +57,11 @@ type g1Fault struct {
 var g1Options = map[string][]ember.Option{
 	"leader-kill-wal":             {ember.WithLogStore(ember.LogStoreWAL)},
 	"follower-partition-snapshot": snapshotOptions,
-	// m1 keeps the longest leader lease raft allows (as long as its heartbeat timeout), here
-	// longer than the fault of a CI run: a deposed m1 believes it leads until the partition
-	// heals, instead of stepping down at about the time the voters elect another leader, and
-	// the run does not depend on that race. Its election timeout is as long, so it leads only
-	// when handed leadership (g1Setup).
+	// m1 keeps the longest leader lease raft allows (as long as its heartbeat timeout; longer
+	// would slow its heartbeats, sent every tenth of it, past the followers' election timeout):
+	// a deposed m1 believes it leads for 5 s into the fault, seconds after the voters elected
+	// another leader, so the run does not depend on winning that race. Its election timeout is
+	// as long, so it leads only when handed leadership (g1Setup).
 	"leader-learner-partition": {ember.WithRaftConfig(func(rc *raft.Config) {
 		if rc.LocalID == "m1" {
 			rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 5*time.Second, 5*time.Second, 5*time.Second
