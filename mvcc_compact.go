@@ -1,6 +1,9 @@
 package ember
 
-import "github.com/ember-kv/ember/internal/wire"
+import (
+	"github.com/ember-kv/ember/internal/planted"
+	"github.com/ember-kv/ember/internal/wire"
+)
 
 // compact moves the compaction revision to rev: reads, hashes and watches below it fail with
 // ErrCompacted from now on. It removes nothing itself, so that applying it costs O(1) whatever
@@ -135,7 +138,7 @@ func (st *mvccState) revokeLease(id int64) (wire.Code, []event) {
 	w := st.beginWrite()
 	var split []event
 	for i, k := range keys {
-		if plantedBug() == "split-revoke" && i == 1 {
+		if planted.Enabled(planted.SplitRevoke) && i == 1 {
 			split = w.end()
 			w = st.beginWrite()
 		}

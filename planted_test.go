@@ -10,25 +10,26 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
+	"github.com/ember-kv/ember/internal/planted"
 	"github.com/ember-kv/ember/internal/watchcheck"
 )
 
-// Reliability goal G7: each planted bug (see plantedBug in plant_bugs.go) must be caught by the
+// Reliability goal G7: each planted bug (see package internal/planted) must be caught by the
 // check that guards against it. Run with
 //
 //	go test -tags plantbugs -run TestPlanted -count=1 .
 //
 // Each test passes only if its check reports the bug.
 
-func plant(t *testing.T, bug string) {
+func plant(t *testing.T, bug planted.Bug) {
 	t.Helper()
-	t.Setenv("EMBER_PLANTED_BUG", bug)
+	t.Setenv(planted.EnvVar, bug.String())
 }
 
 // A leader cut off from the majority must not serve a linearizable read: with the read index
 // skipped, the read returns a value older than an acknowledged write.
 func TestPlanted_LocalReadsCaught(t *testing.T) {
-	plant(t, "local-reads")
+	plant(t, planted.LocalReads)
 	c := embertest.NewCluster(t, 3)
 	ctx := ctxFor(t, time.Minute)
 	old := c.Leader()
@@ -50,7 +51,7 @@ func TestPlanted_LocalReadsCaught(t *testing.T) {
 
 // A write acknowledged before it commits is lost when its leader was cut off.
 func TestPlanted_AckBeforeCommitCaught(t *testing.T) {
-	plant(t, "ack-before-commit")
+	plant(t, planted.AckBeforeCommit)
 	c := embertest.NewCluster(t, 3)
 	ctx := ctxFor(t, time.Minute)
 	old := c.Leader()
@@ -85,7 +86,7 @@ func TestPlanted_AckBeforeCommitCaught(t *testing.T) {
 
 // The watch checker reports the revisions the dispatcher skipped.
 func TestPlanted_SkippedWatchEventCaught(t *testing.T) {
-	plant(t, "skip-watch-event")
+	plant(t, planted.SkipWatchEvent)
 	s := openMemStore(t)
 	ctx := ctxFor(t, 30*time.Second)
 	rec := recordWatch(ctx, s, "w/", 0, false)
@@ -116,7 +117,7 @@ func TestPlanted_SkippedWatchEventCaught(t *testing.T) {
 
 // A revoke must delete every attached key at one revision.
 func TestPlanted_SplitRevokeCaught(t *testing.T) {
-	plant(t, "split-revoke")
+	plant(t, planted.SplitRevoke)
 	s := openMemStore(t)
 	ctx := ctxFor(t, 30*time.Second)
 	g, err := s.Grant(ctx, 60)

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/peer"
+	"github.com/ember-kv/ember/internal/planted"
 	"github.com/ember-kv/ember/internal/readindex"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -267,7 +268,7 @@ func (s *Store) follows(leader string, term uint64) error {
 
 // linearizableView returns a read view that reflects every write acknowledged before the call.
 func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
-	if plantedBug() == "local-reads" {
+	if planted.Enabled(planted.LocalReads) {
 		return s.fsm.view(), nil
 	}
 	start := s.metrics.start()

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/peer"
+	"github.com/ember-kv/ember/internal/planted"
 	"github.com/ember-kv/ember/internal/readindex"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -604,8 +605,8 @@ var errWaitAbandoned = errors.New("ember: wait for commit abandoned")
 // applyLocal hands data to raft on the leader and waits for the state machine's result.
 func (s *Store) applyLocal(ctx context.Context, data []byte) (*wire.Result, error) {
 	f := s.raft.ApplyLog(raft.Log{Data: data}, 0)
-	if plantedBug() == "ack-before-commit" {
-		if res := s.plantedEarlyAck(data); res != nil {
+	if planted.Enabled(planted.AckBeforeCommit) {
+		if res := plantedEarlyAck(s, data); res != nil {
 			return res, nil
 		}
 	}

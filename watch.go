@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ember-kv/ember/internal/interval"
+	"github.com/ember-kv/ember/internal/planted"
 )
 
 // WatchChan receives the responses of one watch.
@@ -503,7 +504,7 @@ func (h *watchHub) fanOut(revs []revEvents) {
 	// that receives it: a put watched a thousand times costs two allocations, not a thousand.
 	var touched, inRev []*watcher
 	for _, re := range revs {
-		if plantedBug() == "skip-watch-event" && re.rev%7 == 0 {
+		if planted.Enabled(planted.SkipWatchEvent) && re.rev%7 == 0 {
 			continue
 		}
 		inRev = inRev[:0]
