@@ -359,8 +359,8 @@ func TestDumpText(t *testing.T) {
 		}
 	}
 	for _, re := range []string{
-		`(?m)^  index=\d+ term=2 type=LogCommand kind=lease-revoke id=[0-9a-f]+-\d+ lease=` + strconv.FormatInt(int64(fx.lease), 10) + `$`,
-		`(?m)^  index=\d+ term=2 type=LogCommand kind=compact id=[0-9a-f]+-\d+ revision=` + strconv.FormatInt(fx.compactRev, 10) + `$`,
+		`(?m)^  index=\d+ term=\d+ type=LogCommand kind=lease-revoke id=[0-9a-f]+-\d+ lease=` + strconv.FormatInt(int64(fx.lease), 10) + `$`,
+		`(?m)^  index=\d+ term=\d+ type=LogCommand kind=compact id=[0-9a-f]+-\d+ revision=` + strconv.FormatInt(fx.compactRev, 10) + `$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("text dump has no line matching %s:\n%s", re, text)
