@@ -487,7 +487,7 @@ func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			vfs := &faultyWALVFS{VFS: walfs.New()}
-			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger())
+			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger(), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
