@@ -16,7 +16,7 @@ import (
 // branch pages, and its page size.
 func boltFile(t testing.TB) ([]byte, int) {
 	t.Helper()
-	dir, _ := dfPrepareDir(t, 10000, 1)
+	dir, _ := dfPrepareDir(t, 10000, 1, WithLogStore(LogStoreBolt))
 	b, err := os.ReadFile(filepath.Join(dir, "raft.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestCheckBolt_Damage(t *testing.T) {
 
 // Open refuses a damaged raft.db with ErrCorrupt, in-process, where bbolt itself would crash.
 func TestOpen_TruncatedRaftDBRefused(t *testing.T) {
-	dir, _ := dfPrepareDir(t, 10000, 1)
+	dir, _ := dfPrepareDir(t, 10000, 1, WithLogStore(LogStoreBolt))
 	path := filepath.Join(dir, "raft.db")
 	b, err := os.ReadFile(path)
 	if err != nil {
