@@ -203,19 +203,20 @@ func verifyWALTail(r io.ReaderAt, info types.SegmentInfo) (sc walScan, from, to 
 // one (rounded up to a frame boundary).
 func readNonZeroPrefix(r io.ReaderAt, off int64) ([]byte, error) {
 	var out []byte
-	buf := make([]byte, 1<<20)
+	buf, zeros := make([]byte, 1<<20), make([]byte, 1<<20)
 	for pos := off; ; {
 		n, err := r.ReadAt(buf, pos)
-		if i := lastNonZero(buf[:n]); i >= 0 {
+		// Mostly the unused rest of a preallocated tail: compare it whole first, which is fast.
+		if !bytes.Equal(buf[:n], zeros[:n]) {
 			out = append(out, make([]byte, pos-off-int64(len(out)))...)
-			out = append(out, buf[:i+1]...)
+			out = append(out, buf[:lastNonZero(buf[:n])+1]...)
 		}
 		pos += int64(n)
-		if errors.Is(err, io.EOF) || n == 0 {
-			break
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
+		}
+		if err != nil || n == 0 {
+			break
 		}
 	}
 	if pad := len(out) % walFrameHeaderLen; pad != 0 {

@@ -350,3 +350,38 @@ func TestWALRecovery_TornTailThenAppend(t *testing.T) {
 		t.Fatalf("after an append past the tear, the log serves %d entries, want %d", n, len(l.entries))
 	}
 }
+
+// BenchmarkWALOpen measures opening a WAL of one full sealed 64 MiB segment and a tail segment
+// half full, which Open reads in full to verify them.
+func BenchmarkWALOpen(b *testing.B) {
+	dir := b.TempDir()
+	st, err := openWALStoresOn(dir, walfs.New(), hclog.NewNullLogger(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("x"), 4096)
+	for i := uint64(1); i <= 24<<10; i += 256 {
+		logs := make([]*raft.Log, 256)
+		for j := range logs {
+			logs[j] = &raft.Log{Index: i + uint64(j), Term: 1, Type: raft.LogCommand, Data: data}
+		}
+		if err := st.log.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := st.close(); err != nil {
+		b.Fatal(err)
+	}
+	if n := len(walSegmentFiles(b, dir)); n != 2 {
+		b.Fatalf("%d segments, want 2", n)
+	}
+	for b.Loop() {
+		st, err := openWALStoresOn(dir, walfs.New(), hclog.NewNullLogger(), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := st.close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
