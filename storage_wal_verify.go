@@ -137,7 +137,8 @@ func walIndexMatches(index []byte, offsets []uint32) bool {
 
 // verifySealedWALSegment refuses a sealed segment unless its header matches the metadata and
 // every batch up to the seal (or up to MaxIndex, for a segment sealed by a tail truncation,
-// which has no seal) checks out. Bytes after that are never read.
+// which has no seal) checks out, holding every entry up to MaxIndex. Bytes after that are never
+// read.
 func verifySealedWALSegment(r io.ReaderAt, info types.SegmentInfo) error {
 	name := segment.FileName(info)
 	var hdr [walFileHeaderLen]byte
@@ -156,7 +157,9 @@ func verifySealedWALSegment(r io.ReaderAt, info types.SegmentInfo) error {
 	switch {
 	case err != nil:
 		return err
-	case info.IndexStart != 0 && (!sc.sealed || sc.entries != want):
+	case info.IndexStart != 0 && (!sc.sealed || sc.entries < want):
+		// More entries than MaxIndex covers: a tail truncation cut into the segment after
+		// its seal.
 		return fmt.Errorf("%w: raft WAL segment %s: a checksum fails before its seal (%d of %d entries check out)", ErrCorrupt, name, sc.entries, want)
 	case sc.entries < want:
 		return fmt.Errorf("%w: raft WAL segment %s: a checksum fails at entry %d of %d", ErrCorrupt, name, info.BaseIndex+uint64(sc.entries), info.MaxIndex)

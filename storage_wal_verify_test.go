@@ -322,6 +322,24 @@ func TestWALRecovery_Refused(t *testing.T) {
 	}
 }
 
+// A conflicting suffix removed from the log back into a sealed segment (raft's tail truncation):
+// the segment keeps entries past its new MaxIndex, and the log opens with the ones before.
+func TestWALRecovery_TailTruncatedIntoSealedSegment(t *testing.T) {
+	l := writeWALTestLog(t)
+	st := openWALTest(t, l.dir)
+	cut := l.entries[len(l.entries)/4].Index // inside the second segment
+	if err := st.log.DeleteRange(cut, uint64(len(l.entries))); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+	l.entries = l.entries[:cut-1]
+	if n := l.reopen(t); n != len(l.entries) {
+		t.Fatalf("the log serves %d entries, want %d", n, len(l.entries))
+	}
+}
+
 // A torn tail is cut on the first open and stays cut: appends after it, and later opens, see
 // one consistent log.
 func TestWALRecovery_TornTailThenAppend(t *testing.T) {
