@@ -70,9 +70,9 @@ func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger, segSize int) (
 	}, nil
 }
 
-// openWAL opens raft-wal, which recovers the tail segment (dropping a torn last write) and
-// checks segment headers. Damage it detects, or that makes it panic on this goroutine, is
-// reported as ErrCorrupt.
+// openWAL checks the WAL's segment list and opens raft-wal through walFiler, which verifies
+// every segment before raft-wal reads it (storage_wal_verify.go). Damage found, or that makes
+// raft-wal panic on this goroutine, is reported as ErrCorrupt.
 func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Logger, segSize int) (_ *wal.WAL, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -96,6 +96,8 @@ func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Lo
 	switch {
 	case err == nil:
 		return w, nil
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
 	case errors.Is(err, wal.ErrCorrupt), errors.Is(err, fs.ErrNotExist),
 		errors.Is(err, bbolt.ErrInvalid), errors.Is(err, bbolt.ErrChecksum), errors.Is(err, bbolt.ErrVersionMismatch):
 		// A segment the metadata lists but the dir lacks is a lost file, not a fresh start.
