@@ -16,6 +16,16 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 )
 
+// walSoakStride is how many bytes apart the recovery tests damage a segment: every byte with
+// EMBER_SOAK=1, every ci-th byte otherwise (a stride prime to the 8-byte frame size still damages
+// every field of the frames somewhere).
+func walSoakStride(ci int) int {
+	if os.Getenv("EMBER_SOAK") == "1" {
+		return 1
+	}
+	return ci
+}
+
 // walTestSegSize keeps the recovery tests' segments small, so that every byte of one can be
 // damaged in turn.
 const walTestSegSize = 2048
@@ -145,16 +155,14 @@ func (l *walTestLog) reopen(t testing.TB) int {
 	return int(last)
 }
 
-// Every byte of a sealed segment flipped in turn: the open is refused with ErrCorrupt, or the
-// whole log reads back intact (a byte past the seal is never read). Never a shorter log.
+// Every byte of a sealed segment flipped in turn (every 7th byte, every byte with EMBER_SOAK=1):
+// the open is refused with ErrCorrupt, or the whole log reads back intact (a byte past the seal
+// is never read). Never a shorter log.
 func TestWALRecovery_SealedSegmentByteFlips(t *testing.T) {
 	l := writeWALTestLog(t)
 	seg := l.segs[1]
 	orig := readFile(t, seg)
-	step := 1
-	if testing.Short() {
-		step = 7
-	}
+	step := walSoakStride(7)
 	refused := 0
 	for i := 0; i < len(orig); i += step {
 		b := bytes.Clone(orig)
@@ -177,7 +185,8 @@ func TestWALRecovery_SealedSegmentByteFlips(t *testing.T) {
 	}
 }
 
-// Every byte of the tail segment before its last two batches flipped in turn: refused with
+// Every byte (every 3rd; all with EMBER_SOAK=1) of the tail segment before its last two batches
+// flipped in turn: refused with
 // ErrCorrupt or read back intact, never a shorter log. (Damage to the last batches cannot be
 // told from a write torn by a crash, which is cut.)
 func TestWALRecovery_TailMiddleByteFlips(t *testing.T) {
@@ -186,10 +195,7 @@ func TestWALRecovery_TailMiddleByteFlips(t *testing.T) {
 	orig := readFile(t, tail)
 	ends := walBatchEnds(orig)
 	middle := ends[len(ends)-3] // the last two batches follow
-	step := 1
-	if testing.Short() {
-		step = 5
-	}
+	step := walSoakStride(3)
 	refused := 0
 	for i := 0; i < middle; i += step {
 		b := bytes.Clone(orig)
@@ -210,7 +216,8 @@ func TestWALRecovery_TailMiddleByteFlips(t *testing.T) {
 }
 
 // A crash cuts the last write short: the tail segment truncated, or its end zeroed (what a
-// preallocated file shows), at every offset opens with every batch completed before the cut.
+// preallocated file shows), at every offset (a sample in CI, all with EMBER_SOAK=1) opens with
+// every batch completed before the cut.
 func TestWALRecovery_TornTailEveryOffset(t *testing.T) {
 	l := writeWALTestLog(t)
 	tail := l.segs[len(l.segs)-1]
@@ -219,6 +226,9 @@ func TestWALRecovery_TornTailEveryOffset(t *testing.T) {
 	end := ends[len(ends)-1]
 	// Entries in the tail's complete batches: those before it, plus one per entry frame.
 	before := len(l.entries) - walEntryFrames(orig, end)
+	// Strides prime to the frame size, which still cut each frame field somewhere: a short one
+	// in the last batch, a longer one before it.
+	lastStart, lastStep, step := ends[len(ends)-2], walSoakStride(3), walSoakStride(13)
 	for _, cut := range []struct {
 		name string
 		cut  func(b []byte, off int) []byte
@@ -228,6 +238,13 @@ func TestWALRecovery_TornTailEveryOffset(t *testing.T) {
 	} {
 		t.Run(cut.name, func(t *testing.T) {
 			for off := 0; off < end; off++ {
+				stride := lastStep
+				if off < lastStart {
+					stride = step
+				}
+				if off%stride != 0 {
+					continue
+				}
 				writeFile(t, tail, cut.cut(bytes.Clone(orig), off))
 				n := l.reopen(t)
 				want := before + walEntryFrames(orig, lastEndBefore(ends, off))
