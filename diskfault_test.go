@@ -1157,10 +1157,10 @@ func TestDiskFault_StableStoreKeepsHostAlive(t *testing.T) {
 // how much log survives each snapshot. It returns what the member served when it stopped.
 const dfLastValue = "the last acknowledged value"
 
-func dfPrepareDir(t testing.TB, trailing uint64, snapshots int) (string, map[string]string) {
+func dfPrepareDir(t testing.TB, trailing uint64, snapshots int, opts ...Option) (string, map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
-	s := dfOpenSingle(t, dir, &dfFault{}, WithRaftConfig(func(c *raft.Config) { c.TrailingLogs = trailing }))
+	s := dfOpenSingle(t, dir, &dfFault{}, append([]Option{WithRaftConfig(func(c *raft.Config) { c.TrailingLogs = trailing })}, opts...)...)
 	ctx := dfCtx(t, 30*time.Second)
 	for r := 0; r <= snapshots; r++ {
 		for i := 0; i < 40; i++ {
@@ -1348,7 +1348,7 @@ func TestDiskCorruptRaftDB(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir, want := dfPrepareDir(t, 10000, 1)
+			dir, want := dfPrepareDir(t, 10000, 1, WithLogStore(LogStoreBolt))
 			path := filepath.Join(dir, "raft.db")
 			b, err := os.ReadFile(path)
 			if err != nil {

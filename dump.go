@@ -55,9 +55,9 @@ type DumpOptions struct {
 // as etcd-dump-logs prints every entry of the WAL. Where a restarting member would fall back to
 // an older snapshot when the newest is damaged, Dump reports the damage.
 //
-// Dump never writes to a bbolt raft log. A LogStoreWAL log is opened by raft-wal as a member's
-// open would, which recovers its tail segment: that may drop a torn last write and delete
-// segment files its metadata no longer lists. Reading snapshots goes through raft's snapshot store, which
+// Dump never writes to a bbolt raft log. A LogStoreWAL log is opened as a member's open would:
+// every segment is verified (damage gives ErrCorrupt), a torn last write is cut (overwritten
+// with zeros) and segment files its metadata no longer lists are deleted. Reading snapshots goes through raft's snapshot store, which
 // creates dir/snapshots if it is missing and probes it with a file it removes at once.
 //
 // Errors: a dir that a running member holds gives an error saying it is in use, after about a

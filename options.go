@@ -38,7 +38,7 @@ type config struct {
 	snapshotInterval  time.Duration
 	snapshotRetain    int
 
-	logStore LogStore // 0: what the data dir holds, bbolt for a new one
+	logStore LogStore // 0: what the data dir holds, the WAL for a new one
 
 	maxRequestBytes int
 	maxTxnOps       int
@@ -227,7 +227,7 @@ func WithSnapshotInterval(d time.Duration) Option {
 	return func(c *config) error { c.snapshotInterval = d; return nil }
 }
 
-// WithLogStore selects the raft log store of a new data dir (default LogStoreBolt); an existing
+// WithLogStore selects the raft log store of a new data dir (default LogStoreWAL); an existing
 // dir keeps the one it was created with, and Open refuses one that differs from k. See
 // [LogStoreWAL] for the trade-off.
 func WithLogStore(k LogStore) Option {

@@ -22,21 +22,21 @@ type LogStore int
 
 const (
 	// LogStoreBolt keeps the raft log with raft's term and vote in one bbolt file, raft.db, as
-	// hashicorp/raft-boltdb/v2 does. The default. Each append is one bbolt commit, two
-	// fdatasyncs; raft.db is vetted page by page before it is opened.
+	// hashicorp/raft-boltdb/v2 does: the default of data dirs created before LogStoreWAL was.
+	// Each append is one bbolt commit, two fdatasyncs; raft.db is vetted page by page before it
+	// is opened.
 	LogStoreBolt LogStore = iota + 1
 	// LogStoreWAL keeps the raft log in hashicorp/raft-wal's preallocated segment files under
-	// wal/, each entry with a checksum, and the term and vote in a small bbolt file beside them.
-	// Each append is one fdatasync and no page rewrites: on 3 members, 2.8× the put rate of
-	// LogStoreBolt at one client and 2× at 16 (bench/RESULTS.md, run 8). Segments are
-	// preallocated (64 MiB each), so a member takes that much disk from its first write.
+	// wal/, each batch of entries with a checksum, and the term and vote in a small bbolt file
+	// beside them. The default for a new data dir. Each append is one fdatasync and no page
+	// rewrites: on 3 members, 2.8× the put rate of LogStoreBolt at one client and 2× at 16
+	// (bench/RESULTS.md, run 8). Segments are preallocated (64 MiB each), so a member takes that
+	// much disk from its first write.
 	//
-	// The cost is in damage handling: raft-wal repairs its tail segment on open by cutting the
-	// log at the first batch that fails its checksum, and recreates a tail segment file that is
-	// gone, where LogStoreBolt refuses a damaged raft.db with ErrCorrupt. A torn last write is
-	// what that repair is for; damage further back in the tail segment loses the entries after
-	// it on that member without an error (a cluster member gets them from the leader again).
-	// Entries read back are checked against their checksums with either store.
+	// Damage is handled as etcd handles its WAL: on open every segment is read and every
+	// checksum verified; a write torn by a crash at the very end of the last segment is cut, and
+	// any other damage (a checksum failure followed by valid data, a damaged sealed segment, a
+	// gap in the indexes) refuses the open with ErrCorrupt. Opening reads the whole log once.
 	LogStoreWAL
 )
 
@@ -85,7 +85,7 @@ func openRaftStores(dir string, want LogStore, retain int, walVFS types.VFS, log
 		if walVFS == nil {
 			walVFS = walfs.New()
 		}
-		st, err = openWALStoresOn(dir, walVFS, log)
+		st, err = openWALStoresOn(dir, walVFS, log, 0)
 	default:
 		st, err = openBoltStores(dir, existing)
 	}
@@ -107,7 +107,7 @@ func openRaftStores(dir string, want LogStore, retain int, walVFS types.VFS, log
 }
 
 // dirLogStore decides which log store the dir uses: the one it already holds, else the one
-// configured, else bbolt. A configured store that differs from the one on disk is refused, as
+// configured, else the WAL. A configured store that differs from the one on disk is refused, as
 // is a member's dir that holds no log at all (it would start empty and serve stale or no data).
 func dirLogStore(dir string, want LogStore, existing bool) (LogStore, error) {
 	hasBolt := fileExists(filepath.Join(dir, boltFileName))
@@ -125,7 +125,7 @@ func dirLogStore(dir string, want LogStore, existing bool) (LogStore, error) {
 	}
 	switch {
 	case have == 0 && want == 0:
-		return LogStoreBolt, nil
+		return LogStoreWAL, nil
 	case have == 0:
 		return want, nil
 	case want != 0 && want != have:

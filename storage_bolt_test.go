@@ -9,7 +9,7 @@ import (
 
 // Open refuses a damaged raft.db with ErrCorrupt, in-process, where bbolt itself would crash.
 func TestOpen_TruncatedRaftDBRefused(t *testing.T) {
-	dir, _ := dfPrepareDir(t, 10000, 1)
+	dir, _ := dfPrepareDir(t, 10000, 1, WithLogStore(LogStoreBolt))
 	path := filepath.Join(dir, "raft.db")
 	b, err := os.ReadFile(path)
 	if err != nil {

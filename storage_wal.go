@@ -3,6 +3,7 @@ package ember
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,11 +31,12 @@ const (
 // openWALStores opens (or creates) the raft-wal log under dir/wal; it serves as both the log
 // and the stable store.
 func openWALStores(dir string, log hclog.Logger) (*raftStores, error) {
-	return openWALStoresOn(dir, walfs.New(), log)
+	return openWALStoresOn(dir, walfs.New(), log, 0)
 }
 
-// openWALStoresOn is openWALStores with raft-wal's segment files opened through vfs.
-func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger) (*raftStores, error) {
+// openWALStoresOn is openWALStores with raft-wal's segment files opened through vfs, and new
+// segments of segSize bytes (0: raft-wal's default, 64 MiB).
+func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger, segSize int) (*raftStores, error) {
 	path := filepath.Join(dir, walDir)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("ember: create raft WAL dir: %w", err)
@@ -56,7 +58,7 @@ func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger) (*raftStores, 
 	// raft-wal's Close leaves the metadata file it opened open (and locked), so ember hands it
 	// the metadata store and closes that itself.
 	metaDB := &metadb.BoltMetaDB{}
-	w, err := openWAL(path, vfs, metaDB, log)
+	w, err := openWAL(path, vfs, metaDB, log, segSize)
 	if err != nil {
 		metaDB.Close()
 		lock.Close()
@@ -68,27 +70,55 @@ func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger) (*raftStores, 
 	}, nil
 }
 
-// openWAL opens raft-wal, which recovers the tail segment (dropping a torn last write) and
-// checks segment headers. Damage it detects, or that makes it panic on this goroutine, is
-// reported as ErrCorrupt.
-func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Logger) (_ *wal.WAL, err error) {
+// openWAL checks the WAL's segment list and opens raft-wal through walFiler, which verifies
+// every segment before raft-wal reads it (storage_wal_verify.go). Damage found, or that makes
+// raft-wal panic on this goroutine, is reported as ErrCorrupt.
+func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Logger, segSize int) (_ *wal.WAL, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %s: opening the raft WAL: %v", ErrCorrupt, path, p)
 		}
 	}()
+	persisted, err := metaDB.Load(path)
+	if err == nil {
+		err = checkWALSegmentList(persisted.Segments)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	size := wal.WithSegmentSize(segSize)
+	if segSize <= 0 {
+		size = wal.WithMetaStore(metaDB) // raft-wal's default size
+	}
 	w, err := wal.Open(path, wal.WithMetaStore(metaDB), wal.WithLogger(log.Named("wal")),
-		wal.WithSegmentFiler(newWALFiler(path, vfs)))
+		wal.WithSegmentFiler(newWALFiler(path, vfs, log.Named("wal"))), size)
 	switch {
 	case err == nil:
 		return w, nil
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
 	case errors.Is(err, wal.ErrCorrupt), errors.Is(err, fs.ErrNotExist),
 		errors.Is(err, bbolt.ErrInvalid), errors.Is(err, bbolt.ErrChecksum), errors.Is(err, bbolt.ErrVersionMismatch):
 		// A segment the metadata lists but the dir lacks is a lost file, not a fresh start.
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
 	return nil, fmt.Errorf("ember: open raft WAL %s: %w", path, err)
+}
+
+// checkWALSegmentList refuses a segment list with a gap or overlap in its indexes, or an
+// unsealed segment before the last: raft-wal would serve such a log with entries missing.
+func checkWALSegmentList(segs []types.SegmentInfo) error {
+	for i := 1; i < len(segs); i++ {
+		prev, seg := segs[i-1], segs[i]
+		if prev.SealTime.IsZero() {
+			return fmt.Errorf("segment %d is not sealed but segment %d follows it", prev.ID, seg.ID)
+		}
+		if seg.BaseIndex != prev.MaxIndex+1 {
+			return fmt.Errorf("segment %d ends at index %d but segment %d starts at %d", prev.ID, prev.MaxIndex, seg.ID, seg.BaseIndex)
+		}
+	}
+	return nil
 }
 
 // walFiler works around raft-wal v0.4.0's tail truncation (hashicorp/raft-wal#31, fixed after
@@ -102,19 +132,26 @@ func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Lo
 // It also hands out tail segment writers that survive a failed append (walSegment).
 type walFiler struct {
 	*segment.Filer
+	dir string
 	vfs *walVFS
+	log hclog.Logger
 
 	// mu serializes opening segment files for writing, so that vfs.last is the file the call
 	// under way opened.
 	mu sync.Mutex
 }
 
-func newWALFiler(path string, vfs types.VFS) *walFiler {
+func newWALFiler(path string, vfs types.VFS, log hclog.Logger) *walFiler {
 	v := &walVFS{VFS: vfs}
-	return &walFiler{Filer: segment.NewFiler(path, v), vfs: v}
+	return &walFiler{Filer: segment.NewFiler(path, v), dir: path, vfs: v, log: log}
 }
 
+// Open opens a sealed segment, which is verified first (verifySealedWALSegment). raft-wal
+// opens sealed segments only when it opens the WAL.
 func (f *walFiler) Open(info types.SegmentInfo) (types.SegmentReader, error) {
+	if err := f.verify(info, func(r io.ReaderAt) error { return verifySealedWALSegment(r, info) }); err != nil {
+		return nil, err
+	}
 	if info.IndexStart == 0 && !info.SealTime.IsZero() {
 		w, _, err := f.openWriter(info, f.Filer.RecoverTail)
 		return w, err
@@ -126,8 +163,67 @@ func (f *walFiler) Create(info types.SegmentInfo) (types.SegmentWriter, error) {
 	return f.segment(info, f.Filer.Create)
 }
 
+// RecoverTail opens the tail segment when raft-wal opens the WAL. The segment is verified
+// first (verifyWALTail): a torn last write is overwritten with zeros, which raft-wal reads as
+// the end of the segment, and other damage is refused; raft-wal's own recovery must then come to
+// the same last index.
 func (f *walFiler) RecoverTail(info types.SegmentInfo) (types.SegmentWriter, error) {
-	return f.segment(info, f.Filer.RecoverTail)
+	var sc walScan
+	err := f.verify(info, func(r io.ReaderAt) error {
+		var from, to int64
+		var err error
+		if sc, from, to, err = verifyWALTail(r, info); err != nil || from == to {
+			return err
+		}
+		f.log.Warn("cutting a torn write off the end of the raft log", "segment", segment.FileName(info), "offset", from, "bytes", to-from)
+		return f.zero(info, from, to)
+	})
+	if err != nil {
+		return nil, err
+	}
+	w, err := f.segment(info, f.Filer.RecoverTail)
+	if err != nil {
+		return nil, err
+	}
+	want := uint64(0)
+	if sc.entries > 0 {
+		want = info.BaseIndex + uint64(sc.entries) - 1
+	}
+	if got := w.LastIndex(); got != want && !sc.sealed {
+		w.Close()
+		return nil, fmt.Errorf("%w: raft WAL segment %s: recovered up to index %d, verified up to %d", ErrCorrupt, segment.FileName(info), got, want)
+	}
+	return w, nil
+}
+
+// verify runs check on the segment's file. A missing file is returned as raft-wal's filer
+// returns it, so that raft-wal handles it as it does.
+func (f *walFiler) verify(info types.SegmentInfo, check func(io.ReaderAt) error) error {
+	r, err := f.vfs.OpenReader(f.dir, segment.FileName(info))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return check(r)
+}
+
+// zero overwrites [from, to) of the segment's file with zeros and syncs it.
+func (f *walFiler) zero(info types.SegmentInfo, from, to int64) error {
+	w, err := f.vfs.VFS.OpenWriter(f.dir, segment.FileName(info))
+	if err != nil {
+		return fmt.Errorf("ember: cut a torn raft WAL write: %w", err)
+	}
+	_, err = w.WriteAt(make([]byte, to-from), from)
+	if err == nil {
+		err = w.Sync()
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("ember: cut a torn raft WAL write: %w", err)
+	}
+	return nil
 }
 
 func (f *walFiler) segment(info types.SegmentInfo, open func(types.SegmentInfo) (types.SegmentWriter, error)) (types.SegmentWriter, error) {

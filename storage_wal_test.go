@@ -78,6 +78,28 @@ func TestStore_LogStoreWAL_RestartReplaysLog(t *testing.T) {
 	}
 }
 
+// A new data dir opened with no options gets the WAL; a dir an older ember created with bbolt
+// keeps it.
+func TestOpen_DefaultLogStore(t *testing.T) {
+	dir := t.TempDir()
+	s := dfOpenSingle(t, dir, &dfFault{})
+	if got := s.stores.kind; got != LogStoreWAL {
+		t.Errorf("a new dir got the %v log store, want wal", got)
+	}
+	s.Close()
+	if fileExists(filepath.Join(dir, boltFileName)) || !fileExists(filepath.Join(dir, walDir)) {
+		t.Fatal("a new dir opened with no options holds no WAL, or a raft.db")
+	}
+
+	dir = t.TempDir()
+	dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreBolt)).Close()
+	s = dfOpenSingle(t, dir, &dfFault{})
+	defer s.Close()
+	if got := s.stores.kind; got != LogStoreBolt {
+		t.Errorf("a bolt dir reopened with no options got the %v log store", got)
+	}
+}
+
 func TestOpen_LogStore_Mismatch(t *testing.T) {
 	tests := []struct {
 		name          string
@@ -164,6 +186,14 @@ func TestOpen_LogStoreWAL_Damage(t *testing.T) {
 			if err := os.WriteFile(meta, []byte(strings.Repeat("not bolt ", 2000)), 0o600); err != nil {
 				t.Fatal(err)
 			}
+		}},
+		{"tail batch damaged before later ones", func(t *testing.T, dir string) {
+			// A flipped bit in the first batch of the tail, with every later put intact after
+			// it: not a torn write, and cutting there would forget acknowledged puts.
+			segs := segmentFiles(t, dir)
+			b := readFile(t, segs[len(segs)-1])
+			b[walBatchEnds(b)[0]-12] ^= 0x04
+			writeFile(t, segs[len(segs)-1], b)
 		}},
 		{"metadata truncated", func(t *testing.T, dir string) {
 			if err := os.Truncate(filepath.Join(dir, walDir, "wal-meta.db"), 6000); err != nil {
@@ -487,7 +517,7 @@ func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			vfs := &faultyWALVFS{VFS: walfs.New()}
-			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger())
+			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger(), 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,7 +17,7 @@ type emberCluster struct {
 }
 
 // logStore is the -log-store flag: the raft log store of ember's members and of raw raft.
-var logStore = ember.LogStoreBolt
+var logStore = ember.LogStoreWAL
 
 // startEmber opens one member as the embedded default (Open(dir): persistent, fsync on, no
 // listener), or n members on loopback with ember's default raft timings.

@@ -53,7 +53,7 @@ func main() {
 		profileDir = flag.String("profile-dir", "", "write a CPU profile of each cell's measured interval into this dir")
 		memKeys    = flag.Int("mem-keys", 100_000, "keys loaded for the mem suite")
 		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
-		logStoreF  = flag.String("log-store", "bolt", "ember's and raw raft's raft log store: bolt (ember's default) or wal (ember.LogStoreWAL, hashicorp/raft-wal)")
+		logStoreF  = flag.String("log-store", "wal", "ember's and raw raft's raft log store: wal (ember's default, hashicorp/raft-wal) or bolt (ember.LogStoreBolt, raft-boltdb)")
 	)
 	flag.Parse()
 	switch *logStoreF {

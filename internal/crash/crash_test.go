@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ember-kv/ember"
 )
 
 func TestHelperMember(t *testing.T) { HelperMember(t) }
@@ -366,7 +368,8 @@ func allEqual(revs []int64) bool {
 	return true
 }
 
-// Three members: kill one, the leader, a majority or all of them, in turn, and restart them.
+// Three members on ember's default log store (the WAL): kill one, the leader, a majority or all
+// of them, in turn, and restart them.
 func TestCrash_ThreeMembers(t *testing.T) {
 	n := cycles(t, 48)
 	opts := crashOptions
@@ -375,12 +378,13 @@ func TestCrash_ThreeMembers(t *testing.T) {
 	crashCycles(t, c, []killSet{killAny, killLeader, killMajority, killAll}, n, 4)
 }
 
-// Three members on the WAL log store: the same kills, for its tail recovery after SIGKILL.
-func TestCrash_ThreeMembersWAL(t *testing.T) {
+// Three members on the bbolt log store, which data dirs created before the WAL was the default
+// keep: the same kills.
+func TestCrash_ThreeMembersBolt(t *testing.T) {
 	n := cycles(t, 16)
 	opts := crashOptions
 	opts.Members = 3
-	opts.WAL = true
+	opts.LogStore = ember.LogStoreBolt
 	c := NewCluster(t, opts)
 	crashCycles(t, c, []killSet{killAny, killLeader, killMajority, killAll}, n, 4)
 }

@@ -35,8 +35,8 @@ type MemberConfig struct {
 	ElectionTimeout   time.Duration
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
-	TrailingLogs      uint64 // raft log kept behind a snapshot; 0 leaves ember's default
-	WAL               bool   // the raft log in raft-wal segments (ember.LogStoreWAL)
+	TrailingLogs      uint64         // raft log kept behind a snapshot; 0 leaves ember's default
+	LogStore          ember.LogStore // the raft log store of a new dir; 0 leaves ember's default
 }
 
 // requestTimeout bounds one control request inside the member; the parent's HTTP client waits
@@ -91,8 +91,8 @@ func serveMember(cfg MemberConfig, parent io.Reader) error {
 	if cfg.TrailingLogs > 0 {
 		opts = append(opts, ember.WithRaftConfig(func(c *raft.Config) { c.TrailingLogs = cfg.TrailingLogs }))
 	}
-	if cfg.WAL {
-		opts = append(opts, ember.WithLogStore(ember.LogStoreWAL))
+	if cfg.LogStore != 0 {
+		opts = append(opts, ember.WithLogStore(cfg.LogStore))
 	}
 	s, err := ember.Open(cfg.Dir, opts...)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/embertest"
 )
 
@@ -32,7 +33,7 @@ type Options struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	WAL               bool
+	LogStore          ember.LogStore // 0 leaves ember's default
 }
 
 // Cluster is a set of member processes on loopback, each with its own data dir. Its methods
@@ -81,7 +82,7 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 			HeartbeatTimeout: opts.HeartbeatTimeout, ElectionTimeout: opts.ElectionTimeout,
 			SnapshotThreshold: opts.SnapshotThreshold, SnapshotInterval: opts.SnapshotInterval,
 			TrailingLogs: opts.TrailingLogs,
-			WAL:          opts.WAL,
+			LogStore:     opts.LogStore,
 		}}
 		if opts.Members > 1 {
 			m.Config.BindAddr = embertest.FreeAddr(t)

@@ -55,7 +55,7 @@ type g1Fault struct {
 
 // g1Options configure the members of a fault's runs beyond newCluster's defaults.
 var g1Options = map[string][]ember.Option{
-	"leader-kill-wal":             {ember.WithLogStore(ember.LogStoreWAL)},
+	"leader-kill-bolt":            {ember.WithLogStore(ember.LogStoreBolt)},
 	"follower-partition-snapshot": snapshotOptions,
 	// m1 keeps the longest leader lease raft allows (as long as its heartbeat timeout; longer
 	// would slow its heartbeats, sent every tenth of it, past the followers' election timeout):
@@ -170,9 +170,10 @@ var g1Faults = []g1Fault{
 		c.Remove(f)
 		return []string{f}, func() { c.Rejoin(f) }
 	}},
-	// The WAL log store under the fault that exercises its recovery and truncation paths most:
-	// a stopped leader's uncommitted tail is cut when it rejoins.
-	{"leader-kill-wal", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
+	// The bbolt log store (the default's alternative, and the store of older data dirs) under
+	// the fault that exercises recovery and truncation most: a stopped leader's uncommitted tail
+	// is cut when it rejoins.
+	{"leader-kill-bolt", 3, func(c *embertest.Cluster, _ string) ([]string, func()) {
 		l := c.Leader().ID
 		c.Stop(l)
 		return []string{l}, func() { c.Restart(l) }
