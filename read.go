@@ -2,157 +2,39 @@ package ember
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
 
-	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/planted"
 	"github.com/ember-kv/ember/internal/readindex"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// Peer RPC methods. Each request and answer is encoded with wire.Encoder.
-const (
-	mForward    uint8 = 1 // encoded wire.Command → encoded wire.Result; leader only
-	mReadIndex  uint8 = 2 // → uvarint commit index confirmed by a quorum; leader only
-	mJoin       uint8 = 3 // id, addr, learner → nothing; any member (forwards to the leader)
-	mPromote    uint8 = 4 // id → nothing; leader only
-	mRemove     uint8 = 5 // id → nothing; leader only
-	mStatus     uint8 = 6 // → uvarint applied index of the answering member
-	mKeepAlive  uint8 = 7 // varint lease ID → varint remaining TTL; leader only
-	mTimeToLive uint8 = 8 // varint lease ID, bool keys → lease state; leader only
-	mTransfer   uint8 = 9 // target member ID → nothing; leader only
-
-	// leader ID, term, round → round; any voter, whose ack confirms the leader for a read.
-	mConfirm uint8 = 10
-)
-
-// joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
-const joinForwardTimeout = 10 * time.Second
-
-// handleRPC serves a peer's request. Every input is validated: a malformed request gets
-// CodeMalformed and the member keeps serving.
-func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
-	resp, err := s.dispatchRPC(ctx, method, req)
-	return resp, peerError(err)
-}
-
-func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+// readView returns a view to read from: this member's latest for a serializable read, one
+// that reflects every write acknowledged before the call otherwise.
+func (s *Store) readView(ctx context.Context, serializable bool) (*readView, error) {
+	if !serializable {
+		return s.linearizableView(ctx)
+	}
 	if s.stopped() {
-		return nil, ErrStopped
+		return nil, s.stoppedErr()
 	}
-	d := wire.NewDecoder(req)
-	switch method {
-	case mForward:
-		cmd, err := s.checkForwarded(req)
-		if err != nil {
-			return nil, err
-		}
-		res, err := s.submit(ctx, cmd, req, false)
-		if err != nil {
-			return nil, err
-		}
-		return res.Marshal(nil), nil
-	case mReadIndex:
-		if err := d.Finish(); err != nil {
-			return nil, err
-		}
-		if !s.IsLeader() {
-			return nil, errNotLeader
-		}
-		idx, err := s.readIndex.Get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		e := wire.Encoder{}
-		e.Uvarint(idx)
-		return e.B, nil
-	case mJoin, mPromote, mRemove:
-		c, err := decodeMemberChange(method, req)
-		if err != nil {
-			return nil, err
-		}
-		if s.IsLeader() {
-			return nil, s.changeLocal(ctx, method, c)
-		}
-		if method == mJoin {
-			// A join may reach a member that does not lead; it is forwarded, not refused. The
-			// joiner cannot cancel it (ctx ends only with the connection), so it is bounded.
-			ctx, cancel := context.WithTimeout(ctx, joinForwardTimeout)
-			defer cancel()
-			return nil, s.changeMembership(ctx, method, req)
-		}
-		return nil, errNotLeader
-	case mTransfer:
-		id := d.String()
-		if err := d.Finish(); err != nil {
-			return nil, err
-		}
-		if !s.IsLeader() {
-			return nil, errNotLeader
-		}
-		return nil, s.transferLocal(ctx, id)
-	case mConfirm:
-		leader, term, round := d.String(), d.Uvarint(), d.Uvarint()
-		if err := d.Finish(); err != nil {
-			return nil, err
-		}
-		if err := s.follows(leader, term); err != nil {
-			return nil, err
-		}
-		e := wire.Encoder{}
-		e.Uvarint(round)
-		return e.B, nil
-	case mStatus:
-		if err := d.Finish(); err != nil {
-			return nil, err
-		}
-		e := wire.Encoder{}
-		e.Uvarint(s.fsm.applied.Load())
-		return e.B, nil
-	case mKeepAlive, mTimeToLive:
-		return s.lessor.handleRPC(ctx, method, d)
-	}
-	return nil, fmt.Errorf("%w: unknown method %d", wire.ErrMalformed, method)
+	return s.fsm.view(), nil
 }
 
-// checkForwarded decodes and validates a command a follower forwarded, with this member's
-// limits.
-func (s *Store) checkForwarded(req []byte) (*wire.Command, error) {
-	if len(req) > s.cfg.maxRequestBytes {
-		return nil, ErrRequestTooLarge
-	}
-	cmd, err := wire.UnmarshalCommand(req)
+// read serves a transaction that writes nothing from a read view.
+func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire.Result, error) {
+	v, err := s.readView(ctx, serializable)
 	if err != nil {
 		return nil, err
 	}
-	switch cmd.Kind {
-	case wire.KindTxn:
-		err = codeError(validateTxn(cmd.Txn, s.cfg.maxTxnOps))
-	case wire.KindLeaderStart:
-		err = fmt.Errorf("%w: leader start from a peer", wire.ErrMalformed)
+	res, code := v.st.readTxn(t)
+	if code != wire.CodeOK {
+		return nil, codeError(code)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return cmd, nil
-}
-
-// forward sends an encoded command to the leader.
-func (s *Store) forward(ctx context.Context, data []byte) (*wire.Result, error) {
-	addr, err := s.leaderAddr()
-	if err != nil {
-		return nil, err
-	}
-	s.metrics.forwardedToLeader(mForward)
-	resp, err := s.call(ctx, addr, mForward, data)
-	if err != nil {
-		return nil, err
-	}
-	return wire.UnmarshalResult(resp)
+	return res, nil
 }
 
 // fetchReadIndex obtains a read index: from this member if it leads, else from the leader.
@@ -283,45 +165,6 @@ func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
 			}
 			s.metrics.readIndexWaited(start)
 			return s.fsm.view(), nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
-		}
-		if !retryable(err) {
-			return nil, err
-		}
-		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, noLeader(err)
-		}
-	}
-}
-
-// retryable reports whether an operation that is safe to repeat should be tried again.
-func retryable(err error) bool {
-	return errors.Is(err, errNotLeader) || errors.Is(err, errNotReady) || errors.Is(err, ErrNoLeader) ||
-		errors.Is(err, errLeadershipLost) || errors.Is(err, peer.ErrNotSent) ||
-		errors.Is(err, peer.ErrOutcomeUnknown) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// onLeader runs an idempotent leader-only request: locally if this member leads, else on the
-// leader, retrying through leader changes until ctx ends.
-func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte, error) {
-	for attempt := 0; ; attempt++ {
-		if s.stopped() {
-			return nil, s.stoppedErr()
-		}
-		var resp []byte
-		var err error
-		if s.IsLeader() {
-			resp, err = s.dispatchRPC(ctx, method, req)
-		} else if addr, aerr := s.leaderAddr(); aerr != nil {
-			err = aerr
-		} else {
-			s.metrics.forwardedToLeader(method)
-			resp, err = s.call(ctx, addr, method, req)
-		}
-		if err == nil {
-			return resp, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
