@@ -142,27 +142,28 @@ func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte,
 		if s.stopped() {
 			return nil, s.stoppedErr()
 		}
-		var resp []byte
-		var err error
-		if s.IsLeader() {
-			resp, err = s.dispatchRPC(ctx, method, req)
-		} else if addr, aerr := s.leaderAddr(); aerr != nil {
-			err = aerr
-		} else {
-			s.metrics.forwardedToLeader(method)
-			resp, err = s.call(ctx, addr, method, req)
-		}
+		resp, err := s.attemptOnLeader(ctx, method, req, func() ([]byte, error) {
+			return s.dispatchRPC(ctx, method, req)
+		})
 		if err == nil {
 			return resp, nil
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
-		}
-		if !retryable(err) {
+		if err := s.retryIdempotent(ctx, err, attempt); err != nil {
 			return nil, err
 		}
-		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, noLeader(err)
-		}
 	}
+}
+
+// attemptOnLeader makes one attempt of a leader-only request: local if this member leads, else
+// sent to the leader as method with req.
+func (s *Store) attemptOnLeader(ctx context.Context, method uint8, req []byte, local func() ([]byte, error)) ([]byte, error) {
+	if s.IsLeader() {
+		return local()
+	}
+	addr, err := s.leaderAddr()
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.forwardedToLeader(method)
+	return s.call(ctx, addr, method, req)
 }

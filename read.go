@@ -166,14 +166,8 @@ func (s *Store) linearizableView(ctx context.Context) (*readView, error) {
 			s.metrics.readIndexWaited(start)
 			return s.fsm.view(), nil
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
-		}
-		if !retryable(err) {
+		if err := s.retryIdempotent(ctx, err, attempt); err != nil {
 			return nil, err
-		}
-		if err := s.waitLeaderChange(ctx, attempt); err != nil {
-			return nil, noLeader(err)
 		}
 	}
 }

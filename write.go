@@ -82,16 +82,19 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 		if err == nil {
 			return res, nil
 		}
-		switch {
-		case errors.Is(err, errLeadershipLost), errors.Is(err, peer.ErrOutcomeUnknown),
-			forwarded && errors.Is(err, ErrTimeout):
-			// The leader may have applied it. A retry carries the same request ID, so the state
-			// machine answers it from the first attempt's result if that one was applied.
+		var maybe, notApplied []error
+		if forwarded {
+			// The leader's ErrTimeout is its unknown outcome; a leader that answers ErrStopped is
+			// closing and applied nothing: another will lead. From applyLocal instead, ErrTimeout
+			// (a log store failure, a stop mid-wait) ends the write at once, as ErrStopped does.
+			maybe, notApplied = forwardedWriteMaybe, forwardedWriteNotApplied
+		}
+		switch classifyAttempt(err, maybe, notApplied) {
+		case attemptMaybeApplied:
+			// A retry carries the same request ID, so the state machine answers it from the
+			// first attempt's result if that one was applied.
 			maybeApplied = true
-		case errors.Is(err, errNotLeader), errors.Is(err, errNotReady), errors.Is(err, ErrNoLeader),
-			errors.Is(err, peer.ErrNotSent), forwarded && errors.Is(err, ErrStopped):
-			// Not applied. A leader that answers ErrStopped is closing: another will lead.
-		default:
+		case attemptFailed:
 			return nil, giveUp(ctx, err, maybeApplied)
 		}
 		if !forward {
@@ -247,9 +250,65 @@ func noLeader(err error) error {
 	return fmt.Errorf("%w: %w", ErrNoLeader, err)
 }
 
-// retryable reports whether an operation that is safe to repeat should be tried again.
+// retryIdempotent decides what follows a failed attempt of an operation that is safe to repeat
+// (onLeader, linearizableView): it returns nil once it is time to retry, else the error to end
+// with. An operation with no effect to lose gives up on ctx's end with ErrTimeout.
+func (s *Store) retryIdempotent(ctx context.Context, err error, attempt int) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+	}
+	if !retryable(err) {
+		return err
+	}
+	if err := s.waitLeaderChange(ctx, attempt); err != nil {
+		return noLeader(err)
+	}
+	return nil
+}
+
+// attemptClass is what the error of one attempt on the leader says about the attempt's effect.
+type attemptClass uint8
+
+const (
+	attemptFailed       attemptClass = iota // not worth a retry: the caller ends with the error
+	attemptNotApplied                       // the leader never took it: retry
+	attemptMaybeApplied                     // it may have taken effect: retry; an end is then an unknown outcome
+)
+
+// classifyAttempt is the one classification of an attempt's error that every retry loop on the
+// leader shares (submit, changeMembership, onLeader, linearizableView). What differs per caller is
+// passed in: errors that mean maybe-applied or not-applied only for that caller. Maybe-applied is
+// checked first, so that an error wrapping both kinds never passes for a definite one.
+func classifyAttempt(err error, maybe, notApplied []error) attemptClass {
+	if errors.Is(err, errLeadershipLost) || errors.Is(err, peer.ErrOutcomeUnknown) || isAny(err, maybe) {
+		return attemptMaybeApplied
+	}
+	if errors.Is(err, errNotLeader) || errors.Is(err, errNotReady) || errors.Is(err, ErrNoLeader) ||
+		errors.Is(err, peer.ErrNotSent) || isAny(err, notApplied) {
+		return attemptNotApplied
+	}
+	return attemptFailed
+}
+
+// What callers add to classifyAttempt's shared sentinels; each caller says why.
+var (
+	forwardedWriteMaybe      = []error{ErrTimeout}
+	forwardedWriteNotApplied = []error{ErrStopped}
+	memberChangeMaybe        = []error{errWaitAbandoned, ErrTimeout}
+)
+
+func isAny(err error, targets []error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryable reports whether an operation that is safe to repeat should be tried again: whether
+// or not an attempt took effect does not matter, and a per-attempt deadline (fetchReadIndex's)
+// is worth a retry while the caller's ctx lasts.
 func retryable(err error) bool {
-	return errors.Is(err, errNotLeader) || errors.Is(err, errNotReady) || errors.Is(err, ErrNoLeader) ||
-		errors.Is(err, errLeadershipLost) || errors.Is(err, peer.ErrNotSent) ||
-		errors.Is(err, peer.ErrOutcomeUnknown) || errors.Is(err, context.DeadlineExceeded)
+	return classifyAttempt(err, nil, nil) != attemptFailed || errors.Is(err, context.DeadlineExceeded)
 }
