@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -133,27 +132,25 @@ func (s *Store) changeMembership(ctx context.Context, method uint8, req []byte) 
 		if s.stopped() {
 			return unknownIfMaybeApplied(maybeApplied, s.stoppedErr())
 		}
-		var err error
-		if s.IsLeader() {
-			err = s.changeLocal(ctx, method, change)
-		} else if addr, aerr := s.leaderAddr(); aerr != nil {
-			err = aerr
-		} else {
-			s.metrics.forwardedToLeader(method)
-			_, err = s.call(ctx, addr, method, req)
-		}
-		switch {
-		case err == nil:
+		_, err := s.attemptOnLeader(ctx, method, req, func() ([]byte, error) {
+			return nil, s.changeLocal(ctx, method, change)
+		})
+		if err == nil {
 			return nil
-		case errors.Is(err, ErrMemberNotFound) && method == mRemove && maybeApplied:
+		}
+		if errors.Is(err, ErrMemberNotFound) && method == mRemove && maybeApplied {
 			return nil // an earlier attempt removed it
-		case errors.Is(err, errLeadershipLost), errors.Is(err, peer.ErrOutcomeUnknown),
-			errors.Is(err, errWaitAbandoned), errors.Is(err, ErrTimeout):
+		}
+		// Unlike a write, a change whose wait was abandoned or ended unknown (ErrTimeout, here
+		// or on the leader) is retried: it is idempotent. A context error goes to the ctx check
+		// below, which retries it while ctx lasts.
+		switch classifyAttempt(err, memberChangeMaybe, nil) {
+		case attemptMaybeApplied:
 			maybeApplied = true
-		case errors.Is(err, errNotLeader), errors.Is(err, errNotReady), errors.Is(err, ErrNoLeader),
-			errors.Is(err, peer.ErrNotSent):
-		case !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
-			return err // definite: ErrMemberExists, ErrUnhealthy, ...
+		case attemptFailed:
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				return err // definite: ErrMemberExists, ErrUnhealthy, ...
+			}
 		}
 		if ctx.Err() != nil {
 			if maybeApplied {

@@ -127,31 +127,6 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 	return r, nil
 }
 
-// readView returns a view to read from: this member's latest for a serializable read, one
-// that reflects every write acknowledged before the call otherwise.
-func (s *Store) readView(ctx context.Context, serializable bool) (*readView, error) {
-	if !serializable {
-		return s.linearizableView(ctx)
-	}
-	if s.stopped() {
-		return nil, s.stoppedErr()
-	}
-	return s.fsm.view(), nil
-}
-
-// read serves a transaction that writes nothing from a read view.
-func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire.Result, error) {
-	v, err := s.readView(ctx, serializable)
-	if err != nil {
-		return nil, err
-	}
-	res, code := v.st.readTxn(t)
-	if code != wire.CodeOK {
-		return nil, codeError(code)
-	}
-	return res, nil
-}
-
 // Compact drops history before rev: reads and watches at revisions below it fail with
 // ErrCompacted afterwards. It goes through the log and applies on every member.
 func (s *Store) Compact(ctx context.Context, rev int64, opts ...CompactOption) (*CompactResponse, error) {

@@ -1,7 +1,6 @@
 package ember
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -9,8 +8,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ember-kv/ember/internal/wire"
 )
 
 // metrics holds one store's Prometheus collectors, named like etcd's so that dashboards carry
@@ -215,16 +212,6 @@ func (m *metrics) leaderObserved(id string) {
 		return
 	}
 	m.leaderChanges.Inc()
-}
-
-// submitOwn is submit for a proposal this member originates (a client write entered here, or the
-// leader's own lease revocation or checkpoint), counted in etcd_server_proposals_pending until it
-// resolves. A write forwarded by a follower is counted on that follower only, as in etcd.
-func (s *Store) submitOwn(ctx context.Context, cmd *wire.Command, data []byte, forward bool) (*wire.Result, error) {
-	s.metrics.proposalStarted()
-	res, err := s.submit(ctx, cmd, data, forward)
-	s.metrics.proposalDone(err)
-	return res, err
 }
 
 func (m *metrics) proposalStarted() {

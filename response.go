@@ -77,12 +77,20 @@ func (r OpResponse) Del() *DeleteResponse { return r.del }
 // Txn returns the answer to a nested transaction, or nil.
 func (r OpResponse) Txn() *TxnResponse { return r.txn }
 
+// keyValueOf is the one conversion of a stored pair to the API's KeyValue: the state machine
+// turns a record into a wire.KV (record.toWire), which reaches kv.go's answers through
+// kvFromWire and kvsFromWire, and watch events through eventOf.
+func keyValueOf(kv *wire.KV) KeyValue {
+	return KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision,
+		ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+}
+
 func kvFromWire(kv *wire.KV) *KeyValue {
 	if kv == nil {
 		return nil
 	}
-	return &KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision,
-		ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+	out := keyValueOf(kv)
+	return &out
 }
 
 func kvsFromWire(kvs []*wire.KV) []*KeyValue {
@@ -93,8 +101,7 @@ func kvsFromWire(kvs []*wire.KV) []*KeyValue {
 	out := make([]*KeyValue, len(kvs))
 	buf := make([]KeyValue, len(kvs))
 	for i, kv := range kvs {
-		buf[i] = KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision,
-			ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+		buf[i] = keyValueOf(kv)
 		out[i] = &buf[i]
 	}
 	return out

@@ -55,7 +55,7 @@ type rpcSeed struct {
 	data   []byte
 }
 
-// rpcSeeds are valid requests for every method, in the formats rpc.go documents.
+// rpcSeeds are valid requests for every method, in the formats peer.go documents.
 func rpcSeeds() []rpcSeed {
 	cmd := func(c *wire.Command) []byte { return c.Marshal(nil) }
 	rangeOp := wireGet("seed/")

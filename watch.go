@@ -590,6 +590,9 @@ func eventOf(r, prev *record, withPrev bool) *Event {
 	e := &Event{}
 	if r.tombstone {
 		e.Type = EventTypeDelete
+		// Deliberately not keyValueOf(r.toWire(false)): like etcd's, a delete event's pair holds
+		// only the key and the deleting revision, with a nil Value (toWire gives an empty, non-nil
+		// one; the other fields of a tombstone are zero either way).
 		e.Kv = &KeyValue{Key: []byte(r.key), ModRevision: r.mod}
 	} else {
 		e.Kv = kvFromWire(ptr(r.toWire(false)))

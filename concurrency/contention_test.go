@@ -302,7 +302,7 @@ func (k *contender) dropSession() {
 // Every call must return once the store is closed, with an error if it could not finish.
 //
 // It fails because a write that raft has committed but not yet applied when the store closes
-// waits forever: Store.applyLocal waits on the raft future in waitFuture (store.go), which
+// waits forever: Store.applyLocal waits on the raft future in waitFuture (write.go), which
 // selects only on the future and ctx, and hashicorp/raft never responds to a future whose
 // batch is still queued for its FSM goroutine at Shutdown. With a ctx that has a deadline,
 // the call returns at the deadline but the goroutine waitFuture started stays behind.

@@ -1,10 +1,17 @@
 package ember
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"sync"
+	"time"
 	"unsafe"
 	"weak"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ember-kv/ember/internal/wire"
 )
 
 // leaderChangesBuffer is how many changes a LeaderChanges channel holds for a subscriber that
@@ -126,4 +133,115 @@ func (ls *leaderSubs) close() {
 		}
 	}
 	ls.subs = nil
+}
+
+// LeaderChange reports that a member became leader (ID "" while no leader is known).
+type LeaderChange struct {
+	ID     string
+	IsSelf bool
+	Term   uint64
+}
+
+// watchLeadership reacts to this node gaining and losing leadership. raft blocks until each
+// notification is read, so the work runs elsewhere.
+func (s *Store) watchLeadership(notifyCh chan bool) {
+	var stopTerm context.CancelFunc = func() {}
+	for {
+		select {
+		case isLeader := <-notifyCh:
+			stopTerm()
+			s.readyTerm.Store(0)
+			s.readySig.fire()
+			s.lessor.demote()
+			if !isLeader {
+				stopTerm = func() {}
+				continue
+			}
+			ctx, cancel := context.WithCancel(s.ctx)
+			stopTerm = cancel
+			term := s.raft.CurrentTerm()
+			s.spawn(func() { s.startTerm(ctx, term) })
+		case <-s.ctx.Done():
+			stopTerm()
+			return
+		}
+	}
+}
+
+// startTerm commits this leader's first command. Once it is applied, every entry of earlier terms
+// is applied too, so the commit index is safe to serve reads at and lease state is complete.
+func (s *Store) startTerm(ctx context.Context, term uint64) {
+	data := (&wire.Command{Kind: wire.KindLeaderStart, Term: term, NodeID: s.id}).Marshal(nil)
+	for ctx.Err() == nil {
+		err := s.waitFuture(ctx, s.raft.Apply(data, 0))
+		if err == nil {
+			if s.raft.CurrentTerm() != term || s.raft.State() != raft.Leader {
+				return
+			}
+			s.readyTerm.Store(term)
+			s.readySig.fire()
+			s.lessor.promote(ctx)
+			return
+		}
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrRaftShutdown) || ctx.Err() != nil || errors.Is(err, ErrStopped) {
+			return
+		}
+		s.log.Warn("leader start entry failed; retrying", "error", err)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// observeLeaders tracks who leads, for forwarding and LeaderChanges.
+func (s *Store) observeLeaders(obsCh chan raft.Observation) {
+	for {
+		select {
+		case o := <-obsCh:
+			lo := o.Data.(raft.LeaderObservation)
+			s.metrics.leaderObserved(string(lo.LeaderID))
+			s.leaderSig.fire()
+			term := s.raft.CurrentTerm()
+			s.term.Store(term)
+			s.leaderSubs.publish(LeaderChange{ID: string(lo.LeaderID), IsSelf: string(lo.LeaderID) == s.id, Term: term})
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// LeaderChanges returns a channel that receives every leader change this member observes,
+// starting with the current leader. A subscriber that falls behind loses older changes, never the
+// latest: the channel holds at most 16, so one that is never read costs constant memory. The
+// channel closes when the store closes. There is nothing to unsubscribe: a channel the host no
+// longer holds is garbage-collected and its subscription dropped (the store keeps only a weak
+// reference), so calling LeaderChanges often does not accumulate subscriptions.
+func (s *Store) LeaderChanges() <-chan LeaderChange {
+	return s.leaderSubs.subscribe(s.stopped(), func() LeaderChange {
+		_, id := s.raft.LeaderWithID()
+		return LeaderChange{ID: string(id), IsSelf: string(id) == s.id, Term: s.raft.CurrentTerm()}
+	})
+}
+
+// IsLeader reports whether this member is the raft leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID and peer address, or empty strings if none is known.
+func (s *Store) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// leaderAddr returns the leader's peer address, or errNoLeaderKnown.
+func (s *Store) leaderAddr() (string, error) {
+	addr, id := s.raft.LeaderWithID()
+	if id == "" || addr == "" {
+		return "", ErrNoLeader
+	}
+	if string(id) == s.id {
+		return "", errNotLeader // raft still thinks it leads but State() said otherwise: retry
+	}
+	return string(addr), nil
 }

@@ -1,0 +1,169 @@
+package ember
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// Peer RPC methods. Each request and answer is encoded with wire.Encoder.
+const (
+	mForward    uint8 = 1 // encoded wire.Command → encoded wire.Result; leader only
+	mReadIndex  uint8 = 2 // → uvarint commit index confirmed by a quorum; leader only
+	mJoin       uint8 = 3 // id, addr, learner → nothing; any member (forwards to the leader)
+	mPromote    uint8 = 4 // id → nothing; leader only
+	mRemove     uint8 = 5 // id → nothing; leader only
+	mStatus     uint8 = 6 // → uvarint applied index of the answering member
+	mKeepAlive  uint8 = 7 // varint lease ID → varint remaining TTL; leader only
+	mTimeToLive uint8 = 8 // varint lease ID, bool keys → lease state; leader only
+	mTransfer   uint8 = 9 // target member ID → nothing; leader only
+
+	// leader ID, term, round → round; any voter, whose ack confirms the leader for a read.
+	mConfirm uint8 = 10
+)
+
+// joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
+const joinForwardTimeout = 10 * time.Second
+
+// handleRPC serves a peer's request. Every input is validated: a malformed request gets
+// CodeMalformed and the member keeps serving.
+func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	resp, err := s.dispatchRPC(ctx, method, req)
+	return resp, peerError(err)
+}
+
+func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	if s.stopped() {
+		return nil, ErrStopped
+	}
+	d := wire.NewDecoder(req)
+	switch method {
+	case mForward:
+		cmd, err := s.checkForwarded(req)
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.submit(ctx, cmd, req, false)
+		if err != nil {
+			return nil, err
+		}
+		return res.Marshal(nil), nil
+	case mReadIndex:
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if !s.IsLeader() {
+			return nil, errNotLeader
+		}
+		idx, err := s.readIndex.Get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		e := wire.Encoder{}
+		e.Uvarint(idx)
+		return e.B, nil
+	case mJoin, mPromote, mRemove:
+		c, err := decodeMemberChange(method, req)
+		if err != nil {
+			return nil, err
+		}
+		if s.IsLeader() {
+			return nil, s.changeLocal(ctx, method, c)
+		}
+		if method == mJoin {
+			// A join may reach a member that does not lead; it is forwarded, not refused. The
+			// joiner cannot cancel it (ctx ends only with the connection), so it is bounded.
+			ctx, cancel := context.WithTimeout(ctx, joinForwardTimeout)
+			defer cancel()
+			return nil, s.changeMembership(ctx, method, req)
+		}
+		return nil, errNotLeader
+	case mTransfer:
+		id := d.String()
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if !s.IsLeader() {
+			return nil, errNotLeader
+		}
+		return nil, s.transferLocal(ctx, id)
+	case mConfirm:
+		leader, term, round := d.String(), d.Uvarint(), d.Uvarint()
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if err := s.follows(leader, term); err != nil {
+			return nil, err
+		}
+		e := wire.Encoder{}
+		e.Uvarint(round)
+		return e.B, nil
+	case mStatus:
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		e := wire.Encoder{}
+		e.Uvarint(s.fsm.applied.Load())
+		return e.B, nil
+	case mKeepAlive, mTimeToLive:
+		return s.lessor.handleRPC(ctx, method, d)
+	}
+	return nil, fmt.Errorf("%w: unknown method %d", wire.ErrMalformed, method)
+}
+
+// checkForwarded decodes and validates a command a follower forwarded, with this member's
+// limits.
+func (s *Store) checkForwarded(req []byte) (*wire.Command, error) {
+	if len(req) > s.cfg.maxRequestBytes {
+		return nil, ErrRequestTooLarge
+	}
+	cmd, err := wire.UnmarshalCommand(req)
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.Kind {
+	case wire.KindTxn:
+		err = codeError(validateTxn(cmd.Txn, s.cfg.maxTxnOps))
+	case wire.KindLeaderStart:
+		err = fmt.Errorf("%w: leader start from a peer", wire.ErrMalformed)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// onLeader runs an idempotent leader-only request: locally if this member leads, else on the
+// leader, retrying through leader changes until ctx ends.
+func (s *Store) onLeader(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		if s.stopped() {
+			return nil, s.stoppedErr()
+		}
+		resp, err := s.attemptOnLeader(ctx, method, req, func() ([]byte, error) {
+			return s.dispatchRPC(ctx, method, req)
+		})
+		if err == nil {
+			return resp, nil
+		}
+		if err := s.retryIdempotent(ctx, err, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// attemptOnLeader makes one attempt of a leader-only request: local if this member leads, else
+// sent to the leader as method with req.
+func (s *Store) attemptOnLeader(ctx context.Context, method uint8, req []byte, local func() ([]byte, error)) ([]byte, error) {
+	if s.IsLeader() {
+		return local()
+	}
+	addr, err := s.leaderAddr()
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.forwardedToLeader(method)
+	return s.call(ctx, addr, method, req)
+}
