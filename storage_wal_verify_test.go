@@ -186,9 +186,8 @@ func TestWALRecovery_SealedSegmentByteFlips(t *testing.T) {
 }
 
 // Every byte (every 3rd; all with EMBER_SOAK=1) of the tail segment before its last two batches
-// flipped in turn: refused with
-// ErrCorrupt or read back intact, never a shorter log. (Damage to the last batches cannot be
-// told from a write torn by a crash, which is cut.)
+// flipped in turn: refused with ErrCorrupt or read back intact, never a shorter log. (Damage to
+// the last batches cannot be told from a write torn by a crash, which is cut.)
 func TestWALRecovery_TailMiddleByteFlips(t *testing.T) {
 	l := writeWALTestLog(t)
 	tail := l.segs[len(l.segs)-1]
