@@ -66,12 +66,12 @@ func (s *contentionStats) violation(format string, args ...any) {
 // interleave at the resource, and that Lock never reports a lock whose key is already gone.
 func TestMutex_ContendersUnderLeaderKills(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs for about 12s")
+		t.Skip("runs for about 14s")
 	}
 	const (
 		pfx         = "/locks/contention"
 		contenders  = 8
-		runFor      = 10 * time.Second
+		kills       = 3
 		killEvery   = 2500 * time.Millisecond
 		downFor     = time.Second
 		callTimeout = 3 * time.Second
@@ -84,7 +84,7 @@ func TestMutex_ContendersUnderLeaderKills(t *testing.T) {
 	reg := &fencedRegister{}
 	stats := &contentionStats{}
 
-	ctx, cancel := context.WithTimeout(context.Background(), runFor)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range contenders {
@@ -97,32 +97,24 @@ func TestMutex_ContendersUnderLeaderKills(t *testing.T) {
 		}()
 	}
 
-	// Stop and restart the raft leader from the test goroutine: embertest reports its own
-	// failures with t.Fatal.
-	kills := 0
-	for {
-		select {
-		case <-ctx.Done():
-		case <-time.After(killEvery):
-		}
-		if ctx.Err() != nil {
-			break
-		}
+	// Stop and restart the raft leader from the test goroutine (embertest reports its own
+	// failures with t.Fatal), a fixed number of times however slow a loaded machine makes each
+	// cycle; the contenders run until the last restarted member has been back for a while.
+	for range kills {
+		time.Sleep(killEvery)
 		leader := c.Leader()
 		c.Stop(leader.ID)
-		kills++
 		time.Sleep(downFor)
 		c.Restart(leader.ID)
 	}
+	time.Sleep(killEvery)
+	cancel()
 	wg.Wait()
 
 	t.Logf("%d acquisitions (%d confirmed, %d lost right after Lock as their session ended, %d unchecked) "+
 		"by %d sessions over %d leader kills; %d Lock and %d Unlock errors; %d fenced writes accepted",
 		stats.acquisitions.Load(), stats.confirmed.Load(), stats.lostAfterLock.Load(), stats.unchecked.Load(),
 		stats.sessions.Load(), kills, stats.lockErrors.Load(), stats.unlockErrors.Load(), len(reg.accepted))
-	if kills < 3 {
-		t.Errorf("only %d leader kills", kills)
-	}
 	if stats.confirmed.Load() == 0 {
 		t.Fatal("no contender ever confirmed holding the lock")
 	}
