@@ -1,7 +1,6 @@
 package ember
 
-// Sizes of the lessor's and the leader-change structures, for the long-run memory test in
-// package ember_test.
+// Internal sizes that tests in package ember_test (the long-run memory test) watch.
 
 // LeaseHeapLen returns how many entries the lease expiry heap holds (0 on a follower).
 func LeaseHeapLen(s *Store) int {
