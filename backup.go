@@ -24,7 +24,7 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) error {
 		return ErrStopped
 	}
 	s.fsm.mu.Lock()
-	st, applied := s.fsm.st.clone(), s.fsm.applied.Load()
+	st, applied := s.fsm.st.Clone(), s.fsm.applied.Load()
 	s.fsm.mu.Unlock()
 	// Writing may take a while for a large state; ctx ends it between writes.
 	return writeSnapshot(ctxWriter{ctx, w}, st, applied)

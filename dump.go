@@ -296,9 +296,9 @@ func (d *dumper) keys() error {
 		revision: rev, compactRevision: st.compactRev, prefix: d.opts.Prefix,
 	}
 	key := []byte(d.opts.Prefix)
-	st.scan(newKeyRange(key, getPrefix(key)), rev, st.rev, func(r *record) bool {
-		kv.resp.Kvs = append(kv.resp.Kvs, dumpKV{Key: []byte(r.key), CreateRevision: r.create,
-			ModRevision: r.mod, Version: r.version, Value: []byte(r.value), Lease: r.lease})
+	st.Scan(newKeyRange(key, getPrefix(key)), rev, st.rev, func(r *record) bool {
+		kv.resp.Kvs = append(kv.resp.Kvs, dumpKV{Key: []byte(r.Key), CreateRevision: r.Create,
+			ModRevision: r.Mod, Version: r.Version, Value: []byte(r.Value), Lease: r.Lease})
 		return true
 	})
 	kv.resp.Count = int64(len(kv.resp.Kvs))

@@ -174,8 +174,8 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, e
 		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}, nil, nil, nil
 	}
 	if !cmd.ID.IsZero() {
-		if e, ok := f.st.dedup.Get(&dedupEntry{id: cmd.ID}); ok {
-			res, err := wire.UnmarshalResult(e.result)
+		if e, ok := f.st.dedup.Get(&dedupEntry{ID: cmd.ID}); ok {
+			res, err := wire.UnmarshalResult(e.Result)
 			if err != nil {
 				// Encoded by remember or checked by Restore: this is a bug. The same answer on
 				// every member keeps them identical.
@@ -206,10 +206,10 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 		if code := validateTxn(cmd.Txn, 0); code != wire.CodeOK {
 			return &wire.Result{Code: code, Revision: st.rev}, nil, nil
 		}
-		res, evs := st.applyTxn(cmd.Txn)
+		res, evs := st.ApplyTxn(cmd.Txn)
 		return res, evs, nil
 	case wire.KindCompact:
-		code := st.compact(cmd.Revision)
+		code := st.Compact(cmd.Revision)
 		if code == wire.CodeOK {
 			select {
 			case f.compactWake <- struct{}{}:
@@ -218,21 +218,21 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 		}
 		return &wire.Result{Code: code, Revision: st.rev}, nil, nil
 	case wire.KindLeaseGrant:
-		code := st.grantLease(cmd.LeaseID, cmd.LeaseTTL)
+		code := st.GrantLease(cmd.LeaseID, cmd.LeaseTTL)
 		res := &wire.Result{Code: code, Revision: st.rev, LeaseID: cmd.LeaseID, LeaseTTL: cmd.LeaseTTL}
 		if code != wire.CodeOK {
 			return res, nil, nil
 		}
 		return res, nil, []leaseChange{{id: cmd.LeaseID, ttl: cmd.LeaseTTL}}
 	case wire.KindLeaseRevoke:
-		code, evs := st.revokeLease(cmd.LeaseID)
+		code, evs := st.RevokeLease(cmd.LeaseID)
 		res := &wire.Result{Code: code, Revision: st.rev}
 		if code != wire.CodeOK {
 			return res, nil, nil
 		}
 		return res, evs, []leaseChange{{id: cmd.LeaseID, revoked: true}}
 	case wire.KindLeaseCheckpoint:
-		applied := st.checkpointLeases(cmd.Checkpoints)
+		applied := st.CheckpointLeases(cmd.Checkpoints)
 		lcs := make([]leaseChange, len(applied))
 		for i, cp := range applied {
 			lcs[i] = leaseChange{id: cp.ID, checkpoint: true, remainingMs: cp.RemainingMs}
@@ -251,12 +251,12 @@ func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
 		// Held, it would push every other long result out and then itself.
 		b = shortResult(res.Code, res.Revision)
 	}
-	f.st.dedup.Set(&dedupEntry{id: id, index: index, result: b})
+	f.st.dedup.Set(&dedupEntry{ID: id, Index: index, Result: b})
 	f.count(b, 1)
 	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
 	for f.dedupHead < len(f.dedupOrder) && f.dedupOrder[f.dedupHead].index+dedupWindow < index {
-		if e, ok := f.st.dedup.Delete(&dedupEntry{id: f.dedupOrder[f.dedupHead].id}); ok {
-			f.count(e.result, -1)
+		if e, ok := f.st.dedup.Delete(&dedupEntry{ID: f.dedupOrder[f.dedupHead].id}); ok {
+			f.count(e.Result, -1)
 		}
 		f.dedupHead++
 	}
@@ -284,22 +284,22 @@ func (f *fsm) count(result []byte, sign int64) {
 // budget. Every entry before dedupFull holds a short result, so each entry is looked at once.
 func (f *fsm) trimResults() {
 	for f.dedupLong > f.dedupBudget && f.dedupFull < len(f.dedupOrder) {
-		e, ok := f.st.dedup.Get(&dedupEntry{id: f.dedupOrder[f.dedupFull].id})
+		e, ok := f.st.dedup.Get(&dedupEntry{ID: f.dedupOrder[f.dedupFull].id})
 		f.dedupFull++
-		if !ok || len(e.result) <= dedupShortResult {
+		if !ok || len(e.Result) <= dedupShortResult {
 			continue
 		}
-		code, rev, err := wire.ResultHead(e.result)
+		code, rev, err := wire.ResultHead(e.Result)
 		if err != nil {
 			// Encoded by remember or checked by readSnapshot: this is a bug. CodeMalformed, as
 			// applyCommand answers such an entry, is the same on every member.
-			f.log.Error("undecodable remembered result", "index", e.index, "error", err)
+			f.log.Error("undecodable remembered result", "index", e.Index, "error", err)
 			code, rev = wire.CodeMalformed, f.st.rev
 		}
 		short := shortResult(code, rev)
 		// A new entry, not e changed in place: read views and snapshots share e.
-		f.st.dedup.Set(&dedupEntry{id: e.id, index: e.index, result: short})
-		f.count(e.result, -1)
+		f.st.dedup.Set(&dedupEntry{ID: e.ID, Index: e.Index, Result: short})
+		f.count(e.Result, -1)
 		f.count(short, 1)
 	}
 }
@@ -341,7 +341,7 @@ func (f *fsm) compactStep() bool {
 	if !f.st.compactPending {
 		return false
 	}
-	more := f.st.compactStep(compactStepRecords)
+	more := f.st.CompactStep(compactStepRecords)
 	f.sizeInUse.Store(f.st.size)
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop
@@ -381,7 +381,7 @@ func (f *fsm) view() *readView {
 	if v := f.current.Load(); v != nil && v.applied == applied {
 		return v
 	}
-	v := &readView{st: f.st.clone(), applied: applied}
+	v := &readView{st: f.st.Clone(), applied: applied}
 	f.current.Store(v)
 	return v
 }
@@ -409,8 +409,8 @@ func (f *fsm) setState(st *mvccState) {
 	f.dedupOrder, f.dedupHead, f.dedupFull = f.dedupOrder[:0], 0, 0
 	f.dedupBytes, f.dedupLong = 0, 0
 	st.dedup.Scan(func(e *dedupEntry) bool {
-		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.index, id: e.id})
-		f.count(e.result, 1)
+		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.Index, id: e.ID})
+		f.count(e.Result, 1)
 		return true
 	})
 	sortDedup(f.dedupOrder)
@@ -422,7 +422,7 @@ func (f *fsm) setState(st *mvccState) {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &fsmSnapshot{st: f.st.clone(), applied: f.applied.Load(), metrics: f.metrics}, nil
+	return &fsmSnapshot{st: f.st.Clone(), applied: f.applied.Load(), metrics: f.metrics}, nil
 }
 
 // Restore replaces the whole state with a snapshot's.

@@ -69,9 +69,9 @@ func checkDedupCounts(t testing.TB, f *fsm) {
 	t.Helper()
 	var all, long int64
 	f.st.dedup.Scan(func(e *dedupEntry) bool {
-		all += dedupRecordBytes + int64(len(e.result))
-		if len(e.result) > dedupShortResult {
-			long += int64(len(e.result))
+		all += dedupRecordBytes + int64(len(e.Result))
+		if len(e.Result) > dedupShortResult {
+			long += int64(len(e.Result))
 		}
 		return true
 	})
@@ -85,8 +85,8 @@ func checkDedupCounts(t testing.TB, f *fsm) {
 		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), f.st.dedup.Len())
 	}
 	for _, ref := range f.dedupOrder[f.dedupHead:f.dedupFull] {
-		if e, _ := f.st.dedup.Get(&dedupEntry{id: ref.id}); len(e.result) > dedupShortResult {
-			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.result))
+		if e, _ := f.st.dedup.Get(&dedupEntry{ID: ref.id}); len(e.Result) > dedupShortResult {
+			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.Result))
 		}
 	}
 }
@@ -312,12 +312,12 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 		t.Fatalf("budgets %d and %d remember %d and %d request IDs", budget, 4*budget, len(ea), len(eo))
 	}
 	for i := range ea {
-		if ea[i].id != eo[i].id || ea[i].index != eo[i].index {
-			t.Fatalf("entry %d: %v@%d and %v@%d", i, ea[i].id, ea[i].index, eo[i].id, eo[i].index)
+		if ea[i].ID != eo[i].ID || ea[i].Index != eo[i].Index {
+			t.Fatalf("entry %d: %v@%d and %v@%d", i, ea[i].ID, ea[i].Index, eo[i].ID, eo[i].Index)
 		}
 	}
 	stripped := func(st *mvccState) []byte {
-		c := st.clone()
+		c := st.Clone()
 		c.dedup.Clear()
 		return encodeSnapshot(t, c, 0)
 	}
@@ -362,7 +362,7 @@ func trimmedDedupSnapshot(t testing.TB) []byte {
 	d.apply(t, putCmd(100, "g", "v", 12345)) // a failure
 	var notHeld int
 	d.f.st.dedup.Scan(func(e *dedupEntry) bool {
-		if code, _, _ := wire.ResultHead(e.result); code == wire.CodeResultNotHeld {
+		if code, _, _ := wire.ResultHead(e.Result); code == wire.CodeResultNotHeld {
 			notHeld++
 		}
 		return true

@@ -83,20 +83,20 @@ func (sw *snapshotWriter) flushBatch(typ byte, force bool) {
 // record encodes r unless compaction drops it; after is the record following r in history.
 func (sw *snapshotWriter) record(st *mvccState, r, after *record) {
 	var next *record
-	if after != nil && after.key == r.key {
+	if after != nil && after.Key == r.Key {
 		next = after
 	}
 	if st.obsolete(r, next) {
 		return
 	}
-	sw.e.String(r.key)
-	sw.e.Varint(r.mod)
-	sw.e.Varint(r.sub)
-	sw.e.Varint(r.create)
-	sw.e.Varint(r.version)
-	sw.e.Varint(r.lease)
-	sw.e.Bool(r.tombstone)
-	sw.e.String(r.value)
+	sw.e.String(r.Key)
+	sw.e.Varint(r.Mod)
+	sw.e.Varint(r.Sub)
+	sw.e.Varint(r.Create)
+	sw.e.Varint(r.Version)
+	sw.e.Varint(r.Lease)
+	sw.e.Bool(r.Tombstone)
+	sw.e.String(r.Value)
 	sw.n++
 	sw.flushBatch(frameRecords, false)
 }
@@ -128,19 +128,19 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 	}
 	sw.flushBatch(frameRecords, true)
 	st.leases.Scan(func(l *leaseRecord) bool {
-		sw.e.Varint(l.id)
-		sw.e.Varint(l.ttl)
-		sw.e.Varint(l.remainingMs)
+		sw.e.Varint(l.ID)
+		sw.e.Varint(l.TTL)
+		sw.e.Varint(l.RemainingMs)
 		sw.n++
 		sw.flushBatch(frameLeases, false)
 		return sw.err == nil
 	})
 	sw.flushBatch(frameLeases, true)
 	st.dedup.Scan(func(d *dedupEntry) bool {
-		sw.e.Uint64(d.id.Client)
-		sw.e.Uint64(d.id.Seq)
-		sw.e.Uvarint(d.index)
-		sw.e.Bytes(d.result)
+		sw.e.Uint64(d.ID.Client)
+		sw.e.Uint64(d.ID.Seq)
+		sw.e.Uvarint(d.Index)
+		sw.e.Bytes(d.Result)
 		sw.n++
 		sw.flushBatch(frameDedup, false)
 		return sw.err == nil
@@ -210,8 +210,8 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 		case frameRecords:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				rec := &record{key: d.String(), mod: d.Varint(), sub: d.Varint(), create: d.Varint(),
-					version: d.Varint(), lease: d.Varint(), tombstone: d.Bool(), value: d.String()}
+				rec := &record{Key: d.String(), Mod: d.Varint(), Sub: d.Varint(), Create: d.Varint(),
+					Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool(), Value: d.String()}
 				if d.Err() != nil {
 					break
 				}
@@ -220,28 +220,28 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 				}
 				st.history.Load(rec)
 				if _, dup := st.revs.Set(rec); dup {
-					return nil, 0, errSnapshot("two changes at revision %d.%d", rec.mod, rec.sub)
+					return nil, 0, errSnapshot("two changes at revision %d.%d", rec.Mod, rec.Sub)
 				}
-				st.size += rec.size()
+				st.size += rec.Size()
 				last = rec
 			}
 		case frameLeases:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				l := &leaseRecord{id: d.Varint(), ttl: d.Varint(), remainingMs: d.Varint()}
+				l := &leaseRecord{ID: d.Varint(), TTL: d.Varint(), RemainingMs: d.Varint()}
 				if d.Err() != nil {
 					break
 				}
-				if l.id <= lastLease || l.ttl < 0 || l.remainingMs < 0 {
-					return nil, 0, errSnapshot("lease %d out of order or invalid", l.id)
+				if l.ID <= lastLease || l.TTL < 0 || l.RemainingMs < 0 {
+					return nil, 0, errSnapshot("lease %d out of order or invalid", l.ID)
 				}
-				lastLease = l.id
+				lastLease = l.ID
 				st.leases.Load(l)
 			}
 		case frameDedup:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				e := &dedupEntry{id: wire.RequestID{Client: d.Uint64(), Seq: d.Uint64()}, index: d.Uvarint()}
+				e := &dedupEntry{ID: wire.RequestID{Client: d.Uint64(), Seq: d.Uint64()}, Index: d.Uvarint()}
 				b := d.Bytes()
 				if d.Err() != nil {
 					break
@@ -249,7 +249,7 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 				if _, err := wire.UnmarshalResult(b); err != nil {
 					return nil, 0, errSnapshot("dedup result: %v", err)
 				}
-				e.result = b
+				e.Result = b
 				st.dedup.Set(e)
 			}
 		default:
@@ -294,17 +294,17 @@ func readFrame(br *bufio.Reader, crc hash.Hash32) (byte, []byte, error) {
 // (key, revision) order.
 func checkRecord(r, last *record, rev int64) error {
 	switch {
-	case r.key == "":
+	case r.Key == "":
 		return errSnapshot("empty key")
-	case r.mod < 1 || r.mod > rev || r.sub < 0:
-		return errSnapshot("key %q: revision %d outside [1, %d]", r.key, r.mod, rev)
-	case r.tombstone && (r.create != 0 || r.version != 0 || r.lease != 0 || r.value != ""):
-		return errSnapshot("key %q: tombstone with data", r.key)
-	case !r.tombstone && (r.create < 1 || r.create > r.mod || r.version < 1 || r.lease < 0):
-		return errSnapshot("key %q: bad create revision or version", r.key)
+	case r.Mod < 1 || r.Mod > rev || r.Sub < 0:
+		return errSnapshot("key %q: revision %d outside [1, %d]", r.Key, r.Mod, rev)
+	case r.Tombstone && (r.Create != 0 || r.Version != 0 || r.Lease != 0 || r.Value != ""):
+		return errSnapshot("key %q: tombstone with data", r.Key)
+	case !r.Tombstone && (r.Create < 1 || r.Create > r.Mod || r.Version < 1 || r.Lease < 0):
+		return errSnapshot("key %q: bad create revision or version", r.Key)
 	}
-	if last != nil && !(last.key < r.key || last.key == r.key && (last.mod < r.mod || last.mod == r.mod && last.sub < r.sub)) {
-		return errSnapshot("key %q out of order", r.key)
+	if last != nil && !(last.Key < r.Key || last.Key == r.Key && (last.Mod < r.Mod || last.Mod == r.Mod && last.Sub < r.Sub)) {
+		return errSnapshot("key %q out of order", r.Key)
 	}
 	return nil
 }
@@ -313,7 +313,7 @@ func checkRecord(r, last *record, rev int64) error {
 func deriveIndexes(st *mvccState) error {
 	var latest []*record
 	st.history.Scan(func(r *record) bool {
-		if n := len(latest); n > 0 && latest[n-1].key == r.key {
+		if n := len(latest); n > 0 && latest[n-1].Key == r.Key {
 			latest[n-1] = r
 		} else {
 			latest = append(latest, r)
@@ -322,15 +322,15 @@ func deriveIndexes(st *mvccState) error {
 	})
 	var missing error
 	for _, r := range latest {
-		if r.tombstone {
+		if r.Tombstone {
 			continue
 		}
 		st.latest.Load(r)
-		if r.lease != 0 {
-			if _, ok := st.leases.Get(&leaseRecord{id: r.lease}); !ok {
-				missing = errSnapshot("key %q attached to unknown lease %d", r.key, r.lease)
+		if r.Lease != 0 {
+			if _, ok := st.leases.Get(&leaseRecord{ID: r.Lease}); !ok {
+				missing = errSnapshot("key %q attached to unknown lease %d", r.Key, r.Lease)
 			}
-			st.leaseKeys.Set(leaseKey{r.lease, r.key})
+			st.leaseKeys.Set(leaseKey{r.Lease, r.Key})
 		}
 	}
 	return missing

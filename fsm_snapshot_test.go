@@ -148,7 +148,7 @@ func assertStatesEqual(t testing.TB, want, got *mvccState) {
 		t.Fatalf("dedup: %d entries, want %d", len(gd), len(wd))
 	}
 	for i := range wd {
-		if wd[i].id != gd[i].id || wd[i].index != gd[i].index || !bytes.Equal(wd[i].result, gd[i].result) {
+		if wd[i].ID != gd[i].ID || wd[i].Index != gd[i].Index || !bytes.Equal(wd[i].Result, gd[i].Result) {
 			t.Fatalf("dedup %d: %+v, want %+v", i, *gd[i], *wd[i])
 		}
 	}
@@ -184,9 +184,9 @@ func TestSnapshot_RoundTrip(t *testing.T) {
 		}},
 		{name: "leases only", build: func(t testing.TB) (*mvccState, uint64) {
 			st := newMVCCState()
-			st.grantLease(1, 1)
-			st.grantLease(1<<62, maxLeaseTTL)
-			st.checkpointLeases([]wire.LeaseCheckpoint{{ID: 1, RemainingMs: 1}})
+			st.GrantLease(1, 1)
+			st.GrantLease(1<<62, maxLeaseTTL)
+			st.CheckpointLeases([]wire.LeaseCheckpoint{{ID: 1, RemainingMs: 1}})
 			return st, 3
 		}},
 		{name: "rich fsm state", build: func(t testing.TB) (*mvccState, uint64) {
@@ -254,7 +254,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Writes after the snapshot was taken must not leak into it.
-	want := d.f.st.clone()
+	want := d.f.st.Clone()
 	wantApplied := d.f.applied.Load()
 	d.apply(t, putCmd(100, "late", "x", 0))
 
@@ -279,7 +279,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	}
 	var wantOrder []dedupRef
 	want.dedup.Scan(func(e *dedupEntry) bool {
-		wantOrder = append(wantOrder, dedupRef{index: e.index, id: e.id})
+		wantOrder = append(wantOrder, dedupRef{index: e.Index, id: e.ID})
 		return true
 	})
 	sortDedup(wantOrder)
@@ -322,7 +322,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		dr.apply(t, &wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: 20})
 	}
 	assertStatesEqual(t, fresh.f.st, r.f.st)
-	if ks := r.f.st.leaseKeysOf(40); fmt.Sprint(ks) != "[new]" {
+	if ks := r.f.st.LeaseKeys(40); fmt.Sprint(ks) != "[new]" {
 		t.Fatalf("lease 40 keys %v after restore and put", ks)
 	}
 }
@@ -399,7 +399,7 @@ func TestSnapshot_Corruption(t *testing.T) {
 // leaves the current state in place (never half-loaded).
 func TestSnapshot_RestoreCorruptKeepsState(t *testing.T) {
 	d := buildRichFSM(t)
-	want := d.f.st.clone()
+	want := d.f.st.Clone()
 	applied := d.f.applied.Load()
 	data := smallSnapshot(t)
 	damaged := data[:len(data)-3]
@@ -450,14 +450,14 @@ func snapRecords(recs ...record) []byte {
 	e := wire.Encoder{}
 	e.Uvarint(uint64(len(recs)))
 	for _, r := range recs {
-		e.String(r.key)
-		e.Varint(r.mod)
-		e.Varint(r.sub)
-		e.Varint(r.create)
-		e.Varint(r.version)
-		e.Varint(r.lease)
-		e.Bool(r.tombstone)
-		e.String(r.value)
+		e.String(r.Key)
+		e.Varint(r.Mod)
+		e.Varint(r.Sub)
+		e.Varint(r.Create)
+		e.Varint(r.Version)
+		e.Varint(r.Lease)
+		e.Bool(r.Tombstone)
+		e.String(r.Value)
 	}
 	return e.B
 }
@@ -466,9 +466,9 @@ func snapLeases(ls ...leaseRecord) []byte {
 	e := wire.Encoder{}
 	e.Uvarint(uint64(len(ls)))
 	for _, l := range ls {
-		e.Varint(l.id)
-		e.Varint(l.ttl)
-		e.Varint(l.remainingMs)
+		e.Varint(l.ID)
+		e.Varint(l.TTL)
+		e.Varint(l.RemainingMs)
 	}
 	return e.B
 }
@@ -484,11 +484,11 @@ func snapDedup(result []byte) []byte {
 }
 
 func snapPut(key string, mod, sub, create, version, lease int64) record {
-	return record{key: key, value: "v", mod: mod, sub: sub, create: create, version: version, lease: lease}
+	return record{Key: key, Value: "v", Mod: mod, Sub: sub, Create: create, Version: version, Lease: lease}
 }
 
 func snapTomb(key string, mod, sub int64) record {
-	return record{key: key, mod: mod, sub: sub, tombstone: true}
+	return record{Key: key, Mod: mod, Sub: sub, Tombstone: true}
 }
 
 // TestSnapshot_RejectsInvalidContent feeds snapshots whose checksum is right but whose content no
@@ -506,7 +506,7 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "header only", data: newSnapBuilder().header(1, 0).seal()},
 		{name: "valid records and lease", data: newSnapBuilder().header(5, 2).
 			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 7), snapPut("a", 3, 0, 2, 2, 7), snapPut("b", 3, 1, 3, 1, 0), snapTomb("b", 5, 0))).
-			frame(frameLeases, snapLeases(leaseRecord{id: 7, ttl: 10})).
+			frame(frameLeases, snapLeases(leaseRecord{ID: 7, TTL: 10})).
 			frame(frameDedup, snapDedup(okResult)).seal()},
 		{name: "historical record of a revoked lease", data: newSnapBuilder().header(3, 0).
 			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 9), snapTomb("a", 3, 0))).seal()},
@@ -531,9 +531,9 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "revision past the header's", data: recordsSnapshot(5, snapPut("a", 6, 0, 6, 1, 0)), wErr: ErrCorrupt},
 		{name: "revision 0", data: recordsSnapshot(5, snapPut("a", 0, 0, 0, 1, 0)), wErr: ErrCorrupt},
 		{name: "negative sub", data: recordsSnapshot(5, snapPut("a", 2, -1, 2, 1, 0)), wErr: ErrCorrupt},
-		{name: "tombstone with a value", data: recordsSnapshot(5, record{key: "a", mod: 2, tombstone: true, value: "v"}), wErr: ErrCorrupt},
-		{name: "tombstone with a version", data: recordsSnapshot(5, record{key: "a", mod: 2, tombstone: true, version: 1}), wErr: ErrCorrupt},
-		{name: "tombstone with a lease", data: recordsSnapshot(5, record{key: "a", mod: 2, tombstone: true, lease: 1}), wErr: ErrCorrupt},
+		{name: "tombstone with a value", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Value: "v"}), wErr: ErrCorrupt},
+		{name: "tombstone with a version", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Version: 1}), wErr: ErrCorrupt},
+		{name: "tombstone with a lease", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Lease: 1}), wErr: ErrCorrupt},
 		{name: "put without create revision", data: recordsSnapshot(5, snapPut("a", 2, 0, 0, 1, 0)), wErr: ErrCorrupt},
 		{name: "put created after its change", data: recordsSnapshot(5, snapPut("a", 2, 0, 3, 1, 0)), wErr: ErrCorrupt},
 		{name: "put with version 0", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 0, 0)), wErr: ErrCorrupt},
@@ -548,11 +548,11 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "two keys at one revision and sub", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 1, 0), snapPut("b", 2, 0, 2, 1, 0)), wErr: ErrCorrupt},
 		{name: "live key on an unknown lease", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 1, 8)), wErr: ErrCorrupt},
 
-		{name: "lease id 0", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{id: 0, ttl: 1})).seal(), wErr: ErrCorrupt},
-		{name: "leases out of order", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{id: 5, ttl: 1}, leaseRecord{id: 4, ttl: 1})).seal(), wErr: ErrCorrupt},
-		{name: "lease twice", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{id: 5, ttl: 1}, leaseRecord{id: 5, ttl: 1})).seal(), wErr: ErrCorrupt},
-		{name: "negative lease TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{id: 5, ttl: -1})).seal(), wErr: ErrCorrupt},
-		{name: "negative remaining TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{id: 5, ttl: 1, remainingMs: -1})).seal(), wErr: ErrCorrupt},
+		{name: "lease id 0", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 0, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "leases out of order", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1}, leaseRecord{ID: 4, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "lease twice", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1}, leaseRecord{ID: 5, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "negative lease TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: -1})).seal(), wErr: ErrCorrupt},
+		{name: "negative remaining TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1, RemainingMs: -1})).seal(), wErr: ErrCorrupt},
 		{name: "undecodable dedup result", data: newSnapBuilder().header(1, 0).frame(frameDedup, snapDedup([]byte{9, 9})).seal(), wErr: ErrCorrupt},
 		{name: "dedup result with trailing bytes", data: newSnapBuilder().header(1, 0).frame(frameDedup, snapDedup(append(bytes.Clone(okResult), 0))).seal(), wErr: ErrCorrupt},
 	}

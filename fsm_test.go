@@ -53,8 +53,8 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 	if rev := f.st.rev; rev != 3 {
 		t.Fatalf("revision %d after put, other put, duplicate: want 3", rev)
 	}
-	if r, _ := f.st.latest.Get(&record{key: "k"}); r.version != 1 {
-		t.Fatalf("version %d: the duplicate was applied", r.version)
+	if r, _ := f.st.latest.Get(&record{Key: "k"}); r.Version != 1 {
+		t.Fatalf("version %d: the duplicate was applied", r.Version)
 	}
 }
 
@@ -65,7 +65,7 @@ func TestFSM_DedupWindowExpires(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
 	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 2, Type: raft.LogCommand,
 		Data: putCommand(wire.RequestID{Client: 1, Seq: 2}, "b", "1")}})
-	if _, ok := f.st.dedup.Get(&dedupEntry{id: old}); ok {
+	if _, ok := f.st.dedup.Get(&dedupEntry{ID: old}); ok {
 		t.Fatal("request ID older than the window is still remembered")
 	}
 	if n := f.st.dedup.Len(); n != 1 || len(f.dedupOrder) != 1 {
@@ -108,8 +108,8 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "1")}})
 	v := f.view()
 	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "2")}})
-	if r := v.st.get("k", v.st.rev, v.st.rev); r.value != "1" || v.st.rev != 2 {
-		t.Fatalf("old view sees %q at rev %d, want 1 at 2", r.value, v.st.rev)
+	if r := v.st.get("k", v.st.rev, v.st.rev); r.Value != "1" || v.st.rev != 2 {
+		t.Fatalf("old view sees %q at rev %d, want 1 at 2", r.Value, v.st.rev)
 	}
 	if nv := f.view(); nv == v || nv.applied != 2 {
 		t.Fatalf("new view not taken after apply (applied %d)", nv.applied)
@@ -194,7 +194,7 @@ func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
 		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.rev)
 	}
 	for _, k := range []string{"b", "c"} {
-		if _, ok := f.st.latest.Get(&record{key: k}); ok {
+		if _, ok := f.st.latest.Get(&record{Key: k}); ok {
 			t.Fatalf("key %q applied after the damaged entry", k)
 		}
 	}

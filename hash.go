@@ -31,37 +31,37 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 	if err := codeError(code); err != nil {
 		return nil, err
 	}
-	return &HashKVResponse{Header: s.header(st.rev), Hash: st.hash(rev), CompactRevision: st.compactRev, HashRevision: rev}, nil
+	return &HashKVResponse{Header: s.header(st.rev), Hash: st.Hash(rev), CompactRevision: st.compactRev, HashRevision: rev}, nil
 }
 
 // hash is the CRC-32C of every version with a revision at or below rev that compaction keeps, in
 // revision order. Records a pending removal has not reached yet are skipped, so the hash does not
 // depend on how far the removal got.
-func (st *mvccState) hash(rev int64) uint32 {
+func (st *mvccState) Hash(rev int64) uint32 {
 	h := crc32.New(castagnoli)
 	var buf []byte
 	st.revs.Scan(func(r *record) bool {
-		if r.mod > rev {
+		if r.Mod > rev {
 			return false
 		}
-		if st.compactPending && r.mod < st.compactRev && st.obsolete(r, st.nextVersion(r)) {
+		if st.compactPending && r.Mod < st.compactRev && st.obsolete(r, st.nextVersion(r)) {
 			return true
 		}
 		buf = buf[:0]
-		buf = binary.AppendVarint(buf, r.mod)
-		buf = binary.AppendVarint(buf, r.sub)
-		buf = binary.AppendVarint(buf, r.create)
-		buf = binary.AppendVarint(buf, r.version)
-		buf = binary.AppendVarint(buf, r.lease)
-		if r.tombstone {
+		buf = binary.AppendVarint(buf, r.Mod)
+		buf = binary.AppendVarint(buf, r.Sub)
+		buf = binary.AppendVarint(buf, r.Create)
+		buf = binary.AppendVarint(buf, r.Version)
+		buf = binary.AppendVarint(buf, r.Lease)
+		if r.Tombstone {
 			buf = append(buf, 1)
 		} else {
 			buf = append(buf, 0)
 		}
-		buf = binary.AppendUvarint(buf, uint64(len(r.key)))
-		buf = append(buf, r.key...)
-		buf = binary.AppendUvarint(buf, uint64(len(r.value)))
-		buf = append(buf, r.value...)
+		buf = binary.AppendUvarint(buf, uint64(len(r.Key)))
+		buf = append(buf, r.Key...)
+		buf = binary.AppendUvarint(buf, uint64(len(r.Value)))
+		buf = append(buf, r.Value...)
 		h.Write(buf)
 		return true
 	})

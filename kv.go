@@ -94,7 +94,7 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, count, more, code := v.st.rangeRecords(&w, v.st.rev)
+	recs, count, more, code := v.st.RangeRecords(&w, v.st.rev)
 	if code != wire.CodeOK {
 		return nil, codeError(code)
 	}
@@ -105,21 +105,21 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 		kvs := make([]KeyValue, len(recs))
 		n := 0
 		for _, rec := range recs {
-			n += len(rec.key)
+			n += len(rec.Key)
 			if !w.KeysOnly {
-				n += len(rec.value)
+				n += len(rec.Value)
 			}
 		}
 		buf := make([]byte, 0, n)
 		for i, rec := range recs {
 			kv := &kvs[i]
-			buf = append(buf, rec.key...)
-			kv.Key = buf[len(buf)-len(rec.key) : len(buf) : len(buf)]
-			kv.CreateRevision, kv.ModRevision, kv.Version = rec.create, rec.mod, rec.version
+			buf = append(buf, rec.Key...)
+			kv.Key = buf[len(buf)-len(rec.Key) : len(buf) : len(buf)]
+			kv.CreateRevision, kv.ModRevision, kv.Version = rec.Create, rec.Mod, rec.Version
 			if !w.KeysOnly {
-				buf = append(buf, rec.value...)
-				kv.Value = buf[len(buf)-len(rec.value) : len(buf) : len(buf)]
-				kv.Lease = rec.lease
+				buf = append(buf, rec.Value...)
+				kv.Value = buf[len(buf)-len(rec.Value) : len(buf) : len(buf)]
+				kv.Lease = rec.Lease
 			}
 			r.Kvs[i] = kv
 		}

@@ -125,7 +125,7 @@ func (s *Store) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
 	}
 	r := &LeaseLeasesResponse{Header: s.header(v.st.rev)}
 	v.st.leases.Scan(func(l *leaseRecord) bool {
-		r.Leases = append(r.Leases, LeaseStatus{ID: LeaseID(l.id)})
+		r.Leases = append(r.Leases, LeaseStatus{ID: LeaseID(l.ID)})
 		return true
 	})
 	s.lessor.sortByExpiry(r.Leases)
@@ -451,11 +451,11 @@ func (l *lessor) restored() {
 	l.known = map[int64]*leaseClock{}
 	l.byAt.Init()
 	v.st.leases.Scan(func(lr *leaseRecord) bool {
-		rem := time.Duration(lr.ttl) * time.Second
-		if lr.remainingMs > 0 {
-			rem = time.Duration(lr.remainingMs) * time.Millisecond
+		rem := time.Duration(lr.TTL) * time.Second
+		if lr.RemainingMs > 0 {
+			rem = time.Duration(lr.RemainingMs) * time.Millisecond
 		}
-		l.track(lr.id, lr.ttl, now, rem)
+		l.track(lr.ID, lr.TTL, now, rem)
 		return true
 	})
 	if l.leader {
@@ -585,7 +585,7 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 	e.Varint(ttl)
 	e.Varint(granted)
 	if keys && ttl >= 0 {
-		ks := v.st.leaseKeysOf(id)
+		ks := v.st.LeaseKeys(id)
 		e.Uvarint(uint64(len(ks)))
 		for _, k := range ks {
 			e.String(k)

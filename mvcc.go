@@ -15,27 +15,27 @@ import (
 // for raft snapshots and read views, so changing a record in place would change history that a
 // concurrent reader is looking at.
 type record struct {
-	key       string
-	value     string
-	create    int64 // revision of the key's current generation's creation (0 for a tombstone)
-	mod       int64 // main revision of this change
-	sub       int64 // position of this change among the changes of revision mod
-	version   int64 // 1 at creation, +1 per put; 0 for a tombstone
-	lease     int64
-	tombstone bool
+	Key       string
+	Value     string
+	Create    int64 // revision of the key's current generation's creation (0 for a tombstone)
+	Mod       int64 // main revision of this change
+	Sub       int64 // position of this change among the changes of revision mod
+	Version   int64 // 1 at creation, +1 per put; 0 for a tombstone
+	Lease     int64
+	Tombstone bool
 }
 
 // recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
 // logical size the space quota is measured on.
 const recordOverhead = 64
 
-func (r *record) size() int64 { return int64(len(r.key)+len(r.value)) + recordOverhead }
+func (r *record) Size() int64 { return int64(len(r.Key)+len(r.Value)) + recordOverhead }
 
-func (r *record) toWire(keysOnly bool) wire.KV {
-	kv := wire.KV{Key: []byte(r.key), CreateRevision: r.create, ModRevision: r.mod, Version: r.version}
+func (r *record) ToWire(keysOnly bool) wire.KV {
+	kv := wire.KV{Key: []byte(r.Key), CreateRevision: r.Create, ModRevision: r.Mod, Version: r.Version}
 	if !keysOnly {
-		kv.Value = []byte(r.value)
-		kv.Lease = r.lease
+		kv.Value = []byte(r.Value)
+		kv.Lease = r.Lease
 	}
 	return kv
 }
@@ -43,11 +43,11 @@ func (r *record) toWire(keysOnly bool) wire.KV {
 // leaseRecord is a lease as the state machine knows it. Deadlines are not state: only the leader
 // keeps timers (see lessor); the state holds what a new leader needs to re-arm them.
 type leaseRecord struct {
-	id  int64
-	ttl int64 // granted TTL, seconds
+	ID  int64
+	TTL int64 // granted TTL, seconds
 	// remainingMs is the TTL left at the last checkpoint, or 0 if the lease was never checkpointed
 	// (a new leader then starts it from the full TTL).
-	remainingMs int64
+	RemainingMs int64
 }
 
 // leaseKey attaches key to lease; the set of them is ordered by (lease, key) so that a revoke
@@ -60,11 +60,11 @@ type leaseKey struct {
 // dedupEntry remembers the result of a command with a request ID, so that a retried command is
 // answered from here instead of being applied twice.
 type dedupEntry struct {
-	id    wire.RequestID
-	index uint64 // raft index the command was applied at; entries expire by index
+	ID    wire.RequestID
+	Index uint64 // raft index the command was applied at; entries expire by index
 	// result is the command's result, encoded: a put's is a dozen bytes where the decoded
 	// form takes several allocations, and the window holds 100k of them. Retries are rare.
-	result []byte
+	Result []byte
 }
 
 // mvccState is the whole replicated state. Every field but the pending compaction's is part of
@@ -109,23 +109,23 @@ var treeOpts = btree.Options{NoLocks: true} // fsm.mu serializes writers; read v
 
 func newMVCCState() *mvccState {
 	return &mvccState{
-		latest: btree.NewBTreeGOptions(func(a, b *record) bool { return a.key < b.key }, treeOpts),
+		latest: btree.NewBTreeGOptions(func(a, b *record) bool { return a.Key < b.Key }, treeOpts),
 		history: btree.NewBTreeGOptions(func(a, b *record) bool {
-			if a.key != b.key {
-				return a.key < b.key
+			if a.Key != b.Key {
+				return a.Key < b.Key
 			}
-			if a.mod != b.mod {
-				return a.mod < b.mod
+			if a.Mod != b.Mod {
+				return a.Mod < b.Mod
 			}
-			return a.sub < b.sub
+			return a.Sub < b.Sub
 		}, treeOpts),
 		revs: btree.NewBTreeGOptions(func(a, b *record) bool {
-			if a.mod != b.mod {
-				return a.mod < b.mod
+			if a.Mod != b.Mod {
+				return a.Mod < b.Mod
 			}
-			return a.sub < b.sub
+			return a.Sub < b.Sub
 		}, treeOpts),
-		leases: btree.NewBTreeGOptions(func(a, b *leaseRecord) bool { return a.id < b.id }, treeOpts),
+		leases: btree.NewBTreeGOptions(func(a, b *leaseRecord) bool { return a.ID < b.ID }, treeOpts),
 		leaseKeys: btree.NewBTreeGOptions(func(a, b leaseKey) bool {
 			if a.lease != b.lease {
 				return a.lease < b.lease
@@ -133,10 +133,10 @@ func newMVCCState() *mvccState {
 			return a.key < b.key
 		}, treeOpts),
 		dedup: btree.NewBTreeGOptions(func(a, b *dedupEntry) bool {
-			if a.id.Client != b.id.Client {
-				return a.id.Client < b.id.Client
+			if a.ID.Client != b.ID.Client {
+				return a.ID.Client < b.ID.Client
 			}
-			return a.id.Seq < b.id.Seq
+			return a.ID.Seq < b.ID.Seq
 		}, treeOpts),
 		rev: 1,
 	}
@@ -144,7 +144,7 @@ func newMVCCState() *mvccState {
 
 // clone returns a copy that shares structure with st (O(1)); later writes to st copy the nodes
 // they touch. Callers must hold the lock that serializes writers of st.
-func (st *mvccState) clone() *mvccState {
+func (st *mvccState) Clone() *mvccState {
 	return &mvccState{
 		latest:     st.latest.Copy(),
 		history:    st.history.Copy(),
@@ -164,43 +164,43 @@ func (st *mvccState) clone() *mvccState {
 // keyRange is [key, end) with etcd's conventions: end nil = key alone, end "\x00" = every key from
 // key on.
 type keyRange struct {
-	key, end string
-	single   bool
-	fromKey  bool
+	Key, End string
+	Single   bool
+	FromKey  bool
 }
 
 func newKeyRange(key, end []byte) keyRange {
 	switch {
 	case len(end) == 0:
-		return keyRange{key: string(key), single: true}
+		return keyRange{Key: string(key), Single: true}
 	case len(end) == 1 && end[0] == 0:
-		return keyRange{key: string(key), fromKey: true}
+		return keyRange{Key: string(key), FromKey: true}
 	}
-	return keyRange{key: string(key), end: string(end)}
+	return keyRange{Key: string(key), End: string(end)}
 }
 
-func (r keyRange) contains(k string) bool {
-	if r.single {
-		return k == r.key
+func (r keyRange) Contains(k string) bool {
+	if r.Single {
+		return k == r.Key
 	}
-	return k >= r.key && (r.fromKey || k < r.end)
+	return k >= r.Key && (r.FromKey || k < r.End)
 }
 
 // intervalEnd is the range's end for an interval.Tree: "" (no upper bound) for a from-key range.
 // Callers use it for ranges that are not single keys.
-func (r keyRange) intervalEnd() string {
-	if r.fromKey {
+func (r keyRange) IntervalEnd() string {
+	if r.FromKey {
 		return ""
 	}
-	return r.end
+	return r.End
 }
 
 // past reports whether k is beyond the range's end (the range is scanned in key order).
 func (r keyRange) past(k string) bool {
-	if r.single {
-		return k != r.key
+	if r.Single {
+		return k != r.Key
 	}
-	return !r.fromKey && k >= r.end
+	return !r.FromKey && k >= r.End
 }
 
 // checkRev validates a read revision and resolves 0 to cur, the revision the latest tree shows
@@ -220,36 +220,36 @@ func (st *mvccState) checkRev(rev, cur int64) (int64, wire.Code) {
 // get returns key's version visible at rev, or nil.
 func (st *mvccState) get(key string, rev, cur int64) *record {
 	if rev >= cur {
-		r, _ := st.latest.Get(&record{key: key})
+		r, _ := st.latest.Get(&record{Key: key})
 		return r
 	}
 	var found *record
-	st.history.Descend(&record{key: key, mod: rev, sub: 1 << 62}, func(r *record) bool {
-		if r.key == key {
+	st.history.Descend(&record{Key: key, Mod: rev, Sub: 1 << 62}, func(r *record) bool {
+		if r.Key == key {
 			found = r
 		}
 		return false
 	})
-	if found == nil || found.tombstone {
+	if found == nil || found.Tombstone {
 		return nil
 	}
 	return found
 }
 
 // scan calls fn for every key live at rev in kr, in ascending key order, until fn returns false.
-func (st *mvccState) scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
-	if kr.single {
-		if r := st.get(kr.key, rev, cur); r != nil {
+func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
+	if kr.Single {
+		if r := st.get(kr.Key, rev, cur); r != nil {
 			fn(r)
 		}
 		return
 	}
-	if !kr.fromKey && kr.key >= kr.end {
+	if !kr.FromKey && kr.Key >= kr.End {
 		return
 	}
 	if rev >= cur {
-		st.latest.Ascend(&record{key: kr.key}, func(r *record) bool {
-			if kr.past(r.key) {
+		st.latest.Ascend(&record{Key: kr.Key}, func(r *record) bool {
+			if kr.past(r.Key) {
 				return false
 			}
 			return fn(r)
@@ -261,21 +261,21 @@ func (st *mvccState) scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 	var best *record
 	more := true
 	emit := func() {
-		if best != nil && !best.tombstone {
+		if best != nil && !best.Tombstone {
 			more = fn(best)
 		}
 		best = nil
 	}
-	st.history.Ascend(&record{key: kr.key}, func(r *record) bool {
-		if kr.past(r.key) {
+	st.history.Ascend(&record{Key: kr.Key}, func(r *record) bool {
+		if kr.past(r.Key) {
 			return false
 		}
-		if best != nil && r.key != best.key {
+		if best != nil && r.Key != best.Key {
 			if emit(); !more {
 				return false
 			}
 		}
-		if r.mod <= rev {
+		if r.Mod <= rev {
 			best = r
 		}
 		return true
@@ -287,7 +287,7 @@ func (st *mvccState) scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 
 // rangeKeys answers a range request; cur is as for checkRev.
 func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
-	recs, count, more, code := st.rangeRecords(op, cur)
+	recs, count, more, code := st.RangeRecords(op, cur)
 	if code != wire.CodeOK {
 		return nil, code
 	}
@@ -296,7 +296,7 @@ func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.
 		kvs := make([]wire.KV, len(recs))
 		res.Kvs = make([]*wire.KV, len(recs))
 		for i, r := range recs {
-			kvs[i] = r.toWire(op.KeysOnly)
+			kvs[i] = r.ToWire(op.KeysOnly)
 			res.Kvs[i] = &kvs[i]
 		}
 	}
@@ -305,7 +305,7 @@ func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.
 
 // rangeRecords returns the records op selects, in the order it asks for and cut to its limit,
 // with the count of all matches and whether the limit cut any.
-func (st *mvccState) rangeRecords(op *wire.Op, cur int64) (recs []*record, count int64, more bool, code wire.Code) {
+func (st *mvccState) RangeRecords(op *wire.Op, cur int64) (recs []*record, count int64, more bool, code wire.Code) {
 	rev, code := st.checkRev(op.Revision, cur)
 	if code != wire.CodeOK {
 		return nil, 0, false, code
@@ -321,7 +321,7 @@ func (st *mvccState) rangeRecords(op *wire.Op, cur int64) (recs []*record, count
 	// need to be materialized; the rest are just counted.
 	pushdown := keyOrder && !hasFilter && op.Limit > 0
 
-	st.scan(kr, rev, cur, func(r *record) bool {
+	st.Scan(kr, rev, cur, func(r *record) bool {
 		count++
 		if op.CountOnly {
 			return true
@@ -348,25 +348,25 @@ func (st *mvccState) rangeRecords(op *wire.Op, cur int64) (recs []*record, count
 }
 
 func passesFilters(op *wire.Op, r *record) bool {
-	return (op.MinModRev <= 0 || r.mod >= op.MinModRev) &&
-		(op.MaxModRev <= 0 || r.mod <= op.MaxModRev) &&
-		(op.MinCreateRev <= 0 || r.create >= op.MinCreateRev) &&
-		(op.MaxCreateRev <= 0 || r.create <= op.MaxCreateRev)
+	return (op.MinModRev <= 0 || r.Mod >= op.MinModRev) &&
+		(op.MaxModRev <= 0 || r.Mod <= op.MaxModRev) &&
+		(op.MinCreateRev <= 0 || r.Create >= op.MinCreateRev) &&
+		(op.MaxCreateRev <= 0 || r.Create <= op.MaxCreateRev)
 }
 
 func sortRecords(recs []*record, target, order uint8) {
 	var less func(a, b *record) bool
 	switch target {
 	case wire.SortByVersion:
-		less = func(a, b *record) bool { return a.version < b.version }
+		less = func(a, b *record) bool { return a.Version < b.Version }
 	case wire.SortByCreate:
-		less = func(a, b *record) bool { return a.create < b.create }
+		less = func(a, b *record) bool { return a.Create < b.Create }
 	case wire.SortByMod:
-		less = func(a, b *record) bool { return a.mod < b.mod }
+		less = func(a, b *record) bool { return a.Mod < b.Mod }
 	case wire.SortByValue:
-		less = func(a, b *record) bool { return a.value < b.value }
+		less = func(a, b *record) bool { return a.Value < b.Value }
 	default:
-		less = func(a, b *record) bool { return a.key < b.key }
+		less = func(a, b *record) bool { return a.Key < b.Key }
 	}
 	if order == wire.SortDescend {
 		asc := less
@@ -381,7 +381,7 @@ func (st *mvccState) compare(c *wire.Compare) bool {
 	kr := newKeyRange(c.Key, c.End)
 	matched := false
 	ok := true
-	st.scan(kr, st.rev, st.rev, func(r *record) bool {
+	st.Scan(kr, st.rev, st.rev, func(r *record) bool {
 		matched = true
 		ok = compareRecord(c, r)
 		return ok
@@ -399,15 +399,15 @@ func compareRecord(c *wire.Compare, r *record) bool {
 	var cmp int
 	switch c.Target {
 	case wire.TargetValue:
-		cmp = strings.Compare(r.value, string(c.Value))
+		cmp = strings.Compare(r.Value, string(c.Value))
 	case wire.TargetVersion:
-		cmp = cmpInt(r.version, c.Int)
+		cmp = cmpInt(r.Version, c.Int)
 	case wire.TargetCreate:
-		cmp = cmpInt(r.create, c.Int)
+		cmp = cmpInt(r.Create, c.Int)
 	case wire.TargetMod:
-		cmp = cmpInt(r.mod, c.Int)
+		cmp = cmpInt(r.Mod, c.Int)
 	case wire.TargetLease:
-		cmp = cmpInt(r.lease, c.Int)
+		cmp = cmpInt(r.Lease, c.Int)
 	default:
 		return false
 	}
@@ -436,8 +436,8 @@ func cmpInt(a, b int64) int {
 
 // event is one change of a revision, as the watch hub and the lessor see it.
 type event struct {
-	rec  *record // the new version (a tombstone for a delete)
-	prev *record // the version it replaced, nil if the key did not exist
+	Rec  *record // the new version (a tombstone for a delete)
+	Prev *record // the version it replaced, nil if the key did not exist
 }
 
 // writeTxn applies the changes of one revision. The caller has validated everything that can
@@ -462,37 +462,37 @@ func (w *writeTxn) insert(r *record) {
 	st := w.st
 	st.history.Set(r)
 	st.revs.Set(r)
-	st.size += r.size()
+	st.size += r.Size()
 }
 
 func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
-	old, _ := st.latest.Get(&record{key: key})
-	r := &record{key: key, value: string(op.Value), mod: w.rev, sub: int64(len(w.events)), lease: op.Lease}
+	old, _ := st.latest.Get(&record{Key: key})
+	r := &record{Key: key, Value: string(op.Value), Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
 	if old != nil {
-		r.create, r.version = old.create, old.version+1
+		r.Create, r.Version = old.Create, old.Version+1
 		if op.IgnoreValue {
-			r.value = old.value
+			r.Value = old.Value
 		}
 		if op.IgnoreLease {
-			r.lease = old.lease
+			r.Lease = old.Lease
 		}
 	} else {
-		r.create, r.version = w.rev, 1
+		r.Create, r.Version = w.rev, 1
 	}
 	st.latest.Set(r)
 	w.insert(r)
-	if old != nil && old.lease != 0 && old.lease != r.lease {
-		st.leaseKeys.Delete(leaseKey{old.lease, key})
+	if old != nil && old.Lease != 0 && old.Lease != r.Lease {
+		st.leaseKeys.Delete(leaseKey{old.Lease, key})
 	}
-	if r.lease != 0 {
-		st.leaseKeys.Set(leaseKey{r.lease, key})
+	if r.Lease != 0 {
+		st.leaseKeys.Set(leaseKey{r.Lease, key})
 	}
-	w.events = append(w.events, event{rec: r, prev: old})
+	w.events = append(w.events, event{Rec: r, Prev: old})
 	res := &wire.PutResult{}
 	if op.PrevKV && old != nil {
-		kv := old.toWire(false)
+		kv := old.ToWire(false)
 		res.PrevKV = &kv
 	}
 	return res
@@ -501,18 +501,18 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 // deleteKey writes a tombstone for the live record old.
 func (w *writeTxn) deleteKey(old *record) {
 	st := w.st
-	t := &record{key: old.key, mod: w.rev, sub: int64(len(w.events)), tombstone: true}
+	t := &record{Key: old.Key, Mod: w.rev, Sub: int64(len(w.events)), Tombstone: true}
 	st.latest.Delete(old)
 	w.insert(t)
-	if old.lease != 0 {
-		st.leaseKeys.Delete(leaseKey{old.lease, old.key})
+	if old.Lease != 0 {
+		st.leaseKeys.Delete(leaseKey{old.Lease, old.Key})
 	}
-	w.events = append(w.events, event{rec: t, prev: old})
+	w.events = append(w.events, event{Rec: t, Prev: old})
 }
 
 func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
 	var doomed []*record
-	w.st.scan(newKeyRange(op.Key, op.End), w.rev, w.rev, func(r *record) bool {
+	w.st.Scan(newKeyRange(op.Key, op.End), w.rev, w.rev, func(r *record) bool {
 		doomed = append(doomed, r)
 		return true
 	})
@@ -521,7 +521,7 @@ func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
 		kvs := make([]wire.KV, len(doomed))
 		res.PrevKVs = make([]*wire.KV, len(doomed))
 		for i, r := range doomed {
-			kvs[i] = r.toWire(false)
+			kvs[i] = r.ToWire(false)
 			res.PrevKVs[i] = &kvs[i]
 		}
 	}
@@ -573,12 +573,12 @@ func (st *mvccState) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
 			}
 		case wire.OpPut:
 			if op.Lease != 0 && !op.IgnoreLease {
-				if _, ok := st.leases.Get(&leaseRecord{id: op.Lease}); !ok {
+				if _, ok := st.leases.Get(&leaseRecord{ID: op.Lease}); !ok {
 					return nil, wire.CodeLeaseNotFound
 				}
 			}
 			if op.IgnoreValue || op.IgnoreLease {
-				if r, _ := st.latest.Get(&record{key: string(op.Key)}); r == nil {
+				if r, _ := st.latest.Get(&record{Key: string(op.Key)}); r == nil {
 					return nil, wire.CodeKeyNotFound
 				}
 			}
@@ -625,7 +625,7 @@ func (w *writeTxn) cur() int64 {
 }
 
 // applyTxn runs a validated transaction and returns its result and events.
-func (st *mvccState) applyTxn(t *wire.Txn) (*wire.Result, []event) {
+func (st *mvccState) ApplyTxn(t *wire.Txn) (*wire.Result, []event) {
 	path := st.computePath(t, nil)
 	if _, code := st.checkPath(t, path); code != wire.CodeOK {
 		return &wire.Result{Code: code, Revision: st.rev}, nil
@@ -637,7 +637,7 @@ func (st *mvccState) applyTxn(t *wire.Txn) (*wire.Result, []event) {
 }
 
 // readTxn answers a transaction that writes nothing, on a read view.
-func (st *mvccState) readTxn(t *wire.Txn) (*wire.Result, wire.Code) {
+func (st *mvccState) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
 	path := st.computePath(t, nil)
 	if _, code := st.checkPath(t, path); code != wire.CodeOK {
 		return nil, code

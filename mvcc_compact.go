@@ -9,7 +9,7 @@ import (
 // the history holds; compactStep then drops, a bounded batch at a time, the history that no read
 // or watch at or after rev can need (see obsolete). A compaction applied while the removal for
 // an earlier one is under way extends it to the new revision.
-func (st *mvccState) compact(rev int64) wire.Code {
+func (st *mvccState) Compact(rev int64) wire.Code {
 	switch {
 	case rev <= st.compactRev:
 		return wire.CodeCompacted
@@ -32,15 +32,15 @@ func (st *mvccState) compact(rev int64) wire.Code {
 // steps leaves the same trees as one done at once: the work is proportional to the changes since
 // the previous compaction, not to the size of the store, and writes between steps add changes
 // only after compactRev, which make nothing older obsolete.
-func (st *mvccState) compactStep(limit int) bool {
+func (st *mvccState) CompactStep(limit int) bool {
 	if !st.compactPending {
 		return false
 	}
 	var doomed []*record
 	visited := 0
 	more := false
-	st.revs.Ascend(&record{mod: st.compactCursor.mod, sub: st.compactCursor.sub}, func(r *record) bool {
-		if r.mod > st.compactRev {
+	st.revs.Ascend(&record{Mod: st.compactCursor.mod, Sub: st.compactCursor.sub}, func(r *record) bool {
+		if r.Mod > st.compactRev {
 			return false
 		}
 		if visited == limit {
@@ -48,15 +48,15 @@ func (st *mvccState) compactStep(limit int) bool {
 			return false
 		}
 		visited++
-		st.compactCursor = revPos{mod: r.mod, sub: r.sub + 1}
+		st.compactCursor = revPos{mod: r.Mod, sub: r.Sub + 1}
 		// r supersedes the version before it, and a tombstone before compactRev is obsolete
 		// whatever follows it. Once r is visited, no older version of its key remains, so a
 		// later step's prevVersion finds only undecided records. A tombstone and the change
 		// that supersedes it can both name it within one step: it is removed once.
-		if prev := st.prevVersion(r); prev != nil {
+		if prev := st.PrevVersion(r); prev != nil {
 			doomed = append(doomed, prev)
 		}
-		if r.tombstone && r.mod < st.compactRev {
+		if r.Tombstone && r.Mod < st.compactRev {
 			doomed = append(doomed, r)
 		}
 		return true
@@ -64,7 +64,7 @@ func (st *mvccState) compactStep(limit int) bool {
 	for _, r := range doomed {
 		if _, ok := st.history.Delete(r); ok {
 			st.revs.Delete(r)
-			st.size -= r.size()
+			st.size -= r.Size()
 		}
 	}
 	if !more {
@@ -80,17 +80,17 @@ func (st *mvccState) compactStep(limit int) bool {
 // there). Tombstones at exactly compactRev stay, so that a watch starting at the compaction
 // revision still sees every event of it; the next compaction drops them.
 func (st *mvccState) obsolete(r, next *record) bool {
-	return next != nil && next.mod <= st.compactRev || r.tombstone && r.mod < st.compactRev
+	return next != nil && next.Mod <= st.compactRev || r.Tombstone && r.Mod < st.compactRev
 }
 
 // prevVersion returns the version of r's key just before r, or nil.
-func (st *mvccState) prevVersion(r *record) *record {
+func (st *mvccState) PrevVersion(r *record) *record {
 	var prev *record
 	st.history.Descend(r, func(p *record) bool {
 		if p == r {
 			return true
 		}
-		if p.key == r.key {
+		if p.Key == r.Key {
 			prev = p
 		}
 		return false
@@ -105,7 +105,7 @@ func (st *mvccState) nextVersion(r *record) *record {
 		if n == r {
 			return true
 		}
-		if n.key == r.key {
+		if n.Key == r.Key {
 			next = n
 		}
 		return false

@@ -58,8 +58,8 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	if !f.st.compactPending {
 		t.Fatal("the removal completed before the next write was applied")
 	}
-	want := f.st.clone() // what the removal must leave: the same state, fully compacted
-	for want.compactStep(1 << 30) {
+	want := f.st.Clone() // what the removal must leave: the same state, fully compacted
+	for want.CompactStep(1 << 30) {
 	}
 	v := f.view().st
 	if _, code := v.checkRev(2, v.rev); code != wire.CodeCompacted {
@@ -126,7 +126,7 @@ func stateReadings(t testing.TB, st *mvccState, nKeys int, revs []int64) string 
 	var b strings.Builder
 	fmt.Fprintf(&b, "rev %d compacted %d\n", st.rev, st.compactRev)
 	for _, r := range append([]int64{max(st.compactRev, 1), st.rev}, revs...) {
-		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.hash(r), readingsAt(t, st, r, nKeys))
+		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.Hash(r), readingsAt(t, st, r, nKeys))
 	}
 	w := &watcher{hub: &watchHub{limits: defaultHubLimits}, kr: newKeyRange([]byte{0}, []byte{0}), prevKV: true}
 	for next := max(st.compactRev, 1); next <= st.rev; {
@@ -172,11 +172,11 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 					if code := compactFully(full, rev); code != wire.CodeOK {
 						t.Fatalf("compact(%d): code %d", rev, code)
 					}
-					if code := steps.compact(rev); code != wire.CodeOK {
+					if code := steps.Compact(rev); code != wire.CodeOK {
 						t.Fatalf("compact(%d): code %d", rev, code)
 					}
 				default:
-					steps.compactStep(1 + ctl.Intn(6))
+					steps.CompactStep(1 + ctl.Intn(6))
 				}
 				revs := make([]int64, 3)
 				for i := range revs {
@@ -189,7 +189,7 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 			if merged == 0 {
 				t.Fatal("no compaction was applied while a removal was pending")
 			}
-			for steps.compactStep(3) {
+			for steps.CompactStep(3) {
 			}
 			if got, want := historyNames(steps), historyNames(full); !slices.Equal(got, want) {
 				t.Fatalf("history after the removal %v, want %v", got, want)
@@ -209,9 +209,9 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 	d := compactionFSM(t, 4*compactStepRecords)
 	f := d.f
-	ref := f.st.clone()
+	ref := f.st.Clone()
 	compactFully(ref, 3)
-	wantRead, wantHash := readingsAt(t, ref, 3, 30), ref.hash(3)
+	wantRead, wantHash := readingsAt(t, ref, 3, 30), ref.Hash(3)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var compactor sync.WaitGroup
@@ -242,7 +242,7 @@ func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 					errs <- fmt.Errorf("read at 3 during the removal: %s, want %s", got, wantRead)
 					return
 				}
-				if got := st.hash(3); got != wantHash {
+				if got := st.Hash(3); got != wantHash {
 					errs <- fmt.Errorf("hash at 3 during the removal: %08x, want %08x", got, wantHash)
 					return
 				}
@@ -327,20 +327,20 @@ func TestMVCC_Compact_ExtendPendingRemoval(t *testing.T) {
 	st := newMVCCState()
 	stPut(t, st, "a", "1", 0)                        // a@2
 	sTxn(wireDel("a", ""), wirePut("b", "1"))(t, st) // a@3 tombstone, b@3
-	if code := st.compact(3); code != wire.CodeOK {
+	if code := st.Compact(3); code != wire.CodeOK {
 		t.Fatalf("compact(3): code %d", code)
 	}
-	if !st.compactStep(2) { // visits a@2 and a@3, stops before b@3
+	if !st.CompactStep(2) { // visits a@2 and a@3, stops before b@3
 		t.Fatal("removal done after 2 of 3 changes")
 	}
 	if got, want := historyNames(st), []string{"a@3t", "b@3"}; !slices.Equal(got, want) {
 		t.Fatalf("history after one step %v, want %v", got, want)
 	}
 	stPut(t, st, "c", "1", 0) // c@4
-	if code := st.compact(4); code != wire.CodeOK {
+	if code := st.Compact(4); code != wire.CodeOK {
 		t.Fatalf("compact(4): code %d", code)
 	}
-	for st.compactStep(1) {
+	for st.CompactStep(1) {
 	}
 	if got, want := historyNames(st), []string{"b@3", "c@4"}; !slices.Equal(got, want) {
 		t.Fatalf("history after compacting past the tombstone %v, want %v", got, want)
@@ -367,7 +367,7 @@ func BenchmarkMVCC_CompactStep(b *testing.B) {
 				compactFully(st, st.rev) // removes nothing: the next compaction's changes all supersede
 			}
 		}
-		if code := st.compact(st.rev); code != wire.CodeOK {
+		if code := st.Compact(st.rev); code != wire.CodeOK {
 			b.Fatalf("compact: code %d", code)
 		}
 		return st
@@ -375,7 +375,7 @@ func BenchmarkMVCC_CompactStep(b *testing.B) {
 	st := build()
 	b.ResetTimer()
 	for range b.N {
-		if !st.compactStep(compactStepRecords) {
+		if !st.CompactStep(compactStepRecords) {
 			b.StopTimer()
 			st = build()
 			b.StartTimer()

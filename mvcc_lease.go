@@ -6,26 +6,26 @@ import (
 )
 
 // grantLease adds a lease.
-func (st *mvccState) grantLease(id, ttl int64) wire.Code {
+func (st *mvccState) GrantLease(id, ttl int64) wire.Code {
 	if id <= 0 {
 		return wire.CodeLeaseNotFound
 	}
 	if ttl > maxLeaseTTL {
 		return wire.CodeTTLTooLarge
 	}
-	if _, ok := st.leases.Get(&leaseRecord{id: id}); ok {
+	if _, ok := st.leases.Get(&leaseRecord{ID: id}); ok {
 		return wire.CodeLeaseExists
 	}
-	st.leases.Set(&leaseRecord{id: id, ttl: ttl})
+	st.leases.Set(&leaseRecord{ID: id, TTL: ttl})
 	return wire.CodeOK
 }
 
 // revokeLease deletes a lease and every key attached to it, in key order, at one revision.
-func (st *mvccState) revokeLease(id int64) (wire.Code, []event) {
-	if _, ok := st.leases.Delete(&leaseRecord{id: id}); !ok {
+func (st *mvccState) RevokeLease(id int64) (wire.Code, []event) {
+	if _, ok := st.leases.Delete(&leaseRecord{ID: id}); !ok {
 		return wire.CodeLeaseNotFound, nil
 	}
-	keys := st.leaseKeysOf(id)
+	keys := st.LeaseKeys(id)
 	w := st.beginWrite()
 	var split []event
 	for i, k := range keys {
@@ -33,7 +33,7 @@ func (st *mvccState) revokeLease(id int64) (wire.Code, []event) {
 			split = w.end()
 			w = st.beginWrite()
 		}
-		if r, _ := st.latest.Get(&record{key: k}); r != nil {
+		if r, _ := st.latest.Get(&record{Key: k}); r != nil {
 			w.deleteKey(r)
 		}
 	}
@@ -41,7 +41,7 @@ func (st *mvccState) revokeLease(id int64) (wire.Code, []event) {
 }
 
 // leaseKeysOf returns the keys attached to lease id, in key order.
-func (st *mvccState) leaseKeysOf(id int64) []string {
+func (st *mvccState) LeaseKeys(id int64) []string {
 	var keys []string
 	st.leaseKeys.Ascend(leaseKey{lease: id}, func(lk leaseKey) bool {
 		if lk.lease != id {
@@ -54,12 +54,12 @@ func (st *mvccState) leaseKeysOf(id int64) []string {
 }
 
 // checkpointLeases records the remaining TTL of leases that still exist, and returns those.
-func (st *mvccState) checkpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCheckpoint {
+func (st *mvccState) CheckpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCheckpoint {
 	var applied []wire.LeaseCheckpoint
 	for _, cp := range cps {
-		if l, ok := st.leases.Get(&leaseRecord{id: cp.ID}); ok && cp.RemainingMs > 0 {
+		if l, ok := st.leases.Get(&leaseRecord{ID: cp.ID}); ok && cp.RemainingMs > 0 {
 			// Records are shared with snapshots: replace, never modify in place.
-			st.leases.Set(&leaseRecord{id: l.id, ttl: l.ttl, remainingMs: cp.RemainingMs})
+			st.leases.Set(&leaseRecord{ID: l.ID, TTL: l.TTL, RemainingMs: cp.RemainingMs})
 			applied = append(applied, cp)
 		}
 	}

@@ -254,8 +254,8 @@ func TestMVCC_WriteEvents(t *testing.T) {
 			}
 			var got []string
 			for _, ev := range w.end() {
-				name := fmt.Sprintf("%s@%d/%d", ev.rec.key, ev.rec.mod, ev.rec.sub)
-				if ev.rec.tombstone {
+				name := fmt.Sprintf("%s@%d/%d", ev.Rec.Key, ev.Rec.Mod, ev.Rec.Sub)
+				if ev.Rec.Tombstone {
 					name += "t"
 				}
 				got = append(got, name)
@@ -511,7 +511,7 @@ func TestMVCC_Range_Options(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := newMVCCState()
-	if code := st.grantLease(int64(g.ID), 3600); code != wire.CodeOK {
+	if code := st.GrantLease(int64(g.ID), 3600); code != wire.CodeOK {
 		t.Fatalf("grantLease: %d", code)
 	}
 	for _, w := range rangeFixture {
@@ -617,8 +617,8 @@ func TestMVCC_SortOptionRewrite(t *testing.T) {
 
 // recordName is "key@mod", with "t" appended for a tombstone.
 func recordName(r *record) string {
-	n := fmt.Sprintf("%s@%d", r.key, r.mod)
-	if r.tombstone {
+	n := fmt.Sprintf("%s@%d", r.Key, r.Mod)
+	if r.Tombstone {
 		n += "t"
 	}
 	return n
@@ -642,8 +642,8 @@ func checkTreesAgree(t testing.TB, st *mvccState) {
 	newest := map[string]*record{}
 	st.history.Scan(func(r *record) bool {
 		inHistory[r] = true
-		size += r.size()
-		newest[r.key] = r
+		size += r.Size()
+		newest[r.Key] = r
 		return true
 	})
 	n := 0
@@ -662,12 +662,12 @@ func checkTreesAgree(t testing.TB, st *mvccState) {
 	}
 	live := 0
 	for _, r := range newest {
-		if r.tombstone {
+		if r.Tombstone {
 			continue
 		}
 		live++
-		if l, ok := st.latest.Get(&record{key: r.key}); !ok || l != r {
-			t.Fatalf("latest for %q is not its newest record %s", r.key, recordName(r))
+		if l, ok := st.latest.Get(&record{Key: r.Key}); !ok || l != r {
+			t.Fatalf("latest for %q is not its newest record %s", r.Key, recordName(r))
 		}
 	}
 	if live != st.latest.Len() {
@@ -696,7 +696,7 @@ func sTxn(ops ...wire.Op) stateStep {
 		if code := validateTxn(txn, 0); code != wire.CodeOK {
 			t.Fatalf("script txn invalid: %d", code)
 		}
-		if res, _ := st.applyTxn(txn); res.Code != wire.CodeOK {
+		if res, _ := st.ApplyTxn(txn); res.Code != wire.CodeOK {
 			t.Fatalf("script txn: code %d", res.Code)
 		}
 	}
@@ -704,8 +704,8 @@ func sTxn(ops ...wire.Op) stateStep {
 
 // compactFully applies a compaction at rev and runs its removal to the end.
 func compactFully(st *mvccState, rev int64) wire.Code {
-	code := st.compact(rev)
-	for st.compactStep(compactStepRecords) {
+	code := st.Compact(rev)
+	for st.CompactStep(compactStepRecords) {
 	}
 	return code
 }
@@ -800,7 +800,7 @@ func TestMVCC_Compact_Codes(t *testing.T) {
 				sCompact(p)(t, st)
 			}
 			before := historyNames(st)
-			code := st.compact(tc.at)
+			code := st.Compact(tc.at)
 			if code != tc.wCode || st.compactRev != tc.wAfter {
 				t.Fatalf("code %d compactRev %d, want %d %d", code, st.compactRev, tc.wCode, tc.wAfter)
 			}
@@ -959,13 +959,13 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 				// put: superseded versions and old tombstones are gone.
 				newestAtC := map[string]*record{}
 				st.history.Scan(func(r *record) bool {
-					if r.mod <= c {
-						newestAtC[r.key] = r
+					if r.Mod <= c {
+						newestAtC[r.Key] = r
 					}
 					return true
 				})
 				st.history.Scan(func(r *record) bool {
-					if r.mod < c && (r.tombstone || newestAtC[r.key] != r) {
+					if r.Mod < c && (r.Tombstone || newestAtC[r.Key] != r) {
 						t.Fatalf("compact(%d) kept %s", c, recordName(r))
 					}
 					return true
@@ -989,9 +989,9 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			// At the current revision only the live keys and this revision's tombstones remain.
 			tombs := 0
 			st.history.Scan(func(r *record) bool {
-				if r.tombstone {
+				if r.Tombstone {
 					tombs++
-					if r.mod != st.rev {
+					if r.Mod != st.rev {
 						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.rev)
 					}
 				}
@@ -1016,7 +1016,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 func leaseKeysMap(st *mvccState, ids ...int64) map[int64][]string {
 	out := map[int64][]string{}
 	for _, id := range ids {
-		out[id] = st.leaseKeysOf(id)
+		out[id] = st.LeaseKeys(id)
 	}
 	return out
 }
@@ -1027,7 +1027,7 @@ func leaseKeysMap(st *mvccState, ids ...int64) map[int64][]string {
 func TestMVCC_Leases(t *testing.T) {
 	st := newMVCCState()
 	for _, id := range []int64{1, 2, 3} {
-		if code := st.grantLease(id, 60); code != wire.CodeOK {
+		if code := st.GrantLease(id, 60); code != wire.CodeOK {
 			t.Fatalf("grant %d: code %d", id, code)
 		}
 	}
@@ -1063,7 +1063,7 @@ func TestMVCC_Leases(t *testing.T) {
 	for _, tc := range tests {
 		tc.do()
 		for id, want := range tc.wKeys {
-			if got := st.leaseKeysOf(id); !slices.Equal(got, want) {
+			if got := st.LeaseKeys(id); !slices.Equal(got, want) {
 				t.Fatalf("%s: lease %d keys %v, want %v", tc.name, id, got, want)
 			}
 		}
@@ -1076,16 +1076,16 @@ func TestMVCC_Leases(t *testing.T) {
 
 	// Revoke lease 1: a and z go at one revision, in key order.
 	before := st.rev
-	code, evs := st.revokeLease(1)
+	code, evs := st.RevokeLease(1)
 	if code != wire.CodeOK || st.rev != before+1 {
 		t.Fatalf("revoke: code %d rev %d, want OK at %d", code, st.rev, before+1)
 	}
 	var got []string
 	for i, ev := range evs {
-		if !ev.rec.tombstone || ev.rec.mod != st.rev || ev.rec.sub != int64(i) || ev.prev == nil || ev.prev.lease != 1 {
-			t.Fatalf("revoke event %d: %+v (prev %+v)", i, *ev.rec, ev.prev)
+		if !ev.Rec.Tombstone || ev.Rec.Mod != st.rev || ev.Rec.Sub != int64(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
+			t.Fatalf("revoke event %d: %+v (prev %+v)", i, *ev.Rec, ev.Prev)
 		}
-		got = append(got, ev.rec.key)
+		got = append(got, ev.Rec.Key)
 	}
 	if !slices.Equal(got, []string{"a", "z"}) {
 		t.Fatalf("revoke deleted %v, want [a z]", got)
@@ -1095,7 +1095,7 @@ func TestMVCC_Leases(t *testing.T) {
 			t.Fatalf("%q survived the revoke", k)
 		}
 	}
-	if _, ok := st.leases.Get(&leaseRecord{id: 1}); ok || len(st.leaseKeysOf(1)) != 0 {
+	if _, ok := st.leases.Get(&leaseRecord{ID: 1}); ok || len(st.LeaseKeys(1)) != 0 {
 		t.Fatal("lease 1 or its attachments survived the revoke")
 	}
 	if ks := leaseKeysMap(st, 2); !slices.Equal(ks[2], []string{"d", "m"}) {
@@ -1104,7 +1104,7 @@ func TestMVCC_Leases(t *testing.T) {
 
 	// Revoking a lease with no keys removes it without a revision; unknown leases are refused.
 	rev := st.rev
-	if code, evs := st.revokeLease(3); code != wire.CodeOK || len(evs) != 0 || st.rev != rev {
+	if code, evs := st.RevokeLease(3); code != wire.CodeOK || len(evs) != 0 || st.rev != rev {
 		t.Fatalf("revoke empty lease: code %d, %d events, rev %d (was %d)", code, len(evs), st.rev, rev)
 	}
 	lt := []struct {
@@ -1112,12 +1112,12 @@ func TestMVCC_Leases(t *testing.T) {
 		code  wire.Code
 		wCode wire.Code
 	}{
-		{name: "revoke twice", code: codeOf(st.revokeLease(1)), wCode: wire.CodeLeaseNotFound},
-		{name: "revoke unknown", code: codeOf(st.revokeLease(99)), wCode: wire.CodeLeaseNotFound},
-		{name: "grant existing", code: st.grantLease(2, 10), wCode: wire.CodeLeaseExists},
-		{name: "grant TTL too large", code: st.grantLease(7, maxLeaseTTL+1), wCode: wire.CodeTTLTooLarge},
-		{name: "grant max TTL", code: st.grantLease(8, maxLeaseTTL), wCode: wire.CodeOK},
-		{name: "grant id 0", code: st.grantLease(0, 10), wCode: wire.CodeLeaseNotFound},
+		{name: "revoke twice", code: codeOf(st.RevokeLease(1)), wCode: wire.CodeLeaseNotFound},
+		{name: "revoke unknown", code: codeOf(st.RevokeLease(99)), wCode: wire.CodeLeaseNotFound},
+		{name: "grant existing", code: st.GrantLease(2, 10), wCode: wire.CodeLeaseExists},
+		{name: "grant TTL too large", code: st.GrantLease(7, maxLeaseTTL+1), wCode: wire.CodeTTLTooLarge},
+		{name: "grant max TTL", code: st.GrantLease(8, maxLeaseTTL), wCode: wire.CodeOK},
+		{name: "grant id 0", code: st.GrantLease(0, 10), wCode: wire.CodeLeaseNotFound},
 	}
 	for _, tc := range lt {
 		if tc.code != tc.wCode {

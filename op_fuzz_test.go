@@ -17,7 +17,7 @@ func FuzzGetPrefixRangeEnd(f *testing.F) {
 		}
 		end := getPrefix([]byte(prefix))
 		kr := newKeyRange([]byte(prefix), end)
-		in := kr.contains(key)
+		in := kr.Contains(key)
 		if want := len(key) > 0 && bytes.HasPrefix([]byte(key), []byte(prefix)); in != want {
 			t.Fatalf("prefix %q end %q: contains(%q) = %v, want %v", prefix, end, key, in, want)
 		}
@@ -31,7 +31,7 @@ func TestWithPrefix_EmptyKeyCoversAll(t *testing.T) {
 	op := OpGet("", WithPrefix())
 	kr := newKeyRange(op.key, op.end)
 	for _, k := range []string{"\x00", "a", "\xff\xff"} {
-		if !kr.contains(k) {
+		if !kr.Contains(k) {
 			t.Fatalf("WithPrefix on the empty key misses %q", k)
 		}
 	}

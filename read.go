@@ -30,7 +30,7 @@ func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire
 	if err != nil {
 		return nil, err
 	}
-	res, code := v.st.readTxn(t)
+	res, code := v.st.ReadTxn(t)
 	if code != wire.CodeOK {
 		return nil, codeError(code)
 	}

@@ -169,12 +169,12 @@ func (iv deletedRange) contains(k string) bool { return k >= iv.key && (iv.fromK
 func deleteRange(op *wire.Op) deletedRange {
 	kr := newKeyRange(op.Key, op.End)
 	switch {
-	case kr.single:
-		return deletedRange{key: kr.key, end: kr.key + "\x00"}
-	case kr.fromKey:
-		return deletedRange{key: kr.key, fromKey: true}
+	case kr.Single:
+		return deletedRange{key: kr.Key, end: kr.Key + "\x00"}
+	case kr.FromKey:
+		return deletedRange{key: kr.Key, fromKey: true}
 	}
-	return deletedRange{key: kr.key, end: kr.end}
+	return deletedRange{key: kr.Key, end: kr.End}
 }
 
 // writeSet collects the keys one branch puts and the ranges it deletes, nested txns included,

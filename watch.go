@@ -345,37 +345,37 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 
 // register puts w where the dispatcher finds it. Callers hold h.mu.
 func (h *watchHub) register(w *watcher) {
-	if !w.kr.single {
-		h.ranges.Insert(w.kr.key, w.kr.intervalEnd(), w)
+	if !w.kr.Single {
+		h.ranges.Insert(w.kr.Key, w.kr.IntervalEnd(), w)
 		return
 	}
-	set := h.byKey[w.kr.key]
+	set := h.byKey[w.kr.Key]
 	if set == nil {
 		set = map[*watcher]struct{}{}
-		h.byKey[w.kr.key] = set
+		h.byKey[w.kr.Key] = set
 	}
 	set[w] = struct{}{}
 }
 
 // unregister removes w from the dispatcher's sets. Callers hold h.mu.
 func (h *watchHub) unregister(w *watcher) {
-	if !w.kr.single {
-		h.ranges.Delete(w.kr.key, w.kr.intervalEnd(), w)
+	if !w.kr.Single {
+		h.ranges.Delete(w.kr.Key, w.kr.IntervalEnd(), w)
 		return
 	}
-	if set := h.byKey[w.kr.key]; set != nil {
+	if set := h.byKey[w.kr.Key]; set != nil {
 		delete(set, w)
 		if len(set) == 0 {
-			delete(h.byKey, w.kr.key)
+			delete(h.byKey, w.kr.Key)
 		}
 	}
 }
 
 // eventSize is what an event of r costs in the hub's bounds, with prev when it carries it.
 func eventSize(r, prev *record) int64 {
-	n := int64(len(r.key)+len(r.value)) + eventOverhead
+	n := int64(len(r.Key)+len(r.Value)) + eventOverhead
 	if prev != nil {
-		n += int64(len(prev.key) + len(prev.value))
+		n += int64(len(prev.Key) + len(prev.Value))
 	}
 	return n
 }
@@ -390,7 +390,7 @@ func (h *watchHub) notify(revs []revEvents, cur int64) {
 		for _, re := range revs {
 			events += len(re.events)
 			for i := range re.events {
-				bytes += eventSize(re.events[i].rec, re.events[i].prev)
+				bytes += eventSize(re.events[i].Rec, re.events[i].Prev)
 			}
 		}
 		if h.pendingEvents+events > h.limits.pendingEvents || h.pendingBytes+bytes > h.limits.pendingBytes {
@@ -512,22 +512,22 @@ func (h *watchHub) fanOut(revs []revEvents) {
 			ev := &re.events[i]
 			var plain, withPrev *Event
 			deliver := func(w *watcher) {
-				if re.rev < w.next || !w.wants(ev.rec) {
+				if re.rev < w.next || !w.wants(ev.Rec) {
 					return // below the watcher's start or catch-up point, or filtered
 				}
 				var e *Event
 				var prev *record
 				if w.prevKV {
 					if withPrev == nil {
-						withPrev = eventOf(ev.rec, ev.prev, true)
+						withPrev = eventOf(ev.Rec, ev.Prev, true)
 					}
 					e = withPrev
 					if withPrev.PrevKv != nil {
-						prev = ev.prev
+						prev = ev.Prev
 					}
 				} else {
 					if plain == nil {
-						plain = eventOf(ev.rec, nil, false)
+						plain = eventOf(ev.Rec, nil, false)
 					}
 					e = plain
 				}
@@ -535,12 +535,12 @@ func (h *watchHub) fanOut(revs []revEvents) {
 					inRev = append(inRev, w)
 				}
 				w.batch = append(w.batch, e)
-				w.batchBytes += eventSize(ev.rec, prev)
+				w.batchBytes += eventSize(ev.Rec, prev)
 			}
-			for w := range h.byKey[ev.rec.key] {
+			for w := range h.byKey[ev.Rec.Key] {
 				deliver(w)
 			}
-			h.ranges.Stab(ev.rec.key, func(w *watcher) bool {
+			h.ranges.Stab(ev.Rec.Key, func(w *watcher) bool {
 				deliver(w)
 				return true
 			})
@@ -583,22 +583,22 @@ func (h *watchHub) fanOut(revs []revEvents) {
 
 // wants reports whether w's filters let a change of r through.
 func (w *watcher) wants(r *record) bool {
-	return !(w.filterPut && !r.tombstone) && !(w.filterDelete && r.tombstone)
+	return !(w.filterPut && !r.Tombstone) && !(w.filterDelete && r.Tombstone)
 }
 
 func eventOf(r, prev *record, withPrev bool) *Event {
 	e := &Event{}
-	if r.tombstone {
+	if r.Tombstone {
 		e.Type = EventTypeDelete
 		// Deliberately not keyValueOf(r.toWire(false)): like etcd's, a delete event's pair holds
 		// only the key and the deleting revision, with a nil Value (toWire gives an empty, non-nil
 		// one; the other fields of a tombstone are zero either way).
-		e.Kv = &KeyValue{Key: []byte(r.key), ModRevision: r.mod}
+		e.Kv = &KeyValue{Key: []byte(r.Key), ModRevision: r.Mod}
 	} else {
-		e.Kv = kvFromWire(ptr(r.toWire(false)))
+		e.Kv = kvFromWire(ptr(r.ToWire(false)))
 	}
-	if withPrev && prev != nil && !prev.tombstone {
-		e.PrevKv = kvFromWire(ptr(prev.toWire(false)))
+	if withPrev && prev != nil && !prev.Tombstone {
+		e.PrevKv = kvFromWire(ptr(prev.ToWire(false)))
 	}
 	return e
 }
@@ -806,26 +806,26 @@ func (w *watcher) readHistory(st *mvccState, next, upTo int64) ([]*Event, int64)
 	last := upTo
 	revsSeen := 0
 	cur, curStart := int64(0), 0 // the revision being read, and where its events begin in evs
-	st.revs.Ascend(&record{mod: next}, func(r *record) bool {
-		if r.mod > upTo {
+	st.revs.Ascend(&record{Mod: next}, func(r *record) bool {
+		if r.Mod > upTo {
 			return false
 		}
-		if r.mod != cur {
+		if r.Mod != cur {
 			if revsSeen == catchUpRevisions || len(evs) >= lim.respEvents || bytes >= lim.respBytes {
-				last = r.mod - 1
+				last = r.Mod - 1
 				return false
 			}
 			revsSeen++
-			cur, curStart = r.mod, len(evs)
+			cur, curStart = r.Mod, len(evs)
 		}
-		if !w.kr.contains(r.key) || !w.wants(r) {
+		if !w.kr.Contains(r.Key) || !w.wants(r) {
 			return true
 		}
 		var prev *record
-		if w.prevKV && r.mod > st.compactRev {
+		if w.prevKV && r.Mod > st.compactRev {
 			// At the compaction revision the previous version is compacted (etcd: "nothing
 			// will be returned"), even while a pending removal still holds it.
-			prev = st.prevVersion(r)
+			prev = st.PrevVersion(r)
 		}
 		e := eventOf(r, prev, w.prevKV)
 		if e.PrevKv == nil {

@@ -100,7 +100,7 @@ func (r *hubRig) drain() {
 func (r *hubRig) history() []watchcheck.Revision {
 	var h []watchcheck.Revision
 	r.src.st.revs.Scan(func(rec *record) bool {
-		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.st.prevVersion(rec), true))})
+		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.st.PrevVersion(rec), true))})
 		return true
 	})
 	return h
