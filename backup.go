@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/hashicorp/raft"
 )
 
@@ -27,7 +28,7 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) error {
 	st, applied := s.fsm.st.Clone(), s.fsm.applied.Load()
 	s.fsm.mu.Unlock()
 	// Writing may take a while for a large state; ctx ends it between writes.
-	return writeSnapshot(ctxWriter{ctx, w}, st, applied)
+	return mvcc.WriteSnapshot(ctxWriter{ctx, w}, st, applied)
 }
 
 // ctxWriter fails writes once ctx has ended.
@@ -131,7 +132,7 @@ func Restore(r io.Reader, dir string, opts ...Option) (err error) {
 	if err := stores.stable.SetUint64([]byte("CurrentTerm"), 1); err != nil {
 		return fmt.Errorf("ember: Restore: %w", err)
 	}
-	log.Info("restored backup", "dir", dir, "member", id, "revision", st.rev, "keys", st.latest.Len(),
+	log.Info("restored backup", "dir", dir, "member", id, "revision", st.Rev(), "keys", st.Keys(),
 		"index", applied)
 	return nil
 }

@@ -507,8 +507,8 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 	st := &Status{
 		ID: s.id, Leader: string(leader),
 		RaftTerm: s.raft.CurrentTerm(), RaftIndex: s.raft.LastIndex(), AppliedIndex: v.applied,
-		Revision: v.st.rev, CompactRevision: v.st.compactRev,
-		DBSizeInUse: v.st.size, DBSizeQuota: s.cfg.quotaBytes, Keys: int64(v.st.latest.Len()), Leases: int64(v.st.leases.Len()),
+		Revision: v.st.Rev(), CompactRevision: v.st.CompactRev(),
+		DBSizeInUse: v.st.Size(), DBSizeQuota: s.cfg.quotaBytes, Keys: int64(v.st.Keys()), Leases: int64(v.st.LeaseCount()),
 		Watchers: int64(s.watch.count()), DedupBytes: s.fsm.dedupSize.Load(),
 	}
 	st.DBSize = st.DBSizeInUse

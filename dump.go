@@ -22,6 +22,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -200,7 +201,7 @@ func (d *dumper) snapshots() error {
 	if !d.opts.Keys {
 		return nil
 	}
-	st := newMVCCState()
+	st := mvcc.New()
 	if len(metas) > 0 {
 		newest := metas[0]
 		if st, err = loadDumpSnapshot(store, newest.ID); err != nil {
@@ -213,7 +214,7 @@ func (d *dumper) snapshots() error {
 	return nil
 }
 
-func loadDumpSnapshot(store *raft.FileSnapshotStore, id string) (*mvccState, error) {
+func loadDumpSnapshot(store *raft.FileSnapshotStore, id string) (*mvcc.State, error) {
 	_, rc, err := store.Open(id)
 	if err != nil {
 		var pe *fs.PathError
@@ -281,10 +282,10 @@ func (d *dumper) entries() error {
 
 func (d *dumper) keys() error {
 	st := d.replay.st
-	rev, code := st.checkRev(d.opts.Revision, st.rev)
+	rev, code := st.CheckRev(d.opts.Revision)
 	if err := codeError(code); err != nil {
 		return fmt.Errorf("ember: dump: revision %d (store revision %d, compacted at %d): %w",
-			d.opts.Revision, st.rev, st.compactRev, err)
+			d.opts.Revision, st.Rev(), st.CompactRev(), err)
 	}
 	memberID, err := os.ReadFile(filepath.Join(d.dir, "member-id"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -292,11 +293,11 @@ func (d *dumper) keys() error {
 	}
 	kv := dumpKeyView{
 		resp: dumpKeys{Header: dumpHeader{MemberID: strings.TrimSpace(string(memberID)),
-			Revision: st.rev, RaftTerm: d.lastTerm}},
-		revision: rev, compactRevision: st.compactRev, prefix: d.opts.Prefix,
+			Revision: st.Rev(), RaftTerm: d.lastTerm}},
+		revision: rev, compactRevision: st.CompactRev(), prefix: d.opts.Prefix,
 	}
 	key := []byte(d.opts.Prefix)
-	st.Scan(newKeyRange(key, getPrefix(key)), rev, st.rev, func(r *record) bool {
+	st.Scan(mvcc.NewKeyRange(key, getPrefix(key)), rev, func(r *mvcc.Record) bool {
 		kv.resp.Kvs = append(kv.resp.Kvs, dumpKV{Key: []byte(r.Key), CreateRevision: r.Create,
 			ModRevision: r.Mod, Version: r.Version, Value: []byte(r.Value), Lease: r.Lease})
 		return true

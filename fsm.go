@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -42,7 +44,7 @@ type fsm struct {
 	// compaction step.
 	// Lock order: fsm.mu, then watchHub.mu.
 	mu         sync.Mutex
-	st         *mvccState
+	st         *mvcc.State
 	dedupOrder []dedupRef // request IDs in apply order, for expiry; live from dedupHead on
 	dedupHead  int
 	dedupFull  int   // dedupOrder from here on may hold results longer than dedupShortResult
@@ -66,7 +68,7 @@ type fsm struct {
 
 	current atomic.Pointer[readView]
 
-	// sizeInUse is st.size after the last batch or compaction step: the space quota reads it on
+	// sizeInUse is st.Size() after the last batch or compaction step: the space quota reads it on
 	// every write.
 	sizeInUse atomic.Int64
 
@@ -93,12 +95,12 @@ type dedupRef struct {
 // readView is an immutable copy of the state at an applied index. Any number of goroutines read
 // it without locks.
 type readView struct {
-	st      *mvccState
+	st      *mvcc.State
 	applied uint64
 }
 
 func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor) *fsm {
-	return &fsm{log: log, st: newMVCCState(), watch: watch, lessor: lessor, dedupBudget: defaultDedupResultBytes,
+	return &fsm{log: log, st: mvcc.New(), watch: watch, lessor: lessor, dedupBudget: defaultDedupResultBytes,
 		compactWake: make(chan struct{}, 1)}
 }
 
@@ -133,10 +135,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) > 0 {
 		f.applied.Store(logs[len(logs)-1].Index)
 	}
-	f.sizeInUse.Store(f.st.size)
+	f.sizeInUse.Store(f.st.Size())
 	f.dedupSize.Store(f.dedupBytes)
 	if len(revs) > 0 {
-		f.watch.notify(revs, f.st.rev)
+		f.watch.notify(revs, f.st.Rev())
 	}
 	f.mu.Unlock()
 	if len(leaseChanges) > 0 {
@@ -162,7 +164,7 @@ type leaseChange struct {
 
 // applyCommand applies one command entry. It fails only for an entry that does not match its
 // checksum, which must not be applied.
-func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, error) {
+func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []mvcc.Event, []leaseChange, error) {
 	cmd, err := wire.UnmarshalCommand(l.Data)
 	if errors.Is(err, wire.ErrChecksum) {
 		return nil, nil, nil, err
@@ -171,16 +173,16 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, e
 		// Intact but undecodable: only members append to the log and they validate what they
 		// propose, so this is a bug. Failing the one entry keeps every member identical.
 		f.log.Error("undecodable log entry", "index", l.Index, "error", err)
-		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}, nil, nil, nil
+		return &wire.Result{Code: wire.CodeMalformed, Revision: f.st.Rev()}, nil, nil, nil
 	}
 	if !cmd.ID.IsZero() {
-		if e, ok := f.st.dedup.Get(&dedupEntry{ID: cmd.ID}); ok {
+		if e, ok := f.st.Remembered(cmd.ID); ok {
 			res, err := wire.UnmarshalResult(e.Result)
 			if err != nil {
 				// Encoded by remember or checked by Restore: this is a bug. The same answer on
 				// every member keeps them identical.
 				f.log.Error("undecodable remembered result", "index", l.Index, "error", err)
-				res = &wire.Result{Code: wire.CodeMalformed, Revision: f.st.rev}
+				res = &wire.Result{Code: wire.CodeMalformed, Revision: f.st.Rev()}
 			}
 			return res, nil, nil, nil
 		}
@@ -188,7 +190,7 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, e
 	if cmd.RetryFloor > 0 && l.Index >= cmd.RetryFloor+dedupWindow {
 		// The first attempt, if it was applied, is no longer remembered: refuse the retry so
 		// that the command never applies twice. The proposer reports an unknown outcome.
-		res := &wire.Result{Code: wire.CodeTimeout, Revision: f.st.rev}
+		res := &wire.Result{Code: wire.CodeTimeout, Revision: f.st.Rev()}
 		f.remember(cmd.ID, l.Index, res)
 		return res, nil, nil, nil
 	}
@@ -199,12 +201,12 @@ func (f *fsm) applyCommand(l *raft.Log) (*wire.Result, []event, []leaseChange, e
 	return res, evs, lc, nil
 }
 
-func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) {
+func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []mvcc.Event, []leaseChange) {
 	st := f.st
 	switch cmd.Kind {
 	case wire.KindTxn:
 		if code := validateTxn(cmd.Txn, 0); code != wire.CodeOK {
-			return &wire.Result{Code: code, Revision: st.rev}, nil, nil
+			return &wire.Result{Code: code, Revision: st.Rev()}, nil, nil
 		}
 		res, evs := st.ApplyTxn(cmd.Txn)
 		return res, evs, nil
@@ -216,17 +218,17 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 			default: // already woken: it runs until nothing is pending
 			}
 		}
-		return &wire.Result{Code: code, Revision: st.rev}, nil, nil
+		return &wire.Result{Code: code, Revision: st.Rev()}, nil, nil
 	case wire.KindLeaseGrant:
 		code := st.GrantLease(cmd.LeaseID, cmd.LeaseTTL)
-		res := &wire.Result{Code: code, Revision: st.rev, LeaseID: cmd.LeaseID, LeaseTTL: cmd.LeaseTTL}
+		res := &wire.Result{Code: code, Revision: st.Rev(), LeaseID: cmd.LeaseID, LeaseTTL: cmd.LeaseTTL}
 		if code != wire.CodeOK {
 			return res, nil, nil
 		}
 		return res, nil, []leaseChange{{id: cmd.LeaseID, ttl: cmd.LeaseTTL}}
 	case wire.KindLeaseRevoke:
 		code, evs := st.RevokeLease(cmd.LeaseID)
-		res := &wire.Result{Code: code, Revision: st.rev}
+		res := &wire.Result{Code: code, Revision: st.Rev()}
 		if code != wire.CodeOK {
 			return res, nil, nil
 		}
@@ -237,9 +239,9 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []event, []leaseChange) 
 		for i, cp := range applied {
 			lcs[i] = leaseChange{id: cp.ID, checkpoint: true, remainingMs: cp.RemainingMs}
 		}
-		return &wire.Result{Revision: st.rev}, nil, lcs
+		return &wire.Result{Revision: st.Rev()}, nil, lcs
 	default: // wire.KindLeaderStart: a marker; its apply tells the new leader the log is caught up
-		return &wire.Result{Revision: st.rev}, nil, nil
+		return &wire.Result{Revision: st.Rev()}, nil, nil
 	}
 }
 
@@ -251,11 +253,11 @@ func (f *fsm) remember(id wire.RequestID, index uint64, res *wire.Result) {
 		// Held, it would push every other long result out and then itself.
 		b = shortResult(res.Code, res.Revision)
 	}
-	f.st.dedup.Set(&dedupEntry{ID: id, Index: index, Result: b})
+	f.st.Remember(&mvcc.DedupEntry{ID: id, Index: index, Result: b})
 	f.count(b, 1)
 	f.dedupOrder = append(f.dedupOrder, dedupRef{index: index, id: id})
 	for f.dedupHead < len(f.dedupOrder) && f.dedupOrder[f.dedupHead].index+dedupWindow < index {
-		if e, ok := f.st.dedup.Delete(&dedupEntry{ID: f.dedupOrder[f.dedupHead].id}); ok {
+		if e, ok := f.st.Forget(f.dedupOrder[f.dedupHead].id); ok {
 			f.count(e.Result, -1)
 		}
 		f.dedupHead++
@@ -284,7 +286,7 @@ func (f *fsm) count(result []byte, sign int64) {
 // budget. Every entry before dedupFull holds a short result, so each entry is looked at once.
 func (f *fsm) trimResults() {
 	for f.dedupLong > f.dedupBudget && f.dedupFull < len(f.dedupOrder) {
-		e, ok := f.st.dedup.Get(&dedupEntry{ID: f.dedupOrder[f.dedupFull].id})
+		e, ok := f.st.Remembered(f.dedupOrder[f.dedupFull].id)
 		f.dedupFull++
 		if !ok || len(e.Result) <= dedupShortResult {
 			continue
@@ -294,11 +296,11 @@ func (f *fsm) trimResults() {
 			// Encoded by remember or checked by readSnapshot: this is a bug. CodeMalformed, as
 			// applyCommand answers such an entry, is the same on every member.
 			f.log.Error("undecodable remembered result", "index", e.Index, "error", err)
-			code, rev = wire.CodeMalformed, f.st.rev
+			code, rev = wire.CodeMalformed, f.st.Rev()
 		}
 		short := shortResult(code, rev)
 		// A new entry, not e changed in place: read views and snapshots share e.
-		f.st.dedup.Set(&dedupEntry{ID: e.ID, Index: e.Index, Result: short})
+		f.st.Remember(&mvcc.DedupEntry{ID: e.ID, Index: e.Index, Result: short})
 		f.count(e.Result, -1)
 		f.count(short, 1)
 	}
@@ -338,11 +340,11 @@ func (f *fsm) runCompactor(ctx context.Context) {
 func (f *fsm) compactStep() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.st.compactPending {
+	if !f.st.CompactPending() {
 		return false
 	}
 	more := f.st.CompactStep(compactStepRecords)
-	f.sizeInUse.Store(f.st.size)
+	f.sizeInUse.Store(f.st.Size())
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop
 		// the cached one so that Status shows the size the removal freed.
@@ -357,7 +359,7 @@ func (f *fsm) waitCompacted(ctx context.Context) error {
 	for {
 		ch := f.compactedSig.wait()
 		f.mu.Lock()
-		pending := f.st.compactPending
+		pending := f.st.CompactPending()
 		f.mu.Unlock()
 		if !pending {
 			return nil
@@ -404,11 +406,11 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 // setState replaces the state, rebuilds the expiry order of its request IDs and their byte
 // counts, and trims the results to this member's budget (a snapshot from a member with a larger
 // one may hold more). Callers hold f.mu (or own f alone); st must be f's own.
-func (f *fsm) setState(st *mvccState) {
+func (f *fsm) setState(st *mvcc.State) {
 	f.st = st
 	f.dedupOrder, f.dedupHead, f.dedupFull = f.dedupOrder[:0], 0, 0
 	f.dedupBytes, f.dedupLong = 0, 0
-	st.dedup.Scan(func(e *dedupEntry) bool {
+	st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
 		f.dedupOrder = append(f.dedupOrder, dedupRef{index: e.Index, id: e.ID})
 		f.count(e.Result, 1)
 		return true
@@ -435,7 +437,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.setState(st)
 	f.applied.Store(applied)
-	f.sizeInUse.Store(st.size)
+	f.sizeInUse.Store(st.Size())
 	f.current.Store(nil)
 	f.watch.restored(st)
 	f.mu.Unlock()
@@ -446,7 +448,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 type fsmSnapshot struct {
-	st      *mvccState
+	st      *mvcc.State
 	applied uint64
 
 	metrics *metrics
@@ -454,7 +456,7 @@ type fsmSnapshot struct {
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	defer s.metrics.snapshotPersisted(s.metrics.start())
-	if err := writeSnapshot(sink, s.st, s.applied); err != nil {
+	if err := mvcc.WriteSnapshot(sink, s.st, s.applied); err != nil {
 		sink.Cancel()
 		return err
 	}
@@ -462,3 +464,26 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// sortDedup orders dedup references by apply index, the order they expire in.
+func sortDedup(refs []dedupRef) {
+	slices.SortFunc(refs, func(a, b dedupRef) int {
+		switch {
+		case a.index < b.index:
+			return -1
+		case a.index > b.index:
+			return 1
+		}
+		return 0
+	})
+}
+
+// readSnapshot decodes a snapshot stream (raft's, or a backup) into a fresh state; a damaged one
+// is refused with ErrCorrupt.
+func readSnapshot(r io.Reader) (*mvcc.State, uint64, error) {
+	st, applied, err := mvcc.ReadSnapshot(r)
+	if errors.Is(err, mvcc.ErrCorrupt) {
+		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return st, applied, err
+}

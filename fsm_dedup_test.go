@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -68,7 +69,7 @@ func dedupSlack(n int) int64 { return int64(n) * (dedupRecordBytes + dedupShortR
 func checkDedupCounts(t testing.TB, f *fsm) {
 	t.Helper()
 	var all, long int64
-	f.st.dedup.Scan(func(e *dedupEntry) bool {
+	f.st.dedup.Scan(func(e *mvcc.DedupEntry) bool {
 		all += dedupRecordBytes + int64(len(e.Result))
 		if len(e.Result) > dedupShortResult {
 			long += int64(len(e.Result))
@@ -85,7 +86,7 @@ func checkDedupCounts(t testing.TB, f *fsm) {
 		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), f.st.dedup.Len())
 	}
 	for _, ref := range f.dedupOrder[f.dedupHead:f.dedupFull] {
-		if e, _ := f.st.dedup.Get(&dedupEntry{ID: ref.id}); len(e.Result) > dedupShortResult {
+		if e, _ := f.st.dedup.Get(&mvcc.DedupEntry{ID: ref.id}); len(e.Result) > dedupShortResult {
 			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.Result))
 		}
 	}
@@ -316,7 +317,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 			t.Fatalf("entry %d: %v@%d and %v@%d", i, ea[i].ID, ea[i].Index, eo[i].ID, eo[i].Index)
 		}
 	}
-	stripped := func(st *mvccState) []byte {
+	stripped := func(st *mvcc.State) []byte {
 		c := st.Clone()
 		c.dedup.Clear()
 		return encodeSnapshot(t, c, 0)
@@ -361,7 +362,7 @@ func trimmedDedupSnapshot(t testing.TB) []byte {
 	}
 	d.apply(t, putCmd(100, "g", "v", 12345)) // a failure
 	var notHeld int
-	d.f.st.dedup.Scan(func(e *dedupEntry) bool {
+	d.f.st.dedup.Scan(func(e *mvcc.DedupEntry) bool {
 		if code, _, _ := wire.ResultHead(e.Result); code == wire.CodeResultNotHeld {
 			notHeld++
 		}

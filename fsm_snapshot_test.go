@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -111,12 +112,12 @@ func buildRichFSM(t testing.TB) *fsmDriver {
 }
 
 // assertStatesEqual compares every tree of two states item by item, and their counters.
-func assertStatesEqual(t testing.TB, want, got *mvccState) {
+func assertStatesEqual(t testing.TB, want, got *mvcc.State) {
 	t.Helper()
 	if want.rev != got.rev || want.compactRev != got.compactRev || want.size != got.size {
 		t.Fatalf("rev/compactRev/size %d/%d/%d, want %d/%d/%d", got.rev, got.compactRev, got.size, want.rev, want.compactRev, want.size)
 	}
-	recs := func(name string, a, b []*record) {
+	recs := func(name string, a, b []*mvcc.Record) {
 		t.Helper()
 		if len(a) != len(b) {
 			t.Fatalf("%s: %d records, want %d", name, len(b), len(a))
@@ -154,10 +155,10 @@ func assertStatesEqual(t testing.TB, want, got *mvccState) {
 	}
 }
 
-func encodeSnapshot(t testing.TB, st *mvccState, applied uint64) []byte {
+func encodeSnapshot(t testing.TB, st *mvcc.State, applied uint64) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := writeSnapshot(&buf, st, applied); err != nil {
+	if err := mvcc.WriteSnapshot(&buf, st, applied); err != nil {
 		t.Fatalf("writeSnapshot: %v", err)
 	}
 	return buf.Bytes()
@@ -168,34 +169,34 @@ func encodeSnapshot(t testing.TB, st *mvccState, applied uint64) []byte {
 func TestSnapshot_RoundTrip(t *testing.T) {
 	tests := []struct {
 		name  string
-		build func(t testing.TB) (*mvccState, uint64)
+		build func(t testing.TB) (*mvcc.State, uint64)
 	}{
-		{name: "empty", build: func(t testing.TB) (*mvccState, uint64) { return newMVCCState(), 0 }},
-		{name: "history only", build: func(t testing.TB) (*mvccState, uint64) {
-			st := newMVCCState()
+		{name: "empty", build: func(t testing.TB) (*mvcc.State, uint64) { return mvcc.New(), 0 }},
+		{name: "history only", build: func(t testing.TB) (*mvcc.State, uint64) {
+			st := mvcc.New()
 			randomHistory(t, st, rand.New(rand.NewSource(5)), 200, 15)
 			return st, 200
 		}},
-		{name: "compacted history", build: func(t testing.TB) (*mvccState, uint64) {
-			st := newMVCCState()
+		{name: "compacted history", build: func(t testing.TB) (*mvcc.State, uint64) {
+			st := mvcc.New()
 			randomHistory(t, st, rand.New(rand.NewSource(6)), 200, 15)
 			sCompact(120)(t, st)
 			return st, 1 << 40
 		}},
-		{name: "leases only", build: func(t testing.TB) (*mvccState, uint64) {
-			st := newMVCCState()
+		{name: "leases only", build: func(t testing.TB) (*mvcc.State, uint64) {
+			st := mvcc.New()
 			st.GrantLease(1, 1)
-			st.GrantLease(1<<62, maxLeaseTTL)
+			st.GrantLease(1<<62, mvcc.MaxLeaseTTL)
 			st.CheckpointLeases([]wire.LeaseCheckpoint{{ID: 1, RemainingMs: 1}})
 			return st, 3
 		}},
-		{name: "rich fsm state", build: func(t testing.TB) (*mvccState, uint64) {
+		{name: "rich fsm state", build: func(t testing.TB) (*mvcc.State, uint64) {
 			d := buildRichFSM(t)
 			return d.f.st, d.f.applied.Load()
 		}},
 		// Enough records to span several frames.
-		{name: "many frames", build: func(t testing.TB) (*mvccState, uint64) {
-			st := newMVCCState()
+		{name: "many frames", build: func(t testing.TB) (*mvcc.State, uint64) {
+			st := mvcc.New()
 			big := string(bytes.Repeat([]byte("v"), 1000))
 			for i := 0; i < 300; i++ {
 				stPut(t, st, fmt.Sprintf("k%03d", i%100), big, 0)
@@ -207,7 +208,7 @@ func TestSnapshot_RoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st, applied := tc.build(t)
 			data := encodeSnapshot(t, st, applied)
-			got, gotApplied, err := readSnapshot(bytes.NewReader(data))
+			got, gotApplied, err := mvcc.ReadSnapshot(bytes.NewReader(data))
 			if err != nil {
 				t.Fatalf("readSnapshot: %v", err)
 			}
@@ -278,7 +279,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		t.Fatalf("applied %d, want %d", got, wantApplied)
 	}
 	var wantOrder []dedupRef
-	want.dedup.Scan(func(e *dedupEntry) bool {
+	want.dedup.Scan(func(e *mvcc.DedupEntry) bool {
 		wantOrder = append(wantOrder, dedupRef{index: e.Index, id: e.ID})
 		return true
 	})
@@ -355,9 +356,9 @@ func smallSnapshot(t testing.TB) []byte {
 }
 
 // readSnapshotSafely decodes data and turns a panic into an error the caller reports.
-func readSnapshotSafely(data []byte) (st *mvccState, applied uint64, panicked any, err error) {
+func readSnapshotSafely(data []byte) (st *mvcc.State, applied uint64, panicked any, err error) {
 	defer func() { panicked = recover() }()
-	st, applied, err = readSnapshot(bytes.NewReader(data))
+	st, applied, err = mvcc.ReadSnapshot(bytes.NewReader(data))
 	return
 }
 
@@ -366,7 +367,7 @@ func readSnapshotSafely(data []byte) (st *mvccState, applied uint64, panicked an
 // and never a state.
 func TestSnapshot_Corruption(t *testing.T) {
 	data := smallSnapshot(t)
-	if _, _, err := readSnapshot(bytes.NewReader(data)); err != nil {
+	if _, _, err := mvcc.ReadSnapshot(bytes.NewReader(data)); err != nil {
 		t.Fatalf("the undamaged snapshot does not decode: %v", err)
 	}
 	check := func(what string, damaged []byte) {
@@ -446,7 +447,7 @@ func snapHeader(version uint64, rev, compact int64) []byte {
 	return e.B
 }
 
-func snapRecords(recs ...record) []byte {
+func snapRecords(recs ...mvcc.Record) []byte {
 	e := wire.Encoder{}
 	e.Uvarint(uint64(len(recs)))
 	for _, r := range recs {
@@ -462,7 +463,7 @@ func snapRecords(recs ...record) []byte {
 	return e.B
 }
 
-func snapLeases(ls ...leaseRecord) []byte {
+func snapLeases(ls ...mvcc.Lease) []byte {
 	e := wire.Encoder{}
 	e.Uvarint(uint64(len(ls)))
 	for _, l := range ls {
@@ -483,12 +484,12 @@ func snapDedup(result []byte) []byte {
 	return e.B
 }
 
-func snapPut(key string, mod, sub, create, version, lease int64) record {
-	return record{Key: key, Value: "v", Mod: mod, Sub: sub, Create: create, Version: version, Lease: lease}
+func snapPut(key string, mod, sub, create, version, lease int64) mvcc.Record {
+	return mvcc.Record{Key: key, Value: "v", Mod: mod, Sub: sub, Create: create, Version: version, Lease: lease}
 }
 
-func snapTomb(key string, mod, sub int64) record {
-	return record{Key: key, Mod: mod, Sub: sub, Tombstone: true}
+func snapTomb(key string, mod, sub int64) mvcc.Record {
+	return mvcc.Record{Key: key, Mod: mod, Sub: sub, Tombstone: true}
 }
 
 // TestSnapshot_RejectsInvalidContent feeds snapshots whose checksum is right but whose content no
@@ -506,7 +507,7 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "header only", data: newSnapBuilder().header(1, 0).seal()},
 		{name: "valid records and lease", data: newSnapBuilder().header(5, 2).
 			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 7), snapPut("a", 3, 0, 2, 2, 7), snapPut("b", 3, 1, 3, 1, 0), snapTomb("b", 5, 0))).
-			frame(frameLeases, snapLeases(leaseRecord{ID: 7, TTL: 10})).
+			frame(frameLeases, snapLeases(mvcc.Lease{ID: 7, TTL: 10})).
 			frame(frameDedup, snapDedup(okResult)).seal()},
 		{name: "historical record of a revoked lease", data: newSnapBuilder().header(3, 0).
 			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 9), snapTomb("a", 3, 0))).seal()},
@@ -531,9 +532,9 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "revision past the header's", data: recordsSnapshot(5, snapPut("a", 6, 0, 6, 1, 0)), wErr: ErrCorrupt},
 		{name: "revision 0", data: recordsSnapshot(5, snapPut("a", 0, 0, 0, 1, 0)), wErr: ErrCorrupt},
 		{name: "negative sub", data: recordsSnapshot(5, snapPut("a", 2, -1, 2, 1, 0)), wErr: ErrCorrupt},
-		{name: "tombstone with a value", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Value: "v"}), wErr: ErrCorrupt},
-		{name: "tombstone with a version", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Version: 1}), wErr: ErrCorrupt},
-		{name: "tombstone with a lease", data: recordsSnapshot(5, record{Key: "a", Mod: 2, Tombstone: true, Lease: 1}), wErr: ErrCorrupt},
+		{name: "tombstone with a value", data: recordsSnapshot(5, mvcc.Record{Key: "a", Mod: 2, Tombstone: true, Value: "v"}), wErr: ErrCorrupt},
+		{name: "tombstone with a version", data: recordsSnapshot(5, mvcc.Record{Key: "a", Mod: 2, Tombstone: true, Version: 1}), wErr: ErrCorrupt},
+		{name: "tombstone with a lease", data: recordsSnapshot(5, mvcc.Record{Key: "a", Mod: 2, Tombstone: true, Lease: 1}), wErr: ErrCorrupt},
 		{name: "put without create revision", data: recordsSnapshot(5, snapPut("a", 2, 0, 0, 1, 0)), wErr: ErrCorrupt},
 		{name: "put created after its change", data: recordsSnapshot(5, snapPut("a", 2, 0, 3, 1, 0)), wErr: ErrCorrupt},
 		{name: "put with version 0", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 0, 0)), wErr: ErrCorrupt},
@@ -548,11 +549,11 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "two keys at one revision and sub", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 1, 0), snapPut("b", 2, 0, 2, 1, 0)), wErr: ErrCorrupt},
 		{name: "live key on an unknown lease", data: recordsSnapshot(5, snapPut("a", 2, 0, 2, 1, 8)), wErr: ErrCorrupt},
 
-		{name: "lease id 0", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 0, TTL: 1})).seal(), wErr: ErrCorrupt},
-		{name: "leases out of order", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1}, leaseRecord{ID: 4, TTL: 1})).seal(), wErr: ErrCorrupt},
-		{name: "lease twice", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1}, leaseRecord{ID: 5, TTL: 1})).seal(), wErr: ErrCorrupt},
-		{name: "negative lease TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: -1})).seal(), wErr: ErrCorrupt},
-		{name: "negative remaining TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(leaseRecord{ID: 5, TTL: 1, RemainingMs: -1})).seal(), wErr: ErrCorrupt},
+		{name: "lease id 0", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(mvcc.Lease{ID: 0, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "leases out of order", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(mvcc.Lease{ID: 5, TTL: 1}, mvcc.Lease{ID: 4, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "lease twice", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(mvcc.Lease{ID: 5, TTL: 1}, mvcc.Lease{ID: 5, TTL: 1})).seal(), wErr: ErrCorrupt},
+		{name: "negative lease TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(mvcc.Lease{ID: 5, TTL: -1})).seal(), wErr: ErrCorrupt},
+		{name: "negative remaining TTL", data: newSnapBuilder().header(1, 0).frame(frameLeases, snapLeases(mvcc.Lease{ID: 5, TTL: 1, RemainingMs: -1})).seal(), wErr: ErrCorrupt},
 		{name: "undecodable dedup result", data: newSnapBuilder().header(1, 0).frame(frameDedup, snapDedup([]byte{9, 9})).seal(), wErr: ErrCorrupt},
 		{name: "dedup result with trailing bytes", data: newSnapBuilder().header(1, 0).frame(frameDedup, snapDedup(append(bytes.Clone(okResult), 0))).seal(), wErr: ErrCorrupt},
 	}
@@ -576,7 +577,7 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 	}
 }
 
-func recordsSnapshot(rev int64, recs ...record) []byte {
+func recordsSnapshot(rev int64, recs ...mvcc.Record) []byte {
 	return newSnapBuilder().header(rev, 0).frame(frameRecords, snapRecords(recs...)).seal()
 }
 
@@ -613,7 +614,7 @@ func resealSnapshot(data []byte) ([]byte, bool) {
 // FuzzReadSnapshot: decoding never panics and fails only with ErrCorrupt; whatever decodes
 // survives a write and a second decode unchanged.
 func FuzzReadSnapshot(f *testing.F) {
-	f.Add(encodeSnapshot(f, newMVCCState(), 0))
+	f.Add(encodeSnapshot(f, mvcc.New(), 0))
 	f.Add(smallSnapshot(f))
 	d := buildRichFSM(f)
 	f.Add(encodeSnapshot(f, d.f.st, d.f.applied.Load()))
@@ -636,7 +637,7 @@ func FuzzReadSnapshot(f *testing.F) {
 				continue
 			}
 			again := encodeSnapshot(t, st, applied)
-			st2, applied2, err := readSnapshot(bytes.NewReader(again))
+			st2, applied2, err := mvcc.ReadSnapshot(bytes.NewReader(again))
 			if err != nil {
 				t.Fatalf("re-encoded snapshot does not decode: %v", err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -53,7 +54,7 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 	if rev := f.st.rev; rev != 3 {
 		t.Fatalf("revision %d after put, other put, duplicate: want 3", rev)
 	}
-	if r, _ := f.st.latest.Get(&record{Key: "k"}); r.Version != 1 {
+	if r, _ := f.st.latest.Get(&mvcc.Record{Key: "k"}); r.Version != 1 {
 		t.Fatalf("version %d: the duplicate was applied", r.Version)
 	}
 }
@@ -65,7 +66,7 @@ func TestFSM_DedupWindowExpires(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
 	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 2, Type: raft.LogCommand,
 		Data: putCommand(wire.RequestID{Client: 1, Seq: 2}, "b", "1")}})
-	if _, ok := f.st.dedup.Get(&dedupEntry{ID: old}); ok {
+	if _, ok := f.st.dedup.Get(&mvcc.DedupEntry{ID: old}); ok {
 		t.Fatal("request ID older than the window is still remembered")
 	}
 	if n := f.st.dedup.Len(); n != 1 || len(f.dedupOrder) != 1 {
@@ -194,7 +195,7 @@ func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
 		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.rev)
 	}
 	for _, k := range []string{"b", "c"} {
-		if _, ok := f.st.latest.Get(&record{Key: k}); ok {
+		if _, ok := f.st.latest.Get(&mvcc.Record{Key: k}); ok {
 			t.Fatalf("key %q applied after the damaged entry", k)
 		}
 	}

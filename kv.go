@@ -94,11 +94,11 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, count, more, code := v.st.RangeRecords(&w, v.st.rev)
+	recs, count, more, code := v.st.RangeRecords(&w)
 	if code != wire.CodeOK {
 		return nil, codeError(code)
 	}
-	r := &GetResponse{Header: s.header(v.st.rev), More: more, Count: count}
+	r := &GetResponse{Header: s.header(v.st.Rev()), More: more, Count: count}
 	if len(recs) > 0 {
 		// One allocation for all pairs and one for all their bytes: ranges can return many.
 		r.Kvs = make([]*KeyValue, len(recs))

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -79,7 +80,7 @@ func (s *Store) minLeaseTTL() int64 {
 // Grant creates a lease that lives ttl seconds unless kept alive. A ttl below the minimum
 // (ceil(1.5 × election timeout), 2 s by default) is raised to it.
 func (s *Store) Grant(ctx context.Context, ttl int64) (*LeaseGrantResponse, error) {
-	if ttl > maxLeaseTTL {
+	if ttl > mvcc.MaxLeaseTTL {
 		return nil, ErrTTLTooLarge
 	}
 	ttl = max(ttl, s.minLeaseTTL())
@@ -123,8 +124,8 @@ func (s *Store) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &LeaseLeasesResponse{Header: s.header(v.st.rev)}
-	v.st.leases.Scan(func(l *leaseRecord) bool {
+	r := &LeaseLeasesResponse{Header: s.header(v.st.Rev())}
+	v.st.ScanLeases(func(l *mvcc.Lease) bool {
 		r.Leases = append(r.Leases, LeaseStatus{ID: LeaseID(l.ID)})
 		return true
 	})
@@ -450,7 +451,7 @@ func (l *lessor) restored() {
 	defer l.mu.Unlock()
 	l.known = map[int64]*leaseClock{}
 	l.byAt.Init()
-	v.st.leases.Scan(func(lr *leaseRecord) bool {
+	v.st.ScanLeases(func(lr *mvcc.Lease) bool {
 		rem := time.Duration(lr.TTL) * time.Second
 		if lr.RemainingMs > 0 {
 			rem = time.Duration(lr.RemainingMs) * time.Millisecond
@@ -556,7 +557,7 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 	}
 	// The revision is taken before the renewal, so a keepalive can never claim a revision after
 	// a revoke of the same lease.
-	rev := l.s.fsm.view().st.rev
+	rev := l.s.fsm.view().st.Rev()
 	e := wire.Encoder{}
 	if method == mKeepAlive {
 		ttl, err := l.renew(ctx, id)
@@ -581,7 +582,7 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 		}
 	}
 	l.mu.Unlock()
-	e.Varint(v.st.rev)
+	e.Varint(v.st.Rev())
 	e.Varint(ttl)
 	e.Varint(granted)
 	if keys && ttl >= 0 {

@@ -132,7 +132,7 @@ func newMetrics(s *Store) *metrics {
 			return float64(s.watch.count())
 		}),
 		gauge("ember_leases", "The number of leases in the state.", func() float64 {
-			return float64(s.fsm.view().st.leases.Len())
+			return float64(s.fsm.view().st.LeaseCount())
 		}),
 		m.readIndexWait,
 		fwd,

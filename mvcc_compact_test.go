@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -121,14 +122,14 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 // stateReadings renders what a client or a member can observe of st at and after its compaction
 // revision: reads at the compaction revision, the current one and at revs, HashKV at those,
 // watch catch-up with previous versions from the compaction revision, and the snapshot bytes.
-func stateReadings(t testing.TB, st *mvccState, nKeys int, revs []int64) string {
+func stateReadings(t testing.TB, st *mvcc.State, nKeys int, revs []int64) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "rev %d compacted %d\n", st.rev, st.compactRev)
 	for _, r := range append([]int64{max(st.compactRev, 1), st.rev}, revs...) {
 		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.Hash(r), readingsAt(t, st, r, nKeys))
 	}
-	w := &watcher{hub: &watchHub{limits: defaultHubLimits}, kr: newKeyRange([]byte{0}, []byte{0}), prevKV: true}
+	w := &watcher{hub: &watchHub{limits: defaultHubLimits}, kr: mvcc.NewKeyRange([]byte{0}, []byte{0}), prevKV: true}
 	for next := max(st.compactRev, 1); next <= st.rev; {
 		evs, last := w.readHistory(st, next, st.rev)
 		for _, e := range evs {
@@ -156,7 +157,7 @@ func TestMVCC_Compact_IncrementalEqualsFull(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			ctl := rand.New(rand.NewSource(seed))
 			wFull, wSteps := rand.New(rand.NewSource(seed+100)), rand.New(rand.NewSource(seed+100))
-			full, steps := newMVCCState(), newMVCCState()
+			full, steps := mvcc.New(), mvcc.New()
 			merged := 0
 			for op := 0; op < 100; op++ {
 				switch p := ctl.Intn(10); {
@@ -269,7 +270,7 @@ func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 		t.Fatalf("after waitCompacted: pending %v compactRev %d", f.st.compactPending, f.st.compactRev)
 	}
 	checkTreesAgree(t, f.st)
-	f.st.history.Scan(func(r *record) bool {
+	f.st.history.Scan(func(r *mvcc.Record) bool {
 		if next := f.st.nextVersion(r); f.st.obsolete(r, next) {
 			t.Fatalf("%s survived the removal", recordName(r))
 		}
@@ -324,7 +325,7 @@ func TestStore_Compact_Physical(t *testing.T) {
 // TestMVCC_Compact_ExtendPendingRemoval compacts again while a removal has stopped half-way
 // through the previous compaction revision: the tombstone that revision kept must go too.
 func TestMVCC_Compact_ExtendPendingRemoval(t *testing.T) {
-	st := newMVCCState()
+	st := mvcc.New()
 	stPut(t, st, "a", "1", 0)                        // a@2
 	sTxn(wireDel("a", ""), wirePut("b", "1"))(t, st) // a@3 tombstone, b@3
 	if code := st.Compact(3); code != wire.CodeOK {
@@ -352,8 +353,8 @@ func TestMVCC_Compact_ExtendPendingRemoval(t *testing.T) {
 // superseding a version) over 200k keys: how long a compaction holds fsm.mu at a time.
 func BenchmarkMVCC_CompactStep(b *testing.B) {
 	const keys = 200_000
-	build := func() *mvccState {
-		st := newMVCCState()
+	build := func() *mvcc.State {
+		st := mvcc.New()
 		for round := range 2 {
 			for i := 0; i < keys; i += 100 {
 				w := st.beginWrite()

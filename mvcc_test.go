@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -38,7 +39,7 @@ func emberTestCtx(t testing.TB) context.Context {
 }
 
 // stPut puts key=val on st at a new revision, as a single-op write, and returns the revision.
-func stPut(t testing.TB, st *mvccState, key, val string, lease int64) int64 {
+func stPut(t testing.TB, st *mvcc.State, key, val string, lease int64) int64 {
 	t.Helper()
 	w := st.beginWrite()
 	w.put(&wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte(val), Lease: lease})
@@ -50,7 +51,7 @@ func stPut(t testing.TB, st *mvccState, key, val string, lease int64) int64 {
 
 // stDelete deletes key (or [key, end); end "\x00" = from key) on st and returns how many keys
 // were deleted.
-func stDelete(t testing.TB, st *mvccState, key, end string) int64 {
+func stDelete(t testing.TB, st *mvcc.State, key, end string) int64 {
 	t.Helper()
 	op := &wire.Op{Kind: wire.OpDelete, Key: []byte(key)}
 	if end != "" {
@@ -66,7 +67,7 @@ func stDelete(t testing.TB, st *mvccState, key, end string) int64 {
 
 // stRange runs op against st the way a read-only request does: validation, then rangeKeys at the
 // state's current revision. Codes are turned into the exported errors.
-func stRange(st *mvccState, op wire.Op) (*wire.RangeResult, error) {
+func stRange(st *mvcc.State, op wire.Op) (*wire.RangeResult, error) {
 	if code := validateTxn(&wire.Txn{Success: []wire.Op{op}}, defaultMaxTxnOps); code != wire.CodeOK {
 		return nil, codeError(code)
 	}
@@ -78,7 +79,7 @@ func stRange(st *mvccState, op wire.Op) (*wire.RangeResult, error) {
 }
 
 // stGetAt reads a single key at rev (0 = latest) and fails the test on error.
-func stGetAt(t testing.TB, st *mvccState, key string, rev int64) *wire.RangeResult {
+func stGetAt(t testing.TB, st *mvcc.State, key string, rev int64) *wire.RangeResult {
 	t.Helper()
 	res, err := stRange(st, wire.Op{Kind: wire.OpRange, Key: []byte(key), Revision: rev})
 	if err != nil {
@@ -144,7 +145,7 @@ var revSteps = []revStep{
 // both must produce the same revisions, versions and create revisions.
 func TestMVCC_RevisionRules(t *testing.T) {
 	t.Run("state", func(t *testing.T) {
-		st := newMVCCState()
+		st := mvcc.New()
 		if st.rev != 1 {
 			t.Fatalf("empty state at revision %d, want 1", st.rev)
 		}
@@ -227,7 +228,7 @@ func checkRevStepKV(t testing.TB, tc revStep, kvs []*wire.KV) {
 // TestMVCC_WriteEvents checks that every effective change yields one event in change order, and
 // that no-ops yield none (the watch hub relies on it to decide whether a revision happened).
 func TestMVCC_WriteEvents(t *testing.T) {
-	st := newMVCCState()
+	st := mvcc.New()
 	stPut(t, st, "a", "1", 0)
 	stPut(t, st, "b", "1", 0)
 	tests := []struct {
@@ -271,9 +272,9 @@ func TestMVCC_WriteEvents(t *testing.T) {
 
 // keyLife builds key "k": put v1 @2, put v2 @3, delete @4, put v3 @5; then compacts at compactAt
 // (if > 0).
-func keyLife(t testing.TB, compactAt int64) *mvccState {
+func keyLife(t testing.TB, compactAt int64) *mvcc.State {
 	t.Helper()
-	st := newMVCCState()
+	st := mvcc.New()
 	stPut(t, st, "k", "v1", 0)
 	stPut(t, st, "k", "v2", 0)
 	stDelete(t, st, "k", "")
@@ -510,7 +511,7 @@ func TestMVCC_Range_Options(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := newMVCCState()
+	st := mvcc.New()
 	if code := st.GrantLease(int64(g.ID), 3600); code != wire.CodeOK {
 		t.Fatalf("grantLease: %d", code)
 	}
@@ -616,7 +617,7 @@ func TestMVCC_SortOptionRewrite(t *testing.T) {
 // ---- compaction ----
 
 // recordName is "key@mod", with "t" appended for a tombstone.
-func recordName(r *record) string {
+func recordName(r *mvcc.Record) string {
 	n := fmt.Sprintf("%s@%d", r.Key, r.Mod)
 	if r.Tombstone {
 		n += "t"
@@ -624,9 +625,9 @@ func recordName(r *record) string {
 	return n
 }
 
-func historyNames(st *mvccState) []string {
+func historyNames(st *mvcc.State) []string {
 	var out []string
-	st.history.Scan(func(r *record) bool {
+	st.history.Scan(func(r *mvcc.Record) bool {
 		out = append(out, recordName(r))
 		return true
 	})
@@ -635,19 +636,19 @@ func historyNames(st *mvccState) []string {
 
 // checkTreesAgree fails unless history and revs hold the same records, size is the sum of their
 // sizes, and latest holds exactly each key's newest record unless that is a tombstone.
-func checkTreesAgree(t testing.TB, st *mvccState) {
+func checkTreesAgree(t testing.TB, st *mvcc.State) {
 	t.Helper()
-	inHistory := map[*record]bool{}
+	inHistory := map[*mvcc.Record]bool{}
 	var size int64
-	newest := map[string]*record{}
-	st.history.Scan(func(r *record) bool {
+	newest := map[string]*mvcc.Record{}
+	st.history.Scan(func(r *mvcc.Record) bool {
 		inHistory[r] = true
 		size += r.Size()
 		newest[r.Key] = r
 		return true
 	})
 	n := 0
-	st.revs.Scan(func(r *record) bool {
+	st.revs.Scan(func(r *mvcc.Record) bool {
 		n++
 		if !inHistory[r] {
 			t.Fatalf("revs holds %s, history does not", recordName(r))
@@ -666,7 +667,7 @@ func checkTreesAgree(t testing.TB, st *mvccState) {
 			continue
 		}
 		live++
-		if l, ok := st.latest.Get(&record{Key: r.Key}); !ok || l != r {
+		if l, ok := st.latest.Get(&mvcc.Record{Key: r.Key}); !ok || l != r {
 			t.Fatalf("latest for %q is not its newest record %s", r.Key, recordName(r))
 		}
 	}
@@ -676,14 +677,14 @@ func checkTreesAgree(t testing.TB, st *mvccState) {
 }
 
 // stateStep is one step of a scripted history.
-type stateStep func(t testing.TB, st *mvccState)
+type stateStep func(t testing.TB, st *mvcc.State)
 
 func sPut(key string) stateStep {
-	return func(t testing.TB, st *mvccState) { stPut(t, st, key, "v", 0) }
+	return func(t testing.TB, st *mvcc.State) { stPut(t, st, key, "v", 0) }
 }
 
 func sDel(key, end string) stateStep {
-	return func(t testing.TB, st *mvccState) {
+	return func(t testing.TB, st *mvcc.State) {
 		if stDelete(t, st, key, end) == 0 {
 			t.Fatalf("script deletes nothing at %q", key)
 		}
@@ -691,7 +692,7 @@ func sDel(key, end string) stateStep {
 }
 
 func sTxn(ops ...wire.Op) stateStep {
-	return func(t testing.TB, st *mvccState) {
+	return func(t testing.TB, st *mvcc.State) {
 		txn := &wire.Txn{Success: ops}
 		if code := validateTxn(txn, 0); code != wire.CodeOK {
 			t.Fatalf("script txn invalid: %d", code)
@@ -703,7 +704,7 @@ func sTxn(ops ...wire.Op) stateStep {
 }
 
 // compactFully applies a compaction at rev and runs its removal to the end.
-func compactFully(st *mvccState, rev int64) wire.Code {
+func compactFully(st *mvcc.State, rev int64) wire.Code {
 	code := st.Compact(rev)
 	for st.CompactStep(compactStepRecords) {
 	}
@@ -711,7 +712,7 @@ func compactFully(st *mvccState, rev int64) wire.Code {
 }
 
 func sCompact(rev int64) stateStep {
-	return func(t testing.TB, st *mvccState) {
+	return func(t testing.TB, st *mvcc.State) {
 		if code := compactFully(st, rev); code != wire.CodeOK {
 			t.Fatalf("compact(%d): code %d", rev, code)
 		}
@@ -763,7 +764,7 @@ func TestMVCC_Compact_RemovesHistory(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := newMVCCState()
+			st := mvcc.New()
 			for _, step := range tc.steps {
 				step(t, st)
 			}
@@ -860,7 +861,7 @@ func TestMVCC_Compact_Store(t *testing.T) {
 
 // randomHistory applies n effective writes (puts, single and range deletes, multi-op txns) over
 // nKeys keys, so that st ends n revisions later.
-func randomHistory(t testing.TB, st *mvccState, rng *rand.Rand, n, nKeys int) {
+func randomHistory(t testing.TB, st *mvcc.State, rng *rand.Rand, n, nKeys int) {
 	t.Helper()
 	key := func(i int) string { return fmt.Sprintf("k%02d", i) }
 	target := st.rev + int64(n)
@@ -888,7 +889,7 @@ func randomHistory(t testing.TB, st *mvccState, rng *rand.Rand, n, nKeys int) {
 
 // readingsAt renders the reads a client can make of st at rev: each key alone, a full scan and a
 // limited range scan. Two states with equal readings are indistinguishable at rev.
-func readingsAt(t testing.TB, st *mvccState, rev int64, nKeys int) string {
+func readingsAt(t testing.TB, st *mvcc.State, rev int64, nKeys int) string {
 	t.Helper()
 	var b strings.Builder
 	render := func(op wire.Op) {
@@ -920,7 +921,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 	for _, seed := range []int64{1, 2} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
-			st := newMVCCState()
+			st := mvcc.New()
 			readings := map[int64]string{}
 			snap := func() {
 				for r := int64(1); r <= st.rev; r++ {
@@ -957,14 +958,14 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 				checkTreesAgree(t, st)
 				// Nothing older than c is kept unless it is its key's newest version at c and a
 				// put: superseded versions and old tombstones are gone.
-				newestAtC := map[string]*record{}
-				st.history.Scan(func(r *record) bool {
+				newestAtC := map[string]*mvcc.Record{}
+				st.history.Scan(func(r *mvcc.Record) bool {
 					if r.Mod <= c {
 						newestAtC[r.Key] = r
 					}
 					return true
 				})
-				st.history.Scan(func(r *record) bool {
+				st.history.Scan(func(r *mvcc.Record) bool {
 					if r.Mod < c && (r.Tombstone || newestAtC[r.Key] != r) {
 						t.Fatalf("compact(%d) kept %s", c, recordName(r))
 					}
@@ -988,7 +989,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			compact(st.rev)
 			// At the current revision only the live keys and this revision's tombstones remain.
 			tombs := 0
-			st.history.Scan(func(r *record) bool {
+			st.history.Scan(func(r *mvcc.Record) bool {
 				if r.Tombstone {
 					tombs++
 					if r.Mod != st.rev {
@@ -1013,7 +1014,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 
 // ---- leases ----
 
-func leaseKeysMap(st *mvccState, ids ...int64) map[int64][]string {
+func leaseKeysMap(st *mvcc.State, ids ...int64) map[int64][]string {
 	out := map[int64][]string{}
 	for _, id := range ids {
 		out[id] = st.LeaseKeys(id)
@@ -1025,7 +1026,7 @@ func leaseKeysMap(st *mvccState, ids ...int64) map[int64][]string {
 // lease detaches, a put with another lease moves the key, a delete detaches, and a revoke deletes
 // every attached key at one revision in key order.
 func TestMVCC_Leases(t *testing.T) {
-	st := newMVCCState()
+	st := mvcc.New()
 	for _, id := range []int64{1, 2, 3} {
 		if code := st.GrantLease(id, 60); code != wire.CodeOK {
 			t.Fatalf("grant %d: code %d", id, code)
@@ -1095,7 +1096,7 @@ func TestMVCC_Leases(t *testing.T) {
 			t.Fatalf("%q survived the revoke", k)
 		}
 	}
-	if _, ok := st.leases.Get(&leaseRecord{ID: 1}); ok || len(st.LeaseKeys(1)) != 0 {
+	if _, ok := st.leases.Get(&mvcc.Lease{ID: 1}); ok || len(st.LeaseKeys(1)) != 0 {
 		t.Fatal("lease 1 or its attachments survived the revoke")
 	}
 	if ks := leaseKeysMap(st, 2); !slices.Equal(ks[2], []string{"d", "m"}) {
@@ -1115,8 +1116,8 @@ func TestMVCC_Leases(t *testing.T) {
 		{name: "revoke twice", code: codeOf(st.RevokeLease(1)), wCode: wire.CodeLeaseNotFound},
 		{name: "revoke unknown", code: codeOf(st.RevokeLease(99)), wCode: wire.CodeLeaseNotFound},
 		{name: "grant existing", code: st.GrantLease(2, 10), wCode: wire.CodeLeaseExists},
-		{name: "grant TTL too large", code: st.GrantLease(7, maxLeaseTTL+1), wCode: wire.CodeTTLTooLarge},
-		{name: "grant max TTL", code: st.GrantLease(8, maxLeaseTTL), wCode: wire.CodeOK},
+		{name: "grant TTL too large", code: st.GrantLease(7, mvcc.MaxLeaseTTL+1), wCode: wire.CodeTTLTooLarge},
+		{name: "grant max TTL", code: st.GrantLease(8, mvcc.MaxLeaseTTL), wCode: wire.CodeOK},
 		{name: "grant id 0", code: st.GrantLease(0, 10), wCode: wire.CodeLeaseNotFound},
 	}
 	for _, tc := range lt {
@@ -1127,4 +1128,4 @@ func TestMVCC_Leases(t *testing.T) {
 	checkTreesAgree(t, st)
 }
 
-func codeOf(c wire.Code, _ []event) wire.Code { return c }
+func codeOf(c wire.Code, _ []mvcc.Event) wire.Code { return c }

@@ -3,6 +3,8 @@ package ember
 import (
 	"bytes"
 	"testing"
+
+	"github.com/ember-kv/ember/internal/mvcc"
 )
 
 // FuzzGetPrefixRangeEnd checks the range-end computation: a key is inside [prefix, end) exactly
@@ -16,7 +18,7 @@ func FuzzGetPrefixRangeEnd(f *testing.F) {
 			return // WithPrefix on "" means every key; checked below through the Op
 		}
 		end := getPrefix([]byte(prefix))
-		kr := newKeyRange([]byte(prefix), end)
+		kr := mvcc.NewKeyRange([]byte(prefix), end)
 		in := kr.Contains(key)
 		if want := len(key) > 0 && bytes.HasPrefix([]byte(key), []byte(prefix)); in != want {
 			t.Fatalf("prefix %q end %q: contains(%q) = %v, want %v", prefix, end, key, in, want)
@@ -29,7 +31,7 @@ func FuzzGetPrefixRangeEnd(f *testing.F) {
 
 func TestWithPrefix_EmptyKeyCoversAll(t *testing.T) {
 	op := OpGet("", WithPrefix())
-	kr := newKeyRange(op.key, op.end)
+	kr := mvcc.NewKeyRange(op.key, op.end)
 	for _, k := range []string{"\x00", "a", "\xff\xff"} {
 		if !kr.Contains(k) {
 			t.Fatalf("WithPrefix on the empty key misses %q", k)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -167,7 +168,7 @@ type deletedRange struct {
 func (iv deletedRange) contains(k string) bool { return k >= iv.key && (iv.fromKey || k < iv.end) }
 
 func deleteRange(op *wire.Op) deletedRange {
-	kr := newKeyRange(op.Key, op.End)
+	kr := mvcc.NewKeyRange(op.Key, op.End)
 	switch {
 	case kr.Single:
 		return deletedRange{key: kr.Key, end: kr.Key + "\x00"}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ember-kv/ember/internal/interval"
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/planted"
 )
 
@@ -99,7 +100,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchCh
 	}
 	if op.rev < 0 {
 		resp := WatchResponse{Header: s.header(0), Created: true, Canceled: true,
-			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted}
+			CompactRevision: s.fsm.view().st.CompactRev(), CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted}
 		if !s.spawn(func() {
 			defer close(out)
 			select {
@@ -133,7 +134,7 @@ func (s *Store) RequestProgress(ctx context.Context) error {
 // revEvents are the events of one revision.
 type revEvents struct {
 	rev    int64
-	events []event
+	events []mvcc.Event
 }
 
 const (
@@ -225,7 +226,7 @@ type watchHub struct {
 
 type watcher struct {
 	hub *watchHub
-	kr  keyRange
+	kr  mvcc.KeyRange
 	out chan<- WatchResponse
 	ctx context.Context
 
@@ -307,7 +308,7 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.s.ctx, cancel)
 	w := &watcher{
-		hub: h, kr: newKeyRange(op.key, op.end), out: out, ctx: ctx,
+		hub: h, kr: mvcc.NewKeyRange(op.key, op.end), out: out, ctx: ctx,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
 		progressNotify: op.progressNotify, wake: make(chan struct{}, 1),
 	}
@@ -372,7 +373,7 @@ func (h *watchHub) unregister(w *watcher) {
 }
 
 // eventSize is what an event of r costs in the hub's bounds, with prev when it carries it.
-func eventSize(r, prev *record) int64 {
+func eventSize(r, prev *mvcc.Record) int64 {
 	n := int64(len(r.Key)+len(r.Value)) + eventOverhead
 	if prev != nil {
 		n += int64(len(prev.Key) + len(prev.Value))
@@ -426,10 +427,10 @@ func (h *watchHub) kickDispatcher() {
 // the synced watchers to catching up from the new state. A watcher continues from history if
 // the snapshot still holds its next revision, and is canceled with ErrCompacted otherwise; it
 // never skips silently.
-func (h *watchHub) restored(st *mvccState) {
+func (h *watchHub) restored(st *mvcc.State) {
 	h.pendMu.Lock()
 	h.dropPending() // older than the snapshot; catching up reads them from it
-	h.applied = st.rev
+	h.applied = st.Rev()
 	h.pendMu.Unlock()
 	h.kickDispatcher()
 }
@@ -516,7 +517,7 @@ func (h *watchHub) fanOut(revs []revEvents) {
 					return // below the watcher's start or catch-up point, or filtered
 				}
 				var e *Event
-				var prev *record
+				var prev *mvcc.Record
 				if w.prevKV {
 					if withPrev == nil {
 						withPrev = eventOf(ev.Rec, ev.Prev, true)
@@ -582,11 +583,11 @@ func (h *watchHub) fanOut(revs []revEvents) {
 }
 
 // wants reports whether w's filters let a change of r through.
-func (w *watcher) wants(r *record) bool {
+func (w *watcher) wants(r *mvcc.Record) bool {
 	return !(w.filterPut && !r.Tombstone) && !(w.filterDelete && r.Tombstone)
 }
 
-func eventOf(r, prev *record, withPrev bool) *Event {
+func eventOf(r, prev *mvcc.Record, withPrev bool) *Event {
 	e := &Event{}
 	if r.Tombstone {
 		e.Type = EventTypeDelete
@@ -760,19 +761,19 @@ func (w *watcher) catchUp() bool {
 	target := int64(0)
 	for {
 		v := h.s.fsm.view()
-		if next < v.st.compactRev {
-			w.send(WatchResponse{Header: h.s.header(v.st.rev), CompactRevision: v.st.compactRev, Canceled: true,
+		if next < v.st.CompactRev() {
+			w.send(WatchResponse{Header: h.s.header(v.st.Rev()), CompactRevision: v.st.CompactRev(), Canceled: true,
 				CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
 			return false
 		}
 		if target == 0 {
-			target = v.st.rev
+			target = v.st.Rev()
 		}
 		if next > target {
 			break
 		}
 		evs, last := w.readHistory(v.st, next, target)
-		if len(evs) > 0 && !w.send(WatchResponse{Header: h.s.header(v.st.rev), Events: evs}) {
+		if len(evs) > 0 && !w.send(WatchResponse{Header: h.s.header(v.st.Rev()), Events: evs}) {
 			return false
 		}
 		next = last + 1
@@ -799,14 +800,14 @@ func (w *watcher) catchUp() bool {
 // readHistory returns the matching events of the revisions from next through upTo that fit in
 // one response (at least one revision, however large; whole revisions only), scanning at most
 // catchUpRevisions revisions, and the last revision it covered.
-func (w *watcher) readHistory(st *mvccState, next, upTo int64) ([]*Event, int64) {
+func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64) {
 	lim := w.hub.limits
 	var evs []*Event
 	var bytes int64
 	last := upTo
 	revsSeen := 0
 	cur, curStart := int64(0), 0 // the revision being read, and where its events begin in evs
-	st.revs.Ascend(&record{Mod: next}, func(r *record) bool {
+	st.Changes(next, func(r *mvcc.Record) bool {
 		if r.Mod > upTo {
 			return false
 		}
@@ -821,8 +822,8 @@ func (w *watcher) readHistory(st *mvccState, next, upTo int64) ([]*Event, int64)
 		if !w.kr.Contains(r.Key) || !w.wants(r) {
 			return true
 		}
-		var prev *record
-		if w.prevKV && r.Mod > st.compactRev {
+		var prev *mvcc.Record
+		if w.prevKV && r.Mod > st.CompactRev() {
 			// At the compaction revision the previous version is compacted (etcd: "nothing
 			// will be returned"), even while a pending removal still holds it.
 			prev = st.PrevVersion(r)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/watchcheck"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -99,7 +100,7 @@ func (r *hubRig) drain() {
 // history is every change src made, as watchcheck wants it.
 func (r *hubRig) history() []watchcheck.Revision {
 	var h []watchcheck.Revision
-	r.src.st.revs.Scan(func(rec *record) bool {
+	r.src.st.revs.Scan(func(rec *mvcc.Record) bool {
 		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.st.PrevVersion(rec), true))})
 		return true
 	})

@@ -1,4 +1,4 @@
-package ember
+package mvcc
 
 import (
 	"github.com/ember-kv/ember/internal/wire"
@@ -9,7 +9,7 @@ import (
 // the history holds; compactStep then drops, a bounded batch at a time, the history that no read
 // or watch at or after rev can need (see obsolete). A compaction applied while the removal for
 // an earlier one is under way extends it to the new revision.
-func (st *mvccState) Compact(rev int64) wire.Code {
+func (st *State) Compact(rev int64) wire.Code {
 	switch {
 	case rev <= st.compactRev:
 		return wire.CodeCompacted
@@ -32,14 +32,14 @@ func (st *mvccState) Compact(rev int64) wire.Code {
 // steps leaves the same trees as one done at once: the work is proportional to the changes since
 // the previous compaction, not to the size of the store, and writes between steps add changes
 // only after compactRev, which make nothing older obsolete.
-func (st *mvccState) CompactStep(limit int) bool {
+func (st *State) CompactStep(limit int) bool {
 	if !st.compactPending {
 		return false
 	}
-	var doomed []*record
+	var doomed []*Record
 	visited := 0
 	more := false
-	st.revs.Ascend(&record{Mod: st.compactCursor.mod, Sub: st.compactCursor.sub}, func(r *record) bool {
+	st.revs.Ascend(&Record{Mod: st.compactCursor.mod, Sub: st.compactCursor.sub}, func(r *Record) bool {
 		if r.Mod > st.compactRev {
 			return false
 		}
@@ -79,14 +79,14 @@ func (st *mvccState) CompactStep(limit int) bool {
 // tombstone older than compactRev (a key whose newest version there is a delete does not exist
 // there). Tombstones at exactly compactRev stay, so that a watch starting at the compaction
 // revision still sees every event of it; the next compaction drops them.
-func (st *mvccState) obsolete(r, next *record) bool {
+func (st *State) obsolete(r, next *Record) bool {
 	return next != nil && next.Mod <= st.compactRev || r.Tombstone && r.Mod < st.compactRev
 }
 
 // prevVersion returns the version of r's key just before r, or nil.
-func (st *mvccState) PrevVersion(r *record) *record {
-	var prev *record
-	st.history.Descend(r, func(p *record) bool {
+func (st *State) PrevVersion(r *Record) *Record {
+	var prev *Record
+	st.history.Descend(r, func(p *Record) bool {
 		if p == r {
 			return true
 		}
@@ -99,9 +99,9 @@ func (st *mvccState) PrevVersion(r *record) *record {
 }
 
 // nextVersion returns the version of r's key just after r, or nil.
-func (st *mvccState) nextVersion(r *record) *record {
-	var next *record
-	st.history.Ascend(r, func(n *record) bool {
+func (st *State) nextVersion(r *Record) *Record {
+	var next *Record
+	st.history.Ascend(r, func(n *Record) bool {
 		if n == r {
 			return true
 		}

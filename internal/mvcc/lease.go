@@ -1,4 +1,4 @@
-package ember
+package mvcc
 
 import (
 	"github.com/ember-kv/ember/internal/planted"
@@ -6,34 +6,34 @@ import (
 )
 
 // grantLease adds a lease.
-func (st *mvccState) GrantLease(id, ttl int64) wire.Code {
+func (st *State) GrantLease(id, ttl int64) wire.Code {
 	if id <= 0 {
 		return wire.CodeLeaseNotFound
 	}
-	if ttl > maxLeaseTTL {
+	if ttl > MaxLeaseTTL {
 		return wire.CodeTTLTooLarge
 	}
-	if _, ok := st.leases.Get(&leaseRecord{ID: id}); ok {
+	if _, ok := st.leases.Get(&Lease{ID: id}); ok {
 		return wire.CodeLeaseExists
 	}
-	st.leases.Set(&leaseRecord{ID: id, TTL: ttl})
+	st.leases.Set(&Lease{ID: id, TTL: ttl})
 	return wire.CodeOK
 }
 
 // revokeLease deletes a lease and every key attached to it, in key order, at one revision.
-func (st *mvccState) RevokeLease(id int64) (wire.Code, []event) {
-	if _, ok := st.leases.Delete(&leaseRecord{ID: id}); !ok {
+func (st *State) RevokeLease(id int64) (wire.Code, []Event) {
+	if _, ok := st.leases.Delete(&Lease{ID: id}); !ok {
 		return wire.CodeLeaseNotFound, nil
 	}
 	keys := st.LeaseKeys(id)
 	w := st.beginWrite()
-	var split []event
+	var split []Event
 	for i, k := range keys {
 		if planted.Enabled(planted.SplitRevoke) && i == 1 {
 			split = w.end()
 			w = st.beginWrite()
 		}
-		if r, _ := st.latest.Get(&record{Key: k}); r != nil {
+		if r, _ := st.latest.Get(&Record{Key: k}); r != nil {
 			w.deleteKey(r)
 		}
 	}
@@ -41,7 +41,7 @@ func (st *mvccState) RevokeLease(id int64) (wire.Code, []event) {
 }
 
 // leaseKeysOf returns the keys attached to lease id, in key order.
-func (st *mvccState) LeaseKeys(id int64) []string {
+func (st *State) LeaseKeys(id int64) []string {
 	var keys []string
 	st.leaseKeys.Ascend(leaseKey{lease: id}, func(lk leaseKey) bool {
 		if lk.lease != id {
@@ -54,12 +54,12 @@ func (st *mvccState) LeaseKeys(id int64) []string {
 }
 
 // checkpointLeases records the remaining TTL of leases that still exist, and returns those.
-func (st *mvccState) CheckpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCheckpoint {
+func (st *State) CheckpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCheckpoint {
 	var applied []wire.LeaseCheckpoint
 	for _, cp := range cps {
-		if l, ok := st.leases.Get(&leaseRecord{ID: cp.ID}); ok && cp.RemainingMs > 0 {
+		if l, ok := st.leases.Get(&Lease{ID: cp.ID}); ok && cp.RemainingMs > 0 {
 			// Records are shared with snapshots: replace, never modify in place.
-			st.leases.Set(&leaseRecord{ID: l.ID, TTL: l.TTL, RemainingMs: cp.RemainingMs})
+			st.leases.Set(&Lease{ID: l.ID, TTL: l.TTL, RemainingMs: cp.RemainingMs})
 			applied = append(applied, cp)
 		}
 	}
@@ -67,4 +67,11 @@ func (st *mvccState) CheckpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCh
 }
 
 // maxLeaseTTL is etcd's MaxLeaseTTL, in seconds.
-const maxLeaseTTL = 9_000_000_000
+const MaxLeaseTTL = 9_000_000_000
+
+// LeaseCount is the number of leases.
+func (st *State) LeaseCount() int { return st.leases.Len() }
+
+// ScanLeases calls fn for every lease in ID order until fn returns false. Leases are shared
+// with clones: fn must not change them.
+func (st *State) ScanLeases(fn func(*Lease) bool) { st.leases.Scan(fn) }

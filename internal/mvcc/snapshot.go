@@ -1,14 +1,14 @@
-package ember
+package mvcc
 
 import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
-	"slices"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -81,8 +81,8 @@ func (sw *snapshotWriter) flushBatch(typ byte, force bool) {
 }
 
 // record encodes r unless compaction drops it; after is the record following r in history.
-func (sw *snapshotWriter) record(st *mvccState, r, after *record) {
-	var next *record
+func (sw *snapshotWriter) record(st *State, r, after *Record) {
+	var next *Record
 	if after != nil && after.Key == r.Key {
 		next = after
 	}
@@ -102,7 +102,7 @@ func (sw *snapshotWriter) record(st *mvccState, r, after *record) {
 }
 
 // writeSnapshot streams st to w. It only reads st, which is a private copy.
-func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
+func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10), crc: crc32.New(castagnoli)}
 	sw.write([]byte(snapshotMagic))
 	h := wire.Encoder{}
@@ -115,8 +115,8 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 	// Records a pending removal has not reached yet are left out, so that the snapshot is the
 	// same whenever it is taken, and a restored state has nothing pending. A record is decided
 	// once the next one (in key, revision order) shows whether its key changed again.
-	var held *record
-	st.history.Scan(func(r *record) bool {
+	var held *Record
+	st.history.Scan(func(r *Record) bool {
 		if held != nil {
 			sw.record(st, held, r)
 		}
@@ -127,7 +127,7 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 		sw.record(st, held, nil)
 	}
 	sw.flushBatch(frameRecords, true)
-	st.leases.Scan(func(l *leaseRecord) bool {
+	st.leases.Scan(func(l *Lease) bool {
 		sw.e.Varint(l.ID)
 		sw.e.Varint(l.TTL)
 		sw.e.Varint(l.RemainingMs)
@@ -136,7 +136,7 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 		return sw.err == nil
 	})
 	sw.flushBatch(frameLeases, true)
-	st.dedup.Scan(func(d *dedupEntry) bool {
+	st.dedup.Scan(func(d *DedupEntry) bool {
 		sw.e.Uint64(d.ID.Client)
 		sw.e.Uint64(d.ID.Seq)
 		sw.e.Uvarint(d.Index)
@@ -158,13 +158,15 @@ func writeSnapshot(w io.Writer, st *mvccState, applied uint64) error {
 	return sw.w.Flush()
 }
 
-// errSnapshot wraps every decoding failure: a damaged snapshot is refused, never half-loaded.
+// ErrCorrupt wraps every decoding failure: a damaged snapshot is refused, never half-loaded.
+var ErrCorrupt = errors.New("damaged snapshot")
+
 func errSnapshot(format string, args ...any) error {
-	return fmt.Errorf("%w: snapshot: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
 }
 
 // readSnapshot decodes a snapshot stream into a fresh state.
-func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
+func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	crc := crc32.New(castagnoli)
 	magic := make([]byte, len(snapshotMagic))
@@ -172,10 +174,10 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 		return nil, 0, errSnapshot("bad magic")
 	}
 	crc.Write(magic)
-	st := newMVCCState()
+	st := New()
 	var applied uint64
 	var sawHeader bool
-	var last *record
+	var last *Record
 	var lastLease int64
 	for {
 		sum := crc.Sum32()
@@ -210,7 +212,7 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 		case frameRecords:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				rec := &record{Key: d.String(), Mod: d.Varint(), Sub: d.Varint(), Create: d.Varint(),
+				rec := &Record{Key: d.String(), Mod: d.Varint(), Sub: d.Varint(), Create: d.Varint(),
 					Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool(), Value: d.String()}
 				if d.Err() != nil {
 					break
@@ -228,7 +230,7 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 		case frameLeases:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				l := &leaseRecord{ID: d.Varint(), TTL: d.Varint(), RemainingMs: d.Varint()}
+				l := &Lease{ID: d.Varint(), TTL: d.Varint(), RemainingMs: d.Varint()}
 				if d.Err() != nil {
 					break
 				}
@@ -241,7 +243,7 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 		case frameDedup:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				e := &dedupEntry{ID: wire.RequestID{Client: d.Uint64(), Seq: d.Uint64()}, Index: d.Uvarint()}
+				e := &DedupEntry{ID: wire.RequestID{Client: d.Uint64(), Seq: d.Uint64()}, Index: d.Uvarint()}
 				b := d.Bytes()
 				if d.Err() != nil {
 					break
@@ -292,7 +294,7 @@ func readFrame(br *bufio.Reader, crc hash.Hash32) (byte, []byte, error) {
 
 // checkRecord rejects records that no state machine could have produced, and records out of
 // (key, revision) order.
-func checkRecord(r, last *record, rev int64) error {
+func checkRecord(r, last *Record, rev int64) error {
 	switch {
 	case r.Key == "":
 		return errSnapshot("empty key")
@@ -310,9 +312,9 @@ func checkRecord(r, last *record, rev int64) error {
 }
 
 // deriveIndexes rebuilds the latest-version tree and the lease attachments from history.
-func deriveIndexes(st *mvccState) error {
-	var latest []*record
-	st.history.Scan(func(r *record) bool {
+func deriveIndexes(st *State) error {
+	var latest []*Record
+	st.history.Scan(func(r *Record) bool {
 		if n := len(latest); n > 0 && latest[n-1].Key == r.Key {
 			latest[n-1] = r
 		} else {
@@ -327,24 +329,11 @@ func deriveIndexes(st *mvccState) error {
 		}
 		st.latest.Load(r)
 		if r.Lease != 0 {
-			if _, ok := st.leases.Get(&leaseRecord{ID: r.Lease}); !ok {
+			if _, ok := st.leases.Get(&Lease{ID: r.Lease}); !ok {
 				missing = errSnapshot("key %q attached to unknown lease %d", r.Key, r.Lease)
 			}
 			st.leaseKeys.Set(leaseKey{r.Lease, r.Key})
 		}
 	}
 	return missing
-}
-
-// sortDedup orders dedup references by apply index, the order they expire in.
-func sortDedup(refs []dedupRef) {
-	slices.SortFunc(refs, func(a, b dedupRef) int {
-		switch {
-		case a.index < b.index:
-			return -1
-		case a.index > b.index:
-			return 1
-		}
-		return 0
-	})
 }

@@ -1,4 +1,4 @@
-package ember
+package mvcc
 
 import (
 	"sort"
@@ -14,7 +14,7 @@ import (
 // Records are immutable once inserted. The trees of the live state share them with copies taken
 // for raft snapshots and read views, so changing a record in place would change history that a
 // concurrent reader is looking at.
-type record struct {
+type Record struct {
 	Key       string
 	Value     string
 	Create    int64 // revision of the key's current generation's creation (0 for a tombstone)
@@ -29,9 +29,9 @@ type record struct {
 // logical size the space quota is measured on.
 const recordOverhead = 64
 
-func (r *record) Size() int64 { return int64(len(r.Key)+len(r.Value)) + recordOverhead }
+func (r *Record) Size() int64 { return int64(len(r.Key)+len(r.Value)) + recordOverhead }
 
-func (r *record) ToWire(keysOnly bool) wire.KV {
+func (r *Record) ToWire(keysOnly bool) wire.KV {
 	kv := wire.KV{Key: []byte(r.Key), CreateRevision: r.Create, ModRevision: r.Mod, Version: r.Version}
 	if !keysOnly {
 		kv.Value = []byte(r.Value)
@@ -42,7 +42,7 @@ func (r *record) ToWire(keysOnly bool) wire.KV {
 
 // leaseRecord is a lease as the state machine knows it. Deadlines are not state: only the leader
 // keeps timers (see lessor); the state holds what a new leader needs to re-arm them.
-type leaseRecord struct {
+type Lease struct {
 	ID  int64
 	TTL int64 // granted TTL, seconds
 	// remainingMs is the TTL left at the last checkpoint, or 0 if the lease was never checkpointed
@@ -59,7 +59,7 @@ type leaseKey struct {
 
 // dedupEntry remembers the result of a command with a request ID, so that a retried command is
 // answered from here instead of being applied twice.
-type dedupEntry struct {
+type DedupEntry struct {
 	ID    wire.RequestID
 	Index uint64 // raft index the command was applied at; entries expire by index
 	// result is the command's result, encoded: a put's is a dozen bytes where the decoded
@@ -80,13 +80,13 @@ type dedupEntry struct {
 // A read at revision 4 finds a@3 in history; at 6 it finds the tombstone, so "a" is absent.
 // Compacting at 5 drops a@2 and a@3 (superseded by a change at or before 5) and the tombstone
 // a@5 (a key whose newest version at the compaction point is a delete does not exist there).
-type mvccState struct {
-	latest    *btree.BTreeG[*record]
-	history   *btree.BTreeG[*record]
-	revs      *btree.BTreeG[*record]
-	leases    *btree.BTreeG[*leaseRecord]
+type State struct {
+	latest    *btree.BTreeG[*Record]
+	history   *btree.BTreeG[*Record]
+	revs      *btree.BTreeG[*Record]
+	leases    *btree.BTreeG[*Lease]
 	leaseKeys *btree.BTreeG[leaseKey]
-	dedup     *btree.BTreeG[*dedupEntry]
+	dedup     *btree.BTreeG[*DedupEntry]
 
 	rev        int64 // current revision; 1 when empty
 	compactRev int64 // last compaction revision; 0 before any
@@ -107,10 +107,10 @@ type revPos struct{ mod, sub int64 }
 
 var treeOpts = btree.Options{NoLocks: true} // fsm.mu serializes writers; read views are never written
 
-func newMVCCState() *mvccState {
-	return &mvccState{
-		latest: btree.NewBTreeGOptions(func(a, b *record) bool { return a.Key < b.Key }, treeOpts),
-		history: btree.NewBTreeGOptions(func(a, b *record) bool {
+func New() *State {
+	return &State{
+		latest: btree.NewBTreeGOptions(func(a, b *Record) bool { return a.Key < b.Key }, treeOpts),
+		history: btree.NewBTreeGOptions(func(a, b *Record) bool {
 			if a.Key != b.Key {
 				return a.Key < b.Key
 			}
@@ -119,20 +119,20 @@ func newMVCCState() *mvccState {
 			}
 			return a.Sub < b.Sub
 		}, treeOpts),
-		revs: btree.NewBTreeGOptions(func(a, b *record) bool {
+		revs: btree.NewBTreeGOptions(func(a, b *Record) bool {
 			if a.Mod != b.Mod {
 				return a.Mod < b.Mod
 			}
 			return a.Sub < b.Sub
 		}, treeOpts),
-		leases: btree.NewBTreeGOptions(func(a, b *leaseRecord) bool { return a.ID < b.ID }, treeOpts),
+		leases: btree.NewBTreeGOptions(func(a, b *Lease) bool { return a.ID < b.ID }, treeOpts),
 		leaseKeys: btree.NewBTreeGOptions(func(a, b leaseKey) bool {
 			if a.lease != b.lease {
 				return a.lease < b.lease
 			}
 			return a.key < b.key
 		}, treeOpts),
-		dedup: btree.NewBTreeGOptions(func(a, b *dedupEntry) bool {
+		dedup: btree.NewBTreeGOptions(func(a, b *DedupEntry) bool {
 			if a.ID.Client != b.ID.Client {
 				return a.ID.Client < b.ID.Client
 			}
@@ -144,8 +144,8 @@ func newMVCCState() *mvccState {
 
 // clone returns a copy that shares structure with st (O(1)); later writes to st copy the nodes
 // they touch. Callers must hold the lock that serializes writers of st.
-func (st *mvccState) Clone() *mvccState {
-	return &mvccState{
+func (st *State) Clone() *State {
+	return &State{
 		latest:     st.latest.Copy(),
 		history:    st.history.Copy(),
 		revs:       st.revs.Copy(),
@@ -161,25 +161,40 @@ func (st *mvccState) Clone() *mvccState {
 	}
 }
 
+// Rev is the current revision: 1 when empty.
+func (st *State) Rev() int64 { return st.rev }
+
+// CompactRev is the last compaction revision; 0 before any.
+func (st *State) CompactRev() int64 { return st.compactRev }
+
+// Size is the logical bytes of every version held, which the space quota is measured on.
+func (st *State) Size() int64 { return st.size }
+
+// Keys is the number of live keys.
+func (st *State) Keys() int { return st.latest.Len() }
+
+// CompactPending reports whether a compaction's removal is still under way (see CompactStep).
+func (st *State) CompactPending() bool { return st.compactPending }
+
 // keyRange is [key, end) with etcd's conventions: end nil = key alone, end "\x00" = every key from
 // key on.
-type keyRange struct {
+type KeyRange struct {
 	Key, End string
 	Single   bool
 	FromKey  bool
 }
 
-func newKeyRange(key, end []byte) keyRange {
+func NewKeyRange(key, end []byte) KeyRange {
 	switch {
 	case len(end) == 0:
-		return keyRange{Key: string(key), Single: true}
+		return KeyRange{Key: string(key), Single: true}
 	case len(end) == 1 && end[0] == 0:
-		return keyRange{Key: string(key), FromKey: true}
+		return KeyRange{Key: string(key), FromKey: true}
 	}
-	return keyRange{Key: string(key), End: string(end)}
+	return KeyRange{Key: string(key), End: string(end)}
 }
 
-func (r keyRange) Contains(k string) bool {
+func (r KeyRange) Contains(k string) bool {
 	if r.Single {
 		return k == r.Key
 	}
@@ -188,7 +203,7 @@ func (r keyRange) Contains(k string) bool {
 
 // intervalEnd is the range's end for an interval.Tree: "" (no upper bound) for a from-key range.
 // Callers use it for ranges that are not single keys.
-func (r keyRange) IntervalEnd() string {
+func (r KeyRange) IntervalEnd() string {
 	if r.FromKey {
 		return ""
 	}
@@ -196,7 +211,7 @@ func (r keyRange) IntervalEnd() string {
 }
 
 // past reports whether k is beyond the range's end (the range is scanned in key order).
-func (r keyRange) past(k string) bool {
+func (r KeyRange) past(k string) bool {
 	if r.Single {
 		return k != r.Key
 	}
@@ -205,7 +220,7 @@ func (r keyRange) past(k string) bool {
 
 // checkRev validates a read revision and resolves 0 to cur, the revision the latest tree shows
 // (st.rev, or st.rev+1 inside a write txn that has pending changes).
-func (st *mvccState) checkRev(rev, cur int64) (int64, wire.Code) {
+func (st *State) checkRev(rev, cur int64) (int64, wire.Code) {
 	switch {
 	case rev <= 0:
 		return cur, wire.CodeOK
@@ -218,13 +233,13 @@ func (st *mvccState) checkRev(rev, cur int64) (int64, wire.Code) {
 }
 
 // get returns key's version visible at rev, or nil.
-func (st *mvccState) get(key string, rev, cur int64) *record {
+func (st *State) get(key string, rev, cur int64) *Record {
 	if rev >= cur {
-		r, _ := st.latest.Get(&record{Key: key})
+		r, _ := st.latest.Get(&Record{Key: key})
 		return r
 	}
-	var found *record
-	st.history.Descend(&record{Key: key, Mod: rev, Sub: 1 << 62}, func(r *record) bool {
+	var found *Record
+	st.history.Descend(&Record{Key: key, Mod: rev, Sub: 1 << 62}, func(r *Record) bool {
 		if r.Key == key {
 			found = r
 		}
@@ -237,7 +252,7 @@ func (st *mvccState) get(key string, rev, cur int64) *record {
 }
 
 // scan calls fn for every key live at rev in kr, in ascending key order, until fn returns false.
-func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
+func (st *State) scan(kr KeyRange, rev, cur int64, fn func(*Record) bool) {
 	if kr.Single {
 		if r := st.get(kr.Key, rev, cur); r != nil {
 			fn(r)
@@ -248,7 +263,7 @@ func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 		return
 	}
 	if rev >= cur {
-		st.latest.Ascend(&record{Key: kr.Key}, func(r *record) bool {
+		st.latest.Ascend(&Record{Key: kr.Key}, func(r *Record) bool {
 			if kr.past(r.Key) {
 				return false
 			}
@@ -258,7 +273,7 @@ func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 	}
 	// Historical: the versions of one key are adjacent in history; keep the last one at or
 	// before rev and emit it when the key changes.
-	var best *record
+	var best *Record
 	more := true
 	emit := func() {
 		if best != nil && !best.Tombstone {
@@ -266,7 +281,7 @@ func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 		}
 		best = nil
 	}
-	st.history.Ascend(&record{Key: kr.Key}, func(r *record) bool {
+	st.history.Ascend(&Record{Key: kr.Key}, func(r *Record) bool {
 		if kr.past(r.Key) {
 			return false
 		}
@@ -286,8 +301,8 @@ func (st *mvccState) Scan(kr keyRange, rev, cur int64, fn func(*record) bool) {
 }
 
 // rangeKeys answers a range request; cur is as for checkRev.
-func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
-	recs, count, more, code := st.RangeRecords(op, cur)
+func (st *State) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
+	recs, count, more, code := st.rangeRecords(op, cur)
 	if code != wire.CodeOK {
 		return nil, code
 	}
@@ -305,12 +320,12 @@ func (st *mvccState) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.
 
 // rangeRecords returns the records op selects, in the order it asks for and cut to its limit,
 // with the count of all matches and whether the limit cut any.
-func (st *mvccState) RangeRecords(op *wire.Op, cur int64) (recs []*record, count int64, more bool, code wire.Code) {
+func (st *State) rangeRecords(op *wire.Op, cur int64) (recs []*Record, count int64, more bool, code wire.Code) {
 	rev, code := st.checkRev(op.Revision, cur)
 	if code != wire.CodeOK {
 		return nil, 0, false, code
 	}
-	kr := newKeyRange(op.Key, op.End)
+	kr := NewKeyRange(op.Key, op.End)
 	hasFilter := op.MinModRev > 0 || op.MaxModRev > 0 || op.MinCreateRev > 0 || op.MaxCreateRev > 0
 	order, target := op.SortOrder, op.SortTarget
 	if order == wire.SortNone && target != wire.SortByKey {
@@ -321,7 +336,7 @@ func (st *mvccState) RangeRecords(op *wire.Op, cur int64) (recs []*record, count
 	// need to be materialized; the rest are just counted.
 	pushdown := keyOrder && !hasFilter && op.Limit > 0
 
-	st.Scan(kr, rev, cur, func(r *record) bool {
+	st.scan(kr, rev, cur, func(r *Record) bool {
 		count++
 		if op.CountOnly {
 			return true
@@ -347,41 +362,41 @@ func (st *mvccState) RangeRecords(op *wire.Op, cur int64) (recs []*record, count
 	return recs, count, more, wire.CodeOK
 }
 
-func passesFilters(op *wire.Op, r *record) bool {
+func passesFilters(op *wire.Op, r *Record) bool {
 	return (op.MinModRev <= 0 || r.Mod >= op.MinModRev) &&
 		(op.MaxModRev <= 0 || r.Mod <= op.MaxModRev) &&
 		(op.MinCreateRev <= 0 || r.Create >= op.MinCreateRev) &&
 		(op.MaxCreateRev <= 0 || r.Create <= op.MaxCreateRev)
 }
 
-func sortRecords(recs []*record, target, order uint8) {
-	var less func(a, b *record) bool
+func sortRecords(recs []*Record, target, order uint8) {
+	var less func(a, b *Record) bool
 	switch target {
 	case wire.SortByVersion:
-		less = func(a, b *record) bool { return a.Version < b.Version }
+		less = func(a, b *Record) bool { return a.Version < b.Version }
 	case wire.SortByCreate:
-		less = func(a, b *record) bool { return a.Create < b.Create }
+		less = func(a, b *Record) bool { return a.Create < b.Create }
 	case wire.SortByMod:
-		less = func(a, b *record) bool { return a.Mod < b.Mod }
+		less = func(a, b *Record) bool { return a.Mod < b.Mod }
 	case wire.SortByValue:
-		less = func(a, b *record) bool { return a.Value < b.Value }
+		less = func(a, b *Record) bool { return a.Value < b.Value }
 	default:
-		less = func(a, b *record) bool { return a.Key < b.Key }
+		less = func(a, b *Record) bool { return a.Key < b.Key }
 	}
 	if order == wire.SortDescend {
 		asc := less
-		less = func(a, b *record) bool { return asc(b, a) }
+		less = func(a, b *Record) bool { return asc(b, a) }
 	}
 	// Stable, so ties keep key order: results are the same on every member.
 	sort.SliceStable(recs, func(i, j int) bool { return less(recs[i], recs[j]) })
 }
 
 // compare evaluates one txn compare against the current state.
-func (st *mvccState) compare(c *wire.Compare) bool {
-	kr := newKeyRange(c.Key, c.End)
+func (st *State) compare(c *wire.Compare) bool {
+	kr := NewKeyRange(c.Key, c.End)
 	matched := false
 	ok := true
-	st.Scan(kr, st.rev, st.rev, func(r *record) bool {
+	st.scan(kr, st.rev, st.rev, func(r *Record) bool {
 		matched = true
 		ok = compareRecord(c, r)
 		return ok
@@ -390,12 +405,12 @@ func (st *mvccState) compare(c *wire.Compare) bool {
 		if c.Target == wire.TargetValue {
 			return false // a missing value cannot be compared (etcd: nil equals "" on the wire)
 		}
-		return compareRecord(c, &record{})
+		return compareRecord(c, &Record{})
 	}
 	return ok
 }
 
-func compareRecord(c *wire.Compare, r *record) bool {
+func compareRecord(c *wire.Compare, r *Record) bool {
 	var cmp int
 	switch c.Target {
 	case wire.TargetValue:
@@ -435,30 +450,30 @@ func cmpInt(a, b int64) int {
 }
 
 // event is one change of a revision, as the watch hub and the lessor see it.
-type event struct {
-	Rec  *record // the new version (a tombstone for a delete)
-	Prev *record // the version it replaced, nil if the key did not exist
+type Event struct {
+	Rec  *Record // the new version (a tombstone for a delete)
+	Prev *Record // the version it replaced, nil if the key did not exist
 }
 
 // writeTxn applies the changes of one revision. The caller has validated everything that can
 // fail, so a writeTxn never stops half-way.
 type writeTxn struct {
-	st     *mvccState
+	st     *State
 	rev    int64 // revision the changes get
-	events []event
+	events []Event
 }
 
-func (st *mvccState) beginWrite() *writeTxn { return &writeTxn{st: st, rev: st.rev + 1} }
+func (st *State) beginWrite() *writeTxn { return &writeTxn{st: st, rev: st.rev + 1} }
 
 // end commits the revision if anything changed, and returns the events.
-func (w *writeTxn) end() []event {
+func (w *writeTxn) end() []Event {
 	if len(w.events) > 0 {
 		w.st.rev = w.rev
 	}
 	return w.events
 }
 
-func (w *writeTxn) insert(r *record) {
+func (w *writeTxn) insert(r *Record) {
 	st := w.st
 	st.history.Set(r)
 	st.revs.Set(r)
@@ -468,8 +483,8 @@ func (w *writeTxn) insert(r *record) {
 func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
-	old, _ := st.latest.Get(&record{Key: key})
-	r := &record{Key: key, Value: string(op.Value), Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
+	old, _ := st.latest.Get(&Record{Key: key})
+	r := &Record{Key: key, Value: string(op.Value), Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
 	if old != nil {
 		r.Create, r.Version = old.Create, old.Version+1
 		if op.IgnoreValue {
@@ -489,7 +504,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	if r.Lease != 0 {
 		st.leaseKeys.Set(leaseKey{r.Lease, key})
 	}
-	w.events = append(w.events, event{Rec: r, Prev: old})
+	w.events = append(w.events, Event{Rec: r, Prev: old})
 	res := &wire.PutResult{}
 	if op.PrevKV && old != nil {
 		kv := old.ToWire(false)
@@ -499,20 +514,20 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 }
 
 // deleteKey writes a tombstone for the live record old.
-func (w *writeTxn) deleteKey(old *record) {
+func (w *writeTxn) deleteKey(old *Record) {
 	st := w.st
-	t := &record{Key: old.Key, Mod: w.rev, Sub: int64(len(w.events)), Tombstone: true}
+	t := &Record{Key: old.Key, Mod: w.rev, Sub: int64(len(w.events)), Tombstone: true}
 	st.latest.Delete(old)
 	w.insert(t)
 	if old.Lease != 0 {
 		st.leaseKeys.Delete(leaseKey{old.Lease, old.Key})
 	}
-	w.events = append(w.events, event{Rec: t, Prev: old})
+	w.events = append(w.events, Event{Rec: t, Prev: old})
 }
 
 func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
-	var doomed []*record
-	w.st.Scan(newKeyRange(op.Key, op.End), w.rev, w.rev, func(r *record) bool {
+	var doomed []*Record
+	w.st.scan(NewKeyRange(op.Key, op.End), w.rev, w.rev, func(r *Record) bool {
 		doomed = append(doomed, r)
 		return true
 	})
@@ -535,7 +550,7 @@ func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
 // computed before any op runs, so every compare (nested ones too) sees the state before the txn.
 type txnPath []bool
 
-func (st *mvccState) computePath(t *wire.Txn, path txnPath) txnPath {
+func (st *State) computePath(t *wire.Txn, path txnPath) txnPath {
 	ok := true
 	for i := range t.Compares {
 		if !st.compare(&t.Compares[i]) {
@@ -561,7 +576,7 @@ func branch(t *wire.Txn, ok bool) []wire.Op {
 
 // checkPath validates the ops of the chosen branches against the state before the txn: leases
 // exist, ignore-value and ignore-lease keys exist, read revisions are in the window.
-func (st *mvccState) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
+func (st *State) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
 	ok := path[0]
 	path = path[1:]
 	for i := range branch(t, ok) {
@@ -573,12 +588,12 @@ func (st *mvccState) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
 			}
 		case wire.OpPut:
 			if op.Lease != 0 && !op.IgnoreLease {
-				if _, ok := st.leases.Get(&leaseRecord{ID: op.Lease}); !ok {
+				if _, ok := st.leases.Get(&Lease{ID: op.Lease}); !ok {
 					return nil, wire.CodeLeaseNotFound
 				}
 			}
 			if op.IgnoreValue || op.IgnoreLease {
-				if r, _ := st.latest.Get(&record{Key: string(op.Key)}); r == nil {
+				if r, _ := st.latest.Get(&Record{Key: string(op.Key)}); r == nil {
 					return nil, wire.CodeKeyNotFound
 				}
 			}
@@ -625,7 +640,7 @@ func (w *writeTxn) cur() int64 {
 }
 
 // applyTxn runs a validated transaction and returns its result and events.
-func (st *mvccState) ApplyTxn(t *wire.Txn) (*wire.Result, []event) {
+func (st *State) ApplyTxn(t *wire.Txn) (*wire.Result, []Event) {
 	path := st.computePath(t, nil)
 	if _, code := st.checkPath(t, path); code != wire.CodeOK {
 		return &wire.Result{Code: code, Revision: st.rev}, nil
@@ -637,7 +652,7 @@ func (st *mvccState) ApplyTxn(t *wire.Txn) (*wire.Result, []event) {
 }
 
 // readTxn answers a transaction that writes nothing, on a read view.
-func (st *mvccState) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
+func (st *State) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
 	path := st.computePath(t, nil)
 	if _, code := st.checkPath(t, path); code != wire.CodeOK {
 		return nil, code
@@ -647,4 +662,24 @@ func (st *mvccState) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
 	w := &writeTxn{st: st, rev: st.rev + 1}
 	tr, _ := w.execPath(t, path)
 	return &wire.Result{Revision: st.rev, Txn: tr}, wire.CodeOK
+}
+
+// CheckRev validates a read revision and resolves 0 or less to the current one. It fails with
+// CodeFutureRev above the current revision and CodeCompacted below the compaction revision.
+func (st *State) CheckRev(rev int64) (int64, wire.Code) { return st.checkRev(rev, st.rev) }
+
+// Scan calls fn for every key live at rev (a revision CheckRev accepted) in kr, in ascending
+// key order, until fn returns false. Records are shared: fn must not change them.
+func (st *State) Scan(kr KeyRange, rev int64, fn func(*Record) bool) { st.scan(kr, rev, st.rev, fn) }
+
+// RangeRecords returns the records a range op selects, in the order it asks for and cut to its
+// limit, with the count of all matches and whether the limit cut any.
+func (st *State) RangeRecords(op *wire.Op) (recs []*Record, count int64, more bool, code wire.Code) {
+	return st.rangeRecords(op, st.rev)
+}
+
+// Changes calls fn for every change (a put or a tombstone) from revision from on, in revision
+// order, until fn returns false: watch catch-up reads history through it.
+func (st *State) Changes(from int64, fn func(*Record) bool) {
+	st.revs.Ascend(&Record{Mod: from}, fn)
 }
