@@ -69,7 +69,7 @@ func dedupSlack(n int) int64 { return int64(n) * (dedupRecordBytes + dedupShortR
 func checkDedupCounts(t testing.TB, f *fsm) {
 	t.Helper()
 	var all, long int64
-	f.st.dedup.Scan(func(e *mvcc.DedupEntry) bool {
+	f.st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
 		all += dedupRecordBytes + int64(len(e.Result))
 		if len(e.Result) > dedupShortResult {
 			long += int64(len(e.Result))
@@ -82,11 +82,11 @@ func checkDedupCounts(t testing.TB, f *fsm) {
 	if long > f.dedupBudget {
 		t.Fatalf("dedup table holds %d bytes of long results, budget %d", long, f.dedupBudget)
 	}
-	if f.dedupFull < f.dedupHead || f.dedupFull > len(f.dedupOrder) || len(f.dedupOrder)-f.dedupHead != f.st.dedup.Len() {
-		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), f.st.dedup.Len())
+	if f.dedupFull < f.dedupHead || f.dedupFull > len(f.dedupOrder) || len(f.dedupOrder)-f.dedupHead != len(remembered(f.st)) {
+		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), len(remembered(f.st)))
 	}
 	for _, ref := range f.dedupOrder[f.dedupHead:f.dedupFull] {
-		if e, _ := f.st.dedup.Get(&mvcc.DedupEntry{ID: ref.id}); len(e.Result) > dedupShortResult {
+		if e, _ := f.st.Remembered(ref.id); len(e.Result) > dedupShortResult {
 			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.Result))
 		}
 	}
@@ -113,7 +113,7 @@ func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
 				cmd.Txn.Success[0].PrevKV = i%4 != 0 // every fourth result is short
 				f.ApplyBatch([]*raft.Log{{Index: uint64(i * step), Type: raft.LogCommand, Data: cmd.Marshal(nil)}})
 				checkDedupCounts(t, f)
-				if n := f.st.dedup.Len(); n > dedupWindow/step+1 {
+				if n := len(remembered(f.st)); n > dedupWindow/step+1 {
 					t.Fatalf("after %d: %d request IDs remembered", i, n)
 				}
 				if f.dedupLong < tc.wantHeld && i > 60 {
@@ -141,7 +141,7 @@ func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 				}
 				checkDedupCounts(t, d.f)
 			}
-			if res := d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.rev}); res.Code != wire.CodeOK {
+			if res := d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.Rev()}); res.Code != wire.CodeOK {
 				t.Fatalf("compact: code %d", res.Code)
 			}
 			checkDedupCounts(t, d.f)
@@ -149,16 +149,16 @@ func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 				t.Fatalf("dedup table %d bytes, want at most %d", got, budget+dedupSlack(n))
 			}
 			snap := encodeSnapshot(t, d.f.st, d.f.applied.Load())
-			if limit := d.f.st.size + budget + dedupSlack(n) + 4<<10; int64(len(snap)) > limit {
-				t.Fatalf("snapshot %d bytes, want at most %d (data %d, budget %d)", len(snap), limit, d.f.st.size, budget)
+			if limit := d.f.st.Size() + budget + dedupSlack(n) + 4<<10; int64(len(snap)) > limit {
+				t.Fatalf("snapshot %d bytes, want at most %d (data %d, budget %d)", len(snap), limit, d.f.st.Size(), budget)
 			}
 			// The budget is met by dropping old results, not the newest: a retry of the last
 			// command still gets its whole result.
-			rev := d.f.st.rev
+			rev := d.f.st.Rev()
 			d.index++
 			out := d.f.ApplyBatch([]*raft.Log{{Index: d.index, Type: raft.LogCommand, Data: retryOf(kind.cmd(n-1, bigValue), 1)}})
-			if !reflect.DeepEqual(out[0], last) || d.f.st.rev != rev {
-				t.Fatalf("retry of the newest command: %+v, rev %d -> %d; want its first result", out[0], rev, d.f.st.rev)
+			if !reflect.DeepEqual(out[0], last) || d.f.st.Rev() != rev {
+				t.Fatalf("retry of the newest command: %+v, rev %d -> %d; want its first result", out[0], rev, d.f.st.Rev())
 			}
 		})
 	}
@@ -174,8 +174,8 @@ func retryOf(cmd *wire.Command, floor uint64) []byte {
 // dedupStateOf sums up what applying a command changes: any write moves the revision, and the
 // dedup table gains an entry only for a command applied (or refused) for the first time.
 func dedupStateOf(f *fsm) string {
-	return fmt.Sprintf("rev %d, size %d, %d records, %d request IDs, %d dedup bytes",
-		f.st.rev, f.st.size, f.st.history.Len(), f.st.dedup.Len(), f.dedupBytes)
+	return fmt.Sprintf("rev %d, size %d, %d request IDs, %d dedup bytes",
+		f.st.Rev(), f.st.Size(), len(remembered(f.st)), f.dedupBytes)
 }
 
 // A retry of a command whose result was dropped is answered honestly and applies nothing: a
@@ -241,13 +241,13 @@ func TestFSM_Dedup_RetryOfDroppedResult(t *testing.T) {
 		t.Fatalf("CodeResultNotHeld maps to %v, want an error wrapping ErrTimeout alone", err)
 	}
 	t.Run("forgotten beyond the window", func(t *testing.T) {
-		rev := d.f.st.rev
+		rev := d.f.st.Rev()
 		idx := d.index + dedupWindow + 1
 		d.f.ApplyBatch([]*raft.Log{{Index: idx, Type: raft.LogCommand, Data: putCommand(wire.RequestID{Client: 8, Seq: 1}, "x", "1")}})
 		d.index = idx + 1
 		out := d.f.ApplyBatch([]*raft.Log{{Index: d.index, Type: raft.LogCommand, Data: retryOf(cmds[101], 1)}})
-		if res := out[0].(*wire.Result); res.Code != wire.CodeTimeout || d.f.st.rev != rev+1 {
-			t.Fatalf("retry of a forgotten command: %+v, rev %d -> %d; want CodeTimeout and only the put applied", res, rev, d.f.st.rev)
+		if res := out[0].(*wire.Result); res.Code != wire.CodeTimeout || d.f.st.Rev() != rev+1 {
+			t.Fatalf("retry of a forgotten command: %+v, rev %d -> %d; want CodeTimeout and only the put applied", res, rev, d.f.st.Rev())
 		}
 	})
 }
@@ -308,7 +308,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 
 	// The member with a larger budget: the same writes, the same request IDs at the same
 	// indexes; each answer is the same, or the smaller budget's says the result is not held.
-	ea, eo := a.st.dedup.Items(), other.st.dedup.Items()
+	ea, eo := remembered(a.st), remembered(other.st)
 	if len(ea) != len(eo) {
 		t.Fatalf("budgets %d and %d remember %d and %d request IDs", budget, 4*budget, len(ea), len(eo))
 	}
@@ -319,7 +319,9 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	}
 	stripped := func(st *mvcc.State) []byte {
 		c := st.Clone()
-		c.dedup.Clear()
+		for _, e := range remembered(c) {
+			c.Forget(e.ID)
+		}
 		return encodeSnapshot(t, c, 0)
 	}
 	if !bytes.Equal(stripped(a.st), stripped(other.st)) {
@@ -362,7 +364,7 @@ func trimmedDedupSnapshot(t testing.TB) []byte {
 	}
 	d.apply(t, putCmd(100, "g", "v", 12345)) // a failure
 	var notHeld int
-	d.f.st.dedup.Scan(func(e *mvcc.DedupEntry) bool {
+	d.f.st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
 		if code, _, _ := wire.ResultHead(e.Result); code == wire.CodeResultNotHeld {
 			notHeld++
 		}
@@ -417,4 +419,14 @@ func TestStore_Submit_RetryOfDroppedResult(t *testing.T) {
 	if st.DedupBytes > budget+dedupSlack(5) {
 		t.Fatalf("DedupBytes %d, budget %d", st.DedupBytes, budget)
 	}
+}
+
+// remembered lists the dedup table's entries in request ID order.
+func remembered(st *mvcc.State) []*mvcc.DedupEntry {
+	var es []*mvcc.DedupEntry
+	st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
+		es = append(es, e)
+		return true
+	})
+	return es
 }

@@ -87,7 +87,7 @@ func buildRichFSM(t testing.TB) *fsmDriver {
 		Compares: []wire.Compare{cmp},
 		Success:  wireOps(wireGet("a"), wirePut("d", "5"), wirePut("e", "6"), wireDel("b", ""), wireTxnOp(nil, wireOps(wirePut("n", "7")), nil)),
 	})))
-	must(d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.rev})) // tombstone b at exactly compactRev
+	must(d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.Rev()})) // tombstone b at exactly compactRev
 	// Finish the removal, as a Store's compactor would (a snapshot leaves out what it removes).
 	for d.f.compactStep() {
 	}
@@ -103,9 +103,9 @@ func buildRichFSM(t testing.TB) *fsmDriver {
 		t.Fatalf("put with unknown lease: code %d", res.Code)
 	}
 	// A retried command is answered from the dedup table and changes nothing.
-	rev := d.f.st.rev
-	if res := d.apply(t, putCmd(1, "a", "retry", 10)); res.Code != wire.CodeOK || d.f.st.rev != rev {
-		t.Fatalf("retried put applied again: rev %d -> %d", rev, d.f.st.rev)
+	rev := d.f.st.Rev()
+	if res := d.apply(t, putCmd(1, "a", "retry", 10)); res.Code != wire.CodeOK || d.f.st.Rev() != rev {
+		t.Fatalf("retried put applied again: rev %d -> %d", rev, d.f.st.Rev())
 	}
 	must(d.apply(t, putCmd(11, "h", "10", 0)))
 	return d
@@ -287,8 +287,8 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	if fmt.Sprint(r.f.dedupOrder) != fmt.Sprint(wantOrder) {
 		t.Fatalf("dedup order %v, want %v", r.f.dedupOrder, wantOrder)
 	}
-	if v := r.f.view(); v.st.rev != want.rev || v.applied != wantApplied {
-		t.Fatalf("read view at rev %d applied %d after restore", v.st.rev, v.applied)
+	if v := r.f.view(); v.st.Rev() != want.rev || v.applied != wantApplied {
+		t.Fatalf("read view at rev %d applied %d after restore", v.st.Rev(), v.applied)
 	}
 	// Lease clocks restart from the checkpointed remaining TTL, or the full TTL.
 	lessor := r.f.lessor
@@ -313,8 +313,8 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	fresh.index = wantApplied
 	for _, dr := range []*fsmDriver{r, fresh} {
 		res := dr.apply(t, putCmd(2, "b", "retry", 10))
-		if res.Code != wire.CodeOK || dr.f.st.rev != want.rev {
-			t.Fatalf("retry after restore: code %d rev %d, want the remembered answer at %d", res.Code, dr.f.st.rev, want.rev)
+		if res.Code != wire.CodeOK || dr.f.st.Rev() != want.rev {
+			t.Fatalf("retry after restore: code %d rev %d, want the remembered answer at %d", res.Code, dr.f.st.Rev(), want.rev)
 		}
 		if res := dr.apply(t, putCmd(10, "g", "9", 0)); res.Code != wire.CodeLeaseNotFound {
 			t.Fatalf("retry of a failed command after restore: code %d, want the remembered failure", res.Code)
@@ -565,7 +565,7 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 			}
 			if err == nil && tc.wErr != nil {
 				t.Fatalf("accepted (history %d records, revs %d, latest %d), want %v",
-					st.history.Len(), st.revs.Len(), st.latest.Len(), tc.wErr)
+					st.history.Len(), st.revs.Len(), st.Keys(), tc.wErr)
 			}
 			if !errors.Is(err, tc.wErr) || (err != nil && tc.wErr == nil) {
 				t.Fatalf("err %v, want %v", err, tc.wErr)

@@ -51,7 +51,7 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 	if !reflect.DeepEqual(first, retry) || first.Revision != 2 {
 		t.Fatalf("retry result %+v, first %+v: want the same result at revision 2", retry, first)
 	}
-	if rev := f.st.rev; rev != 3 {
+	if rev := f.st.Rev(); rev != 3 {
 		t.Fatalf("revision %d after put, other put, duplicate: want 3", rev)
 	}
 	if r, _ := f.st.latest.Get(&mvcc.Record{Key: "k"}); r.Version != 1 {
@@ -66,10 +66,10 @@ func TestFSM_DedupWindowExpires(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
 	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 2, Type: raft.LogCommand,
 		Data: putCommand(wire.RequestID{Client: 1, Seq: 2}, "b", "1")}})
-	if _, ok := f.st.dedup.Get(&mvcc.DedupEntry{ID: old}); ok {
+	if _, ok := f.st.Remembered(old); ok {
 		t.Fatal("request ID older than the window is still remembered")
 	}
-	if n := f.st.dedup.Len(); n != 1 || len(f.dedupOrder) != 1 {
+	if n := f.st.RememberedCount(); n != 1 || len(f.dedupOrder) != 1 {
 		t.Fatalf("dedup holds %d entries (%d ordered), want 1", n, len(f.dedupOrder))
 	}
 }
@@ -109,8 +109,8 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "1")}})
 	v := f.view()
 	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "2")}})
-	if r := v.st.get("k", v.st.rev, v.st.rev); r.Value != "1" || v.st.rev != 2 {
-		t.Fatalf("old view sees %q at rev %d, want 1 at 2", r.Value, v.st.rev)
+	if r := v.st.get("k", v.st.Rev(), v.st.Rev()); r.Value != "1" || v.st.Rev() != 2 {
+		t.Fatalf("old view sees %q at rev %d, want 1 at 2", r.Value, v.st.Rev())
 	}
 	if nv := f.view(); nv == v || nv.applied != 2 {
 		t.Fatalf("new view not taken after apply (applied %d)", nv.applied)
@@ -121,8 +121,8 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 func TestFSM_UndecodableEntry(t *testing.T) {
 	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
 	out := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{0xff, 0x01}}})
-	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.st.rev != 1 {
-		t.Fatalf("result %+v, rev %d", r, f.st.rev)
+	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.st.Rev() != 1 {
+		t.Fatalf("result %+v, rev %d", r, f.st.Rev())
 	}
 	if f.applied.Load() != 1 {
 		t.Fatal("applied index did not advance past the bad entry")
@@ -155,8 +155,8 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 			f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
 			out := f.ApplyBatch([]*raft.Log{{Index: tc.index, Type: raft.LogCommand, Data: retry(tc.floor, uint64(i+1))}})
 			res := out[0].(*wire.Result)
-			if res.Code != tc.wCode || (f.st.rev == 2) != tc.wApplied {
-				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.st.rev, tc.wCode, tc.wApplied)
+			if res.Code != tc.wCode || (f.st.Rev() == 2) != tc.wApplied {
+				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.st.Rev(), tc.wCode, tc.wApplied)
 			}
 		})
 	}
@@ -191,8 +191,8 @@ func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
 		t.Fatalf("applied index %d, want 1", got)
 	}
 	v := f.view()
-	if v.applied != 1 || v.st.rev != 2 {
-		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.rev)
+	if v.applied != 1 || v.st.Rev() != 2 {
+		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.Rev())
 	}
 	for _, k := range []string{"b", "c"} {
 		if _, ok := f.st.latest.Get(&mvcc.Record{Key: k}); ok {
@@ -212,8 +212,8 @@ func TestFSM_DedupOrderBoundedPastWindow(t *testing.T) {
 			continue
 		}
 		live := len(f.dedupOrder) - f.dedupHead
-		if live != f.st.dedup.Len() || live > dedupWindow+1 || f.dedupHead > live {
-			t.Fatalf("after %d: %d refs from head %d, %d in the table", i, len(f.dedupOrder), f.dedupHead, f.st.dedup.Len())
+		if live != f.st.RememberedCount() || live > dedupWindow+1 || f.dedupHead > live {
+			t.Fatalf("after %d: %d refs from head %d, %d in the table", i, len(f.dedupOrder), f.dedupHead, f.st.RememberedCount())
 		}
 	}
 }

@@ -56,7 +56,7 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	if res := d.apply(t, putCmd(3, "late", "x", 0)); res.Code != wire.CodeOK || res.Revision != 4 {
 		t.Fatalf("put after compact: code %d revision %d", res.Code, res.Revision)
 	}
-	if !f.st.compactPending {
+	if !f.st.CompactPending() {
 		t.Fatal("the removal completed before the next write was applied")
 	}
 	want := f.st.Clone() // what the removal must leave: the same state, fully compacted
@@ -92,16 +92,16 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 			break
 		}
 	}
-	if steps < 3 || f.st.compactPending {
-		t.Fatalf("removal took %d steps, pending %v: want at least 3, done", steps, f.st.compactPending)
+	if steps < 3 || f.st.CompactPending() {
+		t.Fatalf("removal took %d steps, pending %v: want at least 3, done", steps, f.st.CompactPending())
 	}
 	if got, want := f.st.history.Len(), n+1; got != want {
 		t.Fatalf("%d versions after the removal, want %d (the new ones and late)", got, want)
 	}
 	assertStatesEqual(t, want, f.st)
 	checkTreesAgree(t, f.st)
-	if f.sizeInUse.Load() != f.st.size {
-		t.Fatalf("size in use %d, state size %d", f.sizeInUse.Load(), f.st.size)
+	if f.sizeInUse.Load() != f.st.Size() {
+		t.Fatalf("size in use %d, state size %d", f.sizeInUse.Load(), f.st.Size())
 	}
 
 	// Restoring that snapshot into a member with a removal of its own pending resets it.
@@ -110,7 +110,7 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	if err := r.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	if r.f.st.compactPending {
+	if r.f.st.CompactPending() {
 		t.Fatal("restored state has a removal pending")
 	}
 	if err := r.f.waitCompacted(context.Background()); err != nil {
@@ -125,13 +125,13 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 func stateReadings(t testing.TB, st *mvcc.State, nKeys int, revs []int64) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "rev %d compacted %d\n", st.rev, st.compactRev)
-	for _, r := range append([]int64{max(st.compactRev, 1), st.rev}, revs...) {
+	fmt.Fprintf(&b, "rev %d compacted %d\n", st.Rev(), st.CompactRev())
+	for _, r := range append([]int64{max(st.CompactRev(), 1), st.Rev()}, revs...) {
 		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.Hash(r), readingsAt(t, st, r, nKeys))
 	}
 	w := &watcher{hub: &watchHub{limits: defaultHubLimits}, kr: mvcc.NewKeyRange([]byte{0}, []byte{0}), prevKV: true}
-	for next := max(st.compactRev, 1); next <= st.rev; {
-		evs, last := w.readHistory(st, next, st.rev)
+	for next := max(st.CompactRev(), 1); next <= st.Rev(); {
+		evs, last := w.readHistory(st, next, st.Rev())
 		for _, e := range evs {
 			fmt.Fprintf(&b, "event %v %s@%d", e.Type, e.Kv.Key, e.Kv.ModRevision)
 			if e.PrevKv != nil {
@@ -266,8 +266,8 @@ func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.st.compactPending || f.st.compactRev != 50 {
-		t.Fatalf("after waitCompacted: pending %v compactRev %d", f.st.compactPending, f.st.compactRev)
+	if f.st.CompactPending() || f.st.CompactRev() != 50 {
+		t.Fatalf("after waitCompacted: pending %v compactRev %d", f.st.CompactPending(), f.st.CompactRev())
 	}
 	checkTreesAgree(t, f.st)
 	f.st.history.Scan(func(r *mvcc.Record) bool {
@@ -308,7 +308,7 @@ func TestStore_Compact_Physical(t *testing.T) {
 		t.Fatalf("read below the compaction: %v, want ErrCompacted", err)
 	}
 	s.fsm.mu.Lock()
-	pending, records := s.fsm.st.compactPending, s.fsm.st.history.Len()
+	pending, records := s.fsm.st.CompactPending(), s.fsm.st.history.Len()
 	s.fsm.mu.Unlock()
 	if pending || records != 100 {
 		t.Fatalf("after a physical compaction: pending %v, %d records, want done, 100", pending, records)
@@ -365,10 +365,10 @@ func BenchmarkMVCC_CompactStep(b *testing.B) {
 				w.end()
 			}
 			if round == 0 {
-				compactFully(st, st.rev) // removes nothing: the next compaction's changes all supersede
+				compactFully(st, st.Rev()) // removes nothing: the next compaction's changes all supersede
 			}
 		}
-		if code := st.Compact(st.rev); code != wire.CodeOK {
+		if code := st.Compact(st.Rev()); code != wire.CodeOK {
 			b.Fatalf("compact: code %d", code)
 		}
 		return st

@@ -46,7 +46,7 @@ func stPut(t testing.TB, st *mvcc.State, key, val string, lease int64) int64 {
 	if evs := w.end(); len(evs) != 1 {
 		t.Fatalf("put %q: %d events, want 1", key, len(evs))
 	}
-	return st.rev
+	return st.Rev()
 }
 
 // stDelete deletes key (or [key, end); end "\x00" = from key) on st and returns how many keys
@@ -71,7 +71,7 @@ func stRange(st *mvcc.State, op wire.Op) (*wire.RangeResult, error) {
 	if code := validateTxn(&wire.Txn{Success: []wire.Op{op}}, defaultMaxTxnOps); code != wire.CodeOK {
 		return nil, codeError(code)
 	}
-	res, code := st.rangeKeys(&op, st.rev)
+	res, code := st.rangeKeys(&op, st.Rev())
 	if code != wire.CodeOK {
 		return nil, codeError(code)
 	}
@@ -146,8 +146,8 @@ var revSteps = []revStep{
 func TestMVCC_RevisionRules(t *testing.T) {
 	t.Run("state", func(t *testing.T) {
 		st := mvcc.New()
-		if st.rev != 1 {
-			t.Fatalf("empty state at revision %d, want 1", st.rev)
+		if st.Rev() != 1 {
+			t.Fatalf("empty state at revision %d, want 1", st.Rev())
 		}
 		for _, tc := range revSteps {
 			var deleted int64
@@ -156,8 +156,8 @@ func TestMVCC_RevisionRules(t *testing.T) {
 			} else {
 				stPut(t, st, tc.key, tc.val, 0)
 			}
-			if st.rev != tc.wRev || deleted != tc.wDeleted {
-				t.Fatalf("%s: rev %d deleted %d, want rev %d deleted %d", tc.name, st.rev, deleted, tc.wRev, tc.wDeleted)
+			if st.Rev() != tc.wRev || deleted != tc.wDeleted {
+				t.Fatalf("%s: rev %d deleted %d, want rev %d deleted %d", tc.name, st.Rev(), deleted, tc.wRev, tc.wDeleted)
 			}
 			checkRevStepKV(t, tc, stGetAt(t, st, tc.key, 0).Kvs)
 		}
@@ -261,8 +261,8 @@ func TestMVCC_WriteEvents(t *testing.T) {
 				}
 				got = append(got, name)
 			}
-			if !slices.Equal(got, tc.wEvents) || st.rev != tc.wRev {
-				t.Fatalf("events %v rev %d, want %v rev %d", got, st.rev, tc.wEvents, tc.wRev)
+			if !slices.Equal(got, tc.wEvents) || st.Rev() != tc.wRev {
+				t.Fatalf("events %v rev %d, want %v rev %d", got, st.Rev(), tc.wEvents, tc.wRev)
 			}
 		})
 	}
@@ -538,12 +538,12 @@ func TestMVCC_Range_Options(t *testing.T) {
 			}
 			rev = p.Header.Revision
 		}
-		if rev != st.rev {
-			t.Fatalf("fixture %q: store at %d, state at %d", w.key, rev, st.rev)
+		if rev != st.Rev() {
+			t.Fatalf("fixture %q: store at %d, state at %d", w.key, rev, st.Rev())
 		}
 	}
-	if st.rev != 16 {
-		t.Fatalf("fixture ends at revision %d, the cases assume 16", st.rev)
+	if st.Rev() != 16 {
+		t.Fatalf("fixture ends at revision %d, the cases assume 16", st.Rev())
 	}
 
 	for _, tc := range rangeCases(g.ID) {
@@ -552,7 +552,7 @@ func TestMVCC_Range_Options(t *testing.T) {
 			var stateResp *GetResponse
 			res, err := stRange(st, op.toWire())
 			if err == nil {
-				stateResp = getFromWire(ResponseHeader{Revision: st.rev}, res)
+				stateResp = getFromWire(ResponseHeader{Revision: st.Rev()}, res)
 			}
 			checkRangeCase(t, "state", tc, stateResp, err)
 
@@ -658,8 +658,8 @@ func checkTreesAgree(t testing.TB, st *mvcc.State) {
 	if n != len(inHistory) {
 		t.Fatalf("revs holds %d records, history %d", n, len(inHistory))
 	}
-	if size != st.size {
-		t.Fatalf("size %d, records add up to %d", st.size, size)
+	if size != st.Size() {
+		t.Fatalf("size %d, records add up to %d", st.Size(), size)
 	}
 	live := 0
 	for _, r := range newest {
@@ -671,8 +671,8 @@ func checkTreesAgree(t testing.TB, st *mvcc.State) {
 			t.Fatalf("latest for %q is not its newest record %s", r.Key, recordName(r))
 		}
 	}
-	if live != st.latest.Len() {
-		t.Fatalf("latest holds %d keys, history has %d live", st.latest.Len(), live)
+	if live != st.Keys() {
+		t.Fatalf("latest holds %d keys, history has %d live", st.Keys(), live)
 	}
 }
 
@@ -802,8 +802,8 @@ func TestMVCC_Compact_Codes(t *testing.T) {
 			}
 			before := historyNames(st)
 			code := st.Compact(tc.at)
-			if code != tc.wCode || st.compactRev != tc.wAfter {
-				t.Fatalf("code %d compactRev %d, want %d %d", code, st.compactRev, tc.wCode, tc.wAfter)
+			if code != tc.wCode || st.CompactRev() != tc.wAfter {
+				t.Fatalf("code %d compactRev %d, want %d %d", code, st.CompactRev(), tc.wCode, tc.wAfter)
 			}
 			if code != wire.CodeOK && !slices.Equal(historyNames(st), before) {
 				t.Fatalf("refused compaction changed history: %v -> %v", before, historyNames(st))
@@ -864,8 +864,8 @@ func TestMVCC_Compact_Store(t *testing.T) {
 func randomHistory(t testing.TB, st *mvcc.State, rng *rand.Rand, n, nKeys int) {
 	t.Helper()
 	key := func(i int) string { return fmt.Sprintf("k%02d", i) }
-	target := st.rev + int64(n)
-	for st.rev < target {
+	target := st.Rev() + int64(n)
+	for st.Rev() < target {
 		switch p := rng.Intn(100); {
 		case p < 55:
 			stPut(t, st, key(rng.Intn(nKeys)), fmt.Sprint(rng.Intn(1000)), 0)
@@ -893,7 +893,7 @@ func readingsAt(t testing.TB, st *mvcc.State, rev int64, nKeys int) string {
 	t.Helper()
 	var b strings.Builder
 	render := func(op wire.Op) {
-		res, code := st.rangeKeys(&op, st.rev)
+		res, code := st.rangeKeys(&op, st.Rev())
 		if code != wire.CodeOK {
 			fmt.Fprintf(&b, "code %d;", code)
 			return
@@ -924,7 +924,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			st := mvcc.New()
 			readings := map[int64]string{}
 			snap := func() {
-				for r := int64(1); r <= st.rev; r++ {
+				for r := int64(1); r <= st.Rev(); r++ {
 					if _, ok := readings[r]; !ok {
 						readings[r] = readingsAt(t, st, r, nKeys)
 					}
@@ -932,7 +932,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			}
 			verify := func(c int64) {
 				t.Helper()
-				for r := c; r <= st.rev; r++ {
+				for r := c; r <= st.Rev(); r++ {
 					if got := readingsAt(t, st, r, nKeys); got != readings[r] {
 						t.Fatalf("after compact(%d): reads at %d changed:\n got %s\nwant %s", c, r, got, readings[r])
 					}
@@ -941,7 +941,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 					if r < 1 || r >= c {
 						continue
 					}
-					if _, code := st.checkRev(r, st.rev); code != wire.CodeCompacted {
+					if _, code := st.checkRev(r, st.Rev()); code != wire.CodeCompacted {
 						t.Fatalf("after compact(%d): read at %d gives code %d, want compacted", c, r, code)
 					}
 				}
@@ -977,7 +977,7 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			randomHistory(t, st, rng, 300, nKeys)
 			snap()
 			total := st.history.Len()
-			for _, c := range []int64{1, 7, 8, 60, 61, 150, 220, st.rev - 1} {
+			for _, c := range []int64{1, 7, 8, 60, 61, 150, 220, st.Rev() - 1} {
 				compact(c)
 			}
 			if st.history.Len() >= total {
@@ -985,28 +985,28 @@ func TestMVCC_Compact_PreservesReads(t *testing.T) {
 			}
 			randomHistory(t, st, rng, 100, nKeys)
 			snap()
-			compact(st.rev - 50)
-			compact(st.rev)
+			compact(st.Rev() - 50)
+			compact(st.Rev())
 			// At the current revision only the live keys and this revision's tombstones remain.
 			tombs := 0
 			st.history.Scan(func(r *mvcc.Record) bool {
 				if r.Tombstone {
 					tombs++
-					if r.Mod != st.rev {
-						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.rev)
+					if r.Mod != st.Rev() {
+						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.Rev())
 					}
 				}
 				return true
 			})
-			if st.history.Len() != st.latest.Len()+tombs {
-				t.Fatalf("history %d records, want %d live + %d tombstones", st.history.Len(), st.latest.Len(), tombs)
+			if st.history.Len() != st.Keys()+tombs {
+				t.Fatalf("history %d records, want %d live + %d tombstones", st.history.Len(), st.Keys(), tombs)
 			}
 			// One more write and compaction: the remaining tombstones go too.
 			stPut(t, st, "zz", "1", 0)
 			snap()
-			compact(st.rev)
-			if st.history.Len() != st.latest.Len() {
-				t.Fatalf("history %d records, latest %d: tombstones kept", st.history.Len(), st.latest.Len())
+			compact(st.Rev())
+			if st.history.Len() != st.Keys() {
+				t.Fatalf("history %d records, latest %d: tombstones kept", st.history.Len(), st.Keys())
 			}
 		})
 	}
@@ -1076,14 +1076,14 @@ func TestMVCC_Leases(t *testing.T) {
 	}
 
 	// Revoke lease 1: a and z go at one revision, in key order.
-	before := st.rev
+	before := st.Rev()
 	code, evs := st.RevokeLease(1)
-	if code != wire.CodeOK || st.rev != before+1 {
-		t.Fatalf("revoke: code %d rev %d, want OK at %d", code, st.rev, before+1)
+	if code != wire.CodeOK || st.Rev() != before+1 {
+		t.Fatalf("revoke: code %d rev %d, want OK at %d", code, st.Rev(), before+1)
 	}
 	var got []string
 	for i, ev := range evs {
-		if !ev.Rec.Tombstone || ev.Rec.Mod != st.rev || ev.Rec.Sub != int64(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
+		if !ev.Rec.Tombstone || ev.Rec.Mod != st.Rev() || ev.Rec.Sub != int64(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
 			t.Fatalf("revoke event %d: %+v (prev %+v)", i, *ev.Rec, ev.Prev)
 		}
 		got = append(got, ev.Rec.Key)
@@ -1104,9 +1104,9 @@ func TestMVCC_Leases(t *testing.T) {
 	}
 
 	// Revoking a lease with no keys removes it without a revision; unknown leases are refused.
-	rev := st.rev
-	if code, evs := st.RevokeLease(3); code != wire.CodeOK || len(evs) != 0 || st.rev != rev {
-		t.Fatalf("revoke empty lease: code %d, %d events, rev %d (was %d)", code, len(evs), st.rev, rev)
+	rev := st.Rev()
+	if code, evs := st.RevokeLease(3); code != wire.CodeOK || len(evs) != 0 || st.Rev() != rev {
+		t.Fatalf("revoke empty lease: code %d, %d events, rev %d (was %d)", code, len(evs), st.Rev(), rev)
 	}
 	lt := []struct {
 		name  string

@@ -67,11 +67,11 @@ func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
 	r.src.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
 	if !behind {
 		r.s.fsm.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
-		if got, want := r.s.fsm.view().st.rev, r.src.st.rev; got != want {
+		if got, want := r.s.fsm.view().st.Rev(), r.src.st.Rev(); got != want {
 			r.t.Fatalf("rig at revision %d, src at %d", got, want)
 		}
 	}
-	return r.src.st.rev
+	return r.src.st.Rev()
 }
 
 // installSnapshot replaces the rig's state with a snapshot of src, as raft does on a lagging
@@ -224,7 +224,7 @@ func TestWatchHub_Restored_BatchTakenBeforeSnapshotSkipsNothing(t *testing.T) {
 	if !taken {
 		t.Fatal("the dispatcher took no batch")
 	}
-	if got := r.s.fsm.view().st.rev; got != snapRev {
+	if got := r.s.fsm.view().st.Rev(); got != snapRev {
 		t.Fatalf("rig at revision %d after the snapshot, want %d", got, snapRev)
 	}
 	// The watcher now sends the rest of its view, through stale, and decides whether it is
