@@ -24,20 +24,18 @@ type Member struct {
 // Members lists the cluster's members, voters and learners, as of a linearizable point: a member
 // added or removed before the call is reflected.
 func (s *Store) Members(ctx context.Context) ([]Member, error) {
-	if _, err := s.linearizableView(ctx); err != nil {
-		return nil, err
-	}
-	conf, err := s.configuration()
+	resp, err := s.onLeader(ctx, mMembers, nil)
 	if err != nil {
 		return nil, err
 	}
-	_, leader := s.raft.LeaderWithID()
-	var out []Member
-	for _, srv := range conf.Servers {
-		out = append(out, Member{
-			ID: string(srv.ID), Addr: string(srv.Address),
-			IsLearner: srv.Suffrage != raft.Voter, IsLeader: srv.ID == leader,
-		})
+	leader, servers, err := decodeMembers(resp)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, len(servers))
+	for i, srv := range servers {
+		out[i] = Member{ID: string(srv.ID), Addr: string(srv.Address), IsLearner: srv.Suffrage != raft.Voter,
+			IsLeader: string(srv.ID) == leader}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
@@ -175,6 +173,76 @@ func (s *Store) changeLocal(ctx context.Context, method uint8, c memberChange) e
 	return s.removeLocal(ctx, c.id)
 }
 
+// leaderConfiguration returns the configuration as this leader sees it once every change
+// acknowledged before the call is in it, and no change it shows may still be lost. A follower's
+// own copy cannot serve Members: hashicorp/raft updates it after the state machine has restored
+// a snapshot, so a read waiting for that state sees the configuration from before it.
+func (s *Store) leaderConfiguration(ctx context.Context) (raft.Configuration, error) {
+	if err := s.reconfig.lock(ctx); err != nil {
+		return raft.Configuration{}, err
+	}
+	defer s.reconfig.unlock()
+	return s.confirmedConfiguration(ctx)
+}
+
+// confirmedConfiguration is leaderConfiguration for a caller holding s.reconfig. Once this term
+// is ready, every change of an earlier term in the log is committed; then the configuration
+// read is confirmed current by a round of voter acks (a deposed leader that has not noticed
+// yet holds an old one), and every entry appended before the read is waited for, so that a
+// change whose wait was abandoned is committed before it is shown.
+func (s *Store) confirmedConfiguration(ctx context.Context) (raft.Configuration, error) {
+	term, err := s.readyLeaderTerm(ctx)
+	if err != nil {
+		return raft.Configuration{}, err
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return raft.Configuration{}, err
+	}
+	last := s.raft.LastIndex()
+	if err := s.confirmLeadership(ctx, term); err != nil {
+		return raft.Configuration{}, fmt.Errorf("%w: %w", errNotLeader, err)
+	}
+	if err := s.fsm.waitApplied(ctx, last); err != nil {
+		return raft.Configuration{}, err
+	}
+	if s.raft.CurrentTerm() != term {
+		return raft.Configuration{}, errNotLeader
+	}
+	return conf, nil
+}
+
+// encodeConfiguration is mMembers' answer: the leader's ID, then each server's ID, address and
+// whether it votes.
+func (s *Store) encodeConfiguration(conf raft.Configuration) []byte {
+	e := wire.Encoder{}
+	e.String(s.id)
+	e.Uvarint(uint64(len(conf.Servers)))
+	for _, srv := range conf.Servers {
+		e.String(string(srv.ID))
+		e.String(string(srv.Address))
+		e.Bool(srv.Suffrage == raft.Voter)
+	}
+	return e.B
+}
+
+func decodeMembers(b []byte) (leader string, servers []raft.Server, err error) {
+	d := wire.NewDecoder(b)
+	leader = d.String()
+	n := d.Len(len(b))
+	for i := 0; i < n && d.Err() == nil; i++ {
+		srv := raft.Server{ID: raft.ServerID(d.String()), Address: raft.ServerAddress(d.String()), Suffrage: raft.Nonvoter}
+		if d.Bool() {
+			srv.Suffrage = raft.Voter
+		}
+		servers = append(servers, srv)
+	}
+	if err := d.Finish(); err != nil {
+		return "", nil, err
+	}
+	return leader, servers, nil
+}
+
 // configuration returns this member's latest configuration.
 func (s *Store) configuration() (raft.Configuration, error) {
 	f := s.raft.GetConfiguration()
@@ -216,7 +284,9 @@ func (s *Store) reconfigure(ctx context.Context, plan func(raft.Configuration) (
 	if !s.IsLeader() {
 		return errNotLeader
 	}
-	conf, err := s.configuration()
+	// Checked against a confirmed configuration: a deposed leader's own would refuse a change,
+	// or accept it as already made, on what the cluster has since changed.
+	conf, err := s.confirmedConfiguration(ctx)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ var forwardedMethods = map[uint8]string{
 	mPromote:    "promote",
 	mRemove:     "remove",
 	mTransfer:   "transfer",
+	mMembers:    "members",
 }
 
 func newMetrics(s *Store) *metrics {

@@ -22,6 +22,8 @@ const (
 
 	// leader ID, term, round → round; any voter, whose ack confirms the leader for a read.
 	mConfirm uint8 = 10
+	// → the configuration, every change acknowledged before the call in it; leader only.
+	mMembers uint8 = 11
 )
 
 // joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
@@ -109,6 +111,18 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 		return e.B, nil
 	case mKeepAlive, mTimeToLive:
 		return s.lessor.handleRPC(ctx, method, d)
+	case mMembers:
+		if err := d.Finish(); err != nil {
+			return nil, err
+		}
+		if !s.IsLeader() {
+			return nil, errNotLeader
+		}
+		conf, err := s.leaderConfiguration(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s.encodeConfiguration(conf), nil
 	}
 	return nil, fmt.Errorf("%w: unknown method %d", wire.ErrMalformed, method)
 }

@@ -68,21 +68,9 @@ func (s *Store) fetchReadIndex(ctx context.Context) (uint64, error) {
 // its quorum counts voters only, so a leader cut off from every voter but holding a learner
 // passes it; and an ack to a heartbeat sent before the read began counts as well.
 func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
-	var term uint64
-	for {
-		ch := s.readySig.wait()
-		term = s.raft.CurrentTerm()
-		if s.readyTerm.Load() == term {
-			break
-		}
-		if s.raft.State() != raft.Leader {
-			return 0, errNotLeader
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, errNotReady
-		}
+	term, err := s.readyLeaderTerm(ctx)
+	if err != nil {
+		return 0, err
 	}
 	idx := s.raft.CommitIndex()
 	if err := s.confirmLeadership(ctx, term); err != nil {
@@ -94,6 +82,26 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 		return 0, errNotLeader
 	}
 	return idx, nil
+}
+
+// readyLeaderTerm waits until this leader's term has its first entry applied, and returns the
+// term: from then on, every entry of earlier terms in the log is committed.
+func (s *Store) readyLeaderTerm(ctx context.Context) (uint64, error) {
+	for {
+		ch := s.readySig.wait()
+		term := s.raft.CurrentTerm()
+		if s.readyTerm.Load() == term {
+			return term, nil
+		}
+		if s.raft.State() != raft.Leader {
+			return 0, errNotLeader
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, errNotReady
+		}
+	}
 }
 
 // confirmLeadership runs one confirmation round of this leader's term: every voter of the
