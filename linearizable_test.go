@@ -70,16 +70,7 @@ func TestCluster_LinearizableRead_LeaderIsolatedWithLearner(t *testing.T) {
 	}
 
 	split(c, []string{"m1", "l1"}, []string{"m2", "m3"}, embertest.Fault{Cut: true})
-	var nl *embertest.Member
-	waitFor(t, 20*time.Second, "a new leader among m2 and m3", func() bool {
-		for _, id := range []string{"m2", "m3"} {
-			if m := c.Member(id); m.Store().IsLeader() {
-				nl = m
-				return true
-			}
-		}
-		return false
-	})
+	nl := leaderAmong(t, c, "m2", "m3")
 	if _, err := nl.Store().Put(ctx, "k", "after"); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +98,22 @@ func TestCluster_LinearizableRead_LeaderIsolatedWithLearner(t *testing.T) {
 
 	c.Heal()
 	healed(t, c, "after")
+}
+
+// leaderAmong waits until one of the members ids leads, and returns it.
+func leaderAmong(t testing.TB, c *embertest.Cluster, ids ...string) *embertest.Member {
+	t.Helper()
+	var nl *embertest.Member
+	waitFor(t, 20*time.Second, fmt.Sprintf("a leader among %v", ids), func() bool {
+		for _, id := range ids {
+			if m := c.Member(id); m.Store().IsLeader() {
+				nl = m
+				return true
+			}
+		}
+		return false
+	})
+	return nl
 }
 
 // healed waits until every member reads want again, so that the cluster is whole when it is

@@ -30,6 +30,48 @@ func membersOf(t testing.TB, s *ember.Store) map[string]string {
 	return out
 }
 
+// A leader cut off from the voters, still believing it leads, must not answer a membership call
+// from its own configuration: the voters have changed it since. G1's membership client saw a
+// definite "member not found" for a learner the new leader had just added, from the deposed
+// leader and from the learner that forwarded to it.
+func TestCluster_RemoveMember_DeposedLeaderDoesNotAnswerFromItsConfiguration(t *testing.T) {
+	c := embertest.NewCluster(t, 3, stickyLeader("m1", 20*time.Second))
+	ctx := ctxFor(t, 2*time.Minute)
+	learner := c.Join("l1", ember.WithLearner())
+	old := makeLeader(t, c, "m1")
+	split(c, []string{"m1", "l1"}, []string{"m2", "m3"}, embertest.Fault{Cut: true})
+	nl := leaderAmong(t, c, "m2", "m3")
+	if err := nl.Store().AddLearner(ctx, "g", "127.0.0.1:2"); err != nil {
+		t.Fatal(err)
+	}
+	if !old.Store().IsLeader() {
+		t.Fatal("the old leader stepped down already: the test would prove nothing")
+	}
+	for _, m := range []*embertest.Member{old, learner} {
+		rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		err := m.Store().RemoveMember(rctx, "g")
+		cancel()
+		if !errors.Is(err, ember.ErrNoLeader) && !errors.Is(err, ember.ErrTimeout) {
+			t.Errorf("remove via %s: %v, want ErrNoLeader or ErrTimeout", m.ID, err)
+		}
+		rctx, cancel = context.WithTimeout(ctx, 1500*time.Millisecond)
+		ms, err := m.Store().Members(rctx)
+		cancel()
+		if !errors.Is(err, ember.ErrNoLeader) && !errors.Is(err, ember.ErrTimeout) {
+			t.Errorf("members via %s: %+v, %v; want ErrNoLeader or ErrTimeout", m.ID, ms, err)
+		}
+	}
+	c.Heal()
+	waitFor(t, 30*time.Second, "the learner listed by every member", func() bool {
+		for _, m := range c.Running() {
+			if membersOf(t, m.Store())["g"] != "learner" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // With one voter of three down, removing a voter that is up (a follower, or the leader itself)
 // would leave one voter up of two: refused with ErrUnhealthy, as etcd's strict reconfiguration
 // check, and nothing changes; adding a voter is refused too. The voter that is down can be
