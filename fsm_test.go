@@ -39,7 +39,7 @@ func putCommand(id wire.RequestID, key, val string) []byte {
 // A command that reaches the log twice (a retry after an unknown outcome) applies once, and the
 // retry gets the first result.
 func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	id := wire.RequestID{Client: 7, Seq: 1}
 	data := putCommand(id, "k", "v")
 	out := f.ApplyBatch([]*raft.Log{
@@ -61,7 +61,7 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 
 // Request IDs are forgotten after the window, deterministically by log index.
 func TestFSM_DedupWindowExpires(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	old := wire.RequestID{Client: 1, Seq: 1}
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
 	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 2, Type: raft.LogCommand,
@@ -105,7 +105,7 @@ func TestStore_Submit_RetryIsIdempotent(t *testing.T) {
 
 // A read view is a consistent, immutable copy: writes applied after it was taken do not show.
 func TestFSM_ReadViewIsImmutable(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "1")}})
 	v := f.view()
 	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "2")}})
@@ -119,7 +119,7 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 
 // An undecodable entry fails alone and leaves the state untouched.
 func TestFSM_UndecodableEntry(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	out := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{0xff, 0x01}}})
 	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.st.Rev() != 1 {
 		t.Fatalf("result %+v, rev %d", r, f.st.Rev())
@@ -152,7 +152,7 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+			f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 			out := f.ApplyBatch([]*raft.Log{{Index: tc.index, Type: raft.LogCommand, Data: retry(tc.floor, uint64(i+1))}})
 			res := out[0].(*wire.Result)
 			if res.Code != tc.wCode || (f.st.Rev() == 2) != tc.wApplied {
@@ -165,7 +165,7 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 // An entry that fails its checksum stops the member before it is applied: the entries before it
 // in the batch are applied and published, it and the ones after are not.
 func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	var stopped error
 	f.corrupt = func(err error) {
 		stopped = err
@@ -204,7 +204,7 @@ func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
 // The dedup table stays exactly the window wide while writes go on past it, and its expiry
 // order holds only the live IDs, plus at most as many expired ones not yet dropped.
 func TestFSM_DedupOrderBoundedPastWindow(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	res := &wire.Result{}
 	for i := uint64(1); i <= 2*dedupWindow+1000; i++ {
 		f.remember(wire.RequestID{Client: 1, Seq: i}, i, res)
@@ -222,7 +222,7 @@ func TestFSM_DedupOrderBoundedPastWindow(t *testing.T) {
 // full, which is every write of a busy store: it must not grow with the window (it was 240 µs
 // when expiry shifted the whole window on every write; 0.5 µs since).
 func BenchmarkFSM_RememberFullWindow(b *testing.B) {
-	f := newFSM(nopLogger(), newWatchHub(nil), newLessor(nil))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
 	res := &wire.Result{}
 	i := uint64(1)
 	for ; i <= dedupWindow; i++ {

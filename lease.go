@@ -16,6 +16,7 @@ import (
 
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
+	"github.com/hashicorp/go-hclog"
 )
 
 // LeaseID identifies a lease.
@@ -273,7 +274,9 @@ func (s *Store) keepAliveLoop(ctx context.Context, id LeaseID, first *LeaseKeepA
 // election timeout more (see promote), so no lease expires because leadership changed. A long lease is also checkpointed periodically so that a restart of the whole
 // cluster does not give it back its full TTL.
 type lessor struct {
-	s *Store
+	host            lessorHost
+	log             hclog.Logger
+	electionTimeout time.Duration // a new leader's grace on top of a lease's remaining TTL
 
 	// mu guards the fields below; never held across a raft call. The apply path takes it (observe)
 	// after releasing the fsm's lock, so nothing under it may walk every lease.
@@ -318,8 +321,21 @@ const (
 	revokeRetry = 500 * time.Millisecond
 )
 
-func newLessor(s *Store) *lessor {
-	return &lessor{s: s, known: map[int64]*leaseClock{}, revoked: map[int64]*revokeWatch{}, wake: make(chan struct{}, 1)}
+// lessorHost is what the lessor needs of its member: a Store is one, and a test gives the lessor
+// a host of its own (lessor_test.go). Revokes and checkpoints are the lessor's own commands,
+// proposed through the host like any write.
+type lessorHost interface {
+	IsLeader() bool
+	view() *readView
+	linearizableView(ctx context.Context) (*readView, error)
+	spawn(fn func()) bool
+	lifetime() context.Context
+	nextID() wire.RequestID
+	submitOwn(ctx context.Context, cmd *wire.Command, data []byte, forward bool) (*wire.Result, error)
+}
+
+func newLessor(host lessorHost, log hclog.Logger, electionTimeout time.Duration) *lessor {
+	return &lessor{host: host, log: log, electionTimeout: electionTimeout, known: map[int64]*leaseClock{}, revoked: map[int64]*revokeWatch{}, wake: make(chan struct{}, 1)}
 }
 
 // sortByExpiry orders leases by their expected expiry, then by ID.
@@ -446,7 +462,7 @@ func (l *lessor) watchRevoke(id int64) (<-chan struct{}, func()) {
 // last checkpoint is unknown, so each lease restarts from its checkpointed remaining TTL.
 func (l *lessor) restored() {
 	now := time.Now()
-	v := l.s.fsm.view()
+	v := l.host.view()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.known = map[int64]*leaseClock{}
@@ -482,7 +498,7 @@ func (l *lessor) promote(ctx context.Context) {
 func (l *lessor) startClocks(now time.Time) {
 	l.expiry = l.expiry[:0]
 	for _, lc := range l.known {
-		lc.deadline = maxTime(lc.at.Add(lc.remaining), now).Add(l.s.cfg.electionTimeout)
+		lc.deadline = maxTime(lc.at.Add(lc.remaining), now).Add(l.electionTimeout)
 		lc.expired = false
 		lc.heapIdx = len(l.expiry)
 		l.expiry = append(l.expiry, lc)
@@ -552,12 +568,12 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 	if err := d.Finish(); err != nil {
 		return nil, err
 	}
-	if !l.s.IsLeader() {
+	if !l.host.IsLeader() {
 		return nil, errNotLeader
 	}
 	// The revision is taken before the renewal, so a keepalive can never claim a revision after
 	// a revoke of the same lease.
-	rev := l.s.fsm.view().st.Rev()
+	rev := l.host.view().st.Rev()
 	e := wire.Encoder{}
 	if method == mKeepAlive {
 		ttl, err := l.renew(ctx, id)
@@ -568,7 +584,7 @@ func (l *lessor) handleRPC(ctx context.Context, method uint8, d *wire.Decoder) (
 		e.Varint(ttl)
 		return e.B, nil
 	}
-	v, err := l.s.linearizableView(ctx)
+	v, err := l.host.linearizableView(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -629,7 +645,7 @@ func (l *lessor) run() {
 			if b != nil {
 				close(b.done)
 			}
-		case <-l.s.ctx.Done():
+		case <-l.host.lifetime().Done():
 			t.Stop()
 			if inFlight {
 				if b := <-done; b != nil {
@@ -665,7 +681,7 @@ func (l *lessor) expireDue(sem chan struct{}) time.Duration {
 		lc.deadline = now.Add(revokeRetry)
 		heap.Fix(&l.expiry, 0)
 		id := lc.id
-		if !l.s.spawn(func() { l.revokeExpired(id, sem) }) {
+		if !l.host.spawn(func() { l.revokeExpired(id, sem) }) {
 			<-sem
 		}
 	}
@@ -676,11 +692,11 @@ func (l *lessor) expireDue(sem chan struct{}) time.Duration {
 // the new leader expires the lease itself.
 func (l *lessor) revokeExpired(id int64, sem chan struct{}) {
 	defer func() { <-sem }()
-	cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseRevoke, LeaseID: id}
-	ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
+	cmd := &wire.Command{ID: l.host.nextID(), Kind: wire.KindLeaseRevoke, LeaseID: id}
+	ctx, cancel := context.WithTimeout(l.host.lifetime(), 5*time.Second)
 	defer cancel()
-	if _, err := l.s.submitOwn(ctx, cmd, cmd.Marshal(nil), false); err != nil && !l.s.stopped() {
-		l.s.log.Debug("lease revoke failed; will retry", "lease", id, "error", err)
+	if _, err := l.host.submitOwn(ctx, cmd, cmd.Marshal(nil), false); err != nil && l.host.lifetime().Err() == nil {
+		l.log.Debug("lease revoke failed; will retry", "lease", id, "error", err)
 	}
 	l.nudge()
 }
@@ -728,9 +744,9 @@ func (l *lessor) takeCheckpoint(periodic bool) (*renewBatch, []wire.LeaseCheckpo
 func (l *lessor) writeCheckpoint(b *renewBatch, cps []wire.LeaseCheckpoint, done chan<- *renewBatch) {
 	var err error
 	if len(cps) > 0 {
-		cmd := &wire.Command{ID: l.s.nextID(), Kind: wire.KindLeaseCheckpoint, Checkpoints: cps}
-		ctx, cancel := context.WithTimeout(l.s.ctx, 5*time.Second)
-		_, err = l.s.submitOwn(ctx, cmd, cmd.Marshal(nil), false)
+		cmd := &wire.Command{ID: l.host.nextID(), Kind: wire.KindLeaseCheckpoint, Checkpoints: cps}
+		ctx, cancel := context.WithTimeout(l.host.lifetime(), 5*time.Second)
+		_, err = l.host.submitOwn(ctx, cmd, cmd.Marshal(nil), false)
 		cancel()
 	}
 	if b != nil && err != nil {

@@ -3,15 +3,20 @@ package ember
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/ember-kv/ember/internal/wire"
 )
 
-// leaderLessor returns a lessor that believes it leads, on a Store that runs no raft, holding
-// grants for the given TTLs (lease IDs 1..n). Its loop does not run and its store counts as
-// closing, so it starts no revokes: tests drive it directly.
+// leaderLessor returns a lessor that believes it leads, holding grants for the given TTLs (lease
+// IDs 1..n). Its loop does not run and its host counts as closed, so it starts no revokes:
+// tests drive it directly.
 func leaderLessor(t testing.TB, ttls ...int64) *lessor {
 	t.Helper()
-	l := newLessor(&Store{closing: true})
+	host := newTestHost(t, defaultHubLimits)
+	host.closing = true
+	l := host.fsm.lessor
 	l.promote(context.Background())
 	changes := make([]leaseChange, len(ttls))
 	for i, ttl := range ttls {
@@ -19,6 +24,37 @@ func leaderLessor(t testing.TB, ttls ...int64) *lessor {
 	}
 	l.observe(changes)
 	return l
+}
+
+// The lessor needs no Store: on a host of its own, a lease that is not renewed is revoked through
+// the host once its TTL and a new leader's grace (the host's election timeout, 1 s) have passed,
+// with the key attached to it, and not a moment before.
+func TestLessor_ExpiresThroughItsHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		host := newTestHost(t, defaultHubLimits)
+		host.leader = true
+		grant := &wire.Command{ID: host.nextID(), Kind: wire.KindLeaseGrant, LeaseID: 7, LeaseTTL: 5}
+		if res := host.apply(grant.Marshal(nil)); res.Code != wire.CodeOK {
+			t.Fatalf("grant: code %d", res.Code)
+		}
+		if res := host.apply(putCmd(1, "k", "v", 7).Marshal(nil)); res.Code != wire.CodeOK {
+			t.Fatalf("put: code %d", res.Code)
+		}
+		l := host.fsm.lessor
+		l.promote(host.ctx)
+		host.spawn(l.run)
+
+		time.Sleep(6*time.Second - time.Millisecond)
+		synctest.Wait()
+		if st := host.view().st; st.LeaseCount() != 1 || st.Keys() != 1 {
+			t.Fatalf("before the deadline: %d leases, %d keys; want the lease and its key", st.LeaseCount(), st.Keys())
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if st := host.view().st; st.LeaseCount() != 0 || st.Keys() != 0 {
+			t.Fatalf("at the deadline: %d leases, %d keys; want none", st.LeaseCount(), st.Keys())
+		}
+	})
 }
 
 // checkExpiryHeap fails unless the heap holds every known lease exactly once, at its index.

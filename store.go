@@ -127,8 +127,8 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	if s.cfg.wrapStores != nil {
 		s.stores.log, s.stores.stable = s.cfg.wrapStores(s.stores.log, s.stores.stable)
 	}
-	s.watch = newWatchHub(s)
-	s.lessor = newLessor(s)
+	s.watch = newWatchHub(s, s.cfg.progressInterval)
+	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
 	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor)
 	s.fsm.dedupBudget = s.cfg.dedupResultBytes
 	s.readIndex = readindex.New(s.fetchReadIndex)
@@ -379,6 +379,12 @@ func (s *Store) stoppedErr() error {
 
 // stopped reports whether Close has been called.
 func (s *Store) stopped() bool { return s.ctx.Err() != nil }
+
+// lifetime is done when the member closes or stops.
+func (s *Store) lifetime() context.Context { return s.ctx }
+
+// view returns a read view at least as new as the last applied batch: serializable reads.
+func (s *Store) view() *readView { return s.fsm.view() }
 
 // header builds a response header at revision rev.
 func (s *Store) header(rev int64) ResponseHeader {

@@ -198,8 +198,9 @@ var defaultHubLimits = hubLimits{
 // or that a raft snapshot brought (restored); the dispatcher handles it by moving every synced
 // watcher that needs them to catching up, then raising rev past them. rev never goes back.
 type watchHub struct {
-	s      *Store
-	limits hubLimits
+	host             hubHost
+	progressInterval time.Duration // WithProgressNotifyInterval
+	limits           hubLimits
 	// afterTake, when set (tests), runs after the dispatcher took the pending revisions and
 	// before it hands them out, with mu held.
 	afterTake func()
@@ -261,8 +262,17 @@ type queued struct {
 	bytes int64
 }
 
-func newWatchHub(s *Store) *watchHub {
-	return &watchHub{s: s, limits: defaultHubLimits, rev: 1, applied: 1, kick: make(chan struct{}, 1),
+// hubHost is what the watch hub needs of the member it serves: a Store is one, and a test gives
+// the hub a host of its own (watch_hub_test.go), so that the hub is tested without raft.
+type hubHost interface {
+	header(rev int64) ResponseHeader // a response header at revision rev
+	view() *readView                 // a read view at least as new as the last applied batch
+	spawn(fn func()) bool            // runs fn in a goroutine the member's close waits for; false once closing
+	lifetime() context.Context       // done when the member closes
+}
+
+func newWatchHub(host hubHost, progressInterval time.Duration) *watchHub {
+	return &watchHub{host: host, progressInterval: progressInterval, limits: defaultHubLimits, rev: 1, applied: 1, kick: make(chan struct{}, 1),
 		byKey: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
 }
 
@@ -306,7 +316,7 @@ func (h *watchHub) memory() hubMemory {
 
 func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(h.s.ctx, cancel)
+	stop := context.AfterFunc(h.host.lifetime(), cancel)
 	w := &watcher{
 		hub: h, kr: mvcc.NewKeyRange(op.key, op.end), out: out, ctx: ctx,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
@@ -317,7 +327,7 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	// "Now" is the last applied revision, which the dispatcher may not have reached yet.
 	applied := h.appliedRev()
 	if op.createdNotify {
-		w.queue = append(w.queue, queued{resp: WatchResponse{Header: h.s.header(applied), Created: true}})
+		w.queue = append(w.queue, queued{resp: WatchResponse{Header: h.host.header(applied), Created: true}})
 	}
 	switch {
 	case op.rev == 0:
@@ -327,7 +337,7 @@ func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
 	default:
 		w.next = op.rev
 	}
-	started := h.s.spawn(func() {
+	started := h.host.spawn(func() {
 		defer stop()
 		defer cancel()
 		w.run()
@@ -440,7 +450,7 @@ func (h *watchHub) dispatch() {
 	for {
 		select {
 		case <-h.kick:
-		case <-h.s.ctx.Done():
+		case <-h.host.lifetime().Done():
 			return
 		}
 		for h.dispatchOnce() {
@@ -556,7 +566,7 @@ func (h *watchHub) fanOut(revs []revEvents) {
 			w.batch, w.batchBytes = nil, 0
 		}
 	}
-	header := h.s.header(h.rev)
+	header := h.host.header(h.rev)
 	lim := h.limits
 	for _, w := range touched {
 		w.mu.Lock()
@@ -637,7 +647,7 @@ func (w *watcher) run() {
 	}()
 	var tick <-chan time.Time
 	if w.progressNotify {
-		t := time.NewTicker(h.s.cfg.progressInterval)
+		t := time.NewTicker(h.progressInterval)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -744,7 +754,7 @@ func (w *watcher) sendProgress() bool {
 	if !ok {
 		return true
 	}
-	return w.send(WatchResponse{Header: h.s.header(rev)})
+	return w.send(WatchResponse{Header: h.host.header(rev)})
 }
 
 // catchUp sends the revisions the watcher missed, read from history, then registers it as
@@ -760,9 +770,9 @@ func (w *watcher) catchUp() bool {
 	w.mu.Unlock()
 	target := int64(0)
 	for {
-		v := h.s.fsm.view()
+		v := h.host.view()
 		if next < v.st.CompactRev() {
-			w.send(WatchResponse{Header: h.s.header(v.st.Rev()), CompactRevision: v.st.CompactRev(), Canceled: true,
+			w.send(WatchResponse{Header: h.host.header(v.st.Rev()), CompactRevision: v.st.CompactRev(), Canceled: true,
 				CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
 			return false
 		}
@@ -773,7 +783,7 @@ func (w *watcher) catchUp() bool {
 			break
 		}
 		evs, last := w.readHistory(v.st, next, target)
-		if len(evs) > 0 && !w.send(WatchResponse{Header: h.s.header(v.st.Rev()), Events: evs}) {
+		if len(evs) > 0 && !w.send(WatchResponse{Header: h.host.header(v.st.Rev()), Events: evs}) {
 			return false
 		}
 		next = last + 1

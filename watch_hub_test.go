@@ -20,14 +20,14 @@ import (
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// hubRig is a watch hub on an fsm of its own, with no raft log: the test applies entries and
-// installs snapshots itself and, in manual mode, runs the dispatcher's steps itself, so that
-// the interleavings of the apply path, the dispatcher and the watchers' goroutines are chosen
-// by the test. A second fsm, src, applies the same entries and can run ahead: it is the leader
-// whose snapshot a lagging rig installs.
+// hubRig is a watch hub on a host of its own (testHost: no raft, no Store), so the hub is
+// tested alone: the test applies entries and installs snapshots itself and, in manual mode,
+// runs the dispatcher's steps itself, so that the interleavings of the apply path, the
+// dispatcher and the watchers' goroutines are chosen by the test. A second fsm, src, applies
+// the same entries and can run ahead: it is the leader whose snapshot a lagging rig installs.
 type hubRig struct {
 	t     testing.TB
-	s     *Store
+	host  *testHost
 	h     *watchHub
 	src   *fsm
 	index uint64 // raft index of the last entry applied to src (and to the rig when it keeps up)
@@ -35,21 +35,18 @@ type hubRig struct {
 
 func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 	t.Helper()
-	lender := openMem(t) // lends its raft to the rig's response headers, and nothing else
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{cfg: lender.cfg, id: "rig", log: nopLogger(), raft: lender.raft, ctx: ctx, cancel: cancel}
-	s.watch = newWatchHub(s)
-	s.watch.limits = limits
-	s.lessor = newLessor(s)
-	s.fsm = newFSM(nopLogger(), s.watch, s.lessor)
+	host := newTestHost(t, limits)
 	if !manual {
-		s.spawn(s.watch.dispatch)
+		host.spawn(host.fsm.watch.dispatch)
 	}
-	t.Cleanup(func() { // before the lender closes: cleanups run last in, first out
-		cancel()
-		s.wg.Wait()
-	})
-	return &hubRig{t: t, s: s, h: s.watch, src: detachedFSM()}
+	return &hubRig{t: t, host: host, h: host.fsm.watch, src: detachedFSM()}
+}
+
+// watch opens a watch on the rig's hub, as Store.Watch does for a start revision of 0 or more.
+func (r *hubRig) watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
+	out := make(chan WatchResponse)
+	r.h.add(ctx, OpGet(key, opts...), out)
+	return out
 }
 
 // put applies a put of key to src and, unless behind, to the rig; it returns the revision.
@@ -66,8 +63,8 @@ func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
 	cmd := txnCmd(r.index, &wire.Txn{Success: ops}).Marshal(nil)
 	r.src.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
 	if !behind {
-		r.s.fsm.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
-		if got, want := r.s.fsm.view().st.Rev(), r.src.st.Rev(); got != want {
+		r.host.fsm.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
+		if got, want := r.host.fsm.view().st.Rev(), r.src.st.Rev(); got != want {
 			r.t.Fatalf("rig at revision %d, src at %d", got, want)
 		}
 	}
@@ -86,7 +83,7 @@ func (r *hubRig) installSnapshot() {
 	if err := snap.Persist(sink); err != nil {
 		r.t.Fatal(err)
 	}
-	if err := r.s.fsm.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
+	if err := r.host.fsm.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -205,7 +202,7 @@ func TestWatchHub_Restored_BatchTakenBeforeSnapshotSkipsNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cw := &watchcheck.Watch{Key: "k", StartRev: 2}
-	wc := r.s.Watch(ctx, "k", WithRev(2))
+	wc := r.watch(ctx, "k", WithRev(2))
 	// More than one response's worth of revisions: once the first arrives, the watcher has taken
 	// its view (at stale, before the snapshot) and waits to send the rest.
 	cw.Responses = append(cw.Responses, checkResponse(receive(t, wc)))
@@ -224,7 +221,7 @@ func TestWatchHub_Restored_BatchTakenBeforeSnapshotSkipsNothing(t *testing.T) {
 	if !taken {
 		t.Fatal("the dispatcher took no batch")
 	}
-	if got := r.s.fsm.view().st.Rev(); got != snapRev {
+	if got := r.host.fsm.view().st.Rev(); got != snapRev {
 		t.Fatalf("rig at revision %d after the snapshot, want %d", got, snapRev)
 	}
 	// The watcher now sends the rest of its view, through stale, and decides whether it is
@@ -267,9 +264,9 @@ func TestWatchHub_StalledWatcherAndDispatcherBehind_MemoryBounded(t *testing.T) 
 		cw *watchcheck.Watch
 	}
 	ws := []stalled{
-		{r.s.Watch(ctx, "k/", WithPrefix(), WithPrevKV(), WithCreatedNotify()),
+		{r.watch(ctx, "k/", WithPrefix(), WithPrevKV(), WithCreatedNotify()),
 			&watchcheck.Watch{Key: "k/", End: "k0", PrevKV: true}}, // synced from the start
-		{r.s.Watch(ctx, "k/3", WithRev(2)), &watchcheck.Watch{Key: "k/3", StartRev: 2}}, // catching up
+		{r.watch(ctx, "k/3", WithRev(2)), &watchcheck.Watch{Key: "k/3", StartRev: 2}}, // catching up
 	}
 	const writes = 3000
 	val := string(bytes.Repeat([]byte("v"), 100))
@@ -430,7 +427,7 @@ func TestWatchHub_GapsAndSnapshotInstallsUnderConcurrency(t *testing.T) {
 			c.cw.FilterDelete = true
 			opts = append(opts, WithFilterDelete())
 		}
-		c.wc = r.s.Watch(ctx, c.cw.Key, opts...)
+		c.wc = r.watch(ctx, c.cw.Key, opts...)
 		pause := time.Duration(0)
 		if rng.Intn(3) == 0 {
 			pause = 3 * time.Millisecond
