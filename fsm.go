@@ -205,7 +205,7 @@ func (f *fsm) execute(cmd *wire.Command) (*wire.Result, []mvcc.Event, []leaseCha
 	st := f.st
 	switch cmd.Kind {
 	case wire.KindTxn:
-		if code := validateTxn(cmd.Txn, 0); code != wire.CodeOK {
+		if code := mvcc.ValidateTxn(cmd.Txn, 0); code != wire.CodeOK {
 			return &wire.Result{Code: code, Revision: st.Rev()}, nil, nil
 		}
 		res, evs := st.ApplyTxn(cmd.Txn)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -77,7 +78,7 @@ func (s *Store) opTxn(op Op) (*wire.Txn, error) {
 	} else {
 		t = &wire.Txn{Success: []wire.Op{op.toWire()}}
 	}
-	if code := validateTxn(t, s.cfg.maxTxnOps); code != wire.CodeOK {
+	if code := mvcc.ValidateTxn(t, s.cfg.maxTxnOps); code != wire.CodeOK {
 		return nil, codeError(code)
 	}
 	return t, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -139,7 +140,7 @@ func (s *Store) checkForwarded(req []byte) (*wire.Command, error) {
 	}
 	switch cmd.Kind {
 	case wire.KindTxn:
-		err = codeError(validateTxn(cmd.Txn, s.cfg.maxTxnOps))
+		err = codeError(mvcc.ValidateTxn(cmd.Txn, s.cfg.maxTxnOps))
 	case wire.KindLeaderStart:
 		err = fmt.Errorf("%w: leader start from a peer", wire.ErrMalformed)
 	}
