@@ -24,11 +24,9 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) error {
 	if s.stopped() {
 		return ErrStopped
 	}
-	s.fsm.mu.Lock()
-	st, applied := s.fsm.st.Clone(), s.fsm.applied.Load()
-	s.fsm.mu.Unlock()
+	v := s.fsm.view() // immutable: its state is the one applied through v.applied
 	// Writing may take a while for a large state; ctx ends it between writes.
-	return mvcc.WriteSnapshot(ctxWriter{ctx, w}, st, applied)
+	return mvcc.WriteSnapshot(ctxWriter{ctx, w}, v.st, v.applied)
 }
 
 // ctxWriter fails writes once ctx has ended.

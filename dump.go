@@ -142,7 +142,7 @@ type dumper struct {
 	logs raft.LogStore
 
 	// Set when Keys is on: the state being rebuilt and where the replay starts.
-	replay    *fsm
+	replay    *mvcc.Applier
 	snapIndex uint64
 	lastTerm  uint64
 }
@@ -209,8 +209,8 @@ func (d *dumper) snapshots() error {
 		}
 		d.snapIndex, d.lastTerm = newest.Index, newest.Term
 	}
-	d.replay = &fsm{log: hclog.NewNullLogger()}
-	d.replay.setState(st) // as fsm.Restore does, so that request IDs expire on schedule
+	d.replay = mvcc.NewApplier(hclog.NewNullLogger(), defaultDedupResultBytes)
+	d.replay.SetState(st) // as fsm.Restore does, so that request IDs expire on schedule
 	return nil
 }
 
@@ -270,7 +270,7 @@ func (d *dumper) entries() error {
 		if replay {
 			d.lastTerm = l.Term
 			if l.Type == raft.LogCommand {
-				if _, _, _, err := d.replay.applyCommand(&l); err != nil {
+				if _, err := d.replay.Apply(l.Index, l.Data); err != nil {
 					// The member would stop here; the keys after it are unknown.
 					return fmt.Errorf("%w: raft log entry %d: %w", ErrCorrupt, i, err)
 				}
@@ -281,7 +281,7 @@ func (d *dumper) entries() error {
 }
 
 func (d *dumper) keys() error {
-	st := d.replay.st
+	st := d.replay.State()
 	rev, code := st.CheckRev(d.opts.Revision)
 	if err := codeError(code); err != nil {
 		return fmt.Errorf("ember: dump: revision %d (store revision %d, compacted at %d): %w",

@@ -369,32 +369,32 @@ func (l *lessor) nudge() {
 }
 
 // observe records what the log did to leases; called after every apply batch.
-func (l *lessor) observe(changes []leaseChange) {
+func (l *lessor) observe(changes []mvcc.LeaseChange) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, c := range changes {
 		switch {
-		case c.revoked:
-			if lc := l.known[c.id]; lc != nil {
+		case c.Revoked:
+			if lc := l.known[c.ID]; lc != nil {
 				l.forget(lc)
 			}
-			if rw := l.revoked[c.id]; rw != nil {
+			if rw := l.revoked[c.ID]; rw != nil {
 				close(rw.ch)
-				delete(l.revoked, c.id)
+				delete(l.revoked, c.ID)
 			}
-		case c.checkpoint:
-			if lc := l.known[c.id]; lc != nil {
-				lc.at, lc.remaining = now, time.Duration(c.remainingMs)*time.Millisecond
+		case c.Checkpoint:
+			if lc := l.known[c.ID]; lc != nil {
+				lc.at, lc.remaining = now, time.Duration(c.RemainingMs)*time.Millisecond
 				l.byAt.MoveToBack(lc.atElem)
 			}
 		default:
 			// The fsm refuses a grant of a live ID; should the two ever disagree, the old clock
 			// must leave the heap and the scan order rather than linger there.
-			if old := l.known[c.id]; old != nil {
+			if old := l.known[c.ID]; old != nil {
 				l.forget(old)
 			}
-			lc := l.track(c.id, c.ttl, now, time.Duration(c.ttl)*time.Second)
+			lc := l.track(c.ID, c.TTL, now, time.Duration(c.TTL)*time.Second)
 			if l.leader {
 				lc.deadline = now.Add(lc.remaining)
 				l.schedule(lc)

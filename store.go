@@ -129,8 +129,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	}
 	s.watch = newWatchHub(s, s.cfg.progressInterval)
 	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
-	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor)
-	s.fsm.dedupBudget = s.cfg.dedupResultBytes
+	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes)
 	s.readIndex = readindex.New(s.fetchReadIndex)
 	if err := s.instrument(); err != nil {
 		return err
