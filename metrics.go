@@ -150,10 +150,10 @@ func dbSize(s *Store) int64 {
 }
 
 // instrument creates the store's collectors (the raft log's append timing observes into one, see
-// logOptions) and registers them on the WithMetricsRegisterer registerer. open runs it before raft starts, so a
-// registerer that already serves an open store fails Open before the data dir is bootstrapped.
-// The collectors are unregistered when the store closes, so a store reopened in the same process
-// can use the same registerer again.
+// logOptions) and registers them on the WithMetricsRegisterer registerer. open runs it before
+// raft starts, so a registerer that already serves an open store fails Open before the data dir
+// is bootstrapped. The collectors are unregistered when the store closes, so a store reopened in
+// the same process can use the same registerer again.
 func (s *Store) instrument() error {
 	reg := s.cfg.metrics
 	if reg == nil {
