@@ -44,7 +44,8 @@ func (fs *failStop) fail(op string, err error) {
 }
 
 // Arm makes the guard stop the member on the storage errors raft cannot survive; call it once
-// raft runs. Before, such errors go back to the caller (ember's Open).
+// raft runs. Before, such errors go back to the caller (ember's Open). It needs
+// Options.FailStop.
 func (l *Log) Arm() { l.guard.armed.Store(true) }
 
 // Halt stops the member, as the guard does, when a committed entry fails its checksum in its
