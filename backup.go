@@ -10,6 +10,8 @@ import (
 
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/hashicorp/raft"
+
+	"github.com/ember-kv/ember/internal/raftlog"
 )
 
 // Snapshot writes a consistent backup of this member's state to w: every key with its history
@@ -96,12 +98,12 @@ func Restore(r io.Reader, dir string, opts ...Option) (err error) {
 		return err
 	}
 	log := cfg.log()
-	stores, err := openRaftStores(dir, cfg.logStore, cfg.snapshotRetain, cfg.walVFS, log, false)
+	stores, err := openRaftStores(dir, &cfg, log, raftlog.Options{})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := stores.close(); err == nil {
+		if cerr := stores.Close(); err == nil {
 			err = cerr
 		}
 	}()
@@ -127,7 +129,7 @@ func Restore(r io.Reader, dir string, opts ...Option) (err error) {
 		return fmt.Errorf("ember: Restore: write snapshot: %w", err)
 	}
 	// raft refuses a snapshot from a term later than the one it has stored.
-	if err := stores.stable.SetUint64([]byte("CurrentTerm"), 1); err != nil {
+	if err := stores.Stable.SetUint64([]byte("CurrentTerm"), 1); err != nil {
 		return fmt.Errorf("ember: Restore: %w", err)
 	}
 	log.Info("restored backup", "dir", dir, "member", id, "revision", st.Rev(), "keys", st.Keys(),

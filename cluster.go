@@ -582,7 +582,7 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 		Watchers: int64(s.watch.count()), DedupBytes: s.fsm.dedupSize.Load(),
 	}
 	st.DBSize = st.DBSizeInUse
-	if n := s.stores.diskSize(); n >= 0 {
+	if n := s.stores.DiskSize(); n >= 0 {
 		st.DBSize = n
 	}
 	return st, nil

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-kv/ember/internal/raftlog"
 	"github.com/ember-kv/ember/internal/syncbuf"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -110,7 +111,7 @@ type dfLogStore struct {
 	f *dfFault
 }
 
-func (s *dfLogStore) IsMonotonic() bool { return isMonotonic(s.LogStore) }
+func (s *dfLogStore) IsMonotonic() bool { return raftlog.IsMonotonic(s.LogStore) }
 
 func (s *dfLogStore) StoreLog(l *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{l})
@@ -1123,9 +1124,9 @@ func dfCrashSummary(out string) string {
 // A member that cannot persist its raft term must stop, not take its host process down:
 // hashicorp/raft v1.7.3 panics in its own goroutine when StableStore.SetUint64 fails for the
 // current term (raft.go:2143-2144, setCurrentTerm, reached from electSelf, appendEntries and
-// requestVote), and ember's storage guard (storage_guard.go) turns that into a fail-stop of the
-// member. The child process runs the member, so that a regression shows up as a crash report
-// instead of killing this test binary.
+// requestVote), and ember's storage guard (internal/raftlog/guard.go) turns that into a fail-stop
+// of the member. The child process runs the member, so that a regression shows up as a crash
+// report instead of killing this test binary.
 func TestDiskFault_StableStoreKeepsHostAlive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")

@@ -13,16 +13,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/ember-kv/ember/internal/mvcc"
+	"github.com/ember-kv/ember/internal/raftlog"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -104,35 +102,13 @@ func Dump(w io.Writer, dir string, opts DumpOptions) error {
 	return out.finish()
 }
 
-// openDumpLog opens the raft log, a bbolt one read-only. bbolt takes a shared lock for that,
-// which a running member's exclusive lock refuses; the timeout turns the wait into an error. A
-// WAL is locked the same way by the member that runs it.
+// openDumpLog opens the raft log for reading, a bbolt one read-only (raftlog.OpenReadOnly).
 func openDumpLog(dir string) (raft.LogStore, func() error, error) {
-	if fileExists(filepath.Join(dir, walDir)) {
-		st, err := openWALStores(dir, hclog.NewNullLogger())
-		if err != nil {
-			return nil, nil, err
-		}
-		return st.log, st.close, nil
-	}
-	path := filepath.Join(dir, boltFileName)
-	if _, err := os.Stat(path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("ember: dump: %s is not an ember data dir (no %s or %s)", dir, boltFileName, walDir)
-		}
-		return nil, nil, fmt.Errorf("ember: dump: %w", err)
-	}
-	logs, err := raftboltdb.New(raftboltdb.Options{
-		Path:        path,
-		BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: time.Second},
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, nil, fmt.Errorf("ember: dump: data dir %s in use by a running member; stop it first", dir)
-	}
+	l, err := raftlog.OpenReadOnly(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ember: dump: open raft log %s: %w", path, err)
+		return nil, nil, logErr(err)
 	}
-	return logs, logs.Close, nil
+	return l.Logs, l.Close, nil
 }
 
 type dumper struct {

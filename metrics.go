@@ -144,28 +144,23 @@ func newMetrics(s *Store) *metrics {
 // dbSize is the raft log file's size, or the logical size of the state in memory mode, as
 // Status.DBSize.
 func dbSize(s *Store) int64 {
-	if n := s.stores.diskSize(); n >= 0 {
+	if n := s.stores.DiskSize(); n >= 0 {
 		return n
 	}
 	return s.fsm.sizeInUse.Load()
 }
 
-// instrument creates the store's collectors, times the raft log's disk writes and registers the
-// collectors on the WithMetricsRegisterer registerer. open runs it before raft starts, so a
-// registerer that already serves an open store fails Open before the data dir is bootstrapped.
-// The collectors are unregistered when the store closes, so a store reopened in the same process
-// can use the same registerer again.
+// instrument creates the store's collectors (the raft log's append timing observes into one, see
+// logOptions) and registers them on the WithMetricsRegisterer registerer. open runs it before
+// raft starts, so a registerer that already serves an open store fails Open before the data dir
+// is bootstrapped. The collectors are unregistered when the store closes, so a store reopened in
+// the same process can use the same registerer again.
 func (s *Store) instrument() error {
 	reg := s.cfg.metrics
 	if reg == nil {
 		return nil
 	}
 	m := newMetrics(s)
-	if s.stores.kind != 0 {
-		// Wrapping the whole log store, raft's write-through cache included, keeps any wrapper
-		// already in place; the cache adds only a memory copy to the disk write timed.
-		s.stores.log = &timedLogStore{LogStore: s.stores.log, hist: m.walFsync}
-	}
 	for i, c := range m.all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range m.all[:i] {
@@ -273,21 +268,11 @@ func (m *metrics) forwardedToLeader(method uint8) {
 	}
 }
 
-// timedLogStore times raft's log appends, ember's counterpart of etcd's WAL fsync: each one is a
-// bbolt commit or a WAL write, and so an fsync.
-type timedLogStore struct {
-	raft.LogStore
-	hist prometheus.Histogram
-}
-
-func (t *timedLogStore) IsMonotonic() bool { return isMonotonic(t.LogStore) }
-
-func (t *timedLogStore) StoreLog(l *raft.Log) error {
-	defer observeSince(t.hist, time.Now())
-	return t.LogStore.StoreLog(l)
-}
-
-func (t *timedLogStore) StoreLogs(logs []*raft.Log) error {
-	defer observeSince(t.hist, time.Now())
-	return t.LogStore.StoreLogs(logs)
+// logAppended observes one append to the raft log on disk, ember's counterpart of etcd's WAL
+// fsync (internal/raftlog times it; see logOptions).
+func (m *metrics) logAppended(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.walFsync.Observe(d.Seconds())
 }

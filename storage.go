@@ -3,17 +3,12 @@ package ember
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	walfs "github.com/hashicorp/raft-wal/fs"
-	"github.com/hashicorp/raft-wal/types"
-	"go.etcd.io/bbolt"
+
+	"github.com/ember-kv/ember/internal/raftlog"
 )
 
 // LogStore selects how a member keeps its raft log, term and vote on disk. It applies when a
@@ -40,176 +35,76 @@ const (
 	LogStoreWAL
 )
 
-func (k LogStore) String() string {
-	switch k {
-	case LogStoreBolt:
-		return "bolt"
-	case LogStoreWAL:
-		return "wal"
-	}
-	return fmt.Sprintf("LogStore(%d)", int(k))
-}
+func (k LogStore) String() string { return raftlog.Kind(k).String() }
 
-// raftStores holds raft's log, stable and snapshot stores: on disk under dir, or in memory when
-// dir is "".
+// raftStores holds raft's log and stable stores (internal/raftlog opens the whole chain) and its
+// snapshot store: on disk under dir, or in memory when dir is "".
 type raftStores struct {
-	log    raft.LogStore
-	stable raft.StableStore
-	snaps  raft.SnapshotStore
-	kind   LogStore // 0 in memory
-	// files are where the log lives on disk, for the size reported by Status and metrics: the
-	// bolt file, or the WAL's dir.
-	files  string
-	closer func() error // closes the log and stable stores; nil in memory
+	*raftlog.Log
+	snaps raft.SnapshotStore
 }
 
-// logCacheSize is how many recent entries are served from memory: followers catching up and the
-// FSM read from it instead of the disk.
-const logCacheSize = 512
-
-// openRaftStores opens the stores of the data dir dir. want is the configured log store (0 =
-// none configured); existing says the dir held a member before this open (its member-id file
-// was there).
-func openRaftStores(dir string, want LogStore, retain int, walVFS types.VFS, log hclog.Logger, existing bool) (*raftStores, error) {
+// openRaftStores opens the stores of the data dir dir with the log store cfg configures. opts
+// are what a running member adds to its log (see logOptions); Restore opens the bare log.
+func openRaftStores(dir string, cfg *config, log hclog.Logger, opts raftlog.Options) (*raftStores, error) {
+	opts.Logger, opts.VFS = log, cfg.walVFS
+	l, err := raftlog.Open(dir, raftlog.Kind(cfg.logStore), opts)
+	if err != nil {
+		return nil, logErr(err)
+	}
 	if dir == "" {
-		mem := raft.NewInmemStore()
-		return &raftStores{log: mem, stable: mem, snaps: raft.NewInmemSnapshotStore()}, nil
+		return &raftStores{Log: l, snaps: raft.NewInmemSnapshotStore()}, nil
 	}
-	kind, err := dirLogStore(dir, want, existing)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, cfg.snapshotRetain, log.Named("snapshot"))
 	if err != nil {
-		return nil, err
-	}
-	var st *raftStores
-	switch kind {
-	case LogStoreWAL:
-		if walVFS == nil {
-			walVFS = walfs.New()
-		}
-		st, err = openWALStoresOn(dir, walVFS, log, 0)
-	default:
-		st, err = openBoltStores(dir, existing)
-	}
-	if err != nil {
-		return nil, err
-	}
-	cache, err := raft.NewLogCache(logCacheSize, st.log)
-	if err != nil {
-		st.close()
-		return nil, err
-	}
-	st.log = cache
-	st.snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, retain, log.Named("snapshot"))
-	if err != nil {
-		st.close()
+		l.Close()
 		return nil, fmt.Errorf("ember: open snapshot store: %w", err)
 	}
-	return st, nil
+	return &raftStores{Log: l, snaps: snaps}, nil
 }
 
-// dirLogStore decides which log store the dir uses: the one it already holds, else the one
-// configured, else the WAL. A configured store that differs from the one on disk is refused, as
-// is a member's dir that holds no log at all (it would start empty and serve stale or no data).
-func dirLogStore(dir string, want LogStore, existing bool) (LogStore, error) {
-	hasBolt := fileExists(filepath.Join(dir, boltFileName))
-	hasWAL := fileExists(filepath.Join(dir, walDir))
-	var have LogStore
-	switch {
-	case hasBolt && hasWAL:
-		return 0, fmt.Errorf("%w: %s holds both a bbolt raft log (%s) and a WAL (%s)", ErrCorrupt, dir, boltFileName, walDir)
-	case hasBolt:
-		have = LogStoreBolt
-	case hasWAL:
-		have = LogStoreWAL
-	case existing:
-		return 0, fmt.Errorf("%w: %s: the raft log is missing from a member's data dir", ErrCorrupt, dir)
+// logOptions are the member's hooks in its raft log: the guard's fail-stop, the append timing
+// when metrics are on, and the tests' fault injection. existing says the dir held a member
+// before this open.
+func (s *Store) logOptions(existing bool) raftlog.Options {
+	opts := raftlog.Options{Existing: existing, Wrap: s.cfg.wrapStores, FailStop: s.storageFailed}
+	if s.cfg.metrics != nil {
+		// s.metrics is set before the first append (instrument runs before bootstrap).
+		opts.ObserveAppend = func(d time.Duration) { s.metrics.logAppended(d) }
 	}
-	switch {
-	case have == 0 && want == 0:
-		return LogStoreWAL, nil
-	case have == 0:
-		return want, nil
-	case want != 0 && want != have:
-		return 0, fmt.Errorf("ember: data dir %s holds a %s raft log, not the %s one configured: "+
-			"WithLogStore applies to new data dirs (to change it, remove the member, empty its dir and add it again)", dir, have, want)
-	}
-	return have, nil
+	return opts
 }
 
-const boltFileName = "raft.db"
-
-func openBoltStores(dir string, existing bool) (*raftStores, error) {
-	path := filepath.Join(dir, boltFileName)
-	// bbolt would create a missing or empty file afresh and the member would start from nothing.
-	if existing {
-		if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
-			return nil, fmt.Errorf("%w: %s: the raft log is missing or empty in a member's data dir", ErrCorrupt, path)
-		}
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
-		if err := checkBoltFile(path); err != nil {
-			return nil, err
-		}
-	}
-	bolt, err := openBolt(path)
-	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("ember: data dir %s is in use by another process", dir)
-		}
-		if errors.Is(err, ErrCorrupt) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("ember: open raft log %s: %w", path, err)
-	}
-	return &raftStores{log: bolt, stable: bolt, kind: LogStoreBolt, files: path, closer: bolt.Close}, nil
+// storageFailed stops the member on a storage failure raft cannot survive (or a damaged entry
+// in its own log), so that calls on it return ErrStopped wrapping the cause.
+func (s *Store) storageFailed(cause error) {
+	err := fmt.Errorf("%w: %w", ErrStopped, cause)
+	s.failure.Store(&err)
+	go s.Close()
 }
 
-// openBolt opens raft's bbolt file. checkBoltFile has vetted its structure; a fault or panic
-// that still comes out of bbolt's open on this goroutine (a page damaged in a way the check
-// does not model) is reported as corruption rather than crashing the host.
-func openBolt(path string) (_ *raftboltdb.BoltStore, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+// newRaftGuarded calls raft.NewRaft, which reads the log on the caller's goroutine and panics on
+// a read error there: on Open's goroutine the panic can be recovered and reported.
+func newRaftGuarded(conf *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore,
+	snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %s: opening the raft log: %v", ErrCorrupt, path, p)
+			err = fmt.Errorf("%w: reading the raft log: %v", ErrCorrupt, p)
 		}
 	}()
-	return raftboltdb.New(raftboltdb.Options{
-		Path: path,
-		BoltOptions: &bbolt.Options{
-			// The freelist is rebuilt on open instead of written on every commit: appends stay
-			// fast after log truncation leaves many free pages.
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-			// A second Open of the same dir fails instead of blocking forever on the file lock.
-			Timeout: time.Second,
-		},
-	})
+	return raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
 }
 
-// diskSize is the size of the raft log on disk, or -1 in memory or when it cannot be read.
-func (r *raftStores) diskSize() int64 {
-	switch r.kind {
-	case LogStoreBolt:
-		if fi, err := os.Stat(r.files); err == nil {
-			return fi.Size()
-		}
-	case LogStoreWAL:
-		return dirSize(r.files)
+// logErr makes damage internal/raftlog reports match ErrCorrupt. raftlog's message already
+// starts with ErrCorrupt's text, so it is kept as it is.
+func logErr(err error) error {
+	if errors.Is(err, raftlog.ErrCorrupt) {
+		return corruptLogError{err}
 	}
-	return -1
+	return err
 }
 
-func (r *raftStores) close() error {
-	if r.closer == nil {
-		return nil
-	}
-	return r.closer()
-}
+type corruptLogError struct{ err error }
 
-// isMonotonic says whether the log store refuses gaps between indexes, which raft asks of a
-// raft.MonotonicLogStore to clear the whole log after installing a snapshot; store wrappers
-// pass the answer through.
-func isMonotonic(l raft.LogStore) bool {
-	m, ok := l.(raft.MonotonicLogStore)
-	return ok && m.IsMonotonic()
-}
+func (e corruptLogError) Error() string   { return e.err.Error() }
+func (e corruptLogError) Unwrap() []error { return []error{ErrCorrupt, e.err} }

@@ -8,14 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	walfs "github.com/hashicorp/raft-wal/fs"
-	"github.com/hashicorp/raft-wal/types"
+
+	"github.com/ember-kv/ember/internal/raftlog"
+	"github.com/ember-kv/ember/internal/raftlog/raftlogtest"
 )
 
 // walPuts opens a single member on dir with the WAL, puts n keys and closes it; it returns the
@@ -41,8 +41,8 @@ func walPuts(t *testing.T, dir string, n int, opts ...Option) int64 {
 func TestStore_LogStoreWAL_RestartReplaysLog(t *testing.T) {
 	dir := t.TempDir()
 	wRev := walPuts(t, dir, 100)
-	if fileExists(filepath.Join(dir, boltFileName)) {
-		t.Fatalf("a WAL member created %s", boltFileName)
+	if fileExists(filepath.Join(dir, raftlog.BoltFile)) {
+		t.Fatalf("a WAL member created %s", raftlog.BoltFile)
 	}
 	if snaps := dfSnapshots(t, dir); len(snaps) != 0 {
 		t.Fatalf("snapshots %v: the restart must replay the log, not a snapshot", snaps)
@@ -65,9 +65,9 @@ func TestStore_LogStoreWAL_RestartReplaysLog(t *testing.T) {
 		if st.DBSize < 1<<20 {
 			t.Errorf("DBSize = %d, want the preallocated segment's size", st.DBSize)
 		}
-		if raftSees := (guardedLog{LogStore: s.stores.log}); s.stores.kind != LogStoreWAL || !isMonotonic(raftSees) {
+		if s.stores.Kind != raftlog.WAL || !raftlog.IsMonotonic(s.stores.Logs) {
 			t.Fatalf("store kind %v, monotonic %v: raft must see the WAL's IsMonotonic through every wrapper",
-				s.stores.kind, isMonotonic(raftSees))
+				s.stores.Kind, raftlog.IsMonotonic(s.stores.Logs))
 		}
 		if _, err := s.Put(ctx, "k/round", fmt.Sprint(round)); err != nil {
 			t.Fatal(err)
@@ -83,11 +83,11 @@ func TestStore_LogStoreWAL_RestartReplaysLog(t *testing.T) {
 func TestOpen_DefaultLogStore(t *testing.T) {
 	dir := t.TempDir()
 	s := dfOpenSingle(t, dir, &dfFault{})
-	if got := s.stores.kind; got != LogStoreWAL {
+	if got := s.stores.Kind; got != raftlog.WAL {
 		t.Errorf("a new dir got the %v log store, want wal", got)
 	}
 	s.Close()
-	if fileExists(filepath.Join(dir, boltFileName)) || !fileExists(filepath.Join(dir, walDir)) {
+	if fileExists(filepath.Join(dir, raftlog.BoltFile)) || !fileExists(filepath.Join(dir, raftlog.WALDir)) {
 		t.Fatal("a new dir opened with no options holds no WAL, or a raft.db")
 	}
 
@@ -95,7 +95,7 @@ func TestOpen_DefaultLogStore(t *testing.T) {
 	dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreBolt)).Close()
 	s = dfOpenSingle(t, dir, &dfFault{})
 	defer s.Close()
-	if got := s.stores.kind; got != LogStoreBolt {
+	if got := s.stores.Kind; got != raftlog.Bolt {
 		t.Errorf("a bolt dir reopened with no options got the %v log store", got)
 	}
 }
@@ -130,7 +130,7 @@ func TestOpen_LogStore_Mismatch(t *testing.T) {
 			if tt.wErr && !strings.Contains(err.Error(), "WithLogStore applies to new data dirs") {
 				t.Errorf("error %q does not say why", err)
 			}
-			if fileExists(filepath.Join(dir, boltFileName)) && fileExists(filepath.Join(dir, walDir)) {
+			if fileExists(filepath.Join(dir, raftlog.BoltFile)) && fileExists(filepath.Join(dir, raftlog.WALDir)) {
 				t.Fatal("the refused Open left both log stores in the dir")
 			}
 		})
@@ -164,7 +164,7 @@ func TestOpen_LogStoreWAL_InUse(t *testing.T) {
 // segmentFiles lists the WAL's segment files, oldest first.
 func segmentFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	segs, err := filepath.Glob(filepath.Join(dir, walDir, "*.wal"))
+	segs, err := filepath.Glob(filepath.Join(dir, raftlog.WALDir, "*.wal"))
 	if err != nil || len(segs) == 0 {
 		t.Fatalf("segment files %v, %v", segs, err)
 	}
@@ -177,12 +177,12 @@ func TestOpen_LogStoreWAL_Damage(t *testing.T) {
 		damage func(t *testing.T, dir string)
 	}{
 		{"wal dir removed", func(t *testing.T, dir string) {
-			if err := os.RemoveAll(filepath.Join(dir, walDir)); err != nil {
+			if err := os.RemoveAll(filepath.Join(dir, raftlog.WALDir)); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"metadata overwritten", func(t *testing.T, dir string) {
-			meta := filepath.Join(dir, walDir, "wal-meta.db")
+			meta := filepath.Join(dir, raftlog.WALDir, "wal-meta.db")
 			if err := os.WriteFile(meta, []byte(strings.Repeat("not bolt ", 2000)), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -191,12 +191,19 @@ func TestOpen_LogStoreWAL_Damage(t *testing.T) {
 			// A flipped bit in the first batch of the tail, with every later put intact after
 			// it: not a torn write, and cutting there would forget acknowledged puts.
 			segs := segmentFiles(t, dir)
-			b := readFile(t, segs[len(segs)-1])
-			b[walBatchEnds(b)[0]-12] ^= 0x04
-			writeFile(t, segs[len(segs)-1], b)
+			b, err := os.ReadFile(segs[len(segs)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Inside the first entry's payload: past raft-wal's 32-byte segment header and the
+			// entry's 8-byte frame header.
+			b[32+8+4] ^= 0x04
+			if err := os.WriteFile(segs[len(segs)-1], b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}},
 		{"metadata truncated", func(t *testing.T, dir string) {
-			if err := os.Truncate(filepath.Join(dir, walDir, "wal-meta.db"), 6000); err != nil {
+			if err := os.Truncate(filepath.Join(dir, raftlog.WALDir, "wal-meta.db"), 6000); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -306,7 +313,7 @@ func TestStore_LogStoreWAL_SnapshotInstall(t *testing.T) {
 		}
 	}
 	walWait(t, ctx, "a leader snapshot past the lagging member's log", func() bool {
-		first, _ := l.stores.log.FirstIndex()
+		first, _ := l.stores.Logs.FirstIndex()
 		return first > 100
 	})
 	s := open(lagging)
@@ -345,60 +352,6 @@ func walWait(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	}
 }
 
-// raft truncates a conflicting tail of a follower's log; after a restart the entries before
-// the cut must still read (raft-wal v0.4.0 lost the ability to read that segment, see walFiler).
-func TestWALStores_TailTruncationSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	log := hclog.NewNullLogger()
-	st, err := openWALStores(dir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var entries []*raft.Log
-	for i := uint64(1); i <= 10; i++ {
-		entries = append(entries, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint("e", i))})
-	}
-	if err := st.log.StoreLogs(entries); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.log.DeleteRange(8, 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.log.StoreLogs([]*raft.Log{{Index: 8, Term: 2, Type: raft.LogCommand, Data: []byte("new8")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.close(); err != nil {
-		t.Fatal(err)
-	}
-
-	st, err = openWALStores(dir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
-	tests := []struct {
-		index uint64
-		wData string
-		wTerm uint64
-	}{{1, "e1", 1}, {7, "e7", 1}, {8, "new8", 2}}
-	for _, tt := range tests {
-		var l raft.Log
-		if err := st.log.GetLog(tt.index, &l); err != nil {
-			t.Fatalf("entry %d after restart: %v", tt.index, err)
-		}
-		if string(l.Data) != tt.wData || l.Term != tt.wTerm {
-			t.Errorf("entry %d = %q term %d, want %q term %d", tt.index, l.Data, l.Term, tt.wData, tt.wTerm)
-		}
-	}
-	if last, err := st.log.LastIndex(); err != nil || last != 8 {
-		t.Errorf("LastIndex = %d, %v; want 8", last, err)
-	}
-	var l raft.Log
-	if err := st.log.GetLog(9, &l); !errors.Is(err, raft.ErrLogNotFound) {
-		t.Errorf("truncated entry 9: %v, want ErrLogNotFound", err)
-	}
-}
-
 // A backup restores into a WAL dir, which then opens, serves the data and takes writes.
 func TestRestore_LogStoreWAL(t *testing.T) {
 	src := dfOpenSingle(t, t.TempDir(), &dfFault{})
@@ -420,7 +373,7 @@ func TestRestore_LogStoreWAL(t *testing.T) {
 	if err := Restore(&backup, dir, WithLogStore(LogStoreWAL)); err != nil {
 		t.Fatal(err)
 	}
-	if !fileExists(filepath.Join(dir, walDir)) || fileExists(filepath.Join(dir, boltFileName)) {
+	if !fileExists(filepath.Join(dir, raftlog.WALDir)) || fileExists(filepath.Join(dir, raftlog.BoltFile)) {
 		t.Fatal("the restored dir does not hold a WAL only")
 	}
 	s := dfOpenSingle(t, dir, &dfFault{})
@@ -436,132 +389,6 @@ func TestRestore_LogStoreWAL(t *testing.T) {
 	}
 }
 
-// faultyWALVFS fails the next writes of segment files (after writing half of each, as a full
-// disk would) or the next sync.
-type faultyWALVFS struct {
-	types.VFS
-	failWrites atomic.Int32 // how many of the next writes fail
-	failSync   atomic.Bool
-}
-
-func (v *faultyWALVFS) takeWriteFault() bool {
-	for {
-		n := v.failWrites.Load()
-		if n == 0 {
-			return false
-		}
-		if v.failWrites.CompareAndSwap(n, n-1) {
-			return true
-		}
-	}
-}
-
-var errInjectedIO = errors.New("injected I/O error")
-
-func (v *faultyWALVFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
-	f, err := v.VFS.Create(dir, name, size)
-	return &faultyWALFile{f, v}, err
-}
-
-func (v *faultyWALVFS) OpenWriter(dir, name string) (types.WritableFile, error) {
-	f, err := v.VFS.OpenWriter(dir, name)
-	return &faultyWALFile{f, v}, err
-}
-
-type faultyWALFile struct {
-	types.WritableFile
-	vfs *faultyWALVFS
-}
-
-func (f *faultyWALFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.vfs.takeWriteFault() {
-		n, _ := f.WritableFile.WriteAt(p[:len(p)/2], off)
-		return n, errInjectedIO
-	}
-	return f.WritableFile.WriteAt(p, off)
-}
-
-func (f *faultyWALFile) Sync() error {
-	if f.vfs.failSync.Swap(false) {
-		return errInjectedIO
-	}
-	return f.WritableFile.Sync()
-}
-
-// raft retries an append that failed (a follower's next AppendEntries, a leader's next term).
-// raft-wal v0.4.0 kept a failed batch in its segment writer's index (hashicorp/raft-wal#32), so
-// the retry and every append after it failed as non-monotonic and the member could not append
-// again until restarted. A failed write or sync must leave the log as it was before the batch:
-// the retry succeeds, and after a restart the log holds each entry once, as retried.
-func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
-	entries := func(from, to uint64, tag string) []*raft.Log {
-		var ls []*raft.Log
-		for i := from; i <= to; i++ {
-			ls = append(ls, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint(tag, i))})
-		}
-		return ls
-	}
-	tests := []struct {
-		name  string
-		arm   func(*faultyWALVFS)
-		first uint64 // entries before the failing batch: 0 for an empty log
-	}{
-		{"write fails, empty log", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 0},
-		{"write fails", func(v *faultyWALVFS) { v.failWrites.Store(1) }, 5},
-		// The repair's own write fails too: the next append repairs first.
-		{"write and repair fail", func(v *faultyWALVFS) { v.failWrites.Store(2) }, 5},
-		{"sync fails, empty log", func(v *faultyWALVFS) { v.failSync.Store(true) }, 0},
-		{"sync fails", func(v *faultyWALVFS) { v.failSync.Store(true) }, 5},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			vfs := &faultyWALVFS{VFS: walfs.New()}
-			st, err := openWALStoresOn(dir, vfs, hclog.NewNullLogger(), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.first > 0 {
-				if err := st.log.StoreLogs(entries(1, tt.first, "e")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			batch := entries(tt.first+1, tt.first+5, "e")
-			tt.arm(vfs)
-			if err := st.log.StoreLogs(batch); !errors.Is(err, errInjectedIO) {
-				st.close()
-				t.Fatalf("append with an injected failure: %v", err)
-			}
-			if last, err := st.log.LastIndex(); err != nil || last != tt.first {
-				t.Errorf("LastIndex after the failed append = %d, %v; want %d", last, err, tt.first)
-			}
-			retry := []error{st.log.StoreLogs(batch), st.log.StoreLogs(entries(tt.first+6, tt.first+6, "e"))}
-			if err := st.close(); err != nil {
-				t.Fatal(err)
-			}
-			if err := errors.Join(retry...); err != nil {
-				t.Fatalf("appends after the failure: %v", err)
-			}
-
-			st, err = openWALStores(dir, hclog.NewNullLogger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.close()
-			want := tt.first + 6
-			if last, err := st.log.LastIndex(); err != nil || last != want {
-				t.Fatalf("LastIndex after restart = %d, %v; want %d", last, err, want)
-			}
-			for i := uint64(1); i <= want; i++ {
-				var l raft.Log
-				if err := st.log.GetLog(i, &l); err != nil || string(l.Data) != fmt.Sprint("e", i) {
-					t.Fatalf("entry %d after restart: %q, %v", i, l.Data, err)
-				}
-			}
-		})
-	}
-}
-
 // A member on the WAL whose disk fails one append (a full disk, a failed fsync) serves writes
 // again once the disk does: raft steps down, retries the entries in its next term, and the log
 // takes them. With raft-wal v0.4.0 alone, every append after the failure was refused and the
@@ -569,13 +396,13 @@ func TestWALStores_AppendRecoversFromWriteFailure(t *testing.T) {
 func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		arm  func(*faultyWALVFS)
+		arm  func(*raftlogtest.FaultyVFS)
 	}{
-		{"write", func(v *faultyWALVFS) { v.failWrites.Store(1) }},
-		{"sync", func(v *faultyWALVFS) { v.failSync.Store(true) }},
+		{"write", func(v *raftlogtest.FaultyVFS) { v.FailWrites.Store(1) }},
+		{"sync", func(v *raftlogtest.FaultyVFS) { v.FailSync.Store(true) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			vfs := &faultyWALVFS{VFS: walfs.New()}
+			vfs := &raftlogtest.FaultyVFS{VFS: walfs.New()}
 			dir := t.TempDir()
 			s := dfOpenSingle(t, dir, &dfFault{}, WithLogStore(LogStoreWAL), func(c *config) error {
 				c.walVFS = vfs
@@ -587,7 +414,7 @@ func TestStore_LogStoreWAL_ServesAfterFailedAppend(t *testing.T) {
 			}
 			tt.arm(vfs)
 			s.Put(ctx, "k", "during") // fails (outcome unknown), or succeeds on a retry
-			if vfs.failWrites.Load() != 0 || vfs.failSync.Load() {
+			if vfs.FailWrites.Load() != 0 || vfs.FailSync.Load() {
 				t.Fatal("the injected failure did not happen")
 			}
 			var err error

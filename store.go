@@ -62,7 +62,6 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	guard   *failStop
 	failure atomic.Pointer[error] // why the member stopped by itself (storage failure), if it did
 }
 
@@ -121,11 +120,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 func (s *Store) open(dir string, memberExisted bool) error {
 	var err error
-	if s.stores, err = openRaftStores(dir, s.cfg.logStore, s.cfg.snapshotRetain, s.cfg.walVFS, s.log, memberExisted); err != nil {
+	if s.stores, err = openRaftStores(dir, &s.cfg, s.log, s.logOptions(memberExisted)); err != nil {
 		return err
-	}
-	if s.cfg.wrapStores != nil {
-		s.stores.log, s.stores.stable = s.cfg.wrapStores(s.stores.log, s.stores.stable)
 	}
 	s.watch = newWatchHub(s, s.cfg.progressInterval)
 	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
@@ -147,7 +143,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 
 	notifyCh := make(chan bool, 4)
 	rc := s.raftConfig(notifyCh)
-	existing, err := raft.HasExistingState(s.stores.log, s.stores.stable, s.stores.snaps)
+	existing, err := raft.HasExistingState(s.stores.Logs, s.stores.Stable, s.stores.snaps)
 	if err != nil {
 		return fmt.Errorf("ember: read raft state: %w", err)
 	}
@@ -156,14 +152,12 @@ func (s *Store) open(dir string, memberExisted bool) error {
 			return err
 		}
 	}
-	s.guard = &failStop{s: s}
-	s.fsm.corrupt = s.guard.damagedEntry
-	logs, stable := raft.LogStore(guardedLog{s.stores.log, s.guard, new(atomic.Bool)}), raft.StableStore(guardedStable{s.stores.stable, s.guard})
-	s.raft, err = newRaftGuarded(rc, s.fsm, logs, stable, s.stores.snaps, trans)
+	s.fsm.corrupt = s.stores.Halt
+	s.raft, err = newRaftGuarded(rc, s.fsm, s.stores.Logs, s.stores.Stable, s.stores.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("ember: start raft: %w", err)
 	}
-	s.guard.armed.Store(true)
+	s.stores.Arm()
 	s.metrics.raftStarted(s.raft)
 	if s.net != nil {
 		s.net.serve()
@@ -230,7 +224,7 @@ func (s *Store) bootstrap(rc *raft.Config, trans raft.Transport) error {
 	} else {
 		conf.Servers = []raft.Server{{ID: raft.ServerID(s.id), Address: trans.LocalAddr(), Suffrage: raft.Voter}}
 	}
-	err := raft.BootstrapCluster(rc, s.stores.log, s.stores.stable, s.stores.snaps, trans, conf)
+	err := raft.BootstrapCluster(rc, s.stores.Logs, s.stores.Stable, s.stores.snaps, trans, conf)
 	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("ember: bootstrap: %w", err)
 	}
@@ -331,7 +325,7 @@ func (s *Store) Close() error {
 		}
 		s.wg.Wait()
 		if s.stores != nil {
-			errs = append(errs, s.stores.close())
+			errs = append(errs, s.stores.Close())
 		}
 		s.leaderSubs.close()
 		s.closeErr = errors.Join(errs...)

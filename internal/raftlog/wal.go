@@ -1,4 +1,4 @@
-package ember
+package raftlog
 
 import (
 	"errors"
@@ -13,31 +13,22 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	wal "github.com/hashicorp/raft-wal"
-	walfs "github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 	"github.com/hashicorp/raft-wal/types"
 	"go.etcd.io/bbolt"
 )
 
-const (
-	walDir = "wal"
-	// walLockFile is held, through bbolt's file lock, for as long as the WAL is open: raft-wal
-	// opens its own metadata file without a timeout, so a second process would otherwise hang
-	// on that file's lock instead of being told the dir is in use.
-	walLockFile = "ember.lock"
-)
+// walLockFile is held, through bbolt's file lock, for as long as the WAL is open: raft-wal opens
+// its own metadata file without a timeout, so a second process would otherwise hang on that
+// file's lock instead of being told the dir is in use.
+const walLockFile = "ember.lock"
 
-// openWALStores opens (or creates) the raft-wal log under dir/wal; it serves as both the log
-// and the stable store.
-func openWALStores(dir string, log hclog.Logger) (*raftStores, error) {
-	return openWALStoresOn(dir, walfs.New(), log, 0)
-}
-
-// openWALStoresOn is openWALStores with raft-wal's segment files opened through vfs, and new
-// segments of segSize bytes (0: raft-wal's default, 64 MiB).
-func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger, segSize int) (*raftStores, error) {
-	path := filepath.Join(dir, walDir)
+// openWALLog opens (or creates) the raft-wal log under dir/wal, with raft-wal's segment files
+// opened through vfs and new segments of segSize bytes (0: raft-wal's default, 64 MiB); it
+// serves as both the log and the stable store.
+func openWALLog(dir string, vfs types.VFS, log hclog.Logger, segSize int) (*Log, error) {
+	path := filepath.Join(dir, WALDir)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("ember: create raft WAL dir: %w", err)
 	}
@@ -64,14 +55,14 @@ func openWALStoresOn(dir string, vfs types.VFS, log hclog.Logger, segSize int) (
 		lock.Close()
 		return nil, err
 	}
-	return &raftStores{
-		log: w, stable: w, kind: LogStoreWAL, files: path,
+	return &Log{
+		Logs: w, Stable: w, Kind: WAL, files: path,
 		closer: func() error { return errors.Join(w.Close(), metaDB.Close(), lock.Close()) },
 	}, nil
 }
 
 // openWAL checks the WAL's segment list and opens raft-wal through walFiler, which verifies
-// every segment before raft-wal reads it (storage_wal_verify.go). Damage found, or that makes
+// every segment before raft-wal reads it (wal_verify.go). Damage found, or that makes
 // raft-wal panic on this goroutine, is reported as ErrCorrupt.
 func openWAL(path string, vfs types.VFS, metaDB *metadb.BoltMetaDB, log hclog.Logger, segSize int) (_ *wal.WAL, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

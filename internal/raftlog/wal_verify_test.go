@@ -1,4 +1,4 @@
-package ember
+package raftlog
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func writeWALTestLog(t testing.TB) *walTestLog {
 			logs = append(logs, &raft.Log{Index: i, Term: 1 + i/50, Type: raft.LogCommand,
 				Data: []byte(fmt.Sprintf("entry %04d %s", i, bytes.Repeat([]byte{byte(i)}, int(i%23))))})
 		}
-		if err := st.log.StoreLogs(logs); err != nil {
+		if err := st.Logs.StoreLogs(logs); err != nil {
 			t.Fatal(err)
 		}
 		l.entries = append(l.entries, logs...)
@@ -59,15 +59,15 @@ func writeWALTestLog(t testing.TB) *walTestLog {
 			break
 		}
 	}
-	if err := st.close(); err != nil {
+	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
-func openWALTest(t testing.TB, dir string) *raftStores {
+func openWALTest(t testing.TB, dir string) *Log {
 	t.Helper()
-	st, err := openWALStoresOn(dir, walfs.New(), hclog.NewNullLogger(), walTestSegSize)
+	st, err := openWALLog(dir, walfs.New(), hclog.NewNullLogger(), walTestSegSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func openWALTest(t testing.TB, dir string) *raftStores {
 
 func walSegmentFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	segs, err := filepath.Glob(filepath.Join(dir, walDir, "*.wal"))
+	segs, err := filepath.Glob(filepath.Join(dir, WALDir, "*.wal"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,19 +123,19 @@ func walBatchEnds(b []byte) []int {
 // first: anything else fails the test.
 func (l *walTestLog) reopen(t testing.TB) int {
 	t.Helper()
-	st, err := openWALStoresOn(l.dir, walfs.New(), hclog.NewNullLogger(), walTestSegSize)
+	st, err := openWALLog(l.dir, walfs.New(), hclog.NewNullLogger(), walTestSegSize)
 	if errors.Is(err, ErrCorrupt) {
 		return -1
 	}
 	if err != nil {
 		t.Fatalf("open: %v, want success or ErrCorrupt", err)
 	}
-	defer st.close()
-	first, err := st.log.FirstIndex()
+	defer st.Close()
+	first, err := st.Logs.FirstIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := st.log.LastIndex()
+	last, err := st.Logs.LastIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func (l *walTestLog) reopen(t testing.TB) int {
 	}
 	for i := first; i <= last; i++ {
 		var got raft.Log
-		if err := st.log.GetLog(i, &got); err != nil {
+		if err := st.Logs.GetLog(i, &got); err != nil {
 			t.Fatalf("entry %d of %d: %v", i, last, err)
 		}
 		want := l.entries[i-1]
@@ -301,7 +301,7 @@ func TestWALRecovery_Refused(t *testing.T) {
 		}},
 		{"gap in the segment list", func(t *testing.T, l *walTestLog) {
 			meta := &metadb.BoltMetaDB{}
-			path := filepath.Join(l.dir, walDir)
+			path := filepath.Join(l.dir, WALDir)
 			st, err := meta.Load(path)
 			if err != nil {
 				t.Fatal(err)
@@ -344,10 +344,10 @@ func TestWALRecovery_TailTruncatedIntoSealedSegment(t *testing.T) {
 	l := writeWALTestLog(t)
 	st := openWALTest(t, l.dir)
 	cut := l.entries[len(l.entries)/4].Index // inside the second segment
-	if err := st.log.DeleteRange(cut, uint64(len(l.entries))); err != nil {
+	if err := st.Logs.DeleteRange(cut, uint64(len(l.entries))); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.close(); err != nil {
+	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	l.entries = l.entries[:cut-1]
@@ -373,10 +373,10 @@ func TestWALRecovery_TornTailThenAppend(t *testing.T) {
 	}
 	st := openWALTest(t, l.dir)
 	more := &raft.Log{Index: uint64(len(l.entries) + 1), Term: 9, Type: raft.LogCommand, Data: []byte("after the tear")}
-	if err := st.log.StoreLogs([]*raft.Log{more}); err != nil {
+	if err := st.Logs.StoreLogs([]*raft.Log{more}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.close(); err != nil {
+	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	l.entries = append(l.entries, more)
@@ -389,7 +389,7 @@ func TestWALRecovery_TornTailThenAppend(t *testing.T) {
 // half full, which Open reads in full to verify them.
 func BenchmarkWALOpen(b *testing.B) {
 	dir := b.TempDir()
-	st, err := openWALStoresOn(dir, walfs.New(), hclog.NewNullLogger(), 0)
+	st, err := openWALLog(dir, walfs.New(), hclog.NewNullLogger(), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -399,22 +399,22 @@ func BenchmarkWALOpen(b *testing.B) {
 		for j := range logs {
 			logs[j] = &raft.Log{Index: i + uint64(j), Term: 1, Type: raft.LogCommand, Data: data}
 		}
-		if err := st.log.StoreLogs(logs); err != nil {
+		if err := st.Logs.StoreLogs(logs); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := st.close(); err != nil {
+	if err := st.Close(); err != nil {
 		b.Fatal(err)
 	}
 	if n := len(walSegmentFiles(b, dir)); n != 2 {
 		b.Fatalf("%d segments, want 2", n)
 	}
 	for b.Loop() {
-		st, err := openWALStoresOn(dir, walfs.New(), hclog.NewNullLogger(), 0)
+		st, err := openWALLog(dir, walfs.New(), hclog.NewNullLogger(), 0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := st.close(); err != nil {
+		if err := st.Close(); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package ember
+package raftlog
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -16,40 +17,43 @@ import (
 // back (processLogs, raft.go:1329). A panic in a raft goroutine takes the whole host process
 // down, and ember cannot recover it from outside that goroutine. The guard below sits outermost
 // around the log and stable stores and turns those two errors into a fail-stop of this member
-// only: it records the cause, starts Close, and ends the raft goroutine with runtime.Goexit
-// (which runs its deferred bookkeeping, so raft's shutdown completes). Writes that raft handles
-// itself (StoreLogs on leader or follower, votes) keep returning errors to raft.
+// only: it hands the cause to Options.FailStop, which records it and starts the member's Close,
+// and ends the raft goroutine with runtime.Goexit (which runs its deferred bookkeeping, so
+// raft's shutdown completes). Writes that raft handles itself (StoreLogs on leader or follower,
+// votes) keep returning errors to raft.
 
-// failStop stops the store once, on the first storage error raft cannot survive.
+// failStop stops the member once, on the first storage error raft cannot survive.
 type failStop struct {
-	s     *Store
-	armed atomic.Bool // set once raft runs; during Open, errors go back to Open instead
+	stop  func(cause error) // Options.FailStop
+	log   hclog.Logger
+	armed atomic.Bool // set once raft runs (Log.Arm); during Open, errors go back to Open instead
 	once  sync.Once
 }
 
 var keyCurrentTerm = []byte("CurrentTerm") // raft's stable-store key for the current term
 
-func (fs *failStop) stop(op string, err error) {
+func (fs *failStop) fail(op string, err error) {
 	if !fs.armed.Load() {
 		return
 	}
 	fs.once.Do(func() {
-		cause := fmt.Errorf("%w: storage failure in %s: %w", ErrStopped, op, err)
-		fs.s.failure.Store(&cause)
-		fs.s.log.Error("storage failed; stopping this member to keep the host process alive", "op", op, "error", err)
-		go fs.s.Close()
+		fs.log.Error("storage failed; stopping this member to keep the host process alive", "op", op, "error", err)
+		fs.stop(fmt.Errorf("storage failure in %s: %w", op, err))
 	})
 	runtime.Goexit()
 }
 
-// damagedEntry stops the member when a committed entry fails its checksum in its own log. It
-// runs on raft's apply goroutine, whose end keeps raft from counting the entry as applied.
-func (fs *failStop) damagedEntry(err error) {
-	fs.once.Do(func() {
-		cause := fmt.Errorf("%w: %w", ErrStopped, err)
-		fs.s.failure.Store(&cause)
-		go fs.s.Close()
-	})
+// Arm makes the guard stop the member on the storage errors raft cannot survive; call it once
+// raft runs. Before, such errors go back to the caller (ember's Open). It needs
+// Options.FailStop.
+func (l *Log) Arm() { l.guard.armed.Store(true) }
+
+// Halt stops the member, as the guard does, when a committed entry fails its checksum in its
+// own log: it hands err to Options.FailStop (if nothing stopped the member before) and ends the
+// calling goroutine, raft's apply goroutine, whose end keeps raft from counting the entry as
+// applied. It needs Options.FailStop and does not return.
+func (l *Log) Halt(err error) {
+	l.guard.once.Do(func() { l.guard.stop(err) })
 	runtime.Goexit()
 }
 
@@ -61,7 +65,7 @@ type guardedStable struct {
 func (g guardedStable) SetUint64(key []byte, v uint64) error {
 	err := g.StableStore.SetUint64(key, v)
 	if err != nil && bytes.Equal(key, keyCurrentTerm) {
-		g.fs.stop("persisting the raft term", err)
+		g.fs.fail("persisting the raft term", err)
 	}
 	return err
 }
@@ -98,14 +102,14 @@ func (g guardedLog) DeleteRange(min, max uint64) error {
 	return nil
 }
 
-func (g guardedLog) IsMonotonic() bool { return isMonotonic(g.LogStore) }
+func (g guardedLog) IsMonotonic() bool { return IsMonotonic(g.LogStore) }
 
 func (g guardedLog) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
 
 func (g guardedLog) StoreLogs(ls []*raft.Log) error {
 	err := g.LogStore.StoreLogs(ls)
 	if g.tailCut.Swap(false) && err != nil {
-		g.fs.stop("appending raft log entries after truncating a conflicting suffix", err)
+		g.fs.fail("appending raft log entries after truncating a conflicting suffix", err)
 	}
 	return err
 }
@@ -115,19 +119,7 @@ func (g guardedLog) GetLog(index uint64, l *raft.Log) error {
 	// A missing entry is normal (compacted: the follower gets a snapshot); any other read
 	// error is a disk failure that raft's apply path would panic on.
 	if err != nil && !errors.Is(err, raft.ErrLogNotFound) {
-		g.fs.stop(fmt.Sprintf("reading raft log entry %d", index), err)
+		g.fs.fail(fmt.Sprintf("reading raft log entry %d", index), err)
 	}
 	return err
-}
-
-// newRaftGuarded calls raft.NewRaft, which reads the log on the caller's goroutine and panics on
-// a read error there: on Open's goroutine the panic can be recovered and reported.
-func newRaftGuarded(conf *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore,
-	snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: reading the raft log: %v", ErrCorrupt, p)
-		}
-	}()
-	return raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
 }
