@@ -3,6 +3,7 @@ package ember
 import (
 	"fmt"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -86,7 +87,7 @@ func (cmp Cmp) WithRange(end string) Cmp {
 // WithPrefix makes the compare hold only if it holds for every key with the compare's key as
 // prefix.
 func (cmp Cmp) WithPrefix() Cmp {
-	cmp.c.End = getPrefix(cmp.c.Key)
+	cmp.c.End = mvcc.PrefixEnd(cmp.c.Key)
 	return cmp
 }
 

@@ -1,6 +1,7 @@
 package ember
 
 import (
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -206,23 +207,8 @@ func WithSort(target SortTarget, order SortOrder) OpOption {
 
 // GetPrefixRangeEnd returns the end of the range of keys that start with prefix.
 func GetPrefixRangeEnd(prefix string) string {
-	return string(getPrefix([]byte(prefix)))
+	return string(mvcc.PrefixEnd([]byte(prefix)))
 }
-
-func getPrefix(key []byte) []byte {
-	end := make([]byte, len(key))
-	copy(end, key)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	// Every byte is 0xff: no upper bound, so the range runs to the last key.
-	return noPrefixEnd
-}
-
-var noPrefixEnd = []byte{0}
 
 // WithPrefix makes the op cover every key that starts with its key. An empty key covers all keys.
 func WithPrefix() OpOption {
@@ -231,7 +217,7 @@ func WithPrefix() OpOption {
 			op.key, op.end = []byte{0}, []byte{0}
 			return
 		}
-		op.end = getPrefix(op.key)
+		op.end = mvcc.PrefixEnd(op.key)
 	}
 }
 

@@ -17,7 +17,7 @@ func FuzzGetPrefixRangeEnd(f *testing.F) {
 		if prefix == "" {
 			return // WithPrefix on "" means every key; checked below through the Op
 		}
-		end := getPrefix([]byte(prefix))
+		end := mvcc.PrefixEnd([]byte(prefix))
 		kr := mvcc.NewKeyRange([]byte(prefix), end)
 		in := kr.Contains(key)
 		if want := len(key) > 0 && bytes.HasPrefix([]byte(key), []byte(prefix)); in != want {

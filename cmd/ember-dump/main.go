@@ -20,7 +20,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/dump"
 )
 
 func main() {
@@ -47,7 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	var opts ember.DumpOptions
+	var opts dump.Options
 	dir := fs.String("dir", "", "data `dir` of a stopped member (required)")
 	fs.StringVar(&opts.Format, "format", "text", "output `format`: text or json")
 	fs.BoolVar(&opts.Logs, "logs", false, "print the raft log entries, commands decoded")
@@ -68,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if err := ember.Dump(stdout, *dir, opts); err != nil {
+	if err := dump.Run(stdout, *dir, opts); err != nil {
 		fmt.Fprintf(stderr, "ember-dump: %v\n", err)
 		return 1
 	}
@@ -77,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // checkUsage refuses flags that would be silently ignored: -rev and -prefix when the keys are
 // not printed, -from and -to when the log is not.
-func checkUsage(fs *flag.FlagSet, dir string, opts ember.DumpOptions) string {
+func checkUsage(fs *flag.FlagSet, dir string, opts dump.Options) string {
 	if dir == "" {
 		return "-dir is required"
 	}

@@ -184,6 +184,22 @@ type KeyRange struct {
 	FromKey  bool
 }
 
+// PrefixEnd is the end of the range of every key that starts with prefix: prefix with its last
+// byte below 0xff incremented and the rest cut, or "\x00" (every key from prefix on) when every
+// byte is 0xff, as clientv3.GetPrefixRangeEnd.
+func PrefixEnd(prefix []byte) []byte {
+	end := make([]byte, len(prefix))
+	copy(end, prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return []byte{0}
+}
+
+// NewKeyRange is the range of a request's key and end, with etcd's conventions for end.
 func NewKeyRange(key, end []byte) KeyRange {
 	switch {
 	case len(end) == 0:

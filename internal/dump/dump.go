@@ -1,4 +1,7 @@
-package ember
+// Package dump prints what the data dir of a stopped member holds, for cmd/ember-dump: the
+// raft log entries with their commands decoded, the snapshots' metadata, and the keys at a
+// revision, as etcd-dump-logs and `etcdctl get -w json` do for etcd.
+package dump
 
 import (
 	"bufio"
@@ -19,14 +22,15 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/raftlog"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// DumpOptions selects what Dump prints. With none of Logs, Snapshot and Keys set, Dump prints
-// all three.
-type DumpOptions struct {
+// Options selects what Run prints. With none of Logs, Snapshot and Keys set, Run prints all
+// three.
+type Options struct {
 	// Format is "text" (the default) or "json".
 	Format string
 	// Logs prints the raft log entries, with the commands they carry decoded.
@@ -44,7 +48,7 @@ type DumpOptions struct {
 	From, To uint64
 }
 
-// Dump prints what the data dir of a stopped member holds, as etcd-dump-logs and
+// Run prints what the data dir of a stopped member holds, as etcd-dump-logs and
 // `etcdctl get "" --prefix -w json` do for etcd: the raft log entries with their commands
 // decoded, the metadata of the snapshots, and the keys at a revision.
 //
@@ -55,20 +59,20 @@ type DumpOptions struct {
 // an older snapshot when the newest is damaged, Dump reports the damage.
 //
 // Dump never writes to a bbolt raft log. A LogStoreWAL log is opened as a member's open would:
-// every segment is verified (damage gives ErrCorrupt), a torn last write is cut (overwritten
+// every segment is verified (damage gives ember.ErrCorrupt), a torn last write is cut (overwritten
 // with zeros) and segment files its metadata no longer lists are deleted. Reading snapshots goes through raft's snapshot store, which
 // creates dir/snapshots if it is missing and probes it with a file it removes at once.
 //
 // Errors: a dir that a running member holds gives an error saying it is in use, after about a
-// second; a damaged snapshot or log gives an error wrapping ErrCorrupt; a compacted or future
-// Revision gives ErrCompacted or ErrFutureRev.
+// second; a damaged snapshot or log gives an error wrapping ember.ErrCorrupt; a compacted or future
+// Revision gives ember.ErrCompacted or ember.ErrFutureRev.
 //
 // Text output has one line per snapshot, entry and key; keys and values are printed as they
 // are when they are printable and unambiguous, and Go-quoted otherwise. JSON output is a single
 // object whose fields are "warnings", "snapshots", "entries" (streamed, one per line) and "keys",
 // each present only when selected; "keys" has the shape of `etcdctl get -w json`, keys and
 // values in base64.
-func Dump(w io.Writer, dir string, opts DumpOptions) error {
+func Run(w io.Writer, dir string, opts Options) error {
 	var out dumpOutput
 	bw := bufio.NewWriterSize(w, 64<<10)
 	switch opts.Format {
@@ -106,14 +110,14 @@ func Dump(w io.Writer, dir string, opts DumpOptions) error {
 func openDumpLog(dir string) (raft.LogStore, func() error, error) {
 	l, err := raftlog.OpenReadOnly(dir)
 	if err != nil {
-		return nil, nil, logErr(err)
+		return nil, nil, corrupt(err)
 	}
 	return l.Logs, l.Close, nil
 }
 
 type dumper struct {
 	dir  string
-	opts DumpOptions
+	opts Options
 	out  dumpOutput
 	logs raft.LogStore
 
@@ -185,7 +189,7 @@ func (d *dumper) snapshots() error {
 		}
 		d.snapIndex, d.lastTerm = newest.Index, newest.Term
 	}
-	d.replay = mvcc.NewApplier(hclog.NewNullLogger(), defaultDedupResultBytes)
+	d.replay = mvcc.NewApplier(hclog.NewNullLogger(), replayDedupBudget)
 	d.replay.SetState(st) // as fsm.Restore does, so that request IDs expire on schedule
 	return nil
 }
@@ -198,12 +202,12 @@ func loadDumpSnapshot(store *raft.FileSnapshotStore, id string) (*mvcc.State, er
 			return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, err)
 		}
 		// Everything else raft checks (metadata, checksum) failing means damage.
-		return nil, fmt.Errorf("%w: snapshot %s: %v", ErrCorrupt, id, err)
+		return nil, fmt.Errorf("%w: snapshot %s: %v", ember.ErrCorrupt, id, err)
 	}
 	defer rc.Close()
-	st, _, err := readSnapshot(rc)
+	st, _, err := mvcc.ReadSnapshot(rc)
 	if err != nil {
-		return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, err)
+		return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, corrupt(err))
 	}
 	return st, nil
 }
@@ -221,7 +225,7 @@ func (d *dumper) entries() error {
 	}
 	if d.opts.Keys && last > d.snapIndex && first > d.snapIndex+1 {
 		return fmt.Errorf("%w: raft log starts at index %d but the newest snapshot ends at %d: the entries in between are missing",
-			ErrCorrupt, first, d.snapIndex)
+			ember.ErrCorrupt, first, d.snapIndex)
 	}
 	if d.opts.Logs {
 		if err := d.out.beginEntries(first, last); err != nil {
@@ -236,7 +240,7 @@ func (d *dumper) entries() error {
 		}
 		var l raft.Log
 		if err := d.logs.GetLog(i, &l); err != nil {
-			return fmt.Errorf("%w: raft log entry %d: %v", ErrCorrupt, i, err)
+			return fmt.Errorf("%w: raft log entry %d: %v", ember.ErrCorrupt, i, err)
 		}
 		if show {
 			if err := d.out.entry(describeEntry(&l)); err != nil {
@@ -248,7 +252,7 @@ func (d *dumper) entries() error {
 			if l.Type == raft.LogCommand {
 				if _, err := d.replay.Apply(l.Index, l.Data); err != nil {
 					// The member would stop here; the keys after it are unknown.
-					return fmt.Errorf("%w: raft log entry %d: %w", ErrCorrupt, i, err)
+					return fmt.Errorf("%w: raft log entry %d: %w", ember.ErrCorrupt, i, err)
 				}
 			}
 		}
@@ -259,7 +263,7 @@ func (d *dumper) entries() error {
 func (d *dumper) keys() error {
 	st := d.replay.State()
 	rev, code := st.CheckRev(d.opts.Revision)
-	if err := codeError(code); err != nil {
+	if err := revisionError(code); err != nil {
 		return fmt.Errorf("ember: dump: revision %d (store revision %d, compacted at %d): %w",
 			d.opts.Revision, st.Rev(), st.CompactRev(), err)
 	}
@@ -273,7 +277,7 @@ func (d *dumper) keys() error {
 		revision: rev, compactRevision: st.CompactRev(), prefix: d.opts.Prefix,
 	}
 	key := []byte(d.opts.Prefix)
-	st.Scan(mvcc.NewKeyRange(key, getPrefix(key)), rev, func(r *mvcc.Record) bool {
+	st.Scan(mvcc.NewKeyRange(key, mvcc.PrefixEnd(key)), rev, func(r *mvcc.Record) bool {
 		kv.resp.Kvs = append(kv.resp.Kvs, dumpKV{Key: []byte(r.Key), CreateRevision: r.Create,
 			ModRevision: r.Mod, Version: r.Version, Value: []byte(r.Value), Lease: r.Lease})
 		return true
@@ -834,4 +838,37 @@ func bytesText(b []byte) string {
 		}
 	}
 	return string(b)
+}
+
+// replayDedupBudget bounds the long results the replay's dedup table holds. It decides only how
+// a retry would be answered, never whether a command applies, so any budget rebuilds the same
+// keys; a member's default is as good as any.
+const replayDedupBudget = 8 << 20
+
+// corrupt makes damage that internal/raftlog and internal/mvcc report match ember.ErrCorrupt.
+// raftlog's message already starts with ErrCorrupt's text, so it is kept as it is.
+func corrupt(err error) error {
+	switch {
+	case errors.Is(err, raftlog.ErrCorrupt):
+		return corruptError{err}
+	case errors.Is(err, mvcc.ErrCorrupt):
+		return fmt.Errorf("%w: %w", ember.ErrCorrupt, err)
+	}
+	return err
+}
+
+type corruptError struct{ err error }
+
+func (e corruptError) Error() string   { return e.err.Error() }
+func (e corruptError) Unwrap() []error { return []error{ember.ErrCorrupt, e.err} }
+
+// revisionError is the error of a revision that State.CheckRev refused.
+func revisionError(code wire.Code) error {
+	switch code {
+	case wire.CodeCompacted:
+		return ember.ErrCompacted
+	case wire.CodeFutureRev:
+		return ember.ErrFutureRev
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package ember
+package dump
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ember-kv/ember"
 )
 
 // dumpFixture is a stopped member's data dir and what the member showed before it stopped.
@@ -22,31 +24,26 @@ type dumpFixture struct {
 	id  string
 
 	snapIndex uint64 // index of the raft snapshot taken half-way
-	lease     LeaseID
+	lease     ember.LeaseID
 	binValue  string
 
-	latest     *GetResponse // every key at the end
-	oldRev     int64        // a revision after the compaction, before the last writes
-	atOldRev   *GetResponse // every key at oldRev
+	latest     *ember.GetResponse // every key at the end
+	oldRev     int64              // a revision after the compaction, before the last writes
+	atOldRev   *ember.GetResponse // every key at oldRev
 	compactRev int64
 }
 
 // newDumpFixture writes history on both sides of a raft snapshot, so that a dump must combine
 // the snapshot with the log entries after it: a key created before the snapshot and changed
 // after, a key deleted after, a lease revoked after, a transaction, a compaction.
-func newDumpFixture(t *testing.T, opts ...Option) *dumpFixture {
+func newDumpFixture(t *testing.T, opts ...ember.Option) *dumpFixture {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := Open(dir, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// The first half runs with a snapshot after every entry, the second on the defaults, so
+	// that the newest snapshot is the one taken half-way.
+	s := openFixtureStore(ctx, t, dir, append(opts, ember.WithSnapshotThreshold(1), ember.WithSnapshotInterval(20*time.Millisecond), ember.WithSnapshotRetain(1))...)
 	fx := &dumpFixture{dir: dir, id: s.ID(), binValue: "\x00\xffbin"}
 	must := func(_ any, err error) {
 		t.Helper()
@@ -61,18 +58,19 @@ func newDumpFixture(t *testing.T, opts ...Option) *dumpFixture {
 	g, err := s.Grant(ctx, 600)
 	must(g, err)
 	fx.lease = g.ID
-	must(s.Put(ctx, "leased", "x", WithLease(fx.lease)))
+	must(s.Put(ctx, "leased", "x", ember.WithLease(fx.lease)))
 	must(s.Put(ctx, "key with space", "v=1"))
-	must(s.Txn(ctx).If(Compare(Version("a"), "=", 2)).
-		Then(OpPut("c", fx.binValue)).Else(OpGet("a")).Commit())
+	must(s.Txn(ctx).If(ember.Compare(ember.Version("a"), "=", 2)).
+		Then(ember.OpPut("c", fx.binValue)).Else(ember.OpGet("a")).Commit())
 	keep, err := s.Grant(ctx, 600)
 	must(keep, err)
-	must(s.Put(ctx, "m", "kept", WithLease(keep.ID)))
+	must(s.Put(ctx, "m", "kept", ember.WithLease(keep.ID)))
 
-	if err := s.raft.Snapshot().Error(); err != nil {
-		t.Fatalf("raft snapshot: %v", err)
+	fx.snapIndex = waitSnapshotOfAll(ctx, t, s, dir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
-	fx.snapIndex = s.raft.LastIndex()
+	s = openFixtureStore(ctx, t, dir, opts...)
 
 	must(s.Put(ctx, "a", "after"))
 	must(s.Delete(ctx, "b"))
@@ -82,18 +80,57 @@ func newDumpFixture(t *testing.T, opts ...Option) *dumpFixture {
 	fx.compactRev = r.Header.Revision
 	must(s.Compact(ctx, fx.compactRev))
 	fx.oldRev = fx.compactRev
-	if fx.atOldRev, err = s.Get(ctx, "", WithPrefix(), WithRev(fx.oldRev)); err != nil {
+	if fx.atOldRev, err = s.Get(ctx, "", ember.WithPrefix(), ember.WithRev(fx.oldRev)); err != nil {
 		t.Fatal(err)
 	}
 	must(s.Put(ctx, "e", "5"))
 	must(s.Put(ctx, "d", "4b"))
-	if fx.latest, err = s.Get(ctx, "", WithPrefix()); err != nil {
+	if fx.latest, err = s.Get(ctx, "", ember.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return fx
+}
+
+// openFixtureStore opens the fixture's member on dir and waits until it is ready; the test
+// closes it.
+func openFixtureStore(ctx context.Context, t *testing.T, dir string, opts ...ember.Option) *ember.Store {
+	t.Helper()
+	s, err := ember.Open(dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitSnapshotOfAll waits until a raft snapshot in dir covers every entry of s's log, and
+// returns its index.
+func waitSnapshotOfAll(ctx context.Context, t *testing.T, s *ember.Store, dir string) uint64 {
+	t.Helper()
+	for {
+		st, err := s.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metas, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "meta.json"))
+		for _, m := range metas {
+			var meta struct{ Index uint64 }
+			if b, err := os.ReadFile(m); err == nil && json.Unmarshal(b, &meta) == nil && meta.Index == st.RaftIndex {
+				return meta.Index
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no snapshot of index %d in %s: %v", st.RaftIndex, dir, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // dumpJSON is the JSON document Dump writes.
@@ -104,16 +141,16 @@ type dumpJSON struct {
 	Keys      *dumpKeys      `json:"keys"`
 }
 
-func runDump(t *testing.T, dir string, opts DumpOptions) string {
+func runDump(t *testing.T, dir string, opts Options) string {
 	t.Helper()
 	var out bytes.Buffer
-	if err := Dump(&out, dir, opts); err != nil {
-		t.Fatalf("Dump(%+v): %v", opts, err)
+	if err := Run(&out, dir, opts); err != nil {
+		t.Fatalf("Run(%+v): %v", opts, err)
 	}
 	return out.String()
 }
 
-func runDumpJSON(t *testing.T, dir string, opts DumpOptions) *dumpJSON {
+func runDumpJSON(t *testing.T, dir string, opts Options) *dumpJSON {
 	t.Helper()
 	opts.Format = "json"
 	out := runDump(t, dir, opts)
@@ -130,7 +167,7 @@ func runDumpJSON(t *testing.T, dir string, opts DumpOptions) *dumpJSON {
 }
 
 // dumpWantKeys converts what the live member answered into the shape Dump prints.
-func dumpWantKeys(resp *GetResponse) []dumpKV {
+func dumpWantKeys(resp *ember.GetResponse) []dumpKV {
 	var kvs []dumpKV
 	for _, kv := range resp.Kvs {
 		kvs = append(kvs, dumpKV{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision,
@@ -140,13 +177,13 @@ func dumpWantKeys(resp *GetResponse) []dumpKV {
 }
 
 func TestDumpJSON(t *testing.T) {
-	for _, ls := range []LogStore{LogStoreBolt, LogStoreWAL} {
-		t.Run(ls.String(), func(t *testing.T) { testDumpJSON(t, newDumpFixture(t, WithLogStore(ls))) })
+	for _, ls := range []ember.LogStore{ember.LogStoreBolt, ember.LogStoreWAL} {
+		t.Run(ls.String(), func(t *testing.T) { testDumpJSON(t, newDumpFixture(t, ember.WithLogStore(ls))) })
 	}
 }
 
 func testDumpJSON(t *testing.T, fx *dumpFixture) {
-	doc := runDumpJSON(t, fx.dir, DumpOptions{})
+	doc := runDumpJSON(t, fx.dir, Options{})
 
 	if len(doc.Warnings) != 0 {
 		t.Errorf("warnings on a healthy dir: %q", doc.Warnings)
@@ -239,7 +276,7 @@ func dumpJSONString(v any) string {
 // TestDumpKeysEtcdShape checks the keys document against `etcdctl get -w json` field by field.
 func TestDumpKeysEtcdShape(t *testing.T) {
 	fx := newDumpFixture(t)
-	out := runDump(t, fx.dir, DumpOptions{Format: "json", Keys: true, Prefix: "m"})
+	out := runDump(t, fx.dir, Options{Format: "json", Keys: true, Prefix: "m"})
 	var doc map[string]map[string]any
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.UseNumber() // lease IDs do not fit a float64
@@ -271,7 +308,7 @@ func dumpMapKeys[V any](m map[string]V) []string {
 
 func TestDumpKeysAtRevisionAndPrefix(t *testing.T) {
 	fx := newDumpFixture(t)
-	doc := runDumpJSON(t, fx.dir, DumpOptions{Keys: true, Revision: fx.oldRev})
+	doc := runDumpJSON(t, fx.dir, Options{Keys: true, Revision: fx.oldRev})
 	if doc.Snapshots != nil || doc.Entries != nil {
 		t.Errorf("Keys alone printed snapshots or entries: %+v", doc)
 	}
@@ -282,27 +319,27 @@ func TestDumpKeysAtRevisionAndPrefix(t *testing.T) {
 		t.Errorf("header revision %d, want the store's %d, as etcd", doc.Keys.Header.Revision, fx.latest.Header.Revision)
 	}
 
-	doc = runDumpJSON(t, fx.dir, DumpOptions{Keys: true, Prefix: "a"})
+	doc = runDumpJSON(t, fx.dir, Options{Keys: true, Prefix: "a"})
 	if len(doc.Keys.Kvs) != 1 || string(doc.Keys.Kvs[0].Key) != "a" || string(doc.Keys.Kvs[0].Value) != "after" {
 		t.Errorf("prefix a: %s", dumpJSONString(doc.Keys.Kvs))
 	}
-	doc = runDumpJSON(t, fx.dir, DumpOptions{Keys: true, Prefix: "zz"})
+	doc = runDumpJSON(t, fx.dir, Options{Keys: true, Prefix: "zz"})
 	if doc.Keys.Kvs != nil || doc.Keys.Count != 0 {
 		t.Errorf("prefix zz: %s", dumpJSONString(doc.Keys))
 	}
 
 	var out bytes.Buffer
-	if err := Dump(&out, fx.dir, DumpOptions{Keys: true, Revision: fx.compactRev - 1}); !errors.Is(err, ErrCompacted) {
-		t.Errorf("keys at a compacted revision: %v, want ErrCompacted", err)
+	if err := Run(&out, fx.dir, Options{Keys: true, Revision: fx.compactRev - 1}); !errors.Is(err, ember.ErrCompacted) {
+		t.Errorf("keys at a compacted revision: %v, want ember.ErrCompacted", err)
 	}
-	if err := Dump(&out, fx.dir, DumpOptions{Keys: true, Revision: fx.latest.Header.Revision + 1}); !errors.Is(err, ErrFutureRev) {
-		t.Errorf("keys at a future revision: %v, want ErrFutureRev", err)
+	if err := Run(&out, fx.dir, Options{Keys: true, Revision: fx.latest.Header.Revision + 1}); !errors.Is(err, ember.ErrFutureRev) {
+		t.Errorf("keys at a future revision: %v, want ember.ErrFutureRev", err)
 	}
 }
 
 func TestDumpLogRange(t *testing.T) {
 	fx := newDumpFixture(t)
-	doc := runDumpJSON(t, fx.dir, DumpOptions{Logs: true, From: 3, To: 5})
+	doc := runDumpJSON(t, fx.dir, Options{Logs: true, From: 3, To: 5})
 	if doc.Keys != nil || doc.Snapshots != nil {
 		t.Errorf("Logs alone printed keys or snapshots")
 	}
@@ -313,23 +350,23 @@ func TestDumpLogRange(t *testing.T) {
 	if !reflect.DeepEqual(got, []uint64{3, 4, 5}) {
 		t.Errorf("entries %v, want 3..5", got)
 	}
-	doc = runDumpJSON(t, fx.dir, DumpOptions{Logs: true, From: 1 << 40})
+	doc = runDumpJSON(t, fx.dir, Options{Logs: true, From: 1 << 40})
 	if doc.Entries == nil || len(doc.Entries) != 0 {
 		t.Errorf("entries past the end = %v, want an empty list", doc.Entries)
 	}
 	var out bytes.Buffer
-	if err := Dump(&out, fx.dir, DumpOptions{Logs: true, From: 5, To: 3}); err == nil {
+	if err := Run(&out, fx.dir, Options{Logs: true, From: 5, To: 3}); err == nil {
 		t.Error("From > To accepted")
 	}
 }
 
 func TestDumpSnapshotOnly(t *testing.T) {
 	fx := newDumpFixture(t)
-	doc := runDumpJSON(t, fx.dir, DumpOptions{Snapshot: true})
+	doc := runDumpJSON(t, fx.dir, Options{Snapshot: true})
 	if doc.Entries != nil || doc.Keys != nil || len(doc.Snapshots) != 1 {
 		t.Errorf("Snapshot alone: %s", dumpJSONString(doc))
 	}
-	text := runDump(t, fx.dir, DumpOptions{Snapshot: true})
+	text := runDump(t, fx.dir, Options{Snapshot: true})
 	if !strings.HasPrefix(text, "snapshots (1, newest first):\n  id=") ||
 		!strings.Contains(text, " members=["+fx.id+"@") || !strings.Contains(text, "(Voter)]") {
 		t.Errorf("text:\n%s", text)
@@ -338,7 +375,7 @@ func TestDumpSnapshotOnly(t *testing.T) {
 
 func TestDumpText(t *testing.T) {
 	fx := newDumpFixture(t)
-	text := runDump(t, fx.dir, DumpOptions{})
+	text := runDump(t, fx.dir, Options{})
 	for _, want := range []string{
 		"snapshots (1, newest first):\n",
 		"log entries 1..",
@@ -372,16 +409,16 @@ func TestDumpText(t *testing.T) {
 }
 
 func TestDumpDirInUse(t *testing.T) {
-	for _, ls := range []LogStore{LogStoreBolt, LogStoreWAL} {
+	for _, ls := range []ember.LogStore{ember.LogStoreBolt, ember.LogStoreWAL} {
 		t.Run(ls.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := Open(dir, WithLogStore(ls))
+			s, err := ember.Open(dir, ember.WithLogStore(ls))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
 			start := time.Now()
-			err = Dump(&bytes.Buffer{}, dir, DumpOptions{})
+			err = Run(&bytes.Buffer{}, dir, Options{})
 			if err == nil || !regexp.MustCompile(`data dir .* in use`).MatchString(err.Error()) {
 				t.Fatalf("Dump of a running member's dir: %v, want an in-use error", err)
 			}
@@ -394,14 +431,14 @@ func TestDumpDirInUse(t *testing.T) {
 
 func TestDumpNotADataDir(t *testing.T) {
 	dir := t.TempDir()
-	err := Dump(&bytes.Buffer{}, dir, DumpOptions{})
+	err := Run(&bytes.Buffer{}, dir, Options{})
 	if err == nil || !strings.Contains(err.Error(), "not an ember data dir") {
 		t.Fatalf("Dump of an empty dir: %v", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("Dump of an empty dir created %v", entries)
 	}
-	if err := Dump(&bytes.Buffer{}, dir, DumpOptions{Format: "yaml"}); err == nil {
+	if err := Run(&bytes.Buffer{}, dir, Options{Format: "yaml"}); err == nil {
 		t.Error("unknown format accepted")
 	}
 }
@@ -421,9 +458,9 @@ func TestDumpCorruptSnapshot(t *testing.T) {
 		fx := newDumpFixture(t)
 		state, _ := dumpSnapshotFiles(t, fx.dir)
 		dumpFlipByte(t, state, 20)
-		err := Dump(&bytes.Buffer{}, fx.dir, DumpOptions{Keys: true})
-		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "CRC mismatch") {
-			t.Fatalf("Dump with a damaged snapshot: %v, want ErrCorrupt from raft's checksum", err)
+		err := Run(&bytes.Buffer{}, fx.dir, Options{Keys: true})
+		if !errors.Is(err, ember.ErrCorrupt) || !strings.Contains(err.Error(), "CRC mismatch") {
+			t.Fatalf("Dump with a damaged snapshot: %v, want ember.ErrCorrupt from raft's checksum", err)
 		}
 	})
 	t.Run("ember format", func(t *testing.T) {
@@ -452,13 +489,13 @@ func TestDumpCorruptSnapshot(t *testing.T) {
 		if err := os.WriteFile(meta, mb, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		err = Dump(&bytes.Buffer{}, fx.dir, DumpOptions{Keys: true})
-		if !errors.Is(err, ErrCorrupt) || strings.Contains(err.Error(), "CRC mismatch") {
-			t.Fatalf("Dump with a resealed damaged snapshot: %v, want ErrCorrupt from readSnapshot", err)
+		err = Run(&bytes.Buffer{}, fx.dir, Options{Keys: true})
+		if !errors.Is(err, ember.ErrCorrupt) || strings.Contains(err.Error(), "CRC mismatch") {
+			t.Fatalf("Dump with a resealed damaged snapshot: %v, want ember.ErrCorrupt from readSnapshot", err)
 		}
 		t.Logf("error: %v", err)
 		// Metadata and entries need no snapshot state.
-		runDump(t, fx.dir, DumpOptions{Snapshot: true, Logs: true})
+		runDump(t, fx.dir, Options{Snapshot: true, Logs: true})
 	})
 	t.Run("unreadable metadata", func(t *testing.T) {
 		fx := newDumpFixture(t)
@@ -466,7 +503,7 @@ func TestDumpCorruptSnapshot(t *testing.T) {
 		if err := os.WriteFile(meta, []byte("{"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		doc := runDumpJSON(t, fx.dir, DumpOptions{Snapshot: true})
+		doc := runDumpJSON(t, fx.dir, Options{Snapshot: true})
 		if len(doc.Snapshots) != 0 || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "failed to read metadata") {
 			t.Fatalf("snapshots %+v, warnings %q: want the skipped snapshot reported", doc.Snapshots, doc.Warnings)
 		}
@@ -488,7 +525,7 @@ func dumpFlipByte(t *testing.T, path string, off int) {
 // TestDumpRestoredDir dumps a dir made by Restore: a snapshot and an empty log.
 func TestDumpRestoredDir(t *testing.T) {
 	fx := newDumpFixture(t)
-	s, err := Open(fx.dir)
+	s, err := ember.Open(fx.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,17 +544,17 @@ func TestDumpRestoredDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "restored")
-	if err := Restore(&backup, dir); err != nil {
+	if err := ember.Restore(&backup, dir); err != nil {
 		t.Fatal(err)
 	}
-	doc := runDumpJSON(t, dir, DumpOptions{})
+	doc := runDumpJSON(t, dir, Options{})
 	if len(doc.Snapshots) != 1 || doc.Entries == nil || len(doc.Entries) != 0 {
 		t.Errorf("snapshots %s, entries %s: want one snapshot and an empty log", dumpJSONString(doc.Snapshots), dumpJSONString(doc.Entries))
 	}
 	if got, want := doc.Keys.Kvs, dumpWantKeys(fx.latest); !reflect.DeepEqual(got, want) {
 		t.Errorf("keys:\n got %s\nwant %s", dumpJSONString(got), dumpJSONString(want))
 	}
-	if text := runDump(t, dir, DumpOptions{Logs: true}); text != "log entries: none\n" {
+	if text := runDump(t, dir, Options{Logs: true}); text != "log entries: none\n" {
 		t.Errorf("text log of a restored dir: %q", text)
 	}
 }
