@@ -93,7 +93,7 @@ type State struct {
 	size       int64 // logical bytes of all records in history
 
 	// Applying a compaction only moves compactRev; compactStep then removes the records it made
-	// obsolete a bounded batch at a time (see mvcc_compact.go). While compactPending, the trees
+	// obsolete a bounded batch at a time (see compact.go). While compactPending, the trees
 	// still hold some of them. Reads at or after compactRev never select them; HashKV and
 	// snapshots skip them, and watch catch-up reads no previous version at or below
 	// compactRev, so nothing replicated depends on how far the removal got. Snapshots hold no
