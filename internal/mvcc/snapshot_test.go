@@ -177,7 +177,6 @@ func TestSnapshot_RoundTrip(t *testing.T) {
 	}
 }
 
-
 // readSnapshotSafely decodes data and turns a panic into an error the caller reports.
 func readSnapshotSafely(data []byte) (st *State, applied uint64, panicked any, err error) {
 	defer func() { panicked = recover() }()

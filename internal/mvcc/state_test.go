@@ -5,23 +5,14 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ember-kv/ember/internal/mvcc/mvcctest"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
 // ---- helpers shared by the package's tests ----
 
-func wirePut(key, val string) wire.Op {
-	return wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte(val)}
-}
-
-// wireDel deletes key, or [key, end) when end is set ("\x00" = from key).
-func wireDel(key, end string) wire.Op {
-	op := wire.Op{Kind: wire.OpDelete, Key: []byte(key)}
-	if end != "" {
-		op.End = []byte(end)
-	}
-	return op
-}
+// wirePut and wireDel are shared with the root package's tests.
+var wirePut, wireDel = mvcctest.Put, mvcctest.Del
 
 // stPut puts key=val on st at a new revision, as a single-op write, and returns the revision.
 func stPut(t testing.TB, st *State, key, val string, lease int64) int64 {
