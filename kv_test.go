@@ -485,6 +485,8 @@ func TestMVCC_SortOptionRewrite(t *testing.T) {
 	}
 }
 
+// ---- compaction bounds ----
+
 // TestMVCC_Compact_Store checks the same bounds through Store.Compact and reads around them.
 func TestMVCC_Compact_Store(t *testing.T) {
 	s := emberTestStore(t)

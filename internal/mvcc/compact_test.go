@@ -10,7 +10,7 @@ import (
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// stepChanges is the fsm's bound on the changes one compaction step visits (stepChanges
+// stepChanges is the fsm's bound on the changes one compaction step visits (compactStepRecords
 // in the root package's fsm.go): the benchmark times a step of that size.
 const stepChanges = 500
 
@@ -172,8 +172,7 @@ func TestState_Compact_Codes(t *testing.T) {
 	}
 }
 
-// TestState_Compact_Store checks the same bounds through Store.Compact and reads around them.
-
+// randomHistory applies n effective writes (puts, single and range deletes, multi-op txns) over
 // nKeys keys, so that st ends n revisions later.
 func randomHistory(t testing.TB, st *State, rng *rand.Rand, n, nKeys int) {
 	t.Helper()

@@ -218,8 +218,6 @@ func TestSnapshot_Corruption(t *testing.T) {
 	check("snapshot twice", append(bytes.Clone(data), data...))
 }
 
-// TestSnapshot_RestoreCorruptKeepsState checks that fsm.Restore refuses a damaged snapshot and
-
 // ---- hand-built snapshots with a valid checksum ----
 
 // snapBuilder assembles snapshot frames and seals them with a correct checksum, so that the

@@ -112,7 +112,8 @@ func keyLife(t testing.TB, compactAt int64) *State {
 
 // TestState_Get_History reads "k" at every revision of its life (put, put, delete, put), before
 // and after compactions, including at the tombstone revision and at the compaction boundaries.
-// Refused reads are checked by code; the root package's errors tests map codes to errors.
+// Refused reads are checked by code; the errors they become are the root package's concern
+// (TestErrorCode_RoundTrip, TestMVCC_Compact_Store).
 func TestState_Get_History(t *testing.T) {
 	tests := []struct {
 		name      string
