@@ -301,7 +301,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	// The sizes count what the background compaction has removed so far: finish it on both.
 	for a.compactStep() || restored.compactStep() {
 	}
-	assertStatesEqual(t, a.st, restored.st)
+	assertSameState(t, a.st, restored.st)
 	if a.dedupBytes != restored.dedupBytes || a.dedupLong != restored.dedupLong {
 		t.Fatalf("dedup counts %d/%d and %d/%d", a.dedupBytes, a.dedupLong, restored.dedupBytes, restored.dedupLong)
 	}
@@ -353,9 +353,9 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	}
 }
 
-// trimmedDedupSnapshot is a snapshot whose dedup table holds long results, short ones, and
+// trimmedDedupFSM is a detached fsm whose dedup table holds long results, short ones, and
 // results replaced by CodeResultNotHeld.
-func trimmedDedupSnapshot(t testing.TB) []byte {
+func trimmedDedupFSM(t testing.TB) *fsmDriver {
 	t.Helper()
 	d := &fsmDriver{f: detachedFSM()}
 	d.f.dedupBudget = 200
@@ -373,7 +373,7 @@ func trimmedDedupSnapshot(t testing.TB) []byte {
 	if notHeld == 0 || d.f.dedupLong == 0 {
 		t.Fatalf("%d results not held, %d bytes of long results: want both", notHeld, d.f.dedupLong)
 	}
-	return encodeSnapshot(t, d.f.st, d.f.applied.Load())
+	return d
 }
 
 // Through a store: WithDedupResultBytes reaches the state machine, and a retry of a put whose

@@ -5,23 +5,14 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ember-kv/ember/internal/mvcc/mvcctest"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
 // ---- wire builders shared by the white-box tests ----
 
-func wirePut(key, val string) wire.Op {
-	return wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte(val)}
-}
-
-// wireDel deletes key, or [key, end) when end is set ("\x00" = from key).
-func wireDel(key, end string) wire.Op {
-	op := wire.Op{Kind: wire.OpDelete, Key: []byte(key)}
-	if end != "" {
-		op.End = []byte(end)
-	}
-	return op
-}
+// wirePut and wireDel are shared with internal/mvcc's tests.
+var wirePut, wireDel = mvcctest.Put, mvcctest.Del
 
 func wireGet(key string) wire.Op { return wire.Op{Kind: wire.OpRange, Key: []byte(key)} }
 

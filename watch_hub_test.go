@@ -97,7 +97,7 @@ func (r *hubRig) drain() {
 // history is every change src made, as watchcheck wants it.
 func (r *hubRig) history() []watchcheck.Revision {
 	var h []watchcheck.Revision
-	r.src.st.revs.Scan(func(rec *mvcc.Record) bool {
+	r.src.st.Changes(0, func(rec *mvcc.Record) bool {
 		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.st.PrevVersion(rec), true))})
 		return true
 	})

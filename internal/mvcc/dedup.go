@@ -22,3 +22,6 @@ func (st *State) Forget(id wire.RequestID) (*DedupEntry, bool) {
 
 // ScanRemembered calls fn for every entry in request ID order until fn returns false.
 func (st *State) ScanRemembered(fn func(*DedupEntry) bool) { st.dedup.Scan(fn) }
+
+// RememberedCount is the number of entries held.
+func (st *State) RememberedCount() int { return st.dedup.Len() }

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +13,7 @@ import (
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// ---- helpers shared by the root package's white-box tests (mvcc, txn, snapshot, rpc) ----
+// ---- helpers shared by the root package's white-box tests (kv, txn, snapshot, rpc) ----
 
 // emberTestStore opens an in-memory single-member store that is closed when the test ends.
 func emberTestStore(t testing.TB) *Store {
@@ -41,10 +39,10 @@ func emberTestCtx(t testing.TB) context.Context {
 // stPut puts key=val on st at a new revision, as a single-op write, and returns the revision.
 func stPut(t testing.TB, st *mvcc.State, key, val string, lease int64) int64 {
 	t.Helper()
-	w := st.beginWrite()
-	w.put(&wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte(val), Lease: lease})
-	if evs := w.end(); len(evs) != 1 {
-		t.Fatalf("put %q: %d events, want 1", key, len(evs))
+	op := wirePut(key, val)
+	op.Lease = lease
+	if res, evs := st.ApplyTxn(&wire.Txn{Success: []wire.Op{op}}); res.Code != wire.CodeOK || len(evs) != 1 {
+		t.Fatalf("put %q: code %d, %d events, want OK and 1", key, res.Code, len(evs))
 	}
 	return st.Rev()
 }
@@ -53,29 +51,29 @@ func stPut(t testing.TB, st *mvcc.State, key, val string, lease int64) int64 {
 // were deleted.
 func stDelete(t testing.TB, st *mvcc.State, key, end string) int64 {
 	t.Helper()
-	op := &wire.Op{Kind: wire.OpDelete, Key: []byte(key)}
-	if end != "" {
-		op.End = []byte(end)
+	res, evs := st.ApplyTxn(&wire.Txn{Success: []wire.Op{wireDel(key, end)}})
+	if res.Code != wire.CodeOK {
+		t.Fatalf("delete %q: code %d", key, res.Code)
 	}
-	w := st.beginWrite()
-	res := w.deleteRange(op)
-	if evs := w.end(); int64(len(evs)) != res.Deleted {
-		t.Fatalf("delete %q: %d events for %d deleted keys", key, len(evs), res.Deleted)
+	deleted := res.Txn.Responses[0].Delete.Deleted
+	if int64(len(evs)) != deleted {
+		t.Fatalf("delete %q: %d events for %d deleted keys", key, len(evs), deleted)
 	}
-	return res.Deleted
+	return deleted
 }
 
-// stRange runs op against st the way a read-only request does: validation, then rangeKeys at the
-// state's current revision. Codes are turned into the exported errors.
+// stRange runs op against st the way a read-only request does: validation, then a read-only
+// txn at the state's current revision. Codes are turned into the exported errors.
 func stRange(st *mvcc.State, op wire.Op) (*wire.RangeResult, error) {
-	if code := validateTxn(&wire.Txn{Success: []wire.Op{op}}, defaultMaxTxnOps); code != wire.CodeOK {
+	txn := &wire.Txn{Success: []wire.Op{op}}
+	if code := validateTxn(txn, defaultMaxTxnOps); code != wire.CodeOK {
 		return nil, codeError(code)
 	}
-	res, code := st.rangeKeys(&op, st.Rev())
+	res, code := st.ReadTxn(txn)
 	if code != wire.CodeOK {
 		return nil, codeError(code)
 	}
-	return res, nil
+	return res.Txn.Responses[0].Range, nil
 }
 
 // stGetAt reads a single key at rev (0 = latest) and fails the test on error.
@@ -222,133 +220,6 @@ func checkRevStepKV(t testing.TB, tc revStep, kvs []*wire.KV) {
 	if kv.Version != tc.wVersion || kv.CreateRevision != tc.wCreate || kv.ModRevision != tc.wMod {
 		t.Fatalf("%s: %q version %d create %d mod %d, want %d %d %d", tc.name, tc.key,
 			kv.Version, kv.CreateRevision, kv.ModRevision, tc.wVersion, tc.wCreate, tc.wMod)
-	}
-}
-
-// TestMVCC_WriteEvents checks that every effective change yields one event in change order, and
-// that no-ops yield none (the watch hub relies on it to decide whether a revision happened).
-func TestMVCC_WriteEvents(t *testing.T) {
-	st := mvcc.New()
-	stPut(t, st, "a", "1", 0)
-	stPut(t, st, "b", "1", 0)
-	tests := []struct {
-		name    string
-		ops     []wire.Op
-		wEvents []string // key@mod/sub, "t" for a tombstone
-		wRev    int64
-	}{
-		{name: "identical put is an event", ops: []wire.Op{wirePut("a", "1")}, wEvents: []string{"a@4/0"}, wRev: 4},
-		{name: "delete of nothing is no event", ops: []wire.Op{wireDel("zz", "")}, wRev: 4},
-		{name: "changes of one write share the revision, subs in order",
-			ops:     []wire.Op{wirePut("c", "1"), wireDel("a", "c"), wirePut("d", "1")},
-			wEvents: []string{"c@5/0", "a@5/1t", "b@5/2t", "d@5/3"}, wRev: 5},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			w := st.beginWrite()
-			for i := range tc.ops {
-				if tc.ops[i].Kind == wire.OpPut {
-					w.put(&tc.ops[i])
-				} else {
-					w.deleteRange(&tc.ops[i])
-				}
-			}
-			var got []string
-			for _, ev := range w.end() {
-				name := fmt.Sprintf("%s@%d/%d", ev.Rec.Key, ev.Rec.Mod, ev.Rec.Sub)
-				if ev.Rec.Tombstone {
-					name += "t"
-				}
-				got = append(got, name)
-			}
-			if !slices.Equal(got, tc.wEvents) || st.Rev() != tc.wRev {
-				t.Fatalf("events %v rev %d, want %v rev %d", got, st.Rev(), tc.wEvents, tc.wRev)
-			}
-		})
-	}
-}
-
-// ---- reads at every revision of a key's life ----
-
-// keyLife builds key "k": put v1 @2, put v2 @3, delete @4, put v3 @5; then compacts at compactAt
-// (if > 0).
-func keyLife(t testing.TB, compactAt int64) *mvcc.State {
-	t.Helper()
-	st := mvcc.New()
-	stPut(t, st, "k", "v1", 0)
-	stPut(t, st, "k", "v2", 0)
-	stDelete(t, st, "k", "")
-	stPut(t, st, "k", "v3", 0)
-	if compactAt > 0 {
-		if code := compactFully(st, compactAt); code != wire.CodeOK {
-			t.Fatalf("compact(%d): code %d", compactAt, code)
-		}
-	}
-	return st
-}
-
-// TestMVCC_Get_History reads "k" at every revision of its life (put, put, delete, put), before and
-// after compactions, including at the tombstone revision and at the compaction boundaries.
-func TestMVCC_Get_History(t *testing.T) {
-	tests := []struct {
-		name      string
-		compactAt int64
-		rev       int64
-		wValue    string // "" = absent
-		wVersion  int64
-		wCreate   int64
-		wMod      int64
-		wErr      error
-	}{
-		{name: "before first write", rev: 1},
-		{name: "first put", rev: 2, wValue: "v1", wVersion: 1, wCreate: 2, wMod: 2},
-		{name: "second put", rev: 3, wValue: "v2", wVersion: 2, wCreate: 2, wMod: 3},
-		{name: "at the tombstone", rev: 4},
-		{name: "recreated", rev: 5, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "latest", rev: 0, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "negative is latest", rev: -1, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "future", rev: 6, wErr: ErrFutureRev},
-
-		{name: "compact 3: below", compactAt: 3, rev: 2, wErr: ErrCompacted},
-		{name: "compact 3: at", compactAt: 3, rev: 3, wValue: "v2", wVersion: 2, wCreate: 2, wMod: 3},
-		{name: "compact 3: tombstone", compactAt: 3, rev: 4},
-		{name: "compact 3: after", compactAt: 3, rev: 5, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "compact 3: future", compactAt: 3, rev: 6, wErr: ErrFutureRev},
-
-		{name: "compact at tombstone: below", compactAt: 4, rev: 3, wErr: ErrCompacted},
-		{name: "compact at tombstone: at", compactAt: 4, rev: 4},
-		{name: "compact at tombstone: after", compactAt: 4, rev: 5, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-
-		{name: "compact current: below", compactAt: 5, rev: 4, wErr: ErrCompacted},
-		{name: "compact current: at", compactAt: 5, rev: 5, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "compact current: latest", compactAt: 5, rev: 0, wValue: "v3", wVersion: 1, wCreate: 5, wMod: 5},
-		{name: "compact current: future", compactAt: 5, rev: 6, wErr: ErrFutureRev},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := keyLife(t, tc.compactAt)
-			res, err := stRange(st, wire.Op{Kind: wire.OpRange, Key: []byte("k"), Revision: tc.rev})
-			if !errors.Is(err, tc.wErr) || (err != nil && tc.wErr == nil) {
-				t.Fatalf("err %v, want %v", err, tc.wErr)
-			}
-			if tc.wErr != nil {
-				return
-			}
-			if tc.wValue == "" {
-				if len(res.Kvs) != 0 || res.Count != 0 {
-					t.Fatalf("got %d kvs count %d, want none", len(res.Kvs), res.Count)
-				}
-				return
-			}
-			if len(res.Kvs) != 1 || res.Count != 1 {
-				t.Fatalf("got %d kvs count %d, want 1", len(res.Kvs), res.Count)
-			}
-			kv := res.Kvs[0]
-			if string(kv.Value) != tc.wValue || kv.Version != tc.wVersion || kv.CreateRevision != tc.wCreate || kv.ModRevision != tc.wMod {
-				t.Fatalf("got %q v%d c%d m%d, want %q v%d c%d m%d", kv.Value, kv.Version, kv.CreateRevision, kv.ModRevision,
-					tc.wValue, tc.wVersion, tc.wCreate, tc.wMod)
-			}
-		})
 	}
 }
 
@@ -614,203 +485,7 @@ func TestMVCC_SortOptionRewrite(t *testing.T) {
 	}
 }
 
-// ---- compaction ----
-
-// recordName is "key@mod", with "t" appended for a tombstone.
-func recordName(r *mvcc.Record) string {
-	n := fmt.Sprintf("%s@%d", r.Key, r.Mod)
-	if r.Tombstone {
-		n += "t"
-	}
-	return n
-}
-
-func historyNames(st *mvcc.State) []string {
-	var out []string
-	st.history.Scan(func(r *mvcc.Record) bool {
-		out = append(out, recordName(r))
-		return true
-	})
-	return out
-}
-
-// checkTreesAgree fails unless history and revs hold the same records, size is the sum of their
-// sizes, and latest holds exactly each key's newest record unless that is a tombstone.
-func checkTreesAgree(t testing.TB, st *mvcc.State) {
-	t.Helper()
-	inHistory := map[*mvcc.Record]bool{}
-	var size int64
-	newest := map[string]*mvcc.Record{}
-	st.history.Scan(func(r *mvcc.Record) bool {
-		inHistory[r] = true
-		size += r.Size()
-		newest[r.Key] = r
-		return true
-	})
-	n := 0
-	st.revs.Scan(func(r *mvcc.Record) bool {
-		n++
-		if !inHistory[r] {
-			t.Fatalf("revs holds %s, history does not", recordName(r))
-		}
-		return true
-	})
-	if n != len(inHistory) {
-		t.Fatalf("revs holds %d records, history %d", n, len(inHistory))
-	}
-	if size != st.Size() {
-		t.Fatalf("size %d, records add up to %d", st.Size(), size)
-	}
-	live := 0
-	for _, r := range newest {
-		if r.Tombstone {
-			continue
-		}
-		live++
-		if l, ok := st.latest.Get(&mvcc.Record{Key: r.Key}); !ok || l != r {
-			t.Fatalf("latest for %q is not its newest record %s", r.Key, recordName(r))
-		}
-	}
-	if live != st.Keys() {
-		t.Fatalf("latest holds %d keys, history has %d live", st.Keys(), live)
-	}
-}
-
-// stateStep is one step of a scripted history.
-type stateStep func(t testing.TB, st *mvcc.State)
-
-func sPut(key string) stateStep {
-	return func(t testing.TB, st *mvcc.State) { stPut(t, st, key, "v", 0) }
-}
-
-func sDel(key, end string) stateStep {
-	return func(t testing.TB, st *mvcc.State) {
-		if stDelete(t, st, key, end) == 0 {
-			t.Fatalf("script deletes nothing at %q", key)
-		}
-	}
-}
-
-func sTxn(ops ...wire.Op) stateStep {
-	return func(t testing.TB, st *mvcc.State) {
-		txn := &wire.Txn{Success: ops}
-		if code := validateTxn(txn, 0); code != wire.CodeOK {
-			t.Fatalf("script txn invalid: %d", code)
-		}
-		if res, _ := st.ApplyTxn(txn); res.Code != wire.CodeOK {
-			t.Fatalf("script txn: code %d", res.Code)
-		}
-	}
-}
-
-// compactFully applies a compaction at rev and runs its removal to the end.
-func compactFully(st *mvcc.State, rev int64) wire.Code {
-	code := st.Compact(rev)
-	for st.CompactStep(compactStepRecords) {
-	}
-	return code
-}
-
-func sCompact(rev int64) stateStep {
-	return func(t testing.TB, st *mvcc.State) {
-		if code := compactFully(st, rev); code != wire.CodeOK {
-			t.Fatalf("compact(%d): code %d", rev, code)
-		}
-	}
-}
-
-// TestMVCC_Compact_RemovesHistory checks exactly which records compactions drop: superseded
-// versions at once, tombstones older than the compaction point, and a tombstone at exactly the
-// compaction revision only at the next compaction (so a watch from that revision sees it).
-func TestMVCC_Compact_RemovesHistory(t *testing.T) {
-	// put a@2, put a@3, delete a@4, put b@5, put b@6
-	lifeA := []stateStep{sPut("a"), sPut("a"), sDel("a", ""), sPut("b"), sPut("b")}
-	// put a@2, delete a@3, put a@4
-	lifeB := []stateStep{sPut("a"), sDel("a", ""), sPut("a")}
-	tests := []struct {
-		name     string
-		steps    []stateStep
-		wHistory []string
-	}{
-		{name: "nothing superseded yet", steps: append(slices.Clip(lifeA), sCompact(2)),
-			wHistory: []string{"a@2", "a@3", "a@4t", "b@5", "b@6"}},
-		{name: "superseded put dropped", steps: append(slices.Clip(lifeA), sCompact(3)),
-			wHistory: []string{"a@3", "a@4t", "b@5", "b@6"}},
-		{name: "tombstone at the compaction revision stays", steps: append(slices.Clip(lifeA), sCompact(4)),
-			wHistory: []string{"a@4t", "b@5", "b@6"}},
-		{name: "next compaction drops it", steps: append(slices.Clip(lifeA), sCompact(4), sCompact(5)),
-			wHistory: []string{"b@5", "b@6"}},
-		{name: "compaction past a tombstone drops the key", steps: append(slices.Clip(lifeA), sCompact(5)),
-			wHistory: []string{"b@5", "b@6"}},
-		{name: "compact at current keeps only the newest", steps: append(slices.Clip(lifeA), sCompact(6)),
-			wHistory: []string{"b@6"}},
-		{name: "stepwise equals at once", steps: append(slices.Clip(lifeA), sCompact(2), sCompact(3), sCompact(4), sCompact(5), sCompact(6)),
-			wHistory: []string{"b@6"}},
-		{name: "tombstone before a recreation", steps: append(slices.Clip(lifeB), sCompact(3)),
-			wHistory: []string{"a@3t", "a@4"}},
-		{name: "recreation supersedes the tombstone", steps: append(slices.Clip(lifeB), sCompact(4)),
-			wHistory: []string{"a@4"}},
-		{name: "tombstone then recreation then compaction", steps: append(slices.Clip(lifeB), sCompact(3), sCompact(4)),
-			wHistory: []string{"a@4"}},
-		{name: "tombstones of one revision stay together",
-			steps:    []stateStep{sTxn(wirePut("a", "1"), wirePut("b", "1")), sDel("a", "c"), sCompact(3)},
-			wHistory: []string{"a@3t", "b@3t"}},
-		{name: "and leave together",
-			steps:    []stateStep{sTxn(wirePut("a", "1"), wirePut("b", "1")), sDel("a", "c"), sCompact(3), sPut("c"), sCompact(4)},
-			wHistory: []string{"c@4"}},
-		{name: "later writes survive",
-			steps:    []stateStep{sPut("a"), sPut("a"), sCompact(3), sPut("a"), sDel("a", ""), sPut("a")},
-			wHistory: []string{"a@3", "a@4", "a@5t", "a@6"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := mvcc.New()
-			for _, step := range tc.steps {
-				step(t, st)
-			}
-			if got := historyNames(st); !slices.Equal(got, tc.wHistory) {
-				t.Fatalf("history %v, want %v", got, tc.wHistory)
-			}
-			checkTreesAgree(t, st)
-		})
-	}
-}
-
-// TestMVCC_Compact_Codes checks the compaction bounds (§3): at or below the previous compaction is
-// ErrCompacted, above the current revision is ErrFutureRev, and a refused compaction changes nothing.
-func TestMVCC_Compact_Codes(t *testing.T) {
-	tests := []struct {
-		name   string
-		prior  []int64
-		at     int64
-		wCode  wire.Code
-		wAfter int64 // compactRev afterwards
-	}{
-		{name: "first compaction", at: 3, wCode: wire.CodeOK, wAfter: 3},
-		{name: "at current revision", at: 5, wCode: wire.CodeOK, wAfter: 5},
-		{name: "above current revision", at: 6, wCode: wire.CodeFutureRev},
-		{name: "repeat", prior: []int64{3}, at: 3, wCode: wire.CodeCompacted, wAfter: 3},
-		{name: "below previous", prior: []int64{3}, at: 2, wCode: wire.CodeCompacted, wAfter: 3},
-		{name: "after previous", prior: []int64{3}, at: 4, wCode: wire.CodeOK, wAfter: 4},
-		{name: "future after previous", prior: []int64{3}, at: 9, wCode: wire.CodeFutureRev, wAfter: 3},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := keyLife(t, 0) // revision 5
-			for _, p := range tc.prior {
-				sCompact(p)(t, st)
-			}
-			before := historyNames(st)
-			code := st.Compact(tc.at)
-			if code != tc.wCode || st.CompactRev() != tc.wAfter {
-				t.Fatalf("code %d compactRev %d, want %d %d", code, st.CompactRev(), tc.wCode, tc.wAfter)
-			}
-			if code != wire.CodeOK && !slices.Equal(historyNames(st), before) {
-				t.Fatalf("refused compaction changed history: %v -> %v", before, historyNames(st))
-			}
-		})
-	}
-}
+// ---- compaction bounds ----
 
 // TestMVCC_Compact_Store checks the same bounds through Store.Compact and reads around them.
 func TestMVCC_Compact_Store(t *testing.T) {
@@ -858,274 +533,3 @@ func TestMVCC_Compact_Store(t *testing.T) {
 		}
 	}
 }
-
-// randomHistory applies n effective writes (puts, single and range deletes, multi-op txns) over
-// nKeys keys, so that st ends n revisions later.
-func randomHistory(t testing.TB, st *mvcc.State, rng *rand.Rand, n, nKeys int) {
-	t.Helper()
-	key := func(i int) string { return fmt.Sprintf("k%02d", i) }
-	target := st.Rev() + int64(n)
-	for st.Rev() < target {
-		switch p := rng.Intn(100); {
-		case p < 55:
-			stPut(t, st, key(rng.Intn(nKeys)), fmt.Sprint(rng.Intn(1000)), 0)
-		case p < 75:
-			stDelete(t, st, key(rng.Intn(nKeys)), "") // may delete nothing: no revision
-		case p < 82:
-			a, b := rng.Intn(nKeys), rng.Intn(nKeys)
-			stDelete(t, st, key(min(a, b)), key(max(a, b)))
-		default:
-			// 2-4 puts on distinct keys and a delete of another key, in one revision.
-			perm := rng.Perm(nKeys)
-			var ops []wire.Op
-			for _, i := range perm[:2+rng.Intn(3)] {
-				ops = append(ops, wirePut(key(i), fmt.Sprint(rng.Intn(1000))))
-			}
-			ops = append(ops, wireDel(key(perm[5]), ""))
-			sTxn(ops...)(t, st)
-		}
-	}
-}
-
-// readingsAt renders the reads a client can make of st at rev: each key alone, a full scan and a
-// limited range scan. Two states with equal readings are indistinguishable at rev.
-func readingsAt(t testing.TB, st *mvcc.State, rev int64, nKeys int) string {
-	t.Helper()
-	var b strings.Builder
-	render := func(op wire.Op) {
-		res, code := st.rangeKeys(&op, st.Rev())
-		if code != wire.CodeOK {
-			fmt.Fprintf(&b, "code %d;", code)
-			return
-		}
-		fmt.Fprintf(&b, "n%d m%v:", res.Count, res.More)
-		for _, kv := range res.Kvs {
-			fmt.Fprintf(&b, "%s=%s c%d m%d v%d,", kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision, kv.Version)
-		}
-		b.WriteString(";")
-	}
-	for i := 0; i < nKeys; i++ {
-		render(wire.Op{Kind: wire.OpRange, Key: []byte(fmt.Sprintf("k%02d", i)), Revision: rev})
-	}
-	render(wire.Op{Kind: wire.OpRange, Key: []byte{0}, End: []byte{0}, Revision: rev})
-	render(wire.Op{Kind: wire.OpRange, Key: []byte("k05"), End: []byte("k12"), Revision: rev, Limit: 3})
-	return b.String()
-}
-
-// TestMVCC_Compact_PreservesReads builds a random history, records every read at every revision,
-// and checks that after each of several increasing compactions every read at or after the
-// compaction revision is unchanged, reads below it fail with ErrCompacted, and the trees only
-// shrink. Writes continue between compactions.
-func TestMVCC_Compact_PreservesReads(t *testing.T) {
-	const nKeys = 20
-	for _, seed := range []int64{1, 2} {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			rng := rand.New(rand.NewSource(seed))
-			st := mvcc.New()
-			readings := map[int64]string{}
-			snap := func() {
-				for r := int64(1); r <= st.Rev(); r++ {
-					if _, ok := readings[r]; !ok {
-						readings[r] = readingsAt(t, st, r, nKeys)
-					}
-				}
-			}
-			verify := func(c int64) {
-				t.Helper()
-				for r := c; r <= st.Rev(); r++ {
-					if got := readingsAt(t, st, r, nKeys); got != readings[r] {
-						t.Fatalf("after compact(%d): reads at %d changed:\n got %s\nwant %s", c, r, got, readings[r])
-					}
-				}
-				for _, r := range []int64{1, c - 1} {
-					if r < 1 || r >= c {
-						continue
-					}
-					if _, code := st.checkRev(r, st.Rev()); code != wire.CodeCompacted {
-						t.Fatalf("after compact(%d): read at %d gives code %d, want compacted", c, r, code)
-					}
-				}
-			}
-			compact := func(c int64) {
-				t.Helper()
-				hBefore, rBefore := st.history.Len(), st.revs.Len()
-				if code := compactFully(st, c); code != wire.CodeOK {
-					t.Fatalf("compact(%d): code %d", c, code)
-				}
-				if st.history.Len() > hBefore || st.revs.Len() > rBefore {
-					t.Fatalf("compact(%d) grew the trees: history %d->%d revs %d->%d", c, hBefore, st.history.Len(), rBefore, st.revs.Len())
-				}
-				checkTreesAgree(t, st)
-				// Nothing older than c is kept unless it is its key's newest version at c and a
-				// put: superseded versions and old tombstones are gone.
-				newestAtC := map[string]*mvcc.Record{}
-				st.history.Scan(func(r *mvcc.Record) bool {
-					if r.Mod <= c {
-						newestAtC[r.Key] = r
-					}
-					return true
-				})
-				st.history.Scan(func(r *mvcc.Record) bool {
-					if r.Mod < c && (r.Tombstone || newestAtC[r.Key] != r) {
-						t.Fatalf("compact(%d) kept %s", c, recordName(r))
-					}
-					return true
-				})
-				verify(c)
-			}
-
-			randomHistory(t, st, rng, 300, nKeys)
-			snap()
-			total := st.history.Len()
-			for _, c := range []int64{1, 7, 8, 60, 61, 150, 220, st.Rev() - 1} {
-				compact(c)
-			}
-			if st.history.Len() >= total {
-				t.Fatalf("compactions removed nothing: %d records", total)
-			}
-			randomHistory(t, st, rng, 100, nKeys)
-			snap()
-			compact(st.Rev() - 50)
-			compact(st.Rev())
-			// At the current revision only the live keys and this revision's tombstones remain.
-			tombs := 0
-			st.history.Scan(func(r *mvcc.Record) bool {
-				if r.Tombstone {
-					tombs++
-					if r.Mod != st.Rev() {
-						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.Rev())
-					}
-				}
-				return true
-			})
-			if st.history.Len() != st.Keys()+tombs {
-				t.Fatalf("history %d records, want %d live + %d tombstones", st.history.Len(), st.Keys(), tombs)
-			}
-			// One more write and compaction: the remaining tombstones go too.
-			stPut(t, st, "zz", "1", 0)
-			snap()
-			compact(st.Rev())
-			if st.history.Len() != st.Keys() {
-				t.Fatalf("history %d records, latest %d: tombstones kept", st.history.Len(), st.Keys())
-			}
-		})
-	}
-}
-
-// ---- leases ----
-
-func leaseKeysMap(st *mvcc.State, ids ...int64) map[int64][]string {
-	out := map[int64][]string{}
-	for _, id := range ids {
-		out[id] = st.LeaseKeys(id)
-	}
-	return out
-}
-
-// TestMVCC_Leases walks lease attachment rules (§1 Put, §5 Revoke) step by step: a put without a
-// lease detaches, a put with another lease moves the key, a delete detaches, and a revoke deletes
-// every attached key at one revision in key order.
-func TestMVCC_Leases(t *testing.T) {
-	st := mvcc.New()
-	for _, id := range []int64{1, 2, 3} {
-		if code := st.GrantLease(id, 60); code != wire.CodeOK {
-			t.Fatalf("grant %d: code %d", id, code)
-		}
-	}
-	put := func(key string, lease int64) func() { return func() { stPut(t, st, key, "v", lease) } }
-	tests := []struct {
-		name   string
-		do     func()
-		wKeys  map[int64][]string
-		wLease map[string]int64 // a key's lease afterwards
-	}{
-		{name: "attach", do: func() {
-			for _, k := range []string{"z", "b", "a", "m"} {
-				put(k, 1)()
-			}
-			put("d", 2)()
-		}, wKeys: map[int64][]string{1: {"a", "b", "m", "z"}, 2: {"d"}, 3: nil}, wLease: map[string]int64{"a": 1, "d": 2}},
-		{name: "put without lease detaches", do: put("b", 0),
-			wKeys: map[int64][]string{1: {"a", "m", "z"}, 2: {"d"}}, wLease: map[string]int64{"b": 0}},
-		{name: "put with another lease moves", do: put("m", 2),
-			wKeys: map[int64][]string{1: {"a", "z"}, 2: {"d", "m"}}, wLease: map[string]int64{"m": 2}},
-		{name: "put with the same lease keeps", do: put("a", 1),
-			wKeys: map[int64][]string{1: {"a", "z"}}, wLease: map[string]int64{"a": 1}},
-		{name: "ignore lease keeps the attachment", do: func() {
-			w := st.beginWrite()
-			w.put(&wire.Op{Kind: wire.OpPut, Key: []byte("z"), Value: []byte("new"), IgnoreLease: true})
-			w.end()
-		}, wKeys: map[int64][]string{1: {"a", "z"}}, wLease: map[string]int64{"z": 1}},
-		{name: "delete detaches", do: func() { put("e", 1)(); stDelete(t, st, "e", "") },
-			wKeys: map[int64][]string{1: {"a", "z"}}},
-		{name: "recreate after delete without lease", do: put("e", 0),
-			wKeys: map[int64][]string{1: {"a", "z"}}, wLease: map[string]int64{"e": 0}},
-	}
-	for _, tc := range tests {
-		tc.do()
-		for id, want := range tc.wKeys {
-			if got := st.LeaseKeys(id); !slices.Equal(got, want) {
-				t.Fatalf("%s: lease %d keys %v, want %v", tc.name, id, got, want)
-			}
-		}
-		for k, want := range tc.wLease {
-			if got := stGetAt(t, st, k, 0).Kvs[0].Lease; got != want {
-				t.Fatalf("%s: %q lease %d, want %d", tc.name, k, got, want)
-			}
-		}
-	}
-
-	// Revoke lease 1: a and z go at one revision, in key order.
-	before := st.Rev()
-	code, evs := st.RevokeLease(1)
-	if code != wire.CodeOK || st.Rev() != before+1 {
-		t.Fatalf("revoke: code %d rev %d, want OK at %d", code, st.Rev(), before+1)
-	}
-	var got []string
-	for i, ev := range evs {
-		if !ev.Rec.Tombstone || ev.Rec.Mod != st.Rev() || ev.Rec.Sub != int64(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
-			t.Fatalf("revoke event %d: %+v (prev %+v)", i, *ev.Rec, ev.Prev)
-		}
-		got = append(got, ev.Rec.Key)
-	}
-	if !slices.Equal(got, []string{"a", "z"}) {
-		t.Fatalf("revoke deleted %v, want [a z]", got)
-	}
-	for _, k := range []string{"a", "z"} {
-		if n := len(stGetAt(t, st, k, 0).Kvs); n != 0 {
-			t.Fatalf("%q survived the revoke", k)
-		}
-	}
-	if _, ok := st.leases.Get(&mvcc.Lease{ID: 1}); ok || len(st.LeaseKeys(1)) != 0 {
-		t.Fatal("lease 1 or its attachments survived the revoke")
-	}
-	if ks := leaseKeysMap(st, 2); !slices.Equal(ks[2], []string{"d", "m"}) {
-		t.Fatalf("lease 2 keys %v after revoking 1", ks[2])
-	}
-
-	// Revoking a lease with no keys removes it without a revision; unknown leases are refused.
-	rev := st.Rev()
-	if code, evs := st.RevokeLease(3); code != wire.CodeOK || len(evs) != 0 || st.Rev() != rev {
-		t.Fatalf("revoke empty lease: code %d, %d events, rev %d (was %d)", code, len(evs), st.Rev(), rev)
-	}
-	lt := []struct {
-		name  string
-		code  wire.Code
-		wCode wire.Code
-	}{
-		{name: "revoke twice", code: codeOf(st.RevokeLease(1)), wCode: wire.CodeLeaseNotFound},
-		{name: "revoke unknown", code: codeOf(st.RevokeLease(99)), wCode: wire.CodeLeaseNotFound},
-		{name: "grant existing", code: st.GrantLease(2, 10), wCode: wire.CodeLeaseExists},
-		{name: "grant TTL too large", code: st.GrantLease(7, mvcc.MaxLeaseTTL+1), wCode: wire.CodeTTLTooLarge},
-		{name: "grant max TTL", code: st.GrantLease(8, mvcc.MaxLeaseTTL), wCode: wire.CodeOK},
-		{name: "grant id 0", code: st.GrantLease(0, 10), wCode: wire.CodeLeaseNotFound},
-	}
-	for _, tc := range lt {
-		if tc.code != tc.wCode {
-			t.Errorf("%s: code %d, want %d", tc.name, tc.code, tc.wCode)
-		}
-	}
-	checkTreesAgree(t, st)
-}
-
-func codeOf(c wire.Code, _ []mvcc.Event) wire.Code { return c }

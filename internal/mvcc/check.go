@@ -1,0 +1,81 @@
+package mvcc
+
+import "fmt"
+
+// Versions is the number of versions held (puts and tombstones), counting those a pending
+// compaction has yet to remove.
+func (st *State) Versions() int { return st.history.Len() }
+
+// Check reports the first disagreement between the state's indexes: history and revs must hold
+// the same records, size must be the sum of their sizes, latest must hold exactly each key's
+// newest version unless that is a tombstone, and with no removal pending nothing a compaction
+// drops may be left. It visits every version: for offline inspection and tests, never for the
+// apply path.
+func (st *State) Check() error {
+	inHistory := map[*Record]bool{}
+	var size int64
+	newest := map[string]*Record{}
+	var prev, obsolete *Record
+	// prev is obsolete or not by the version after it, next (nil if prev is its key's newest).
+	judge := func(next *Record) {
+		if prev != nil && obsolete == nil && st.obsolete(prev, next) {
+			obsolete = prev
+		}
+	}
+	st.history.Scan(func(r *Record) bool {
+		inHistory[r] = true
+		size += r.Size()
+		newest[r.Key] = r
+		if prev != nil && prev.Key == r.Key {
+			judge(r)
+		} else {
+			judge(nil)
+		}
+		prev = r
+		return true
+	})
+	judge(nil)
+	n := 0
+	var stray *Record
+	st.revs.Scan(func(r *Record) bool {
+		n++
+		if !inHistory[r] {
+			stray = r
+			return false
+		}
+		return true
+	})
+	switch {
+	case stray != nil:
+		return fmt.Errorf("revs holds %s, history does not", recordName(stray))
+	case n != len(inHistory):
+		return fmt.Errorf("revs holds %d records, history %d", n, len(inHistory))
+	case size != st.size:
+		return fmt.Errorf("size %d, records add up to %d", st.size, size)
+	case obsolete != nil && !st.compactPending:
+		return fmt.Errorf("%s survived the compaction at %d", recordName(obsolete), st.compactRev)
+	}
+	live := 0
+	for _, r := range newest {
+		if r.Tombstone {
+			continue
+		}
+		live++
+		if l, ok := st.latest.Get(&Record{Key: r.Key}); !ok || l != r {
+			return fmt.Errorf("latest for %q is not its newest record %s", r.Key, recordName(r))
+		}
+	}
+	if live != st.latest.Len() {
+		return fmt.Errorf("latest holds %d keys, history has %d live", st.latest.Len(), live)
+	}
+	return nil
+}
+
+// recordName is "key@mod", with "t" appended for a tombstone.
+func recordName(r *Record) string {
+	n := fmt.Sprintf("%s@%d", r.Key, r.Mod)
+	if r.Tombstone {
+		n += "t"
+	}
+	return n
+}
