@@ -1,5 +1,7 @@
 package ember
 
+import "github.com/ember-kv/ember/internal/mvcc"
+
 // Internal sizes that tests in package ember_test (the long-run memory test) watch.
 
 // LeaseHeapLen returns how many entries the lease expiry heap holds (0 on a follower).
@@ -15,4 +17,4 @@ func LeaderSubscriptions(s *Store) int { return s.leaderSubs.sweep() }
 
 // DedupWindow is how many log entries a request ID is remembered for: each member's dedup table
 // grows until its log has advanced this far past the start, then stays that size.
-const DedupWindow = dedupWindow
+const DedupWindow = mvcc.DedupWindow

@@ -44,20 +44,20 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	n := 3 * compactStepRecords
 	d := compactionFSM(t, n)
 	f := d.f
-	before := f.st.Versions()
+	before := f.app.State().Versions()
 	if res := d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: 3}); res.Code != wire.CodeOK {
 		t.Fatalf("compact: code %d", res.Code)
 	}
-	if removed := before - f.st.Versions(); removed > 2*compactStepRecords {
+	if removed := before - f.app.State().Versions(); removed > 2*compactStepRecords {
 		t.Fatalf("applying the compaction removed %d versions: the apply is not bounded", removed)
 	}
 	if res := d.apply(t, putCmd(3, "late", "x", 0)); res.Code != wire.CodeOK || res.Revision != 4 {
 		t.Fatalf("put after compact: code %d revision %d", res.Code, res.Revision)
 	}
-	if !f.st.CompactPending() {
+	if !f.app.State().CompactPending() {
 		t.Fatal("the removal completed before the next write was applied")
 	}
-	want := f.st.Clone() // what the removal must leave: the same state, fully compacted
+	want := f.app.State().Clone() // what the removal must leave: the same state, fully compacted
 	for want.CompactStep(1 << 30) {
 	}
 	v := f.view().st
@@ -80,28 +80,28 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 
 	steps := 0
 	for {
-		before := f.st.Versions()
+		before := f.app.State().Versions()
 		more := f.compactStep()
 		steps++
-		if removed := before - f.st.Versions(); removed > 2*compactStepRecords {
+		if removed := before - f.app.State().Versions(); removed > 2*compactStepRecords {
 			t.Fatalf("step %d removed %d versions", steps, removed)
 		}
 		if !more {
 			break
 		}
 	}
-	if steps < 3 || f.st.CompactPending() {
-		t.Fatalf("removal took %d steps, pending %v: want at least 3, done", steps, f.st.CompactPending())
+	if steps < 3 || f.app.State().CompactPending() {
+		t.Fatalf("removal took %d steps, pending %v: want at least 3, done", steps, f.app.State().CompactPending())
 	}
-	if got, want := f.st.Versions(), n+1; got != want {
+	if got, want := f.app.State().Versions(), n+1; got != want {
 		t.Fatalf("%d versions after the removal, want %d (the new ones and late)", got, want)
 	}
-	assertSameState(t, want, f.st)
-	if err := f.st.Check(); err != nil {
+	assertSameState(t, want, f.app.State())
+	if err := f.app.State().Check(); err != nil {
 		t.Fatal(err)
 	}
-	if f.sizeInUse.Load() != f.st.Size() {
-		t.Fatalf("size in use %d, state size %d", f.sizeInUse.Load(), f.st.Size())
+	if f.sizeInUse.Load() != f.app.State().Size() {
+		t.Fatalf("size in use %d, state size %d", f.sizeInUse.Load(), f.app.State().Size())
 	}
 
 	// Restoring that snapshot into a member with a removal of its own pending resets it.
@@ -110,13 +110,13 @@ func TestFSM_Compact_ApplyIsBounded(t *testing.T) {
 	if err := r.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	if r.f.st.CompactPending() {
+	if r.f.app.State().CompactPending() {
 		t.Fatal("restored state has a removal pending")
 	}
 	if err := r.f.waitCompacted(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	assertSameState(t, want, r.f.st)
+	assertSameState(t, want, r.f.app.State())
 }
 
 // readingsAt renders the reads a client can make of st at rev: a full scan, a limited range
@@ -148,7 +148,7 @@ func readingsAt(st *mvcc.State, rev int64, nKeys int) string {
 func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 	d := compactionFSM(t, 4*compactStepRecords)
 	f := d.f
-	ref := f.st.Clone()
+	ref := f.app.State().Clone()
 	ref.Compact(3)
 	for ref.CompactStep(compactStepRecords) {
 	}
@@ -206,11 +206,11 @@ func TestFSM_Compact_ConcurrentReaders(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.st.CompactPending() || f.st.CompactRev() != 50 {
-		t.Fatalf("after waitCompacted: pending %v compactRev %d", f.st.CompactPending(), f.st.CompactRev())
+	if f.app.State().CompactPending() || f.app.State().CompactRev() != 50 {
+		t.Fatalf("after waitCompacted: pending %v compactRev %d", f.app.State().CompactPending(), f.app.State().CompactRev())
 	}
 	// Check also finds any version the removal should have dropped.
-	if err := f.st.Check(); err != nil {
+	if err := f.app.State().Check(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -245,7 +245,7 @@ func TestStore_Compact_Physical(t *testing.T) {
 		t.Fatalf("read below the compaction: %v, want ErrCompacted", err)
 	}
 	s.fsm.mu.Lock()
-	pending, records := s.fsm.st.CompactPending(), s.fsm.st.Versions()
+	pending, records := s.fsm.app.State().CompactPending(), s.fsm.app.State().Versions()
 	s.fsm.mu.Unlock()
 	if pending || records != 100 {
 		t.Fatalf("after a physical compaction: pending %v, %d records, want done, 100", pending, records)

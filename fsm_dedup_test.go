@@ -62,40 +62,37 @@ func mixedBigCommand(i, base int) *wire.Command {
 
 // dedupSlack is what the table may hold beyond the budget for n remembered IDs: a record and a
 // short result each.
-func dedupSlack(n int) int64 { return int64(n) * (dedupRecordBytes + dedupShortResult) }
+func dedupSlack(n int) int64 { return int64(n) * (mvcc.DedupRecordBytes + mvcc.DedupShortResult) }
 
-// checkDedupCounts recomputes the table's byte counts from its entries and compares them with
-// the fsm's running counts, and checks the budget.
+// checkDedupCounts checks the dedup bookkeeping against the table (mvcc.Applier.Check) and
+// that the fsm published its size.
 func checkDedupCounts(t testing.TB, f *fsm) {
 	t.Helper()
-	var all, long int64
-	f.st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
-		all += dedupRecordBytes + int64(len(e.Result))
-		if len(e.Result) > dedupShortResult {
-			long += int64(len(e.Result))
+	if err := f.app.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.dedupSize.Load(), f.app.DedupBytes(); got != want {
+		t.Fatalf("published dedup size %d, table %d", got, want)
+	}
+}
+
+// longResultBytes is what the table holds in results longer than the short ones, which the
+// budget bounds.
+func longResultBytes(st *mvcc.State) int64 {
+	var n int64
+	st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
+		if len(e.Result) > mvcc.DedupShortResult {
+			n += int64(len(e.Result))
 		}
 		return true
 	})
-	if all != f.dedupBytes || long != f.dedupLong || f.dedupSize.Load() != all {
-		t.Fatalf("dedup counts: bytes %d (published %d), long %d; recomputed %d, %d", f.dedupBytes, f.dedupSize.Load(), f.dedupLong, all, long)
-	}
-	if long > f.dedupBudget {
-		t.Fatalf("dedup table holds %d bytes of long results, budget %d", long, f.dedupBudget)
-	}
-	if f.dedupFull < f.dedupHead || f.dedupFull > len(f.dedupOrder) || len(f.dedupOrder)-f.dedupHead != len(remembered(f.st)) {
-		t.Fatalf("dedup order: head %d, full %d, %d refs, %d entries", f.dedupHead, f.dedupFull, len(f.dedupOrder), len(remembered(f.st)))
-	}
-	for _, ref := range f.dedupOrder[f.dedupHead:f.dedupFull] {
-		if e, _ := f.st.Remembered(ref.id); len(e.Result) > dedupShortResult {
-			t.Fatalf("entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.Result))
-		}
-	}
+	return n
 }
 
 // Trimming and window expiry share dedupOrder: as entries expire and the order is compacted, the
 // trim cursor stays on the oldest entry that may hold a long result, and the counts stay exact.
 func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
-	const step = dedupWindow / 50 // about 50 entries in the window
+	const step = mvcc.DedupWindow / 50 // about 50 entries in the window
 	tests := []struct {
 		name     string
 		budget   int64
@@ -106,18 +103,17 @@ func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := detachedFSM()
-			f.dedupBudget = tc.budget
+			f := detachedFSMWithBudget(tc.budget)
 			for i := 1; i <= 600; i++ {
 				cmd := putCmd(uint64(i), "k", strings.Repeat("v", 200+i%100), 0)
 				cmd.Txn.Success[0].PrevKV = i%4 != 0 // every fourth result is short
 				f.ApplyBatch([]*raft.Log{{Index: uint64(i * step), Type: raft.LogCommand, Data: cmd.Marshal(nil)}})
 				checkDedupCounts(t, f)
-				if n := len(remembered(f.st)); n > dedupWindow/step+1 {
+				if n := len(remembered(f.app.State())); n > mvcc.DedupWindow/step+1 {
 					t.Fatalf("after %d: %d request IDs remembered", i, n)
 				}
-				if f.dedupLong < tc.wantHeld && i > 60 {
-					t.Fatalf("after %d: %d bytes of long results held, want at least %d", i, f.dedupLong, tc.wantHeld)
+				if longResultBytes(f.app.State()) < tc.wantHeld && i > 60 {
+					t.Fatalf("after %d: %d bytes of long results held, want at least %d", i, longResultBytes(f.app.State()), tc.wantHeld)
 				}
 			}
 		})
@@ -132,8 +128,7 @@ func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 	const n = 6
 	for _, kind := range bigResultKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			d := &fsmDriver{f: detachedFSM()}
-			d.f.dedupBudget = budget
+			d := &fsmDriver{f: detachedFSMWithBudget(budget)}
 			var last *wire.Result
 			for i := range n {
 				if last = d.apply(t, kind.cmd(i, bigValue)); last.Code != wire.CodeOK {
@@ -141,24 +136,24 @@ func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 				}
 				checkDedupCounts(t, d.f)
 			}
-			if res := d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.Rev()}); res.Code != wire.CodeOK {
+			if res := d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.app.State().Rev()}); res.Code != wire.CodeOK {
 				t.Fatalf("compact: code %d", res.Code)
 			}
 			checkDedupCounts(t, d.f)
 			if got := d.f.dedupSize.Load(); got > budget+dedupSlack(n) {
 				t.Fatalf("dedup table %d bytes, want at most %d", got, budget+dedupSlack(n))
 			}
-			snap := encodeSnapshot(t, d.f.st, d.f.applied.Load())
-			if limit := d.f.st.Size() + budget + dedupSlack(n) + 4<<10; int64(len(snap)) > limit {
-				t.Fatalf("snapshot %d bytes, want at most %d (data %d, budget %d)", len(snap), limit, d.f.st.Size(), budget)
+			snap := encodeSnapshot(t, d.f.app.State(), d.f.applied.Load())
+			if limit := d.f.app.State().Size() + budget + dedupSlack(n) + 4<<10; int64(len(snap)) > limit {
+				t.Fatalf("snapshot %d bytes, want at most %d (data %d, budget %d)", len(snap), limit, d.f.app.State().Size(), budget)
 			}
 			// The budget is met by dropping old results, not the newest: a retry of the last
 			// command still gets its whole result.
-			rev := d.f.st.Rev()
+			rev := d.f.app.State().Rev()
 			d.index++
 			out := d.f.ApplyBatch([]*raft.Log{{Index: d.index, Type: raft.LogCommand, Data: retryOf(kind.cmd(n-1, bigValue), 1)}})
-			if !reflect.DeepEqual(out[0], last) || d.f.st.Rev() != rev {
-				t.Fatalf("retry of the newest command: %+v, rev %d -> %d; want its first result", out[0], rev, d.f.st.Rev())
+			if !reflect.DeepEqual(out[0], last) || d.f.app.State().Rev() != rev {
+				t.Fatalf("retry of the newest command: %+v, rev %d -> %d; want its first result", out[0], rev, d.f.app.State().Rev())
 			}
 		})
 	}
@@ -175,7 +170,7 @@ func retryOf(cmd *wire.Command, floor uint64) []byte {
 // dedup table gains an entry only for a command applied (or refused) for the first time.
 func dedupStateOf(f *fsm) string {
 	return fmt.Sprintf("rev %d, size %d, %d request IDs, %d dedup bytes",
-		f.st.Rev(), f.st.Size(), len(remembered(f.st)), f.dedupBytes)
+		f.app.State().Rev(), f.app.State().Size(), len(remembered(f.app.State())), f.app.DedupBytes())
 }
 
 // A retry of a command whose result was dropped is answered honestly and applies nothing: a
@@ -184,8 +179,7 @@ func dedupStateOf(f *fsm) string {
 // altogether, with a floor older than the window, stays "outcome unknown".
 func TestFSM_Dedup_RetryOfDroppedResult(t *testing.T) {
 	const budget = 2 * smallValue
-	d := &fsmDriver{f: detachedFSM()}
-	d.f.dedupBudget = budget
+	d := &fsmDriver{f: detachedFSMWithBudget(budget)}
 	first := map[uint64]*wire.Result{}
 	cmds := map[uint64]*wire.Command{}
 	for i := range 12 {
@@ -241,13 +235,13 @@ func TestFSM_Dedup_RetryOfDroppedResult(t *testing.T) {
 		t.Fatalf("CodeResultNotHeld maps to %v, want an error wrapping ErrTimeout alone", err)
 	}
 	t.Run("forgotten beyond the window", func(t *testing.T) {
-		rev := d.f.st.Rev()
-		idx := d.index + dedupWindow + 1
+		rev := d.f.app.State().Rev()
+		idx := d.index + mvcc.DedupWindow + 1
 		d.f.ApplyBatch([]*raft.Log{{Index: idx, Type: raft.LogCommand, Data: putCommand(wire.RequestID{Client: 8, Seq: 1}, "x", "1")}})
 		d.index = idx + 1
 		out := d.f.ApplyBatch([]*raft.Log{{Index: d.index, Type: raft.LogCommand, Data: retryOf(cmds[101], 1)}})
-		if res := out[0].(*wire.Result); res.Code != wire.CodeTimeout || d.f.st.Rev() != rev+1 {
-			t.Fatalf("retry of a forgotten command: %+v, rev %d -> %d; want CodeTimeout and only the put applied", res, rev, d.f.st.Rev())
+		if res := out[0].(*wire.Result); res.Code != wire.CodeTimeout || d.f.app.State().Rev() != rev+1 {
+			t.Fatalf("retry of a forgotten command: %+v, rev %d -> %d; want CodeTimeout and only the put applied", res, rev, d.f.app.State().Rev())
 		}
 	})
 }
@@ -270,12 +264,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 			log = append(log, &raft.Log{Index: uint64(len(log) + 1), Type: raft.LogCommand, Data: retryOf(mixedBigCommand(i-6, smallValue), 1)})
 		}
 	}
-	newFSMWith := func(budget int64) *fsm {
-		f := detachedFSM()
-		f.dedupBudget = budget
-		return f
-	}
-	a, b, other := newFSMWith(budget), newFSMWith(budget), newFSMWith(4*budget)
+	a, b, other := detachedFSMWithBudget(budget), detachedFSMWithBudget(budget), detachedFSMWithBudget(4*budget)
 	var outA, outOther []any
 	for _, l := range log {
 		outA = append(outA, a.ApplyBatch([]*raft.Log{l})...)
@@ -287,28 +276,28 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	for i := 0; i < half; i += 5 {
 		b.ApplyBatch(log[i:min(i+5, half)])
 	}
-	restored := newFSMWith(budget)
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, b.st, b.applied.Load())))); err != nil {
+	restored := detachedFSMWithBudget(budget)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, b.app.State(), b.applied.Load())))); err != nil {
 		t.Fatal(err)
 	}
 	for i := half; i < len(log); i += 3 {
 		restored.ApplyBatch(log[i:min(i+3, len(log))])
 	}
 	checkDedupCounts(t, restored)
-	if !bytes.Equal(encodeSnapshot(t, a.st, a.applied.Load()), encodeSnapshot(t, restored.st, restored.applied.Load())) {
+	if !bytes.Equal(encodeSnapshot(t, a.app.State(), a.applied.Load()), encodeSnapshot(t, restored.app.State(), restored.applied.Load())) {
 		t.Fatal("members with the same budget wrote different snapshots")
 	}
 	// The sizes count what the background compaction has removed so far: finish it on both.
 	for a.compactStep() || restored.compactStep() {
 	}
-	assertSameState(t, a.st, restored.st)
-	if a.dedupBytes != restored.dedupBytes || a.dedupLong != restored.dedupLong {
-		t.Fatalf("dedup counts %d/%d and %d/%d", a.dedupBytes, a.dedupLong, restored.dedupBytes, restored.dedupLong)
+	assertSameState(t, a.app.State(), restored.app.State())
+	if a.app.DedupBytes() != restored.app.DedupBytes() || longResultBytes(a.app.State()) != longResultBytes(restored.app.State()) {
+		t.Fatalf("dedup counts %d/%d and %d/%d", a.app.DedupBytes(), longResultBytes(a.app.State()), restored.app.DedupBytes(), longResultBytes(restored.app.State()))
 	}
 
 	// The member with a larger budget: the same writes, the same request IDs at the same
 	// indexes; each answer is the same, or the smaller budget's says the result is not held.
-	ea, eo := remembered(a.st), remembered(other.st)
+	ea, eo := remembered(a.app.State()), remembered(other.app.State())
 	if len(ea) != len(eo) {
 		t.Fatalf("budgets %d and %d remember %d and %d request IDs", budget, 4*budget, len(ea), len(eo))
 	}
@@ -324,7 +313,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 		}
 		return encodeSnapshot(t, c, 0)
 	}
-	if !bytes.Equal(stripped(a.st), stripped(other.st)) {
+	if !bytes.Equal(stripped(a.app.State()), stripped(other.app.State())) {
 		t.Fatal("members with different budgets hold different data")
 	}
 	held := 0
@@ -343,13 +332,13 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	}
 
 	// Restoring the larger budget's snapshot trims its table to this member's budget.
-	trimmed := newFSMWith(budget)
-	if err := trimmed.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, other.st, other.applied.Load())))); err != nil {
+	trimmed := detachedFSMWithBudget(budget)
+	if err := trimmed.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, other.app.State(), other.applied.Load())))); err != nil {
 		t.Fatal(err)
 	}
 	checkDedupCounts(t, trimmed)
-	if other.dedupLong <= budget {
-		t.Fatalf("the larger budget holds only %d bytes of results: nothing to trim", other.dedupLong)
+	if longResultBytes(other.app.State()) <= budget {
+		t.Fatalf("the larger budget holds only %d bytes of results: nothing to trim", longResultBytes(other.app.State()))
 	}
 }
 
@@ -357,21 +346,20 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 // results replaced by CodeResultNotHeld.
 func trimmedDedupFSM(t testing.TB) *fsmDriver {
 	t.Helper()
-	d := &fsmDriver{f: detachedFSM()}
-	d.f.dedupBudget = 200
+	d := &fsmDriver{f: detachedFSMWithBudget(200)}
 	for i := range 9 {
 		d.apply(t, mixedBigCommand(i, 60))
 	}
 	d.apply(t, putCmd(100, "g", "v", 12345)) // a failure
 	var notHeld int
-	d.f.st.ScanRemembered(func(e *mvcc.DedupEntry) bool {
+	d.f.app.State().ScanRemembered(func(e *mvcc.DedupEntry) bool {
 		if code, _, _ := wire.ResultHead(e.Result); code == wire.CodeResultNotHeld {
 			notHeld++
 		}
 		return true
 	})
-	if notHeld == 0 || d.f.dedupLong == 0 {
-		t.Fatalf("%d results not held, %d bytes of long results: want both", notHeld, d.f.dedupLong)
+	if notHeld == 0 || longResultBytes(d.f.app.State()) == 0 {
+		t.Fatalf("%d results not held, %d bytes of long results: want both", notHeld, longResultBytes(d.f.app.State()))
 	}
 	return d
 }

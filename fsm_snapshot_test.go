@@ -18,11 +18,14 @@ import (
 // detachedFSM returns an fsm wired to a Store that runs no raft, so that tests can feed it log
 // entries directly. Its watch hub has no watchers and its lessor is not leader, so applying and
 // restoring touch nothing else.
-func detachedFSM() *fsm {
+func detachedFSM() *fsm { return detachedFSMWithBudget(defaultDedupResultBytes) }
+
+// detachedFSMWithBudget is detachedFSM holding long dedup results within budget bytes.
+func detachedFSMWithBudget(budget int64) *fsm {
 	s := &Store{}
-	s.watch = newWatchHub(s)
-	s.lessor = newLessor(s)
-	s.fsm = newFSM(hclog.NewNullLogger(), s.watch, s.lessor)
+	s.watch = newWatchHub(s, 0)
+	s.lessor = newLessor(s, hclog.NewNullLogger(), 0)
+	s.fsm = newFSM(hclog.NewNullLogger(), s.watch, s.lessor, budget)
 	return s.fsm
 }
 
@@ -84,7 +87,7 @@ func buildRichFSM(t testing.TB) *fsmDriver {
 		Compares: []wire.Compare{cmp},
 		Success:  wireOps(wireGet("a"), wirePut("d", "5"), wirePut("e", "6"), wireDel("b", ""), wireTxnOp(nil, wireOps(wirePut("n", "7")), nil)),
 	})))
-	must(d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.st.Rev()})) // tombstone b at exactly compactRev
+	must(d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.app.State().Rev()})) // tombstone b at exactly compactRev
 	// Finish the removal, as a Store's compactor would (a snapshot leaves out what it removes).
 	for d.f.compactStep() {
 	}
@@ -100,9 +103,9 @@ func buildRichFSM(t testing.TB) *fsmDriver {
 		t.Fatalf("put with unknown lease: code %d", res.Code)
 	}
 	// A retried command is answered from the dedup table and changes nothing.
-	rev := d.f.st.Rev()
-	if res := d.apply(t, putCmd(1, "a", "retry", 10)); res.Code != wire.CodeOK || d.f.st.Rev() != rev {
-		t.Fatalf("retried put applied again: rev %d -> %d", rev, d.f.st.Rev())
+	rev := d.f.app.State().Rev()
+	if res := d.apply(t, putCmd(1, "a", "retry", 10)); res.Code != wire.CodeOK || d.f.app.State().Rev() != rev {
+		t.Fatalf("retried put applied again: rev %d -> %d", rev, d.f.app.State().Rev())
 	}
 	must(d.apply(t, putCmd(11, "h", "10", 0)))
 	return d
@@ -149,11 +152,11 @@ func TestSnapshot_RoundTrip_FSMStates(t *testing.T) {
 	}{
 		{name: "rich fsm state", build: func(t testing.TB) (*mvcc.State, uint64) {
 			d := buildRichFSM(t)
-			return d.f.st, d.f.applied.Load()
+			return d.f.app.State(), d.f.applied.Load()
 		}},
 		{name: "trimmed dedup table", build: func(t testing.TB) (*mvcc.State, uint64) {
 			d := trimmedDedupFSM(t)
-			return d.f.st, d.f.applied.Load()
+			return d.f.app.State(), d.f.applied.Load()
 		}},
 	}
 	for _, tc := range tests {
@@ -209,7 +212,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Writes after the snapshot was taken must not leak into it.
-	want := d.f.st.Clone()
+	want := d.f.app.State().Clone()
 	wantApplied := d.f.applied.Load()
 	d.apply(t, putCmd(100, "late", "x", 0))
 
@@ -227,21 +230,15 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	if err := r.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	assertSameState(t, want, r.f.st)
-	if err := r.f.st.Check(); err != nil {
+	assertSameState(t, want, r.f.app.State())
+	if err := r.f.app.State().Check(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.f.applied.Load(); got != wantApplied {
 		t.Fatalf("applied %d, want %d", got, wantApplied)
 	}
-	var wantOrder []dedupRef
-	want.ScanRemembered(func(e *mvcc.DedupEntry) bool {
-		wantOrder = append(wantOrder, dedupRef{index: e.Index, id: e.ID})
-		return true
-	})
-	sortDedup(wantOrder)
-	if fmt.Sprint(r.f.dedupOrder) != fmt.Sprint(wantOrder) {
-		t.Fatalf("dedup order %v, want %v", r.f.dedupOrder, wantOrder)
+	if err := r.f.app.Check(); err != nil { // the dedup expiry order rebuilt from the table
+		t.Fatal(err)
 	}
 	if v := r.f.view(); v.st.Rev() != want.Rev() || v.applied != wantApplied {
 		t.Fatalf("read view at rev %d applied %d after restore", v.st.Rev(), v.applied)
@@ -269,8 +266,8 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	fresh.index = wantApplied
 	for _, dr := range []*fsmDriver{r, fresh} {
 		res := dr.apply(t, putCmd(2, "b", "retry", 10))
-		if res.Code != wire.CodeOK || dr.f.st.Rev() != want.Rev() {
-			t.Fatalf("retry after restore: code %d rev %d, want the remembered answer at %d", res.Code, dr.f.st.Rev(), want.Rev())
+		if res.Code != wire.CodeOK || dr.f.app.State().Rev() != want.Rev() {
+			t.Fatalf("retry after restore: code %d rev %d, want the remembered answer at %d", res.Code, dr.f.app.State().Rev(), want.Rev())
 		}
 		if res := dr.apply(t, putCmd(10, "g", "9", 0)); res.Code != wire.CodeLeaseNotFound {
 			t.Fatalf("retry of a failed command after restore: code %d, want the remembered failure", res.Code)
@@ -278,8 +275,8 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		dr.apply(t, putCmd(200, "new", "1", 40))
 		dr.apply(t, &wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: 20})
 	}
-	assertSameState(t, fresh.f.st, r.f.st)
-	if ks := r.f.st.LeaseKeys(40); fmt.Sprint(ks) != "[new]" {
+	assertSameState(t, fresh.f.app.State(), r.f.app.State())
+	if ks := r.f.app.State().LeaseKeys(40); fmt.Sprint(ks) != "[new]" {
 		t.Fatalf("lease 40 keys %v after restore and put", ks)
 	}
 }
@@ -308,21 +305,21 @@ func smallSnapshot(t testing.TB) []byte {
 	d.apply(t, putCmd(1, "a", "x", 3))
 	d.apply(t, putCmd(2, "b", "y", 0))
 	d.apply(t, txnCmd(3, &wire.Txn{Success: wireOps(wireDel("b", ""), wireGet("a"))}))
-	return encodeSnapshot(t, d.f.st, d.f.applied.Load())
+	return encodeSnapshot(t, d.f.app.State(), d.f.applied.Load())
 }
 
 // TestSnapshot_RestoreCorruptKeepsState checks that fsm.Restore refuses a damaged snapshot and
 // leaves the current state in place (never half-loaded).
 func TestSnapshot_RestoreCorruptKeepsState(t *testing.T) {
 	d := buildRichFSM(t)
-	want := d.f.st.Clone()
+	want := d.f.app.State().Clone()
 	applied := d.f.applied.Load()
 	data := smallSnapshot(t)
 	damaged := data[:len(data)-3]
 	if err := d.f.Restore(io.NopCloser(bytes.NewReader(damaged))); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Restore: %v, want ErrCorrupt", err)
 	}
-	assertSameState(t, want, d.f.st)
+	assertSameState(t, want, d.f.app.State())
 	if d.f.applied.Load() != applied {
 		t.Fatalf("applied index moved to %d", d.f.applied.Load())
 	}

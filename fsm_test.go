@@ -39,7 +39,7 @@ func putCommand(id wire.RequestID, key, val string) []byte {
 // A command that reaches the log twice (a retry after an unknown outcome) applies once, and the
 // retry gets the first result.
 func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	id := wire.RequestID{Client: 7, Seq: 1}
 	data := putCommand(id, "k", "v")
 	out := f.ApplyBatch([]*raft.Log{
@@ -51,10 +51,10 @@ func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
 	if !reflect.DeepEqual(first, retry) || first.Revision != 2 {
 		t.Fatalf("retry result %+v, first %+v: want the same result at revision 2", retry, first)
 	}
-	if rev := f.st.Rev(); rev != 3 {
+	if rev := f.app.State().Rev(); rev != 3 {
 		t.Fatalf("revision %d after put, other put, duplicate: want 3", rev)
 	}
-	if r := latestRecord(f.st, "k"); r.Version != 1 {
+	if r := latestRecord(f.app.State(), "k"); r.Version != 1 {
 		t.Fatalf("version %d: the duplicate was applied", r.Version)
 	}
 }
@@ -71,16 +71,19 @@ func latestRecord(st *mvcc.State, key string) *mvcc.Record {
 
 // Request IDs are forgotten after the window, deterministically by log index.
 func TestFSM_DedupWindowExpires(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	old := wire.RequestID{Client: 1, Seq: 1}
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
-	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 2, Type: raft.LogCommand,
+	f.ApplyBatch([]*raft.Log{{Index: mvcc.DedupWindow + 2, Type: raft.LogCommand,
 		Data: putCommand(wire.RequestID{Client: 1, Seq: 2}, "b", "1")}})
-	if _, ok := f.st.Remembered(old); ok {
+	if _, ok := f.app.State().Remembered(old); ok {
 		t.Fatal("request ID older than the window is still remembered")
 	}
-	if n := f.st.RememberedCount(); n != 1 || len(f.dedupOrder) != 1 {
-		t.Fatalf("dedup holds %d entries (%d ordered), want 1", n, len(f.dedupOrder))
+	if n := f.app.State().RememberedCount(); n != 1 {
+		t.Fatalf("dedup holds %d entries, want 1", n)
+	}
+	if err := f.app.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -115,7 +118,7 @@ func TestStore_Submit_RetryIsIdempotent(t *testing.T) {
 
 // A read view is a consistent, immutable copy: writes applied after it was taken do not show.
 func TestFSM_ReadViewIsImmutable(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "1")}})
 	v := f.view()
 	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "2")}})
@@ -129,10 +132,10 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 
 // An undecodable entry fails alone and leaves the state untouched.
 func TestFSM_UndecodableEntry(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	out := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{0xff, 0x01}}})
-	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.st.Rev() != 1 {
-		t.Fatalf("result %+v, rev %d", r, f.st.Rev())
+	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.app.State().Rev() != 1 {
+		t.Fatalf("result %+v, rev %d", r, f.app.State().Rev())
 	}
 	if f.applied.Load() != 1 {
 		t.Fatal("applied index did not advance past the bad entry")
@@ -156,17 +159,17 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 		wCode    wire.Code
 		wApplied bool
 	}{
-		{"first attempt", 0, dedupWindow * 3, wire.CodeOK, true},
-		{"retry inside the window", 10, 10 + dedupWindow - 1, wire.CodeOK, true},
-		{"retry at the window's end", 10, 10 + dedupWindow, wire.CodeTimeout, false},
+		{"first attempt", 0, mvcc.DedupWindow * 3, wire.CodeOK, true},
+		{"retry inside the window", 10, 10 + mvcc.DedupWindow - 1, wire.CodeOK, true},
+		{"retry at the window's end", 10, 10 + mvcc.DedupWindow, wire.CodeTimeout, false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+			f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 			out := f.ApplyBatch([]*raft.Log{{Index: tc.index, Type: raft.LogCommand, Data: retry(tc.floor, uint64(i+1))}})
 			res := out[0].(*wire.Result)
-			if res.Code != tc.wCode || (f.st.Rev() == 2) != tc.wApplied {
-				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.st.Rev(), tc.wCode, tc.wApplied)
+			if res.Code != tc.wCode || (f.app.State().Rev() == 2) != tc.wApplied {
+				t.Fatalf("code %d, revision %d; want code %d, applied %v", res.Code, f.app.State().Rev(), tc.wCode, tc.wApplied)
 			}
 		})
 	}
@@ -175,7 +178,7 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 // An entry that fails its checksum stops the member before it is applied: the entries before it
 // in the batch are applied and published, it and the ones after are not.
 func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
+	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	var stopped error
 	f.corrupt = func(err error) {
 		stopped = err
@@ -205,41 +208,8 @@ func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
 		t.Fatalf("view at applied %d, revision %d: want the entry before the damaged one published", v.applied, v.st.Rev())
 	}
 	for _, k := range []string{"b", "c"} {
-		if latestRecord(f.st, k) != nil {
+		if latestRecord(f.app.State(), k) != nil {
 			t.Fatalf("key %q applied after the damaged entry", k)
 		}
-	}
-}
-
-// The dedup table stays exactly the window wide while writes go on past it, and its expiry
-// order holds only the live IDs, plus at most as many expired ones not yet dropped.
-func TestFSM_DedupOrderBoundedPastWindow(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
-	res := &wire.Result{}
-	for i := uint64(1); i <= 2*dedupWindow+1000; i++ {
-		f.remember(wire.RequestID{Client: 1, Seq: i}, i, res)
-		if i%9973 != 0 {
-			continue
-		}
-		live := len(f.dedupOrder) - f.dedupHead
-		if live != f.st.RememberedCount() || live > dedupWindow+1 || f.dedupHead > live {
-			t.Fatalf("after %d: %d refs from head %d, %d in the table", i, len(f.dedupOrder), f.dedupHead, f.st.RememberedCount())
-		}
-	}
-}
-
-// BenchmarkFSM_RememberFullWindow is the cost of recording a request ID once the window is
-// full, which is every write of a busy store: it must not grow with the window (it was 240 µs
-// when expiry shifted the whole window on every write; 0.5 µs since).
-func BenchmarkFSM_RememberFullWindow(b *testing.B) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0), newLessor(nil, nil, 0))
-	res := &wire.Result{}
-	i := uint64(1)
-	for ; i <= dedupWindow; i++ {
-		f.remember(wire.RequestID{Client: 1, Seq: i}, i, res)
-	}
-	for b.Loop() {
-		f.remember(wire.RequestID{Client: 1, Seq: i}, i, res)
-		i++
 	}
 }

@@ -38,7 +38,7 @@ func newTestHost(t testing.TB, limits hubLimits) *testHost {
 	h := &testHost{ctx: ctx}
 	hub := newWatchHub(h, defaultProgressInterval)
 	hub.limits = limits
-	h.fsm = newFSM(hclog.NewNullLogger(), hub, newLessor(h, hclog.NewNullLogger(), time.Second))
+	h.fsm = newFSM(hclog.NewNullLogger(), hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes)
 	t.Cleanup(func() {
 		h.mu.Lock()
 		h.closing = true

@@ -66,7 +66,7 @@ func stDelete(t testing.TB, st *mvcc.State, key, end string) int64 {
 // txn at the state's current revision. Codes are turned into the exported errors.
 func stRange(st *mvcc.State, op wire.Op) (*wire.RangeResult, error) {
 	txn := &wire.Txn{Success: []wire.Op{op}}
-	if code := validateTxn(txn, defaultMaxTxnOps); code != wire.CodeOK {
+	if code := mvcc.ValidateTxn(txn, defaultMaxTxnOps); code != wire.CodeOK {
 		return nil, codeError(code)
 	}
 	res, code := st.ReadTxn(txn)

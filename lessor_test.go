@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -18,9 +19,9 @@ func leaderLessor(t testing.TB, ttls ...int64) *lessor {
 	host.closing = true
 	l := host.fsm.lessor
 	l.promote(context.Background())
-	changes := make([]leaseChange, len(ttls))
+	changes := make([]mvcc.LeaseChange, len(ttls))
 	for i, ttl := range ttls {
-		changes[i] = leaseChange{id: int64(i + 1), ttl: ttl}
+		changes[i] = mvcc.LeaseChange{ID: int64(i + 1), TTL: ttl}
 	}
 	l.observe(changes)
 	return l
@@ -91,7 +92,7 @@ func TestLessor_RenewalsDoNotGrowExpiryHeap(t *testing.T) {
 	if first != 1 {
 		t.Fatalf("lease %d expires first, want the 60 s lease 1", first)
 	}
-	l.observe([]leaseChange{{id: 1, revoked: true}})
+	l.observe([]mvcc.LeaseChange{{ID: 1, Revoked: true}})
 	checkExpiryHeap(t, l)
 }
 
@@ -130,7 +131,7 @@ func TestLessor_CheckpointScanVisitsOnlyDueLeases(t *testing.T) {
 		l.known[id].at = time.Now().Add(-2 * checkpointEvery)
 	}
 	l.mu.Unlock()
-	l.observe([]leaseChange{{id: 2, checkpoint: true, remainingMs: 300_000}})
+	l.observe([]mvcc.LeaseChange{{ID: 2, Checkpoint: true, RemainingMs: 300_000}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	l.renew(ctx, 3)
@@ -156,7 +157,7 @@ func TestLessor_CheckpointScanVisitsOnlyDueLeases(t *testing.T) {
 	}
 
 	// Once that checkpoint is applied nothing is due: the scan costs one look.
-	l.observe([]leaseChange{{id: 1, checkpoint: true, remainingMs: 1}, {id: 3, checkpoint: true, remainingMs: 1}})
+	l.observe([]mvcc.LeaseChange{{ID: 1, Checkpoint: true, RemainingMs: 1}, {ID: 3, Checkpoint: true, RemainingMs: 1}})
 	before = l.scanned
 	if b, cps := l.takeCheckpoint(true); b != nil || len(cps) != 0 {
 		t.Fatalf("second checkpoint: batch %+v, %d checkpoints", b, len(cps))

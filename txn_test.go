@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/mvcc/mvcctest"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -179,7 +180,7 @@ func TestValidateTxn(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if code := validateTxn(tc.txn, tc.maxOps); code != tc.wCode {
+			if code := mvcc.ValidateTxn(tc.txn, tc.maxOps); code != tc.wCode {
 				t.Fatalf("code %d, want %d", code, tc.wCode)
 			}
 		})

@@ -64,11 +64,11 @@ func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
 	r.src.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
 	if !behind {
 		r.host.fsm.ApplyBatch([]*raft.Log{{Index: r.index, Type: raft.LogCommand, Data: cmd}})
-		if got, want := r.host.fsm.view().st.Rev(), r.src.st.Rev(); got != want {
+		if got, want := r.host.fsm.view().st.Rev(), r.src.app.State().Rev(); got != want {
 			r.t.Fatalf("rig at revision %d, src at %d", got, want)
 		}
 	}
-	return r.src.st.Rev()
+	return r.src.app.State().Rev()
 }
 
 // installSnapshot replaces the rig's state with a snapshot of src, as raft does on a lagging
@@ -97,8 +97,8 @@ func (r *hubRig) drain() {
 // history is every change src made, as watchcheck wants it.
 func (r *hubRig) history() []watchcheck.Revision {
 	var h []watchcheck.Revision
-	r.src.st.Changes(0, func(rec *mvcc.Record) bool {
-		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.st.PrevVersion(rec), true))})
+	r.src.app.State().Changes(0, func(rec *mvcc.Record) bool {
+		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.app.State().PrevVersion(rec), true))})
 		return true
 	})
 	return h

@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/ember-kv/ember/internal/wire"
@@ -11,15 +12,15 @@ import (
 // seconds of its original, far inside this window.
 const DedupWindow = 100_000
 
-// Bytes of the dedup table: every remembered request ID costs dedupRecordBytes (its ID and log
-// index) plus its encoded result. A result of at most dedupShortResult bytes (a put or delete
+// Bytes of the dedup table: every remembered request ID costs DedupRecordBytes (its ID and log
+// index) plus its encoded result. A result of at most DedupShortResult bytes (a put or delete
 // without a previous value, a lease grant, any failure) is always held; the longer ones share
 // the budget (NewApplier) and are replaced, oldest first, by a short result that says only
 // "applied at revision R, result not held" (wire.CodeResultNotHeld). The table thus holds at
-// most DedupWindow × (dedupRecordBytes + dedupShortResult) bytes plus the budget.
+// most DedupWindow × (DedupRecordBytes + DedupShortResult) bytes plus the budget.
 const (
-	dedupRecordBytes = 24
-	dedupShortResult = 32
+	DedupRecordBytes = 24
+	DedupShortResult = 32
 )
 
 // Logger receives what an Applier finds wrong with entries it applies anyway (an hclog.Logger
@@ -40,9 +41,9 @@ type Applier struct {
 
 	dedupOrder []dedupRef // request IDs in apply order, for expiry; live from dedupHead on
 	dedupHead  int
-	dedupFull  int   // dedupOrder from here on may hold results longer than dedupShortResult
-	dedupLong  int64 // bytes of the results longer than dedupShortResult: at most budget
-	dedupBytes int64 // bytes of the whole table, as the dedupRecordBytes comment counts them
+	dedupFull  int   // dedupOrder from here on may hold results longer than DedupShortResult
+	dedupLong  int64 // bytes of the results longer than DedupShortResult: at most budget
+	dedupBytes int64 // bytes of the whole table, as the DedupRecordBytes comment counts them
 
 	// budget caps dedupLong. It is a local setting, yet the table is replicated state. That is
 	// safe because the budget only decides whether a retry is answered with its full result or
@@ -69,7 +70,7 @@ func NewApplier(log Logger, budget int64) *Applier {
 // or through a Clone taken under it.
 func (a *Applier) State() *State { return a.st }
 
-// DedupBytes is the size of the dedup table, as the dedupRecordBytes comment counts it.
+// DedupBytes is the size of the dedup table, as the DedupRecordBytes comment counts it.
 func (a *Applier) DedupBytes() int64 { return a.dedupBytes }
 
 // LeaseChange tells the lessor what the log did to a lease.
@@ -171,7 +172,7 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 // the long results within the budget.
 func (a *Applier) remember(id wire.RequestID, index uint64, res *wire.Result) {
 	b := res.Marshal(nil)
-	if len(b) > dedupShortResult && int64(len(b)) > a.budget {
+	if len(b) > DedupShortResult && int64(len(b)) > a.budget {
 		// Held, it would push every other long result out and then itself.
 		b = shortResult(res.Code, res.Revision)
 	}
@@ -198,8 +199,8 @@ func (a *Applier) remember(id wire.RequestID, index uint64, res *wire.Result) {
 // count adds (sign 1) or removes (sign -1) one remembered result from the table's byte counts.
 func (a *Applier) count(result []byte, sign int64) {
 	n := int64(len(result))
-	a.dedupBytes += sign * (dedupRecordBytes + n)
-	if n > dedupShortResult {
+	a.dedupBytes += sign * (DedupRecordBytes + n)
+	if n > DedupShortResult {
 		a.dedupLong += sign * n
 	}
 }
@@ -210,7 +211,7 @@ func (a *Applier) trimResults() {
 	for a.dedupLong > a.budget && a.dedupFull < len(a.dedupOrder) {
 		e, ok := a.st.Remembered(a.dedupOrder[a.dedupFull].id)
 		a.dedupFull++
-		if !ok || len(e.Result) <= dedupShortResult {
+		if !ok || len(e.Result) <= DedupShortResult {
 			continue
 		}
 		code, rev, err := wire.ResultHead(e.Result)
@@ -261,4 +262,42 @@ func (a *Applier) SetState(st *State) {
 		return 0
 	})
 	a.trimResults()
+}
+
+// Check verifies the dedup bookkeeping against the table it describes, as State.Check does the
+// state's indexes: the byte counts recomputed from the entries, the long results within the
+// budget, the expiry order holding exactly the table's request IDs by apply index, and no long
+// result before the trim cursor.
+func (a *Applier) Check() error {
+	var all, long int64
+	n := 0
+	a.st.ScanRemembered(func(e *DedupEntry) bool {
+		n++
+		all += DedupRecordBytes + int64(len(e.Result))
+		if len(e.Result) > DedupShortResult {
+			long += int64(len(e.Result))
+		}
+		return true
+	})
+	switch {
+	case all != a.dedupBytes || long != a.dedupLong:
+		return fmt.Errorf("dedup counts: %d bytes, %d long; recomputed %d, %d", a.dedupBytes, a.dedupLong, all, long)
+	case long > a.budget:
+		return fmt.Errorf("dedup table holds %d bytes of long results, budget %d", long, a.budget)
+	case a.dedupHead > a.dedupFull || a.dedupFull > len(a.dedupOrder) || len(a.dedupOrder)-a.dedupHead != n:
+		return fmt.Errorf("dedup order: head %d, trim cursor %d, %d refs for %d entries", a.dedupHead, a.dedupFull, len(a.dedupOrder), n)
+	}
+	live := a.dedupOrder[a.dedupHead:]
+	for i, ref := range live {
+		e, ok := a.st.Remembered(ref.id)
+		switch {
+		case !ok || e.Index != ref.index:
+			return fmt.Errorf("dedup order: %v@%d is not in the table", ref.id, ref.index)
+		case i > 0 && live[i-1].index > ref.index:
+			return fmt.Errorf("dedup order: index %d after %d", ref.index, live[i-1].index)
+		case a.dedupHead+i < a.dedupFull && len(e.Result) > DedupShortResult:
+			return fmt.Errorf("dedup entry %d before the trim cursor holds a %d-byte result", ref.index, len(e.Result))
+		}
+	}
+	return nil
 }

@@ -24,7 +24,7 @@ import (
 //	  frameLeases   uvarint count, then per lease: varint id, varint ttl, varint remaining ms
 //	  frameDedup    uvarint count, then per entry: uint64 client, uint64 seq, uvarint index,
 //	                bytes encoded wire.Result (a long one may have been replaced by a short
-//	                one with wire.CodeResultNotHeld; see dedupShortResult)
+//	                one with wire.CodeResultNotHeld; see DedupShortResult)
 //	  frameEnd      once, last: uint32 CRC-32C of every byte before this frame
 //
 // Attachments of keys to leases and the latest-version index are derived from the records.
