@@ -220,6 +220,9 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 				if err := checkRecord(rec, last, st.rev); err != nil {
 					return nil, 0, err
 				}
+				if err := checkKept(st, last, rec); err != nil {
+					return nil, 0, err
+				}
 				st.history.Load(rec)
 				if _, dup := st.revs.Set(rec); dup {
 					return nil, 0, errSnapshot("two changes at revision %d.%d", rec.Mod, rec.Sub)
@@ -264,6 +267,9 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 	if !sawHeader {
 		return nil, 0, errSnapshot("no header")
 	}
+	if err := checkKept(st, last, nil); err != nil {
+		return nil, 0, err
+	}
 	if err := deriveIndexes(st); err != nil {
 		return nil, 0, err
 	}
@@ -307,6 +313,23 @@ func checkRecord(r, last *Record, rev int64) error {
 	}
 	if last != nil && !(last.Key < r.Key || last.Key == r.Key && (last.Mod < r.Mod || last.Mod == r.Mod && last.Sub < r.Sub)) {
 		return errSnapshot("key %q out of order", r.Key)
+	}
+	return nil
+}
+
+// checkKept rejects prev, the record before next in (key, revision) order (next nil after the
+// last), if compaction at the header's compact revision drops it: WriteSnapshot leaves such
+// records out, so a snapshot holding one was not written by a member, and restoring it would
+// keep versions no other member holds (a different size and HashKV).
+func checkKept(st *State, prev, next *Record) error {
+	if prev == nil {
+		return nil
+	}
+	if next != nil && next.Key != prev.Key {
+		next = nil
+	}
+	if st.obsolete(prev, next) {
+		return errSnapshot("key %q: version at revision %d is compacted (compact revision %d)", prev.Key, prev.Mod, st.compactRev)
 	}
 	return nil
 }

@@ -331,6 +331,12 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 		{name: "bytes after the end frame", data: append(newSnapBuilder().header(1, 0).seal(), 1), wErr: ErrCorrupt},
 		{name: "frame longer than allowed", data: huge, wErr: ErrCorrupt},
 
+		{name: "version superseded at the compact revision", data: newSnapBuilder().header(5, 3).
+			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 0), snapPut("a", 3, 0, 2, 2, 0))).seal(), wErr: ErrCorrupt},
+		{name: "tombstone below the compact revision", data: newSnapBuilder().header(5, 4).
+			frame(frameRecords, snapRecords(snapPut("a", 2, 0, 2, 1, 0), snapTomb("a", 3, 0))).seal(), wErr: ErrCorrupt},
+		{name: "tombstone at the compact revision is kept", data: newSnapBuilder().header(5, 3).
+			frame(frameRecords, snapRecords(snapTomb("a", 3, 0))).seal()},
 		{name: "record count past the frame", data: newSnapBuilder().header(2, 0).frame(frameRecords, append([]byte{5}, snapRecords(snapPut("a", 2, 0, 2, 1, 0))[1:]...)).seal(), wErr: ErrCorrupt},
 		{name: "record frame with trailing bytes", data: newSnapBuilder().header(2, 0).frame(frameRecords, append(snapRecords(snapPut("a", 2, 0, 2, 1, 0)), 0)).seal(), wErr: ErrCorrupt},
 		{name: "empty key", data: recordsSnapshot(5, snapPut("", 2, 0, 2, 1, 0)), wErr: ErrCorrupt},
