@@ -601,7 +601,7 @@ func eventOf(r, prev *mvcc.Record, withPrev bool) *Event {
 	e := &Event{}
 	if r.Tombstone {
 		e.Type = EventTypeDelete
-		// Deliberately not keyValueOf(r.toWire(false)): like etcd's, a delete event's pair holds
+		// Deliberately not keyValueOf(r.ToWire(false)): like etcd's, a delete event's pair holds
 		// only the key and the deleting revision, with a nil Value (toWire gives an empty, non-nil
 		// one; the other fields of a tombstone are zero either way).
 		e.Kv = &KeyValue{Key: []byte(r.Key), ModRevision: r.Mod}

@@ -105,7 +105,7 @@ type State struct {
 // revPos is a position in revs: a change's main and sub revision.
 type revPos struct{ mod, sub int64 }
 
-var treeOpts = btree.Options{NoLocks: true} // fsm.mu serializes writers; read views are never written
+var treeOpts = btree.Options{NoLocks: true} // the owner serializes writers; clones taken for reads are never written
 
 func New() *State {
 	return &State{
