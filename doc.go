@@ -43,6 +43,12 @@
 // revisions from history, as after a snapshot install. A response carries at most 1,024 events
 // or 1 MiB, except that one revision's events are never split.
 //
+// # Etcd's client-side extras
+//
+// [Namespace] gives a view of a Store under a key prefix, as etcd's client/v3/namespace does for
+// a client: applications sharing a cluster each see only their own keys, and package
+// concurrency works inside a namespace unchanged.
+//
 // # Caveats
 //
 // A cancelled context abandons the wait for a write, not necessarily the write: an error that

@@ -21,7 +21,7 @@ import (
 // entries directly. Its watch hub has no watchers and its lessor is not leader, so applying and
 // restoring touch nothing else.
 func detachedFSM() *fsm {
-	s := &Store{}
+	s := &Store{core: &core{}}
 	s.watch = newWatchHub(s)
 	s.lessor = newLessor(s)
 	s.fsm = newFSM(hclog.NewNullLogger(), s.watch, s.lessor)

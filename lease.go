@@ -158,6 +158,9 @@ func (s *Store) TimeToLive(ctx context.Context, id LeaseID, opts ...LeaseOption)
 		return nil, err
 	}
 	r.Header = s.header(rev)
+	if s.ns != "" {
+		r.Keys = s.nsKeys(r.Keys)
+	}
 	return r, nil
 }
 

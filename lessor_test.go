@@ -11,7 +11,7 @@ import (
 // closing, so it starts no revokes: tests drive it directly.
 func leaderLessor(t testing.TB, ttls ...int64) *lessor {
 	t.Helper()
-	l := newLessor(&Store{closing: true})
+	l := newLessor(&Store{core: &core{closing: true}})
 	l.promote(context.Background())
 	changes := make([]leaseChange, len(ttls))
 	for i, ttl := range ttls {

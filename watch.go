@@ -92,6 +92,10 @@ func (wr *WatchResponse) IsProgressNotify() bool {
 // channel closes when ctx ends, the store closes, or the watch is canceled (compaction).
 func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
 	op := OpGet(key, opts...)
+	if s.ns != "" {
+		// The empty key names the prefix itself here: a watch has no way to refuse it.
+		op.key, op.end = append([]byte(s.ns), op.key...), s.nsEnd(op.end)
+	}
 	out := make(chan WatchResponse)
 	if s.stopped() {
 		close(out)
@@ -112,7 +116,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchCh
 		}
 		return out
 	}
-	s.watch.add(ctx, op, out)
+	s.watch.add(ctx, op, len(s.ns), out)
 	return out
 }
 
@@ -230,6 +234,7 @@ type watcher struct {
 	ctx context.Context
 
 	filterPut, filterDelete, prevKV, progressNotify bool
+	strip                                           int // bytes of namespace prefix to strip from delivered keys
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
@@ -303,13 +308,13 @@ func (h *watchHub) memory() hubMemory {
 	return m
 }
 
-func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
+func (h *watchHub) add(ctx context.Context, op Op, strip int, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.s.ctx, cancel)
 	w := &watcher{
 		hub: h, kr: newKeyRange(op.key, op.end), out: out, ctx: ctx,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
-		progressNotify: op.progressNotify, wake: make(chan struct{}, 1),
+		progressNotify: op.progressNotify, strip: strip, wake: make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -705,6 +710,9 @@ func (w *watcher) dequeue() (WatchResponse, bool) {
 }
 
 func (w *watcher) send(resp WatchResponse) bool {
+	if w.strip > 0 && len(resp.Events) > 0 {
+		resp.Events = stripEvents(resp.Events, w.strip)
+	}
 	select {
 	case w.out <- resp:
 		w.mu.Lock()

@@ -36,7 +36,7 @@ func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 	t.Helper()
 	lender := openMem(t) // lends its raft to the rig's response headers, and nothing else
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{cfg: lender.cfg, id: "rig", log: nopLogger(), raft: lender.raft, ctx: ctx, cancel: cancel}
+	s := &Store{core: &core{cfg: lender.cfg, id: "rig", log: nopLogger(), raft: lender.raft, ctx: ctx, cancel: cancel}}
 	s.watch = newWatchHub(s)
 	s.watch.limits = limits
 	s.lessor = newLessor(s)
