@@ -41,7 +41,10 @@
 // 65,536 events (64 MiB of keys and values) wait for the store's dispatcher and 4,096 events
 // (4 MiB) for each consumer; past that they are dropped and the watchers concerned re-read the
 // revisions from history, as after a snapshot install. A response carries at most 1,024 events
-// or 1 MiB, except that one revision's events are never split.
+// or 1 MiB, except that one revision's events are never split. A watch on a member cut off from
+// the leader stays open and silent until the member rejoins, unless its context comes from
+// [WithRequireLeader]: it then ends with [ErrNoLeader] after three election timeouts without a
+// leader, as etcd's.
 //
 // # Etcd's client-side extras
 //

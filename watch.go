@@ -101,23 +101,63 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchCh
 		close(out)
 		return out
 	}
-	if op.rev < 0 {
-		resp := WatchResponse{Header: s.header(0), Created: true, Canceled: true,
-			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted}
-		if !s.spawn(func() {
-			defer close(out)
-			select {
-			case out <- resp:
-			case <-ctx.Done():
-			case <-s.ctx.Done():
-			}
-		}) {
-			close(out)
-		}
-		return out
+	requireLeader := requiresLeader(ctx)
+	switch {
+	case op.rev < 0:
+		s.refuseWatch(ctx, out, WatchResponse{Header: s.header(0), Created: true, Canceled: true,
+			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
+	case requireLeader && !s.knowsLeader():
+		s.refuseWatch(ctx, out, noLeaderResponse(s.header(s.watch.appliedRev())))
+	default:
+		s.watch.add(ctx, op, watchExtras{strip: len(s.ns), requireLeader: requireLeader}, out)
 	}
-	s.watch.add(ctx, op, len(s.ns), out)
 	return out
+}
+
+// refuseWatch sends a watch's only response, then closes its channel.
+func (s *Store) refuseWatch(ctx context.Context, out chan WatchResponse, resp WatchResponse) {
+	if !s.spawn(func() {
+		defer close(out)
+		select {
+		case out <- resp:
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		}
+	}) {
+		close(out)
+	}
+}
+
+type requireLeaderKey struct{}
+
+// WithRequireLeader returns a context that makes a watch opened with it end when its member has
+// no leader, as clientv3.WithRequireLeader: a watch opened while the member knows no leader,
+// or whose member has known none for maxNoLeaderChecks election timeouts in a row (cut off from
+// the leader's side of a partition), gets a last response with Canceled set and Err() ==
+// ErrNoLeader, then its channel closes. Without it a cut-off member's watch stays open, silent,
+// and resumes when the member rejoins. Other requests are not affected: reads and writes that
+// need a leader fail with ErrNoLeader or ErrTimeout anyway.
+func WithRequireLeader(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requireLeaderKey{}, true)
+}
+
+func requiresLeader(ctx context.Context) bool {
+	v, _ := ctx.Value(requireLeaderKey{}).(bool)
+	return v
+}
+
+// maxNoLeaderChecks is how many election timeouts in a row a member must know no leader before
+// its WithRequireLeader watches end, as etcd's maxNoLeaderCnt: reopening a watch costs more
+// than refusing a new one, so an election in progress does not end them.
+const maxNoLeaderChecks = 3
+
+func (s *Store) knowsLeader() bool {
+	id, _ := s.Leader()
+	return id != ""
+}
+
+func noLeaderResponse(h ResponseHeader) WatchResponse {
+	return WatchResponse{Header: h, Canceled: true, CancelReason: ErrNoLeader.Error(), cancelErr: ErrNoLeader}
 }
 
 // RequestProgress makes every watcher of this store that is up to date send a progress
@@ -234,7 +274,7 @@ type watcher struct {
 	ctx context.Context
 
 	filterPut, filterDelete, prevKV, progressNotify bool
-	strip                                           int // bytes of namespace prefix to strip from delivered keys
+	watchExtras
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
@@ -308,13 +348,19 @@ func (h *watchHub) memory() hubMemory {
 	return m
 }
 
-func (h *watchHub) add(ctx context.Context, op Op, strip int, out chan WatchResponse) {
+// watchExtras are the settings of a watch that do not come from its op.
+type watchExtras struct {
+	strip         int  // bytes of namespace prefix to strip from delivered keys
+	requireLeader bool // end the watch when the member has had no leader for a while
+}
+
+func (h *watchHub) add(ctx context.Context, op Op, x watchExtras, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.s.ctx, cancel)
 	w := &watcher{
 		hub: h, kr: newKeyRange(op.key, op.end), out: out, ctx: ctx,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
-		progressNotify: op.progressNotify, strip: strip, wake: make(chan struct{}, 1),
+		progressNotify: op.progressNotify, watchExtras: x, wake: make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -639,11 +685,17 @@ func (w *watcher) run() {
 		h.mu.Unlock()
 		close(w.out)
 	}()
-	var tick <-chan time.Time
+	var tick, leaderTick <-chan time.Time
 	if w.progressNotify {
 		t := time.NewTicker(h.s.cfg.progressInterval)
 		defer t.Stop()
 		tick = t.C
+	}
+	noLeader := 0 // election timeouts in a row without a leader
+	if w.requireLeader {
+		t := time.NewTicker(h.s.cfg.electionTimeout)
+		defer t.Stop()
+		leaderTick = t.C
 	}
 	for {
 		if resp, ok := w.dequeue(); ok {
@@ -668,6 +720,21 @@ func (w *watcher) run() {
 		case <-w.wake:
 		case <-tick:
 			if w.takeProgress(true) && !w.sendProgress() {
+				return
+			}
+		case <-leaderTick:
+			noLeader++
+			if h.s.knowsLeader() {
+				noLeader = 0
+			}
+			if noLeader >= maxNoLeaderChecks {
+				// Synced with nothing queued, everything below next was delivered: resuming
+				// after the header's revision skips nothing. (next is ahead of the store for a
+				// watch that starts in the future.)
+				w.mu.Lock()
+				delivered := min(w.next-1, h.appliedRev())
+				w.mu.Unlock()
+				w.send(noLeaderResponse(h.s.header(delivered)))
 				return
 			}
 		case <-w.ctx.Done():
