@@ -46,7 +46,10 @@
 // [WithRequireLeader]: it then ends with [ErrNoLeader] after three election timeouts without a
 // leader, as etcd's.
 //
-// # Etcd's client-side extras
+// # More of etcd
+//
+// [Store.GrantWithID] grants a lease under an ID the caller picks, as etcd's
+// LeaseGrantRequest.ID; an ID in use is refused with [ErrLeaseExists].
 //
 // [Namespace] gives a view of a Store under a key prefix, as etcd's client/v3/namespace does for
 // a client: applications sharing a cluster each see only their own keys, and package

@@ -177,6 +177,7 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 	var sawHeader bool
 	var last *record
 	var lastLease int64
+	var sawLease bool // lease IDs may be negative: lastLease means nothing before the first
 	for {
 		sum := crc.Sum32()
 		typ, payload, err := readFrame(br, crc)
@@ -232,10 +233,10 @@ func readSnapshot(r io.Reader) (*mvccState, uint64, error) {
 				if d.Err() != nil {
 					break
 				}
-				if l.id <= lastLease || l.ttl < 0 || l.remainingMs < 0 {
+				if l.id == 0 || (sawLease && l.id <= lastLease) || l.ttl < 0 || l.remainingMs < 0 {
 					return nil, 0, errSnapshot("lease %d out of order or invalid", l.id)
 				}
-				lastLease = l.id
+				lastLease, sawLease = l.id, true
 				st.leases.Load(l)
 			}
 		case frameDedup:
@@ -300,7 +301,7 @@ func checkRecord(r, last *record, rev int64) error {
 		return errSnapshot("key %q: revision %d outside [1, %d]", r.key, r.mod, rev)
 	case r.tombstone && (r.create != 0 || r.version != 0 || r.lease != 0 || r.value != ""):
 		return errSnapshot("key %q: tombstone with data", r.key)
-	case !r.tombstone && (r.create < 1 || r.create > r.mod || r.version < 1 || r.lease < 0):
+	case !r.tombstone && (r.create < 1 || r.create > r.mod || r.version < 1):
 		return errSnapshot("key %q: bad create revision or version", r.key)
 	}
 	if last != nil && !(last.key < r.key || last.key == r.key && (last.mod < r.mod || last.mod == r.mod && last.sub < r.sub)) {

@@ -11,7 +11,9 @@
 // pinned with WithClusterID.
 //
 // Where ember differs from etcd, the gateway answers as follows:
-//   - LeaseGrant with a client-chosen ID is refused (ember picks lease IDs).
+//   - Lease IDs that the server picks are random positive 63-bit numbers rather than etcd's
+//     member-derived sequence; client-chosen IDs (LeaseGrantRequest.ID) are kept as etcd keeps
+//     them, negative ones included.
 //   - MemberAdd names the new member after its peer address (start it with ember.WithNodeID set
 //     to that address); MemberUpdate is unimplemented; MoveLeader is accepted by any member.
 //   - Alarm lists NOSPACE while the data reaches the store's quota (ember.WithQuotaBackendBytes);
@@ -20,6 +22,9 @@
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.
+//   - A watch stream that requires a leader (clientv3.WithRequireLeader) ends with "no leader"
+//     when one of its watches does, after three election timeouts without a leader; a stream
+//     with no watch open is not ended (clientv3 closes those itself).
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.
