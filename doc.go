@@ -55,6 +55,9 @@
 // a client: applications sharing a cluster each see only their own keys, and package
 // concurrency works inside a namespace unchanged.
 //
+// Package mirror copies the keys under a prefix at one revision, then follows them by watch, as
+// etcd's client/v3/mirror: to seed another store or keep a read-only copy.
+//
 // # Caveats
 //
 // A cancelled context abandons the wait for a write, not necessarily the write: an error that
