@@ -1,6 +1,7 @@
 package ember_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -242,5 +243,35 @@ func TestNamespace_TimeToLiveKeys(t *testing.T) {
 	r, _ = s.TimeToLive(ctx, g.ID, ember.WithAttachedKeys())
 	if fmt.Sprintf("%q", r.Keys) != `["a/x" "b/y"]` {
 		t.Fatalf("store keys %q", r.Keys)
+	}
+}
+
+// BenchmarkNamespace_Get compares a serializable Get on the store and through a namespace (one
+// member in memory, one client): the namespace's cost is prefixing the key and stripping it.
+//
+//	go test -run xxx -bench BenchmarkNamespace_Get -benchmem
+func BenchmarkNamespace_Get(b *testing.B) {
+	s := openMemStore(b)
+	ctx := context.Background()
+	ns := ember.Namespace(s, "app/")
+	for i := range 1000 {
+		if _, err := ns.Put(ctx, fmt.Sprintf("key-%06d", i), "value"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for name, st := range map[string]*ember.Store{"store": s, "namespace": ns} {
+		key := "app/key-%06d"
+		if st == ns {
+			key = "key-%06d"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				r, err := st.Get(ctx, fmt.Sprintf(key, i%1000), ember.WithSerializable())
+				if err != nil || len(r.Kvs) != 1 {
+					b.Fatal(r, err)
+				}
+			}
+		})
 	}
 }
