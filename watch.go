@@ -107,7 +107,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchCh
 		s.refuseWatch(ctx, out, WatchResponse{Header: s.header(0), Created: true, Canceled: true,
 			CompactRevision: s.fsm.view().st.compactRev, CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
 	case requireLeader && !s.knowsLeader():
-		s.refuseWatch(ctx, out, noLeaderResponse(s.header(s.watch.appliedRev())))
+		s.refuseWatch(ctx, out, noLeaderResponse(s.header(0)))
 	default:
 		s.watch.add(ctx, op, watchExtras{strip: len(s.ns), requireLeader: requireLeader}, out)
 	}
@@ -156,6 +156,9 @@ func (s *Store) knowsLeader() bool {
 	return id != ""
 }
 
+// noLeaderResponse is the last response of a watch ended for want of a leader. Like the one
+// clientv3 makes, it reports no revision (h is a header at revision 0): the events received
+// tell where to resume from.
 func noLeaderResponse(h ResponseHeader) WatchResponse {
 	return WatchResponse{Header: h, Canceled: true, CancelReason: ErrNoLeader.Error(), cancelErr: ErrNoLeader}
 }
@@ -728,13 +731,7 @@ func (w *watcher) run() {
 				noLeader = 0
 			}
 			if noLeader >= maxNoLeaderChecks {
-				// Synced with nothing queued, everything below next was delivered: resuming
-				// after the header's revision skips nothing. (next is ahead of the store for a
-				// watch that starts in the future.)
-				w.mu.Lock()
-				delivered := min(w.next-1, h.appliedRev())
-				w.mu.Unlock()
-				w.send(noLeaderResponse(h.s.header(delivered)))
+				w.send(noLeaderResponse(h.s.header(0)))
 				return
 			}
 		case <-w.ctx.Done():
