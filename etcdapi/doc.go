@@ -22,9 +22,11 @@
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.
-//   - A watch stream that requires a leader (clientv3.WithRequireLeader) ends with "no leader"
-//     when one of its watches does, after three election timeouts without a leader; a stream
-//     with no watch open is not ended (clientv3 closes those itself).
+//   - Requiring a leader (clientv3.WithRequireLeader) is honoured by Watch only: such a stream
+//     is refused while the member knows no leader, and ends with "no leader" when one of its
+//     watches does, after three election timeouts without one; a stream with no watch open is
+//     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
+//     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.
