@@ -6,6 +6,10 @@
 // returns a *clientv3.Client served in-process, so that go.etcd.io/etcd/client/v3/concurrency
 // (Mutex, Election, STM) runs unchanged on ember.
 //
+// Serving a namespace of a store (ember.Namespace) gives its clients only the keys under the
+// prefix, without it, as etcd's grpc-proxy --namespace does; clientv3's own namespace package
+// works over the gateway too.
+//
 // Members are identified as etcd expects: a member's numeric ID is the FNV-64a hash of its ember
 // ID (its name in MemberList), and the cluster ID is derived from the sorted member IDs, or
 // pinned with WithClusterID.

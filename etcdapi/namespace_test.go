@@ -66,3 +66,37 @@ func TestNamespace_ClientV3(t *testing.T) {
 		}
 	})
 }
+
+// Serving a namespace (as etcd's grpc-proxy --namespace): clients of the gateway see only the
+// keys under the prefix, without it, in reads, txns, watches and lease key lists.
+func TestNamespace_Served(t *testing.T) {
+	st := openStore(t)
+	cli := serveTCP(t, ember.Namespace(st, "tenant/"))
+	ctx := testCtx(t)
+	st.Put(ctx, "outside", "x")
+	wch := cli.Watch(ctx, "", clientv3.WithPrefix())
+	g, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, "k", "v", clientv3.WithLease(g.ID))
+	r, err := st.Get(ctx, "tenant/k")
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("tenant/k in the store: %+v, %v", r, err)
+	}
+	all, err := cli.Get(ctx, "", clientv3.WithFromKey())
+	if err != nil || len(all.Kvs) != 1 || string(all.Kvs[0].Key) != "k" {
+		t.Fatalf("client sees %+v, %v; want only k", all, err)
+	}
+	tr, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value("k"), "=", "v")).Then(clientv3.OpGet("k")).Commit()
+	if err != nil || !tr.Succeeded || string(tr.Responses[0].GetResponseRange().Kvs[0].Key) != "k" {
+		t.Fatalf("txn: %+v, %v", tr, err)
+	}
+	if wr := <-wch; len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "k" {
+		t.Fatalf("watch: %+v", wr)
+	}
+	ttl, err := cli.TimeToLive(ctx, g.ID, clientv3.WithAttachedKeys())
+	if err != nil || len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "k" {
+		t.Fatalf("lease keys: %+v, %v", ttl, err)
+	}
+}
