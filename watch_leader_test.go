@@ -110,3 +110,17 @@ func TestWatch_RequireLeader_SurvivesLeaderChange(t *testing.T) {
 	case <-wctx.Done():
 	}
 }
+
+// A leader cut off from the others steps down; its WithRequireLeader watches end with
+// ErrNoLeader like a follower's.
+func TestWatch_RequireLeader_CutOffLeader(t *testing.T) {
+	c := embertest.NewCluster(t, 3)
+	ctx := ctxFor(t, time.Minute)
+	old := c.Leader()
+	wc := old.Store().Watch(ember.WithRequireLeader(ctx), "k")
+	c.Partition(old.ID)
+	wr := next(t, wc)
+	if !wr.Canceled || !errors.Is(wr.Err(), ember.ErrNoLeader) {
+		t.Fatalf("require-leader watch on the cut-off leader: %+v (err %v), want canceled with ErrNoLeader", wr, wr.Err())
+	}
+}
