@@ -41,7 +41,22 @@
 // 65,536 events (64 MiB of keys and values) wait for the store's dispatcher and 4,096 events
 // (4 MiB) for each consumer; past that they are dropped and the watchers concerned re-read the
 // revisions from history, as after a snapshot install. A response carries at most 1,024 events
-// or 1 MiB, except that one revision's events are never split.
+// or 1 MiB, except that one revision's events are never split. A watch on a member cut off from
+// the leader stays open and silent until the member rejoins, unless its context comes from
+// [WithRequireLeader]: it then ends with [ErrNoLeader] after three election timeouts without a
+// leader, as etcd's.
+//
+// # More of etcd
+//
+// [Store.GrantWithID] grants a lease under an ID the caller picks, as etcd's
+// LeaseGrantRequest.ID; an ID in use is refused with [ErrLeaseExists].
+//
+// [Namespace] gives a view of a Store under a key prefix, as etcd's client/v3/namespace does for
+// a client: applications sharing a cluster each see only their own keys, and package
+// concurrency works inside a namespace unchanged.
+//
+// Package mirror copies the keys under a prefix at one revision, then follows them by watch, as
+// etcd's client/v3/mirror: to seed another store or keep a read-only copy.
 //
 // # Caveats
 //

@@ -22,8 +22,8 @@ func detachedFSM() *fsm { return detachedFSMWithBudget(defaultDedupResultBytes) 
 
 // detachedFSMWithBudget is detachedFSM holding long dedup results within budget bytes.
 func detachedFSMWithBudget(budget int64) *fsm {
-	s := &Store{}
-	s.watch = newWatchHub(s, 0)
+	s := &Store{core: &core{}}
+	s.watch = newWatchHub(s, 0, 0)
 	s.lessor = newLessor(s, hclog.NewNullLogger(), 0)
 	s.fsm = newFSM(hclog.NewNullLogger(), s.watch, s.lessor, budget)
 	return s.fsm

@@ -36,7 +36,7 @@ func newTestHost(t testing.TB, limits hubLimits) *testHost {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &testHost{ctx: ctx}
-	hub := newWatchHub(h, defaultProgressInterval)
+	hub := newWatchHub(h, defaultProgressInterval, time.Second)
 	hub.limits = limits
 	h.fsm = newFSM(hclog.NewNullLogger(), hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes)
 	t.Cleanup(func() {
@@ -72,6 +72,8 @@ func (h *testHost) spawn(fn func()) bool {
 func (h *testHost) lifetime() context.Context { return h.ctx }
 
 func (h *testHost) IsLeader() bool { return h.leader }
+
+func (h *testHost) knowsLeader() bool { return true }
 
 func (h *testHost) linearizableView(ctx context.Context) (*readView, error) {
 	if err := ctx.Err(); err != nil {

@@ -44,6 +44,17 @@ func (s *Store) Txn(ctx context.Context) Txn { return &txn{s: s, ctx: ctx} }
 // Do runs one op. Reads (including transactions that only read) are served from this member;
 // anything that may write goes through the raft log.
 func (s *Store) Do(ctx context.Context, op Op) (OpResponse, error) {
+	if s.ns == "" {
+		return s.do(ctx, op)
+	}
+	r, err := s.do(ctx, s.nsOp(op))
+	if err == nil {
+		s.nsStrip(r)
+	}
+	return r, err
+}
+
+func (s *Store) do(ctx context.Context, op Op) (OpResponse, error) {
 	if op.t == tRange {
 		r, err := s.get(ctx, op)
 		return OpResponse{get: r}, err

@@ -74,20 +74,32 @@ func (s *Store) minLeaseTTL() int64 {
 // Grant creates a lease that lives ttl seconds unless kept alive. A ttl below the minimum
 // (ceil(1.5 × election timeout), 2 s by default) is raised to it.
 func (s *Store) Grant(ctx context.Context, ttl int64) (*LeaseGrantResponse, error) {
+	return s.GrantWithID(ctx, NoLease, ttl)
+}
+
+// GrantWithID is Grant with a lease ID chosen by the caller, as etcd's LeaseGrantRequest.ID:
+// any ID but NoLease, negative ones included, and NoLease lets the store pick one, as Grant.
+// An ID in use is refused with ErrLeaseExists, on every member alike: the ID is part of the
+// logged command. A grant retried after ErrTimeout may find its own first attempt applied and
+// get ErrLeaseExists, as with etcd.
+func (s *Store) GrantWithID(ctx context.Context, id LeaseID, ttl int64) (*LeaseGrantResponse, error) {
 	if ttl > mvcc.MaxLeaseTTL {
 		return nil, ErrTTLTooLarge
 	}
 	ttl = max(ttl, s.minLeaseTTL())
 	for {
-		id := randomLeaseID()
-		res, err := s.propose(ctx, &wire.Command{Kind: wire.KindLeaseGrant, LeaseID: id, LeaseTTL: ttl})
-		if errors.Is(err, ErrLeaseExists) {
+		pick := int64(id)
+		if id == NoLease {
+			pick = randomLeaseID()
+		}
+		res, err := s.propose(ctx, &wire.Command{Kind: wire.KindLeaseGrant, LeaseID: pick, LeaseTTL: ttl})
+		if errors.Is(err, ErrLeaseExists) && id == NoLease {
 			continue // a random ID collided; pick another
 		}
 		if err != nil {
 			return nil, err
 		}
-		return &LeaseGrantResponse{Header: s.header(res.Revision), ID: LeaseID(id), TTL: ttl}, nil
+		return &LeaseGrantResponse{Header: s.header(res.Revision), ID: LeaseID(pick), TTL: ttl}, nil
 	}
 }
 
@@ -153,6 +165,9 @@ func (s *Store) TimeToLive(ctx context.Context, id LeaseID, opts ...LeaseOption)
 		return nil, err
 	}
 	r.Header = s.header(rev)
+	if s.ns != "" {
+		r.Keys = s.nsKeys(r.Keys)
+	}
 	return r, nil
 }
 

@@ -25,7 +25,16 @@ import (
 //
 // Writes may be called on any member; a follower forwards them to the leader. Reads are
 // linearizable by default on every member; WithSerializable reads local state instead.
+//
+// A Store may be a namespace of another (see Namespace): it shares the member and sees only the
+// keys under its prefix.
 type Store struct {
+	*core
+	ns string // key prefix of a namespace view; "" for the member itself
+}
+
+// core is the member behind a Store and every namespace of it.
+type core struct {
 	cfg config
 	id  string
 	log hclog.Logger
@@ -110,7 +119,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 	log := cfg.log().With("member", id)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{cfg: cfg, id: id, log: log, ctx: ctx, cancel: cancel, clientID: randomUint64()}
+	s := &Store{core: &core{cfg: cfg, id: id, log: log, ctx: ctx, cancel: cancel, clientID: randomUint64()}}
 	if err := s.open(dir, existing); err != nil {
 		s.Close()
 		return nil, err
@@ -123,7 +132,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	if s.stores, err = openRaftStores(dir, &s.cfg, s.log, s.logOptions(memberExisted)); err != nil {
 		return err
 	}
-	s.watch = newWatchHub(s, s.cfg.progressInterval)
+	s.watch = newWatchHub(s, s.cfg.progressInterval, s.cfg.electionTimeout)
 	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
 	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes)
 	s.readIndex = readindex.New(s.fetchReadIndex)

@@ -93,28 +93,75 @@ func (wr *WatchResponse) IsProgressNotify() bool {
 // channel closes when ctx ends, the store closes, or the watch is canceled (compaction).
 func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
 	op := OpGet(key, opts...)
+	if s.ns != "" {
+		// The empty key names the prefix itself here: a watch has no way to refuse it.
+		op.key, op.end = append([]byte(s.ns), op.key...), s.nsEnd(op.end)
+	}
 	out := make(chan WatchResponse)
 	if s.stopped() {
 		close(out)
 		return out
 	}
-	if op.rev < 0 {
-		resp := WatchResponse{Header: s.header(0), Created: true, Canceled: true,
-			CompactRevision: s.fsm.view().st.CompactRev(), CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted}
-		if !s.spawn(func() {
-			defer close(out)
-			select {
-			case out <- resp:
-			case <-ctx.Done():
-			case <-s.ctx.Done():
-			}
-		}) {
-			close(out)
-		}
-		return out
+	requireLeader := requiresLeader(ctx)
+	switch {
+	case op.rev < 0:
+		s.refuseWatch(ctx, out, WatchResponse{Header: s.header(0), Created: true, Canceled: true,
+			CompactRevision: s.fsm.view().st.CompactRev(), CancelReason: ErrCompacted.Error(), cancelErr: ErrCompacted})
+	case requireLeader && !s.knowsLeader():
+		s.refuseWatch(ctx, out, noLeaderResponse(s.header(0)))
+	default:
+		s.watch.add(ctx, op, watchExtras{strip: len(s.ns), requireLeader: requireLeader}, out)
 	}
-	s.watch.add(ctx, op, out)
 	return out
+}
+
+// refuseWatch sends a watch's only response, then closes its channel.
+func (s *Store) refuseWatch(ctx context.Context, out chan WatchResponse, resp WatchResponse) {
+	if !s.spawn(func() {
+		defer close(out)
+		select {
+		case out <- resp:
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		}
+	}) {
+		close(out)
+	}
+}
+
+type requireLeaderKey struct{}
+
+// WithRequireLeader returns a context that makes a watch opened with it end when its member has
+// no leader, as clientv3.WithRequireLeader: a watch opened while the member knows no leader,
+// or whose member has known none for maxNoLeaderChecks election timeouts in a row (cut off from
+// the leader's side of a partition), gets a last response with Canceled set and Err() ==
+// ErrNoLeader, then its channel closes. Without it a cut-off member's watch stays open, silent,
+// and resumes when the member rejoins. Other requests are not affected: reads and writes that
+// need a leader fail with ErrNoLeader or ErrTimeout anyway.
+func WithRequireLeader(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requireLeaderKey{}, true)
+}
+
+func requiresLeader(ctx context.Context) bool {
+	v, _ := ctx.Value(requireLeaderKey{}).(bool)
+	return v
+}
+
+// maxNoLeaderChecks is how many election timeouts in a row a member must know no leader before
+// its WithRequireLeader watches end, as etcd's maxNoLeaderCnt: reopening a watch costs more
+// than refusing a new one, so an election in progress does not end them.
+const maxNoLeaderChecks = 3
+
+func (s *Store) knowsLeader() bool {
+	id, _ := s.Leader()
+	return id != ""
+}
+
+// noLeaderResponse is the last response of a watch ended for want of a leader. Like the one
+// clientv3 makes, it reports no revision (h is a header at revision 0): the events received
+// tell where to resume from.
+func noLeaderResponse(h ResponseHeader) WatchResponse {
+	return WatchResponse{Header: h, Canceled: true, CancelReason: ErrNoLeader.Error(), cancelErr: ErrNoLeader}
 }
 
 // RequestProgress makes every watcher of this store that is up to date send a progress
@@ -199,7 +246,8 @@ var defaultHubLimits = hubLimits{
 // watcher that needs them to catching up, then raising rev past them. rev never goes back.
 type watchHub struct {
 	host             hubHost
-	progressInterval time.Duration // WithProgressNotifyInterval
+	progressInterval time.Duration // WithWatchProgressNotifyInterval
+	electionTimeout  time.Duration // how often a WithRequireLeader watcher checks for a leader
 	limits           hubLimits
 	// afterTake, when set (tests), runs after the dispatcher took the pending revisions and
 	// before it hands them out, with mu held.
@@ -232,6 +280,7 @@ type watcher struct {
 	ctx context.Context
 
 	filterPut, filterDelete, prevKV, progressNotify bool
+	watchExtras
 
 	wake chan struct{} // nudges the watcher's goroutine; holds at most one
 
@@ -269,10 +318,11 @@ type hubHost interface {
 	view() *readView                 // a read view at least as new as the last applied batch
 	spawn(fn func()) bool            // runs fn in a goroutine the member's close waits for; false once closing
 	lifetime() context.Context       // done when the member closes
+	knowsLeader() bool               // whether the member knows a leader (WithRequireLeader)
 }
 
-func newWatchHub(host hubHost, progressInterval time.Duration) *watchHub {
-	return &watchHub{host: host, progressInterval: progressInterval, limits: defaultHubLimits, rev: 1, applied: 1, kick: make(chan struct{}, 1),
+func newWatchHub(host hubHost, progressInterval, electionTimeout time.Duration) *watchHub {
+	return &watchHub{host: host, progressInterval: progressInterval, electionTimeout: electionTimeout, limits: defaultHubLimits, rev: 1, applied: 1, kick: make(chan struct{}, 1),
 		byKey: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
 }
 
@@ -314,13 +364,19 @@ func (h *watchHub) memory() hubMemory {
 	return m
 }
 
-func (h *watchHub) add(ctx context.Context, op Op, out chan WatchResponse) {
+// watchExtras are the settings of a watch that do not come from its op.
+type watchExtras struct {
+	strip         int  // bytes of namespace prefix to strip from delivered keys
+	requireLeader bool // end the watch when the member has had no leader for a while
+}
+
+func (h *watchHub) add(ctx context.Context, op Op, x watchExtras, out chan WatchResponse) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.host.lifetime(), cancel)
 	w := &watcher{
 		hub: h, kr: mvcc.NewKeyRange(op.key, op.end), out: out, ctx: ctx,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, prevKV: op.prevKV,
-		progressNotify: op.progressNotify, wake: make(chan struct{}, 1),
+		progressNotify: op.progressNotify, watchExtras: x, wake: make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -645,11 +701,17 @@ func (w *watcher) run() {
 		h.mu.Unlock()
 		close(w.out)
 	}()
-	var tick <-chan time.Time
+	var tick, leaderTick <-chan time.Time
 	if w.progressNotify {
 		t := time.NewTicker(h.progressInterval)
 		defer t.Stop()
 		tick = t.C
+	}
+	noLeader := 0 // election timeouts in a row without a leader
+	if w.requireLeader {
+		t := time.NewTicker(h.electionTimeout)
+		defer t.Stop()
+		leaderTick = t.C
 	}
 	for {
 		if resp, ok := w.dequeue(); ok {
@@ -674,6 +736,15 @@ func (w *watcher) run() {
 		case <-w.wake:
 		case <-tick:
 			if w.takeProgress(true) && !w.sendProgress() {
+				return
+			}
+		case <-leaderTick:
+			noLeader++
+			if h.host.knowsLeader() {
+				noLeader = 0
+			}
+			if noLeader >= maxNoLeaderChecks {
+				w.send(noLeaderResponse(h.host.header(0)))
 				return
 			}
 		case <-w.ctx.Done():
@@ -716,6 +787,9 @@ func (w *watcher) dequeue() (WatchResponse, bool) {
 }
 
 func (w *watcher) send(resp WatchResponse) bool {
+	if w.strip > 0 && len(resp.Events) > 0 {
+		resp.Events = stripEvents(resp.Events, w.strip)
+	}
 	select {
 	case w.out <- resp:
 		w.mu.Lock()

@@ -45,7 +45,7 @@ func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 // watch opens a watch on the rig's hub, as Store.Watch does for a start revision of 0 or more.
 func (r *hubRig) watch(ctx context.Context, key string, opts ...OpOption) WatchChan {
 	out := make(chan WatchResponse)
-	r.h.add(ctx, OpGet(key, opts...), out)
+	r.h.add(ctx, OpGet(key, opts...), watchExtras{}, out)
 	return out
 }
 

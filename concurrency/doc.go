@@ -3,6 +3,10 @@
 // and the key layout match go.etcd.io/etcd/client/v3/concurrency, so code written for etcd
 // ports by swapping the import and passing a *ember.Store for the client.
 //
+// A namespace (ember.Namespace) is a *ember.Store too: a Session made on one keeps its Mutexes,
+// Elections and STMs inside the namespace, as with a clientv3 client wrapped by etcd's
+// namespace package.
+//
 // Everything here is built on the public ember API: a Session is a lease kept alive, and a
 // Mutex or Election is a queue of keys attached to session leases under a prefix
 // (<pfx>/<lease ID in hex>), ordered by create revision.

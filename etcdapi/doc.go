@@ -6,12 +6,18 @@
 // returns a *clientv3.Client served in-process, so that go.etcd.io/etcd/client/v3/concurrency
 // (Mutex, Election, STM) runs unchanged on ember.
 //
+// Serving a namespace of a store (ember.Namespace) gives its clients only the keys under the
+// prefix, without it, as etcd's grpc-proxy --namespace does; clientv3's own namespace package
+// works over the gateway too.
+//
 // Members are identified as etcd expects: a member's numeric ID is the FNV-64a hash of its ember
 // ID (its name in MemberList), and the cluster ID is derived from the sorted member IDs, or
 // pinned with WithClusterID.
 //
 // Where ember differs from etcd, the gateway answers as follows:
-//   - LeaseGrant with a client-chosen ID is refused (ember picks lease IDs).
+//   - Lease IDs that the server picks are random positive 63-bit numbers rather than etcd's
+//     member-derived sequence; client-chosen IDs (LeaseGrantRequest.ID) are kept as etcd keeps
+//     them, negative ones included.
 //   - MemberAdd names the new member after its peer address (start it with ember.WithNodeID set
 //     to that address); MemberUpdate is unimplemented; MoveLeader is accepted by any member.
 //   - Alarm lists NOSPACE while the data reaches the store's quota (ember.WithQuotaBackendBytes);
@@ -20,6 +26,11 @@
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.
+//   - Requiring a leader (clientv3.WithRequireLeader) is honoured by Watch only: such a stream
+//     is refused while the member knows no leader, and ends with "no leader" when one of its
+//     watches does, after three election timeouts without one; a stream with no watch open is
+//     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
+//     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.

@@ -67,9 +67,6 @@ func toGRPC(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// errClientLeaseID answers a grant that names its lease ID: ember always picks the ID itself.
-var errClientLeaseID = status.Error(codes.InvalidArgument, "etcdserver: ember assigns lease IDs; request ID must be 0")
-
 // errMemberUpdate answers MemberUpdate: ember members keep the peer address they joined with.
 var errMemberUpdate = status.Error(codes.Unimplemented, "etcdserver: ember cannot change a member's peer URLs")
 

@@ -16,13 +16,10 @@ import (
 // would make each wait for all the others' commits.
 const maxKeepAlivesInFlight = 16
 
-// LeaseGrant serves etcd's LeaseGrant. ember picks lease IDs itself, so a request naming one
-// is refused.
+// LeaseGrant serves etcd's LeaseGrant: a request with an ID gets that lease, or etcd's "lease
+// already exists".
 func (g *gateway) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	if r.ID != 0 {
-		return nil, errClientLeaseID
-	}
-	res, err := g.st.Grant(ctx, r.TTL)
+	res, err := g.st.GrantWithID(ctx, ember.LeaseID(r.ID), r.TTL)
 	if err != nil {
 		return nil, toGRPC(err)
 	}

@@ -67,9 +67,13 @@ func TestLease_Grant_Errors(t *testing.T) {
 		if _, err := cli.Grant(ctx, 1<<40); !errors.Is(err, rpctypes.ErrLeaseTTLTooLarge) {
 			t.Errorf("huge TTL: %v, want %v", err, rpctypes.ErrLeaseTTLTooLarge)
 		}
-		_, err := pb.NewLeaseClient(cli.ActiveConnection()).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: 42, TTL: 60})
-		if status.Code(err) != codes.InvalidArgument {
-			t.Errorf("client-chosen ID: %v, want InvalidArgument", err)
+		lc := pb.NewLeaseClient(cli.ActiveConnection())
+		if r, err := lc.LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: 42, TTL: 60}); err != nil || r.ID != 42 {
+			t.Errorf("client-chosen ID: %v, %v; want lease 42", r, err)
+		}
+		_, err := lc.LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: 42, TTL: 60})
+		if !errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseExist) || status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("client-chosen ID in use: %v, want %v", err, rpctypes.ErrGRPCLeaseExist)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ember-kv/ember"
@@ -29,8 +30,20 @@ var (
 // Watch serves one etcd watch stream: any number of watches, each backed by an ember watch and
 // forwarded by its own goroutine. A client that closes its sending side keeps receiving events,
 // as with etcd.
+//
+// A stream whose metadata requires a leader (clientv3.WithRequireLeader) is refused while the
+// member knows none, and its watches are opened with ember.WithRequireLeader: when one of them
+// ends for want of a leader, the whole stream ends with etcd's "no leader" error, as etcd's
+// ends.
 func (g *gateway) Watch(stream pb.Watch_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
+	if requiresLeader(stream.Context()) {
+		if id, _ := g.st.Leader(); id == "" {
+			cancel()
+			return rpctypes.ErrGRPCNoLeader
+		}
+		ctx = ember.WithRequireLeader(ctx)
+	}
 	ws := &watchStream{g: g, stream: stream, ctx: ctx, failed: make(chan error, 1), watches: map[int64]*streamWatch{}}
 	defer ws.wg.Wait()
 	defer cancel()
@@ -250,7 +263,7 @@ func (ws *watchStream) progressDue(sw *streamWatch, rev int64) bool {
 }
 
 // forward sends one watch's responses until it ends: canceled by the client or the stream, or
-// canceled by the store (compaction).
+// canceled by the store (compaction, or no leader for a require-leader stream).
 func (ws *watchStream) forward(ctx context.Context, sw *streamWatch, ch ember.WatchChan) {
 	defer ws.wg.Done()
 	defer close(sw.done)
@@ -258,6 +271,10 @@ func (ws *watchStream) forward(ctx context.Context, sw *streamWatch, ch ember.Wa
 	for resp := range ch {
 		wr := &pb.WatchResponse{Header: ws.g.header(ws.ctx, resp.Header), WatchId: sw.id}
 		switch {
+		case errors.Is(resp.Err(), ember.ErrNoLeader):
+			ws.remove(sw)
+			ws.fail(rpctypes.ErrGRPCNoLeader)
+			return
 		case resp.Canceled || resp.CompactRevision != 0:
 			// etcd reports compaction by compact_revision alone, other cancels by their reason.
 			wr.Canceled, wr.CompactRevision = true, resp.CompactRevision
@@ -331,4 +348,14 @@ func events(evs []*ember.Event) []*mvccpb.Event {
 		out[i] = ev
 	}
 	return out
+}
+
+// requiresLeader reports whether a stream's metadata carries clientv3.WithRequireLeader.
+func requiresLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	v := md.Get(rpctypes.MetadataRequireLeaderKey)
+	return len(v) > 0 && v[0] == rpctypes.MetadataHasLeader
 }

@@ -7,7 +7,7 @@ import (
 
 // grantLease adds a lease.
 func (st *State) GrantLease(id, ttl int64) wire.Code {
-	if id <= 0 {
+	if id == 0 { // NoLease; any other ID, negative ones included, is valid, as etcd
 		return wire.CodeLeaseNotFound
 	}
 	if ttl > MaxLeaseTTL {

@@ -179,6 +179,7 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 	var sawHeader bool
 	var last *Record
 	var lastLease int64
+	var sawLease bool // lease IDs may be negative: lastLease means nothing before the first
 	for {
 		sum := crc.Sum32()
 		typ, payload, err := readFrame(br, crc)
@@ -237,10 +238,10 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 				if d.Err() != nil {
 					break
 				}
-				if l.ID <= lastLease || l.TTL < 0 || l.RemainingMs < 0 {
+				if l.ID == 0 || (sawLease && l.ID <= lastLease) || l.TTL < 0 || l.RemainingMs < 0 {
 					return nil, 0, errSnapshot("lease %d out of order or invalid", l.ID)
 				}
-				lastLease = l.ID
+				lastLease, sawLease = l.ID, true
 				st.leases.Load(l)
 			}
 		case frameDedup:
@@ -308,7 +309,7 @@ func checkRecord(r, last *Record, rev int64) error {
 		return errSnapshot("key %q: revision %d outside [1, %d]", r.Key, r.Mod, rev)
 	case r.Tombstone && (r.Create != 0 || r.Version != 0 || r.Lease != 0 || r.Value != ""):
 		return errSnapshot("key %q: tombstone with data", r.Key)
-	case !r.Tombstone && (r.Create < 1 || r.Create > r.Mod || r.Version < 1 || r.Lease < 0):
+	case !r.Tombstone && (r.Create < 1 || r.Create > r.Mod || r.Version < 1):
 		return errSnapshot("key %q: bad create revision or version", r.Key)
 	}
 	if last != nil && !(last.Key < r.Key || last.Key == r.Key && (last.Mod < r.Mod || last.Mod == r.Mod && last.Sub < r.Sub)) {
