@@ -57,6 +57,13 @@ var (
 	ErrUnhealthy = errors.New("ember: unhealthy cluster")
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
 	ErrCorrupt = errors.New("ember: corrupt data")
+	// ErrNotMember: a member refused a peer request that only members of the cluster may make
+	// (anything but a join and a status probe), because the member it came from is not in its
+	// configuration (yet, or any more). Nothing was done.
+	ErrNotMember = errors.New("ember: request from a peer that is not a member of the cluster")
+	// ErrInsecurePeers: Open refuses a peer listener on a non-loopback address that neither
+	// WithTLS nor WithClusterToken protects (WithInsecurePeers accepts it).
+	ErrInsecurePeers = errors.New("ember: peer listener reachable from other hosts without WithTLS or WithClusterToken")
 )
 
 // errNotLeader and errNotReady travel between members only; callers never see them.
@@ -109,6 +116,7 @@ var codeErrors = []struct {
 	{wire.CodeMalformed, wire.ErrMalformed},
 	{wire.CodeLearnerNotReady, ErrLearnerNotReady},
 	{wire.CodeUnhealthy, ErrUnhealthy},
+	{wire.CodeNotMember, ErrNotMember},
 }
 
 // codeError turns a state machine or peer code into the exported error.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -30,8 +31,49 @@ const joinForwardTimeout = 10 * time.Second
 // handleRPC serves a peer's request. Every input is validated: a malformed request gets
 // CodeMalformed and the member keeps serving.
 func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	if err := s.checkPeerMember(ctx, method); err != nil {
+		return nil, peerError(err)
+	}
 	resp, err := s.dispatchRPC(ctx, method, req)
 	return resp, peerError(err)
+}
+
+// checkPeerMember refuses every request but a join and a status probe from a connection whose
+// member is not in this member's latest configuration.
+//
+// Who a connection belongs to is the member ID its client states in the connection's hello
+// frame (peer.RemoteID), checked against the configuration when each request arrives, not when
+// the connection opened, so a member removed since stops being served on the connections it
+// already has. Under WithClusterToken (or mutual TLS) the claim comes from a peer that holds the
+// cluster's credentials, and what it stops is a joiner, or a member removed from the cluster,
+// acting as a member: a joiner may only ask to join. It cannot stop a credential holder that
+// claims another member's ID: the credentials are the cluster's, not the member's. Without
+// credentials (loopback, or WithInsecurePeers) the claim is not authenticated at all.
+//
+// The latest configuration, committed or not, is what raft itself acts on; a member learns of
+// its own addition (a join returns) only after the leader has appended it, and the requests a
+// new member makes go to the leader. Status probes stay open: the leader probes a joiner before
+// the joiner has any configuration, and the answer is just an index. A connection from a
+// member of an earlier version states no ID, so during an upgrade members of this version
+// refuse its requests (docs/OPERATIONS.md "Upgrading").
+func (s *Store) checkPeerMember(ctx context.Context, method uint8) error {
+	if method == mJoin || method == mStatus {
+		return nil
+	}
+	id, ok := peer.RemoteID(ctx)
+	if !ok {
+		return fmt.Errorf("%w: the peer did not state its member ID", ErrNotMember)
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	for _, srv := range conf.Servers {
+		if string(srv.ID) == id {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q is not in this member's configuration", ErrNotMember, id)
 }
 
 func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
