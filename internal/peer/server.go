@@ -37,6 +37,12 @@ const helloCallID uint64 = 0
 
 type remoteIDKey struct{}
 
+// WithRemoteID returns ctx carrying id as the requests' member ID, as the Server gives its
+// handler for a connection whose hello stated id.
+func WithRemoteID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, remoteIDKey{}, id)
+}
+
 // RemoteID returns the member ID the client stated in its connection's hello frame, and false
 // if it sent none. It is a claim, not a proof: with an Admission it comes from a holder of the
 // cluster token, without one from anyone who can reach the port.
@@ -194,7 +200,7 @@ func (s *Server) serveConn(nc net.Conn, maxFrame int) {
 		}
 		if first && id == helloCallID && method == MethodHello {
 			// Read before the next frame, so every request of the connection sees it.
-			ctx = context.WithValue(ctx, remoteIDKey{}, string(req))
+			ctx = WithRemoteID(ctx, string(req))
 			continue
 		}
 		select {
