@@ -29,15 +29,15 @@ var (
 
 // ClientConfig configures a Client. The zero value is usable.
 type ClientConfig struct {
-	Dial      DialFunc    // nil: plain TCP; called concurrently
-	TLS       *tls.Config // nil: no TLS
-	Admission *Admission  // nil: no token proof; needs TLS
-	// LocalID, if not empty, is stated in a hello frame at the start of every connection, so
-	// the Server can tell which member the connection's requests come from (see RemoteID).
-	LocalID      string
+	Dial         DialFunc     // nil: plain TCP; called concurrently
+	TLS          *tls.Config  // nil: no TLS
+	Admission    *Admission   // nil: no token proof; needs TLS
 	ConnsPerPeer int          // connections per address; 0 means 2
 	MaxFrame     int          // largest frame length sent or accepted; 0 means DefaultMaxFrame
 	Logger       hclog.Logger // nil: discard
+	// LocalID, if not empty, is stated in a hello frame at the start of every connection, so
+	// the Server can tell which member the connection's requests come from (see RemoteID).
+	LocalID string
 }
 
 // Client calls Servers. For each address it keeps up to ConnsPerPeer connections, dialed on
