@@ -57,8 +57,8 @@ var defaultTimings = []ember.Option{
 //
 // To test with peer admission, pass ember.WithClusterToken (and ember.WithTLS, if wanted) in
 // opts: every member gets it, and so does a member added with Join. The Network's faults then
-// act on TLS records, so bytes a fault discards break the connection (the receiver cannot
-// decrypt what follows) where plaintext would only lose them.
+// act on TLS records: a connection that lost bytes to Blackhole or LostReplies fails once bytes
+// flow on it again (its records no longer authenticate).
 func NewCluster(t testing.TB, n int, opts ...ember.Option) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: append(append([]ember.Option(nil), defaultTimings...), opts...),
