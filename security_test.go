@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -409,5 +410,36 @@ func TestWithClusterToken_Empty(t *testing.T) {
 	_, err := ember.Open("", ember.WithClusterToken(""))
 	if err == nil || !strings.Contains(err.Error(), "empty token") {
 		t.Fatalf("Open with an empty token = %v; want an error", err)
+	}
+}
+
+// BenchmarkPut_PeerSecurity measures a Put sent to a follower, which forwards it to the leader,
+// which replicates it: every step crosses a peer connection, in plaintext, under the cluster
+// token (TLS 1.3 with ephemeral certificates plus the proof), or under mutual TLS. Run with
+//
+//	go test -run xxx -bench PeerSecurity -benchtime 3s
+func BenchmarkPut_PeerSecurity(b *testing.B) {
+	ca := testcerts.NewCA(b, "ember test CA")
+	srv, cli := mutualTLS(ca.Leaf(b, "member"), ca.Pool, ca.Pool)
+	modes := []struct {
+		name string
+		opts []ember.Option
+	}{
+		{"plain", nil},
+		{"token", []ember.Option{ember.WithClusterToken(clusterToken)}},
+		{"mtls", []ember.Option{ember.WithTLS(srv, cli)}},
+	}
+	for _, mode := range modes {
+		for _, clients := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/clients=%d", mode.name, clients), func(b *testing.B) {
+				opts := append([]ember.Option{ember.WithHeartbeatTimeout(time.Second), ember.WithElectionTimeout(time.Second)}, mode.opts...)
+				s := embertest.NewCluster(b, 3, opts...).Followers()[0].Store()
+				ctx := context.Background()
+				runClients(b, clients, func(i int64) error {
+					_, err := s.Put(ctx, fmt.Sprintf("key-%010d", i%100000), benchValue)
+					return err
+				})
+			})
+		}
 	}
 }
