@@ -57,10 +57,10 @@ var (
 	ErrUnhealthy = errors.New("ember: unhealthy cluster")
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
 	ErrCorrupt = errors.New("ember: corrupt data")
-	// ErrNotMember: a member refused a peer request that only members of the cluster may make
-	// (anything but a join and a status probe), because the member it came from is not in its
-	// configuration (yet, or any more). Nothing was done.
-	ErrNotMember = errors.New("ember: request from a peer that is not a member of the cluster")
+	// ErrNotMember: this member is not (yet, or any more) in the cluster's configuration, so the
+	// leader refused a request that only members may make (anything but a join and a status
+	// probe), such as a write a member forwards after it was removed. Nothing was done.
+	ErrNotMember = errors.New("ember: not a member of the cluster")
 	// ErrInsecurePeers: Open refuses a peer listener on a non-loopback address that neither
 	// WithTLS nor WithClusterToken protects (WithInsecurePeers accepts it).
 	ErrInsecurePeers = errors.New("ember: peer listener reachable from other hosts without WithTLS or WithClusterToken")
