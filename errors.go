@@ -58,8 +58,9 @@ var (
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
 	ErrCorrupt = errors.New("ember: corrupt data")
 	// ErrNotMember: this member is not (yet, or any more) in the cluster's configuration, so
-	// another member refused a request that only members may make (anything but a join and a
-	// status probe), such as a write forwarded after this member was removed. Nothing was done.
+	// another member refused a request that only members may make (anything but a join and the
+	// read-only probes), such as a write forwarded after this member was removed. Nothing was
+	// done.
 	ErrNotMember = errors.New("ember: not a member of the cluster")
 	// ErrInsecurePeers: Open refuses a peer listener on a non-loopback address that neither
 	// WithTLS nor WithClusterToken protects (WithInsecurePeers accepts it).

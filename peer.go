@@ -38,8 +38,9 @@ func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte
 	return resp, peerError(err)
 }
 
-// checkPeerMember refuses every request but a join and a status probe from a connection whose
-// member is not in this member's latest configuration.
+// checkPeerMember refuses every request but a join and the read-only probes (status, and a
+// leader's confirmation round) from a connection whose member is not in this member's latest
+// configuration.
 //
 // Who a connection belongs to is the member ID its client states in the connection's hello
 // frame (peer.RemoteID), checked against the configuration when each request arrives, not when
@@ -52,12 +53,13 @@ func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte
 //
 // The latest configuration, committed or not, is what raft itself acts on; a member learns of
 // its own addition (a join returns) only after the leader has appended it, and the requests a
-// new member makes go to the leader. Status probes stay open: the leader probes a joiner before
-// the joiner has any configuration, and the answer is just an index. A connection from a
-// member of an earlier version states no ID, so during an upgrade members of this version
-// refuse its requests (docs/OPERATIONS.md "Upgrading").
+// new member makes go to the leader. The probes stay open because they change nothing and
+// their answers are an index and "I follow that leader": the leader probes a joiner before the
+// joiner has any configuration, and a leader of an earlier version, whose connections state no
+// ID, must still get its reads confirmed by upgraded voters. Its followers' requests are
+// refused in turn (docs/OPERATIONS.md "Upgrading").
 func (s *Store) checkPeerMember(ctx context.Context, method uint8) error {
-	if method == mJoin || method == mStatus {
+	if method == mJoin || method == mStatus || method == mConfirm {
 		return nil
 	}
 	id, ok := peer.RemoteID(ctx)

@@ -18,6 +18,7 @@ const (
 	PeerRemove    = mRemove
 	PeerTransfer  = mTransfer
 	PeerStatus    = mStatus
+	PeerConfirm   = mConfirm
 )
 
 // PeerCall sends one request from s's peer client to the member at addr.
@@ -43,3 +44,12 @@ func JoinRequest(id, addr string) []byte {
 
 // MemberRequest names a member, as promote, remove and transfer requests do.
 func MemberRequest(id string) []byte { return encodeString(id) }
+
+// ConfirmRequest is a leader's confirmation round: does the member follow leader in term?
+func ConfirmRequest(leader string, term, round uint64) []byte {
+	e := wire.Encoder{}
+	e.String(leader)
+	e.Uvarint(term)
+	e.Uvarint(round)
+	return e.B
+}

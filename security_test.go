@@ -142,6 +142,7 @@ func strangerRequests(victim string) ([]peerRequest, string) {
 		{"promote", ember.PeerPromote, ember.MemberRequest(victim)},
 		{"transfer", ember.PeerTransfer, ember.MemberRequest(victim)},
 		{"status", ember.PeerStatus, nil},
+		{"confirm", ember.PeerConfirm, ember.ConfirmRequest("stranger", 1, 1)},
 	}, key
 }
 
@@ -277,8 +278,9 @@ func rawFrame(id uint64, method uint8, payload []byte) []byte {
 }
 
 // TestPeerRPC_NonMemberRefused: a peer that holds the cluster's credentials (the token, or
-// none on loopback) but is not a member may ask to join and probe status, and nothing else: no
-// forwarded write, read index, promotion, removal or leadership transfer.
+// none on loopback) but is not a member may ask to join and send the read-only probes (status,
+// a leader's confirmation round), and nothing else: no forwarded write, read index, promotion,
+// removal or leadership transfer.
 func TestPeerRPC_NonMemberRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -304,7 +306,10 @@ func TestPeerRPC_NonMemberRefused(t *testing.T) {
 				switch {
 				case r.method == ember.PeerStatus && err != nil:
 					t.Fatalf("status probe from a non-member: %v", err)
-				case r.method != ember.PeerStatus && !errors.Is(err, ember.ErrNotMember):
+				case r.method == ember.PeerConfirm && (err == nil || errors.Is(err, ember.ErrNotMember)):
+					// Served, and answered that the member follows no leader called "stranger".
+					t.Fatalf("confirmation round from a non-member: %v; want it served and refused on its merits", err)
+				case r.method != ember.PeerStatus && r.method != ember.PeerConfirm && !errors.Is(err, ember.ErrNotMember):
 					t.Fatalf("%s from a non-member: %v; want ErrNotMember", r.name, err)
 				}
 			}

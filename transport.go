@@ -65,7 +65,7 @@ func listen(s *Store) (*network, error) {
 	})
 	n.server = peer.NewServer(n.mux.Listen(peer.ProtoRPC), s.handleRPC, log)
 	// LocalID: every RPC connection states this member's ID, which members check before
-	// serving anything but a join or a status probe (checkPeerMember).
+	// serving anything but a join or a read-only probe (checkPeerMember).
 	n.client = peer.NewClient(peer.ClientConfig{Dial: s.cfg.dial, TLS: clientTLS, Admission: adm, LocalID: s.id, Logger: log})
 	return n, nil
 }
