@@ -71,6 +71,13 @@
 // lease can still act after another holder took over. Guard the protected resource with the
 // lock's fencing token or an IsOwner compare in the same transaction.
 //
+// The peer port is the only network listener ember opens. [WithClusterToken] (or [WithTLS]
+// with client certificates) admits only peers holding the cluster's credentials, and encrypts
+// their traffic; a listener other hosts can reach without either makes [Open] fail with
+// [ErrInsecurePeers] unless the host says [WithInsecurePeers]. Peers that are not members may
+// only ask to join ([ErrNotMember]). The in-process [Store] API is not authenticated: the host
+// is trusted. See docs/OPERATIONS.md "Securing a cluster".
+//
 // The whole state lives in memory (copy-on-write B-trees), and the Raft log and snapshots on
 // disk; size the host accordingly. Compact regularly, or history grows without bound.
 package ember

@@ -57,6 +57,14 @@ var (
 	ErrUnhealthy = errors.New("ember: unhealthy cluster")
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
 	ErrCorrupt = errors.New("ember: corrupt data")
+	// ErrNotMember: this member is not (yet, or any more) in the cluster's configuration, so
+	// another member refused a request that only members may make (anything but a join and the
+	// read-only probes), such as a write forwarded after this member was removed. Nothing was
+	// done.
+	ErrNotMember = errors.New("ember: not a member of the cluster")
+	// ErrInsecurePeers: Open refuses a peer listener on a non-loopback address that neither
+	// WithTLS nor WithClusterToken protects (WithInsecurePeers accepts it).
+	ErrInsecurePeers = errors.New("ember: peer listener reachable from other hosts without WithTLS or WithClusterToken")
 )
 
 // errNotLeader and errNotReady travel between members only; callers never see them.
@@ -109,6 +117,7 @@ var codeErrors = []struct {
 	{wire.CodeMalformed, wire.ErrMalformed},
 	{wire.CodeLearnerNotReady, ErrLearnerNotReady},
 	{wire.CodeUnhealthy, ErrUnhealthy},
+	{wire.CodeNotMember, ErrNotMember},
 }
 
 // codeError turns a state machine or peer code into the exported error.

@@ -29,6 +29,8 @@ type config struct {
 	learner        bool
 	serverTLS      *tls.Config
 	clientTLS      *tls.Config
+	admission      *peer.Admission // WithClusterToken; holds a key derived from the token, not the token
+	insecurePeers  bool
 	logger         hclog.Logger
 
 	electionTimeout  time.Duration
@@ -168,9 +170,47 @@ func WithTLS(server, client *tls.Config) Option {
 	}
 }
 
+// WithClusterToken admits only peers that know token. Every peer connection (raft traffic,
+// forwarded writes, read index, lease keepalives, membership changes, joins, status probes) is
+// encrypted with TLS 1.3, and before either end acts on anything the other sends, both prove
+// knowledge of the token with an HMAC bound to that TLS session, so a proof cannot be replayed
+// on another connection. A peer that fails is disconnected and logged at Warn by the member
+// that refused it; nothing it sent is acted on. Give every member the same token: a long random
+// secret (say 32 bytes from crypto/rand, hex-encoded), since a member that is made to dial an
+// impostor hands it a proof that a short token could be guessed back from. The token is kept
+// out of logs, errors and metrics.
+//
+// Without WithTLS, each member makes a self-signed certificate at Open and does not check its
+// peers' certificates: the token proof does that job. With WithTLS the host's configurations
+// carry the connection (they must allow TLS 1.3 or 1.2 with the extended master secret, as Go's
+// defaults do) and the token is proved on top, so a peer needs both.
+//
+// Members of one cluster must agree: a member with a different token, or without one, cannot
+// connect to it, nor it to them. Changing the token means restarting every member with the
+// new one; members with different tokens do not talk, so a cluster restarted one member at a
+// time loses its quorum halfway. See docs/OPERATIONS.md.
+func WithClusterToken(token string) Option {
+	return func(c *config) error {
+		if token == "" {
+			return fmt.Errorf("ember: WithClusterToken: empty token")
+		}
+		c.admission = peer.NewAdmission(token)
+		return nil
+	}
+}
+
+// WithInsecurePeers lets a member bind its peer listener (WithBindAddr) to an address other
+// hosts can reach without WithTLS or WithClusterToken, which Open otherwise refuses with
+// ErrInsecurePeers. Anyone who can reach the port can then join the cluster and read every
+// key, write, and change its membership: only for networks where every host is trusted. A
+// listener on a loopback address needs no option; it is reachable from this host only.
+func WithInsecurePeers() Option {
+	return func(c *config) error { c.insecurePeers = true; return nil }
+}
+
 // WithDialer replaces the TCP dialer used for every connection to a peer (raft and RPC). The
 // dialer gets the peer address and must return a connection to it; ember writes its protocol
-// byte and, with WithTLS, the TLS handshake on top. Tests use it to inject network faults
+// byte and, with WithTLS or WithClusterToken, the TLS handshake and token proof on top. Tests use it to inject network faults
 // (package embertest does); hosts can use it to route peer traffic.
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return func(c *config) error { c.dial = dial; return nil }

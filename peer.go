@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ember-kv/ember/internal/mvcc"
+	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -33,8 +34,51 @@ const joinForwardTimeout = 10 * time.Second
 // handleRPC serves a peer's request. Every input is validated: a malformed request gets
 // CodeMalformed and the member keeps serving.
 func (s *Store) handleRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {
+	if err := s.checkPeerMember(ctx, method); err != nil {
+		return nil, peerError(err)
+	}
 	resp, err := s.dispatchRPC(ctx, method, req)
 	return resp, peerError(err)
+}
+
+// checkPeerMember refuses every request but a join and the read-only probes (status, and a
+// leader's confirmation round) from a connection whose member is not in this member's latest
+// configuration.
+//
+// Who a connection belongs to is the member ID its client states in the connection's hello
+// frame (peer.RemoteID), checked against the configuration when each request arrives, not when
+// the connection opened, so a member removed since stops being served on the connections it
+// already has. Under WithClusterToken (or mutual TLS) the claim comes from a peer that holds the
+// cluster's credentials, and what it stops is a joiner, or a member removed from the cluster,
+// acting as a member: a joiner may only ask to join. It cannot stop a credential holder that
+// claims another member's ID: the credentials are the cluster's, not the member's. Without
+// credentials (loopback, or WithInsecurePeers) the claim is not authenticated at all.
+//
+// The latest configuration, committed or not, is what raft itself acts on; a member learns of
+// its own addition (a join returns) only after the leader has appended it, and the requests a
+// new member makes go to the leader. The probes stay open because they change nothing and
+// their answers are an index and "I follow that leader": the leader probes a joiner before the
+// joiner has any configuration, and a leader of an earlier version, whose connections state no
+// ID, must still get its reads confirmed by upgraded voters. Its followers' requests are
+// refused in turn (docs/OPERATIONS.md "Upgrading").
+func (s *Store) checkPeerMember(ctx context.Context, method uint8) error {
+	if method == mJoin || method == mStatus || method == mConfirm {
+		return nil
+	}
+	id, ok := peer.RemoteID(ctx)
+	if !ok {
+		return fmt.Errorf("%w: the peer did not state its member ID", ErrNotMember)
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	for _, srv := range conf.Servers {
+		if string(srv.ID) == id {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q is not in this member's configuration", ErrNotMember, id)
 }
 
 func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]byte, error) {

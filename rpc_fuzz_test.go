@@ -144,11 +144,12 @@ func checkServes(t testing.TB, s *Store, n int) {
 	}
 }
 
-// callRPC calls handleRPC with the fuzz deadline and checks the shape of any error: peers get a
-// *peer.Error with a known, non-OK code.
+// callRPC calls handleRPC with the fuzz deadline, as if from a connection of this member (so
+// that members-only methods reach their decoders), and checks the shape of any error: peers get
+// a *peer.Error with a known, non-OK code.
 func callRPC(t testing.TB, s *Store, method uint8, data []byte) ([]byte, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(peer.WithRemoteID(context.Background(), s.ID()), 100*time.Millisecond)
 	defer cancel()
 	var resp []byte
 	var err error

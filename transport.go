@@ -29,6 +29,10 @@ func listen(s *Store) (*network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ember: listen on %s: %w", s.cfg.bindAddr, err)
 	}
+	if err := checkPeerSecurity(&s.cfg, ln.Addr()); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	adv, err := net.ResolveTCPAddr("tcp", s.cfg.advertiseAddr)
 	if err != nil {
 		ln.Close()
@@ -38,9 +42,17 @@ func listen(s *Store) (*network, error) {
 		ln.Close()
 		return nil, fmt.Errorf("ember: advertise address %q is not routable; set WithAdvertiseAddr", s.cfg.advertiseAddr)
 	}
+	serverTLS, clientTLS := s.cfg.serverTLS, s.cfg.clientTLS
+	if s.cfg.admission != nil && serverTLS == nil {
+		if serverTLS, clientTLS, err = peer.EphemeralTLS(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	adm := s.cfg.admission
 	log := s.log.Named("peer")
-	n := &network{ln: ln, mux: peer.NewMux(ln, s.cfg.serverTLS, log)}
-	layer := peer.NewRaftLayer(n.mux.Listen(peer.ProtoRaft), adv, s.cfg.dial, s.cfg.clientTLS)
+	n := &network{ln: ln, mux: peer.NewMux(ln, serverTLS, adm, log)}
+	layer := peer.NewRaftLayer(n.mux.Listen(peer.ProtoRaft), adv, s.cfg.dial, clientTLS, adm)
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 3,
@@ -52,8 +64,23 @@ func listen(s *Store) (*network, error) {
 		MaxRPCsInFlight: 1,
 	})
 	n.server = peer.NewServer(n.mux.Listen(peer.ProtoRPC), s.handleRPC, log)
-	n.client = peer.NewClient(peer.ClientConfig{Dial: s.cfg.dial, TLS: s.cfg.clientTLS, Logger: log})
+	// LocalID: every RPC connection states this member's ID, which members check before
+	// serving anything but a join or a read-only probe (checkPeerMember).
+	n.client = peer.NewClient(peer.ClientConfig{Dial: s.cfg.dial, TLS: clientTLS, Admission: adm, LocalID: s.id, Logger: log})
 	return n, nil
+}
+
+// checkPeerSecurity refuses a listener that other hosts can reach with nothing to keep strangers
+// out (ErrInsecurePeers), unless the host said WithInsecurePeers. The address checked is the one
+// bound, so a host name or a wildcard is judged by what it resolved to.
+func checkPeerSecurity(cfg *config, bound net.Addr) error {
+	if cfg.serverTLS != nil || cfg.admission != nil || cfg.insecurePeers {
+		return nil
+	}
+	if a, ok := bound.(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s; use WithClusterToken or WithTLS, or WithInsecurePeers on a network where every host is trusted", ErrInsecurePeers, bound)
 }
 
 // serve starts accepting connections; raft must exist by then, since RPCs reach it.

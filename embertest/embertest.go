@@ -54,6 +54,11 @@ var defaultTimings = []ember.Option{
 // NewCluster starts n members with a static initial cluster and waits until every member is
 // ready. opts apply to every member, after embertest's own (shorter raft timeouts), so they can
 // override them. Everything is stopped in t.Cleanup.
+//
+// To test with peer admission, pass ember.WithClusterToken (and ember.WithTLS, if wanted) in
+// opts: every member gets it, and so does a member added with Join. The Network's faults then
+// act on TLS records: a connection that lost bytes to Blackhole or LostReplies fails once bytes
+// flow on it again (its records no longer authenticate).
 func NewCluster(t testing.TB, n int, opts ...ember.Option) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: append(append([]ember.Option(nil), defaultTimings...), opts...),

@@ -45,7 +45,15 @@ var grpcErrors = []struct {
 	{ember.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
 	{ember.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
 	{ember.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
+	// A member the cluster no longer lists (removed, say) answers as etcd's removed member does
+	// (membership.ErrIDRemoved).
+	{ember.ErrNotMember, rpctypes.ErrGRPCMemberNotFound},
+	// Only Open returns it; listed so that every ember error has an answer.
+	{ember.ErrInsecurePeers, errInsecurePeers},
 }
+
+// errInsecurePeers has no etcd counterpart: etcd serves peers without TLS wherever it listens.
+var errInsecurePeers = status.Error(codes.FailedPrecondition, ember.ErrInsecurePeers.Error())
 
 // toGRPC converts an error from the store into what etcd would answer.
 func toGRPC(err error) error {

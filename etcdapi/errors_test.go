@@ -41,6 +41,8 @@ func TestToGRPC_EveryEmberError(t *testing.T) {
 		"ErrLearnerNotReady": {ember.ErrLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
 		"ErrCorrupt":         {ember.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 		"ErrUnhealthy":       {ember.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
+		"ErrNotMember":       {ember.ErrNotMember, rpctypes.ErrGRPCMemberNotFound},
+		"ErrInsecurePeers":   {ember.ErrInsecurePeers, errInsecurePeers},
 	}
 	want, err := writecheck.ExportedErrorNames("../errors.go")
 	if err != nil {

@@ -31,9 +31,13 @@ var (
 type ClientConfig struct {
 	Dial         DialFunc     // nil: plain TCP; called concurrently
 	TLS          *tls.Config  // nil: no TLS
+	Admission    *Admission   // nil: no token proof; needs TLS
 	ConnsPerPeer int          // connections per address; 0 means 2
 	MaxFrame     int          // largest frame length sent or accepted; 0 means DefaultMaxFrame
 	Logger       hclog.Logger // nil: discard
+	// LocalID, if not empty, is stated in a hello frame at the start of every connection, so
+	// the Server can tell which member the connection's requests come from (see RemoteID).
+	LocalID string
 }
 
 // Client calls Servers. For each address it keeps up to ConnsPerPeer connections, dialed on
@@ -146,7 +150,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	stop := context.AfterFunc(c.ctx, cancel)
 	defer stop()
 
-	nc, err := Dial(ctx, c.cfg.Dial, addr, ProtoRPC, c.cfg.TLS)
+	nc, err := Dial(ctx, c.cfg.Dial, addr, ProtoRPC, c.cfg.TLS, c.cfg.Admission)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			return nil, ErrClientClosed
@@ -159,6 +163,11 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 		writeq:   make(chan *call, writeQueueLen),
 		calls:    make(map[uint64]*call),
 		dead:     make(chan struct{}),
+	}
+	if c.cfg.LocalID != "" {
+		// First in the queue, so first on the wire. It is not registered: its answer (none from
+		// this version's Server; an unknown-method error from an earlier one) is dropped.
+		cc.writeq <- &call{id: helloCallID, method: MethodHello, req: []byte(c.cfg.LocalID), done: make(chan struct{})}
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -66,7 +66,7 @@ func FuzzServerFrames(f *testing.F) {
 	f.Add([]byte{})
 
 	pl := newPipeListener()
-	m := NewMux(pl, nil, nil)
+	m := NewMux(pl, nil, nil, nil)
 	srv := NewServer(m.Listen(ProtoRPC), echo, nil)
 	srv.MaxFrame = 1 << 20
 	var wg sync.WaitGroup
@@ -82,7 +82,7 @@ func FuzzServerFrames(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 
-		conn, err := Dial(ctx, pl.dial, "pipe", ProtoRPC, nil)
+		conn, err := Dial(ctx, pl.dial, "pipe", ProtoRPC, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

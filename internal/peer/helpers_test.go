@@ -28,7 +28,7 @@ func startMux(t testing.TB, tlsConf *tls.Config, logger hclog.Logger) *Mux {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveMux(t, NewMux(ln, tlsConf, logger))
+	return serveMux(t, NewMux(ln, tlsConf, nil, logger))
 }
 
 func serveMux(t testing.TB, m *Mux) *Mux {
@@ -61,7 +61,7 @@ func startRPC(t testing.TB, addr string, h Handler, setup func(*Server)) *rpcSer
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := serveMux(t, NewMux(ln, nil, nil))
+	m := serveMux(t, NewMux(ln, nil, nil, nil))
 	cl := &countingListener{Listener: m.Listen(ProtoRPC), n: new(atomic.Int64)}
 	s := &rpcServer{addr: ln.Addr().String(), mux: m, srv: NewServer(cl, h, nil), accepted: cl.n, errc: make(chan error, 1)}
 	if setup != nil {

@@ -24,10 +24,14 @@ const (
 	ProtoRPC  byte = 'E'
 )
 
-// HandshakeTimeout bounds the TLS handshake plus the read of the protocol byte on an accepted
-// connection, so a silent or slow client cannot pin a goroutine. NewMux reads it once; changing
+// HandshakeTimeout bounds the TLS handshake, the admission proofs and the read of the protocol
+// byte on an accepted connection, so a silent or slow client cannot pin a goroutine. NewMux reads it once; changing
 // it affects only muxes created afterwards, and must not race with NewMux.
 var HandshakeTimeout = 10 * time.Second
+
+// dialHandshakeTimeout bounds the same steps on a dialed connection, on top of the dial's ctx,
+// so a server that accepts and then says nothing cannot hold a dialer whose ctx has no deadline.
+const dialHandshakeTimeout = 10 * time.Second
 
 // keepAlivePeriod is the TCP keepalive interval on both ends of a peer connection. Peer
 // connections live for the life of the member, so keepalive is what eventually notices a peer
@@ -42,6 +46,7 @@ const keepAlivePeriod = 15 * time.Second
 type Mux struct {
 	ln               net.Listener
 	tlsConf          *tls.Config
+	adm              *Admission
 	logger           hclog.Logger
 	handshakeTimeout time.Duration
 
@@ -56,15 +61,17 @@ type Mux struct {
 }
 
 // NewMux returns a Mux serving ln. If tlsConf is non-nil every accepted connection is wrapped
-// with tls.Server before the protocol byte is read, so the byte travels inside TLS. logger may
-// be nil.
-func NewMux(ln net.Listener, tlsConf *tls.Config, logger hclog.Logger) *Mux {
+// with tls.Server before the protocol byte is read, so the byte travels inside TLS. If adm is
+// non-nil (it needs tlsConf) the client must then prove the cluster token before its protocol
+// byte is read; a connection that does not is closed. logger may be nil.
+func NewMux(ln net.Listener, tlsConf *tls.Config, adm *Admission, logger hclog.Logger) *Mux {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	return &Mux{
 		ln:               ln,
 		tlsConf:          tlsConf,
+		adm:              adm,
 		logger:           logger,
 		handshakeTimeout: HandshakeTimeout,
 		done:             make(chan struct{}),
@@ -175,6 +182,11 @@ func (m *Mux) readProto(raw net.Conn) (byte, net.Conn, error) {
 		}
 		conn = tc
 	}
+	if m.adm != nil {
+		if err := admitConn(conn, m.adm, true); err != nil {
+			return 0, nil, err
+		}
+	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		return 0, nil, fmt.Errorf("reading protocol byte: %w", err)
@@ -269,11 +281,12 @@ func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 }
 
 // Dial connects to addr using dial (a plain TCP dialer if nil), runs the TLS client handshake if
-// tlsConf is non-nil and writes proto. If tlsConf has no ServerName and does not skip
+// tlsConf is non-nil, proves the cluster token and checks the server's proof if adm is non-nil
+// (it needs tlsConf), and writes proto. If tlsConf has no ServerName and does not skip
 // verification, the host part of addr is used, so certificates must name the address peers
-// dial. ctx bounds the whole sequence; the returned connection carries no deadline. Dial is safe
-// for concurrent use.
-func Dial(ctx context.Context, dial DialFunc, addr string, proto byte, tlsConf *tls.Config) (net.Conn, error) {
+// dial. ctx and dialHandshakeTimeout bound the whole sequence; the returned connection carries no
+// deadline. Dial is safe for concurrent use.
+func Dial(ctx context.Context, dial DialFunc, addr string, proto byte, tlsConf *tls.Config, adm *Admission) (net.Conn, error) {
 	if dial == nil {
 		dial = dialTCP
 	}
@@ -282,11 +295,15 @@ func Dial(ctx context.Context, dial DialFunc, addr string, proto byte, tlsConf *
 		return nil, err
 	}
 	setKeepAlive(raw)
+	if err := raw.SetDeadline(time.Now().Add(dialHandshakeTimeout)); err != nil {
+		raw.Close()
+		return nil, err
+	}
 
 	// Cancelling ctx must also abort a TLS handshake or write that is stuck on the network;
 	// an expired deadline does that for any net.Conn.
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
-	conn, err := handshakeClient(ctx, raw, addr, proto, tlsConf)
+	conn, err := handshakeClient(ctx, raw, addr, proto, tlsConf, adm)
 	if !stop() {
 		// The deadline was (or is being) poisoned, so the conn is unusable even if the
 		// handshake happened to finish.
@@ -296,6 +313,9 @@ func Dial(ctx context.Context, dial DialFunc, addr string, proto byte, tlsConf *
 		}
 		return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
+	if err == nil {
+		err = raw.SetDeadline(time.Time{})
+	}
 	if err != nil {
 		raw.Close()
 		return nil, err
@@ -303,7 +323,7 @@ func Dial(ctx context.Context, dial DialFunc, addr string, proto byte, tlsConf *
 	return conn, nil
 }
 
-func handshakeClient(ctx context.Context, raw net.Conn, addr string, proto byte, tlsConf *tls.Config) (net.Conn, error) {
+func handshakeClient(ctx context.Context, raw net.Conn, addr string, proto byte, tlsConf *tls.Config, adm *Admission) (net.Conn, error) {
 	conn := raw
 	if tlsConf != nil {
 		if tlsConf.ServerName == "" && !tlsConf.InsecureSkipVerify {
@@ -319,6 +339,11 @@ func handshakeClient(ctx context.Context, raw net.Conn, addr string, proto byte,
 			return nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		conn = tc
+	}
+	if adm != nil {
+		if err := admitConn(conn, adm, false); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := conn.Write([]byte{proto}); err != nil {
 		return nil, fmt.Errorf("writing protocol byte: %w", err)

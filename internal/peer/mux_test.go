@@ -83,7 +83,7 @@ func TestMux_DispatchesByProtocolByte(t *testing.T) {
 		l     net.Listener
 	}{{ProtoRaft, raftL}, {ProtoRPC, rpcL}, {ProtoRaft, raftL}} {
 		ch := acceptOne(tc.l)
-		c, err := Dial(ctx, nil, m.Addr().String(), tc.proto, nil)
+		c, err := Dial(ctx, nil, m.Addr().String(), tc.proto, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestMux_ClosesUnknownProtocolByte(t *testing.T) {
 
 	// The mux keeps serving known protocols.
 	ch := acceptOne(rpcL)
-	good, err := Dial(ctxTimeout(t, 5*time.Second), nil, m.Addr().String(), ProtoRPC, nil)
+	good, err := Dial(ctxTimeout(t, 5*time.Second), nil, m.Addr().String(), ProtoRPC, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestMux_CloseStopsServeAndSubListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, nil, nil)
+	m := NewMux(ln, nil, nil, nil)
 	sub := m.Listen(ProtoRPC)
 	m.Listen(ProtoRaft) // never accepted from
 	errc := make(chan error, 1)
@@ -162,7 +162,7 @@ func TestMux_CloseStopsServeAndSubListeners(t *testing.T) {
 	}
 	defer c.Close()
 	// And one delivered for a protocol nobody accepts must not either.
-	d, err := Dial(ctxTimeout(t, 5*time.Second), nil, m.Addr().String(), ProtoRaft, nil)
+	d, err := Dial(ctxTimeout(t, 5*time.Second), nil, m.Addr().String(), ProtoRaft, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestMux_SubListenerCloseLeavesOthersRunning(t *testing.T) {
 		t.Fatalf("Accept after Close = %v", err)
 	}
 	ctx := ctxTimeout(t, 5*time.Second)
-	r, err := Dial(ctx, nil, m.Addr().String(), ProtoRaft, nil)
+	r, err := Dial(ctx, nil, m.Addr().String(), ProtoRaft, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestMux_SubListenerCloseLeavesOthersRunning(t *testing.T) {
 	expectClosed(t, r)
 
 	ch := acceptOne(rpcL)
-	c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, nil)
+	c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestMux_TLSMutualAuth(t *testing.T) {
 
 	t.Run("client with certificate", func(t *testing.T) {
 		ch := acceptOne(rpcL)
-		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, pki.clientConf(true))
+		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, pki.clientConf(true), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +236,7 @@ func TestMux_TLSMutualAuth(t *testing.T) {
 		ch := acceptOne(rpcL)
 		// With TLS 1.3 the client finishes its handshake before the server has checked the
 		// client certificate, so Dial may succeed; the refusal shows on the first read.
-		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, pki.clientConf(false))
+		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, pki.clientConf(false), nil)
 		if err == nil {
 			defer c.Close()
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -260,7 +260,7 @@ func TestMux_TLSMutualAuth(t *testing.T) {
 	})
 
 	t.Run("plaintext client", func(t *testing.T) {
-		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, nil)
+		c, err := Dial(ctx, nil, m.Addr().String(), ProtoRPC, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +304,7 @@ func TestDial_HonoursContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = Dial(ctx, nil, ln.Addr().String(), ProtoRPC, pki.clientConf(true))
+	_, err = Dial(ctx, nil, ln.Addr().String(), ProtoRPC, pki.clientConf(true), nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Dial = %v; want DeadlineExceeded", err)
 	}
@@ -323,7 +323,7 @@ func TestDial_CustomDialFunc(t *testing.T) {
 		return d.DialContext(ctx, "tcp", m.Addr().String())
 	}
 	ch := acceptOne(l)
-	c, err := Dial(ctxTimeout(t, 5*time.Second), dial, "member-2:7000", ProtoRaft, nil)
+	c, err := Dial(ctxTimeout(t, 5*time.Second), dial, "member-2:7000", ProtoRaft, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

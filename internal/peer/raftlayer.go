@@ -22,6 +22,7 @@ type RaftLayer struct {
 	advertise net.Addr
 	dial      DialFunc
 	tlsConf   *tls.Config
+	adm       *Admission
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[*trackedConn]struct{}
@@ -32,9 +33,9 @@ var _ raft.StreamLayer = (*RaftLayer)(nil)
 
 // NewRaftLayer returns a RaftLayer accepting from ln (normally Mux.Listen(ProtoRaft)). If
 // advertise is non-nil, Addr reports it instead of ln's address, for members that listen on a
-// wildcard or NATed address. dial and tlsConf are passed to Dial for outbound connections.
-func NewRaftLayer(ln net.Listener, advertise net.Addr, dial DialFunc, tlsConf *tls.Config) *RaftLayer {
-	return &RaftLayer{ln: ln, advertise: advertise, dial: dial, tlsConf: tlsConf, conns: map[*trackedConn]struct{}{}}
+// wildcard or NATed address. dial, tlsConf and adm are passed to Dial for outbound connections.
+func NewRaftLayer(ln net.Listener, advertise net.Addr, dial DialFunc, tlsConf *tls.Config, adm *Admission) *RaftLayer {
+	return &RaftLayer{ln: ln, advertise: advertise, dial: dial, tlsConf: tlsConf, adm: adm, conns: map[*trackedConn]struct{}{}}
 }
 
 // Accept waits for the next inbound raft connection.
@@ -78,7 +79,7 @@ func (l *RaftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	c, err := Dial(ctx, l.dial, string(address), ProtoRaft, l.tlsConf)
+	c, err := Dial(ctx, l.dial, string(address), ProtoRaft, l.tlsConf, l.adm)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 
 func newRaftTransport(t *testing.T, m *Mux) *raft.NetworkTransport {
 	t.Helper()
-	layer := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil)
+	layer := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil, nil)
 	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 2,
@@ -97,12 +97,12 @@ func TestRaftLayer_NetworkTransportRoundTrip(t *testing.T) {
 
 func TestRaftLayer_AddrAndDial(t *testing.T) {
 	m := startMux(t, nil, nil)
-	l := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil)
+	l := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil, nil)
 	if l.Addr().String() != m.Addr().String() {
 		t.Fatalf("Addr = %v, want %v", l.Addr(), m.Addr())
 	}
 	adv := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 7000}
-	if got := NewRaftLayer(l.ln, adv, nil, nil).Addr(); got != adv {
+	if got := NewRaftLayer(l.ln, adv, nil, nil, nil).Addr(); got != adv {
 		t.Fatalf("Addr with advertise = %v", got)
 	}
 
@@ -128,8 +128,8 @@ func TestRaftLayer_CloseClosesConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, nil, nil)
-	layer := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil)
+	m := NewMux(ln, nil, nil, nil)
+	layer := NewRaftLayer(m.Listen(ProtoRaft), nil, nil, nil, nil)
 	go m.Serve()
 	defer m.Close()
 

@@ -346,7 +346,7 @@ func TestServer_MalformedFramesCloseOnlyThatConn(t *testing.T) {
 		"max uint32 length": {0xff, 0xff, 0xff, 0xff},
 	} {
 		t.Run(name, func(t *testing.T) {
-			bad, err := Dial(ctx, nil, s.addr, ProtoRPC, nil)
+			bad, err := Dial(ctx, nil, s.addr, ProtoRPC, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

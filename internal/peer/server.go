@@ -25,6 +25,32 @@ import (
 // wire.CodeInternal.
 type Handler func(ctx context.Context, method uint8, req []byte) ([]byte, error)
 
+// MethodHello is reserved for the hello frame: the first frame of a connection, with call ID 0
+// (never used by a call) and the client's member ID as payload. The Server records the ID for
+// the connection's requests (RemoteID) and does not answer it. An earlier version's Server,
+// which hands it to its handler like any request, answers an unknown-method error that the
+// Client drops, so the hello costs no compatibility. Handlers never see method 0 with call ID 0
+// first on a connection; at any other place method 0 is an ordinary request.
+const MethodHello uint8 = 0
+
+const helloCallID uint64 = 0
+
+type remoteIDKey struct{}
+
+// WithRemoteID returns ctx carrying id as the requests' member ID, as the Server gives its
+// handler for a connection whose hello stated id.
+func WithRemoteID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, remoteIDKey{}, id)
+}
+
+// RemoteID returns the member ID the client stated in its connection's hello frame, and false
+// if it sent none. It is a claim, not a proof: with an Admission it comes from a holder of the
+// cluster token, without one from anyone who can reach the port.
+func RemoteID(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(remoteIDKey{}).(string)
+	return id, ok
+}
+
 // maxHandlersPerConn caps the handlers running for one connection. When it is reached the
 // connection's reader stops reading, so a flood from one peer turns into TCP back-pressure on
 // that peer instead of unbounded goroutines.
@@ -164,13 +190,18 @@ func (s *Server) serveConn(nc net.Conn, maxFrame int) {
 
 	br := bufio.NewReaderSize(nc, connBufSize)
 	sem := make(chan struct{}, maxHandlersPerConn)
-	for {
+	for first := true; ; first = false {
 		id, method, req, err := readFrame(br, maxFrame)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				sc.logger.Warn("peer: closing connection after bad read", "error", err)
 			}
 			return
+		}
+		if first && id == helloCallID && method == MethodHello {
+			// Read before the next frame, so every request of the connection sees it.
+			ctx = WithRemoteID(ctx, string(req))
+			continue
 		}
 		select {
 		case sem <- struct{}{}:

@@ -228,6 +228,9 @@ const (
 	// command must not apply again, and its result cannot be given, so the outcome the caller
 	// sees is unknown. Appended last: codes are stored in snapshots and sent between members.
 	CodeResultNotHeld
+	// CodeNotMember refuses a request that only members may make, sent over a peer connection
+	// whose member is not in the cluster's configuration.
+	CodeNotMember
 	codeMax
 )
 

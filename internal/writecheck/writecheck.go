@@ -40,6 +40,7 @@ var DefiniteErrors = []error{
 	ember.ErrLeaseProvided, ember.ErrLeaseNotFound, ember.ErrLeaseExists, ember.ErrTTLTooLarge,
 	ember.ErrNoLeader, ember.ErrNoSpace, ember.ErrStopped, ember.ErrMemberNotFound,
 	ember.ErrMemberExists, ember.ErrLearnerNotReady, ember.ErrCorrupt, ember.ErrUnhealthy,
+	ember.ErrNotMember, ember.ErrInsecurePeers,
 }
 
 // Classify returns what err says about the effect of the write that returned it. An error that
