@@ -19,7 +19,8 @@
 //     member-derived sequence; client-chosen IDs (LeaseGrantRequest.ID) are kept as etcd keeps
 //     them, negative ones included.
 //   - MemberAdd names the new member after its peer address (start it with ember.WithNodeID set
-//     to that address); MemberUpdate is unimplemented; MoveLeader is accepted by any member.
+//     to that address); MemberUpdate keeps the member's name (its ember ID) and uses only the
+//     first peer URL, as a member has one peer address; MoveLeader is accepted by any member.
 //   - Alarm lists NOSPACE while the data reaches the store's quota (ember.WithQuotaBackendBytes);
 //     disarming succeeds without effect (ember recovers by itself after compaction) and raising
 //     an alarm is refused. Defragment does nothing.

@@ -75,9 +75,6 @@ func toGRPC(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// errMemberUpdate answers MemberUpdate: ember members keep the peer address they joined with.
-var errMemberUpdate = status.Error(codes.Unimplemented, "etcdserver: ember cannot change a member's peer URLs")
-
 // errAlarmActivate answers a request to raise an alarm: ember has no alarms to raise.
 var errAlarmActivate = status.Error(codes.Unimplemented, "etcdserver: ember has no alarms to activate")
 
