@@ -81,6 +81,21 @@ func (s *Store) RemoveMember(ctx context.Context, id string) error {
 	return s.changeMembership(ctx, mRemove, encodeString(id))
 }
 
+// UpdateMember changes a member's peer address, as etcd's MemberUpdate changes its peer URLs; a
+// learner stays a learner and a voter a voter. It fails with ErrMemberNotFound for an unknown
+// ID and with ErrMemberExists when another member has the address; giving the address the
+// member already has changes nothing. The member must listen on the new address (WithBindAddr,
+// or WithAdvertiseAddr) for the others to reach it there.
+func (s *Store) UpdateMember(ctx context.Context, id, addr string) error {
+	if id == "" || addr == "" {
+		return fmt.Errorf("ember: UpdateMember: empty ID or address")
+	}
+	e := wire.Encoder{}
+	e.String(id)
+	e.String(addr)
+	return s.changeMembership(ctx, mUpdate, e.B)
+}
+
 // TransferLeadership asks the leader to hand leadership to toID ("" = the most caught-up voter)
 // and waits for the transfer.
 func (s *Store) TransferLeadership(ctx context.Context, toID string) error {
@@ -94,7 +109,7 @@ func encodeString(v string) []byte {
 	return e.B
 }
 
-// memberChange is a decoded mJoin, mPromote or mRemove request.
+// memberChange is a decoded mJoin, mPromote, mRemove or mUpdate request.
 type memberChange struct {
 	id, addr string
 	learner  bool
@@ -104,13 +119,16 @@ func decodeMemberChange(method uint8, req []byte) (memberChange, error) {
 	d := wire.NewDecoder(req)
 	var c memberChange
 	c.id = d.String()
-	if method == mJoin {
+	switch method {
+	case mJoin:
 		c.addr, c.learner = d.String(), d.Bool()
+	case mUpdate:
+		c.addr = d.String()
 	}
 	if err := d.Finish(); err != nil {
 		return c, err
 	}
-	if method == mJoin && (c.id == "" || c.addr == "") {
+	if (method == mJoin || method == mUpdate) && (c.id == "" || c.addr == "") {
 		return c, fmt.Errorf("%w: empty member ID or address", wire.ErrMalformed)
 	}
 	return c, nil
@@ -169,6 +187,8 @@ func (s *Store) changeLocal(ctx context.Context, method uint8, c memberChange) e
 		return s.addLocal(ctx, c.id, c.addr, c.learner)
 	case mPromote:
 		return s.promoteLocal(ctx, c.id)
+	case mUpdate:
+		return s.updateLocal(ctx, c.id, c.addr)
 	}
 	return s.removeLocal(ctx, c.id)
 }
@@ -373,6 +393,26 @@ func (s *Store) promoteLocal(ctx context.Context, id string) error {
 			return nil, err
 		}
 		return func() raft.Future { return s.raft.AddVoter(srv.ID, srv.Address, 0, 0) }, nil
+	})
+}
+
+func (s *Store) updateLocal(ctx context.Context, id, addr string) error {
+	return s.reconfigure(ctx, func(conf raft.Configuration) (func() raft.Future, error) {
+		srv, err := findServer(conf, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, other := range conf.Servers {
+			if other.ID != srv.ID && string(other.Address) == addr {
+				return nil, fmt.Errorf("%w: address %s is used by %s", ErrMemberExists, addr, other.ID)
+			}
+		}
+		if string(srv.Address) == addr {
+			return nil, nil // unchanged, or an earlier attempt changed it
+		}
+		// hashicorp/raft's AddNonvoter for a server it has changes only its address: a voter
+		// stays a voter (AddVoter would promote a learner).
+		return func() raft.Future { return s.raft.AddNonvoter(srv.ID, raft.ServerAddress(addr), 0, 0) }, nil
 	})
 }
 

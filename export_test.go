@@ -18,3 +18,6 @@ func LeaderSubscriptions(s *Store) int { return s.leaderSubs.sweep() }
 // DedupWindow is how many log entries a request ID is remembered for: each member's dedup table
 // grows until its log has advanced this far past the start, then stays that size.
 const DedupWindow = mvcc.DedupWindow
+
+// TakeSnapshot makes s take a raft snapshot now, which truncates its log to the trailing logs.
+func TakeSnapshot(s *Store) error { return s.raft.Snapshot().Error() }

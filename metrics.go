@@ -45,6 +45,7 @@ var forwardedMethods = map[uint8]string{
 	mRemove:     "remove",
 	mTransfer:   "transfer",
 	mMembers:    "members",
+	mUpdate:     "update",
 }
 
 func newMetrics(s *Store) *metrics {

@@ -328,7 +328,9 @@ func WithWatchProgressNotifyInterval(d time.Duration) Option {
 // WithQuotaBackendBytes sets the space quota on the logical size of the store (every version of
 // every key kept, see Status.DBSizeInUse). Over it, requests that add data (puts, transactions
 // with a put, lease grants) fail with ErrNoSpace, while reads, deletes, compaction, revokes and
-// keepalives go on; writes work again as soon as compaction brings the size under the quota.
+// keepalives go on. The first refusal raises the NOSPACE alarm (AlarmList), as etcd: writes work
+// again once compaction has brought the size under the quota and the alarm is disarmed
+// (AlarmDisarm).
 // 0 means the default, 2 GiB; a negative value disables the quota.
 func WithQuotaBackendBytes(n int64) Option {
 	return func(c *config) error {

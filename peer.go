@@ -26,6 +26,8 @@ const (
 	mConfirm uint8 = 10
 	// → the configuration, every change acknowledged before the call in it; leader only.
 	mMembers uint8 = 11
+	// id, addr → nothing; leader only.
+	mUpdate uint8 = 12
 )
 
 // joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
@@ -111,7 +113,7 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 		e := wire.Encoder{}
 		e.Uvarint(idx)
 		return e.B, nil
-	case mJoin, mPromote, mRemove:
+	case mJoin, mPromote, mRemove, mUpdate:
 		c, err := decodeMemberChange(method, req)
 		if err != nil {
 			return nil, err

@@ -16,6 +16,7 @@ const (
 	PeerJoin      = mJoin
 	PeerPromote   = mPromote
 	PeerRemove    = mRemove
+	PeerUpdate    = mUpdate
 	PeerTransfer  = mTransfer
 	PeerStatus    = mStatus
 	PeerConfirm   = mConfirm
@@ -39,6 +40,14 @@ func JoinRequest(id, addr string) []byte {
 	e.String(id)
 	e.String(addr)
 	e.Bool(false)
+	return e.B
+}
+
+// UpdateRequest asks to move member id to addr.
+func UpdateRequest(id, addr string) []byte {
+	e := wire.Encoder{}
+	e.String(id)
+	e.String(addr)
 	return e.B
 }
 

@@ -140,6 +140,7 @@ func strangerRequests(victim string) ([]peerRequest, string) {
 		{"read index", ember.PeerReadIndex, nil},
 		{"remove", ember.PeerRemove, ember.MemberRequest(victim)},
 		{"promote", ember.PeerPromote, ember.MemberRequest(victim)},
+		{"update", ember.PeerUpdate, ember.UpdateRequest(victim, "127.0.0.1:1")},
 		{"transfer", ember.PeerTransfer, ember.MemberRequest(victim)},
 		{"status", ember.PeerStatus, nil},
 		{"confirm", ember.PeerConfirm, ember.ConfirmRequest("stranger", 1, 1)},

@@ -59,6 +59,8 @@ type core struct {
 
 	confirmRound atomic.Uint64 // last leadership confirmation round this member started
 
+	raisingNoSpace atomic.Bool // a proposal raising NOSPACE for this member is under way
+
 	leaderSubs leaderSubs    // LeaderChanges subscribers; closed on Close
 	term       atomic.Uint64 // term of the last observed leader change
 

@@ -70,6 +70,7 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 		if s.raft.State() == raft.Leader {
 			// The leader enforces the quota for the whole cluster, forwarded writes included.
 			if err := s.checkQuota(cmd, len(data)); err != nil {
+				s.raiseNoSpace()
 				return nil, unknownIfMaybeApplied(maybeApplied, err)
 			}
 			res, err = s.applyLocal(ctx, data)

@@ -2,6 +2,7 @@ package etcdapi
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/url"
 
@@ -105,9 +106,31 @@ func (g *gateway) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest)
 	return &pb.MemberPromoteResponse{Header: h, Members: ms}, nil
 }
 
-// MemberUpdate is refused: ember members keep the peer address they joined with.
-func (g *gateway) MemberUpdate(context.Context, *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
-	return nil, errMemberUpdate
+// MemberUpdate serves etcd's MemberUpdate: the member's peer address becomes its first peer
+// URL's host:port. As etcd, a URL another member has is refused with "Peer URLs already exists".
+func (g *gateway) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	m, err := g.member(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.PeerURLs) == 0 {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	addr, ok := peerAddr(r.PeerURLs[0])
+	if !ok {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	if err := g.st.UpdateMember(ctx, m.ID, addr); err != nil {
+		if errors.Is(err, ember.ErrMemberExists) {
+			return nil, rpctypes.ErrGRPCPeerURLExist
+		}
+		return nil, toGRPC(err)
+	}
+	h, ms, err := g.memberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberUpdateResponse{Header: h, Members: ms}, nil
 }
 
 // member finds the ember member with etcd ID id.

@@ -75,11 +75,8 @@ func toGRPC(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// errMemberUpdate answers MemberUpdate: ember members keep the peer address they joined with.
-var errMemberUpdate = status.Error(codes.Unimplemented, "etcdserver: ember cannot change a member's peer URLs")
-
-// errAlarmActivate answers a request to raise an alarm: ember has no alarms to raise.
-var errAlarmActivate = status.Error(codes.Unimplemented, "etcdserver: ember has no alarms to activate")
+// errAlarmActivate answers a request to raise an alarm: ember raises its alarms itself.
+var errAlarmActivate = status.Error(codes.Unimplemented, "etcdserver: ember raises alarms itself; a client cannot activate one")
 
 // errBadCompare answers a compare whose target or result etcd does not define.
 var errBadCompare = status.Error(codes.InvalidArgument, "etcdserver: invalid compare target or result")

@@ -60,8 +60,9 @@ func etcdctl(t testing.TB) string {
 	return etcdctlPath
 }
 
-// startEtcd starts a single-member etcd, the reference, and returns its client address.
-func startEtcd(t testing.TB) string {
+// startEtcd starts a single-member etcd, the reference, and returns its client address. opts
+// change its configuration.
+func startEtcd(t testing.TB, opts ...func(*embed.Config)) string {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
@@ -71,6 +72,9 @@ func startEtcd(t testing.TB) string {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	for _, o := range opts {
+		o(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,10 +91,10 @@ func startEtcd(t testing.TB) string {
 }
 
 // startEmber opens a single-member Store with a peer address, as a gateway deployment has, and
-// serves the etcd API for it on a loopback port.
-func startEmber(t testing.TB) string {
+// serves the etcd API for it on a loopback port. opts are the Store's options.
+func startEmber(t testing.TB, opts ...ember.Option) string {
 	t.Helper()
-	st, err := ember.Open(t.TempDir(), ember.WithBindAddr(embertest.FreeAddr(t)))
+	st, err := ember.Open(t.TempDir(), append([]ember.Option{ember.WithBindAddr(embertest.FreeAddr(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,35 +42,45 @@ func (g *gateway) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 			resp.IsLearner = resp.IsLearner || m.ID == s.ID && m.IsLearner
 		}
 	}
-	for _, a := range g.alarms(s) {
-		resp.Errors = append(resp.Errors, a.String())
+	// As etcd, the raised alarms are listed among the errors (AlarmList reads them through the
+	// leader, so only while there is one).
+	if s.Leader != "" {
+		if r, err := g.st.AlarmList(ctx); err == nil {
+			for _, a := range r.Alarms {
+				resp.Errors = append(resp.Errors, toAlarmMember(a).String())
+			}
+		}
 	}
 	return resp, nil
 }
 
-// alarms reports NOSPACE while the store's data has reached its quota: ember then refuses every
-// write that adds data, as etcd does under that alarm. ember has no other alarms.
-func (g *gateway) alarms(s *ember.Status) []*pb.AlarmMember {
-	if s.DBSizeQuota > 0 && s.DBSizeInUse >= s.DBSizeQuota {
-		return []*pb.AlarmMember{{MemberID: g.self, Alarm: pb.AlarmType_NOSPACE}}
-	}
-	return nil
+func toAlarmMember(a ember.AlarmMember) *pb.AlarmMember {
+	return &pb.AlarmMember{MemberID: memberID(a.MemberID), Alarm: pb.AlarmType(a.Alarm)}
 }
 
-// Alarm serves etcd's Alarm. ember's NOSPACE state is not an alarm to disarm: it ends by itself
-// once compaction brings the data under the quota. So listing reports it, disarming succeeds
-// without changing anything, and raising an alarm is refused.
+// Alarm serves etcd's Alarm: GET lists the raised alarms (of one type, or all for NONE),
+// DEACTIVATE disarms one (answering with it, or with none if it was not raised). ACTIVATE is
+// refused: ember raises alarms itself, for its members, and a client-raised alarm for an
+// arbitrary member ID has no ember member ID to be kept under.
 func (g *gateway) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
 	if r.Action == pb.AlarmRequest_ACTIVATE {
 		return nil, errAlarmActivate
 	}
-	s, err := g.st.Status(ctx)
+	list, err := g.st.AlarmList(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	resp := &pb.AlarmResponse{Header: g.header(ctx, ember.ResponseHeader{Revision: s.Revision, RaftTerm: s.RaftTerm, MemberID: s.ID})}
-	if r.Action == pb.AlarmRequest_GET {
-		resp.Alarms = g.alarms(s)
+	resp := &pb.AlarmResponse{Header: g.header(ctx, list.Header)}
+	for _, a := range list.Alarms {
+		switch {
+		case r.Action == pb.AlarmRequest_GET && (r.Alarm == pb.AlarmType_NONE || pb.AlarmType(a.Alarm) == r.Alarm):
+			resp.Alarms = append(resp.Alarms, toAlarmMember(a))
+		case r.Action == pb.AlarmRequest_DEACTIVATE && memberID(a.MemberID) == r.MemberID && pb.AlarmType(a.Alarm) == r.Alarm:
+			if err := g.st.AlarmDisarm(ctx, a.MemberID, a.Alarm); err != nil {
+				return nil, toGRPC(err)
+			}
+			resp.Alarms = append(resp.Alarms, toAlarmMember(a))
+		}
 	}
 	return resp, nil
 }

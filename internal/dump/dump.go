@@ -330,8 +330,10 @@ type dumpCommand struct {
 	Lease       int64            `json:"lease,omitempty"`    // lease-grant, lease-revoke
 	TTL         int64            `json:"ttl,omitempty"`      // lease-grant
 	Checkpoints []dumpCheckpoint `json:"checkpoints,omitempty"`
-	Term        uint64           `json:"term,omitempty"` // leader-start
-	Node        string           `json:"node,omitempty"` // leader-start
+	Term        uint64           `json:"term,omitempty"`         // leader-start
+	Node        string           `json:"node,omitempty"`         // leader-start; alarm: the member
+	AlarmAction string           `json:"alarm_action,omitempty"` // alarm: ACTIVATE or DEACTIVATE
+	Alarm       string           `json:"alarm,omitempty"`        // alarm: NOSPACE or CORRUPT
 }
 
 type dumpCheckpoint struct {
@@ -452,7 +454,14 @@ var dumpKinds = map[wire.Kind]string{
 	wire.KindLeaseRevoke:     "lease-revoke",
 	wire.KindLeaseCheckpoint: "lease-checkpoint",
 	wire.KindLeaderStart:     "leader-start",
+	wire.KindAlarm:           "alarm",
 }
+
+// Names as etcd's AlarmRequest.
+var (
+	dumpAlarmActions = map[uint8]string{wire.AlarmActivate: "ACTIVATE", wire.AlarmDeactivate: "DEACTIVATE"}
+	dumpAlarmTypes   = map[uint8]string{wire.AlarmNoSpace: "NOSPACE", wire.AlarmCorrupt: "CORRUPT"}
+)
 
 func describeCommand(cmd *wire.Command) *dumpCommand {
 	c := &dumpCommand{Kind: dumpKinds[cmd.Kind], RetryFloor: cmd.RetryFloor}
@@ -474,6 +483,8 @@ func describeCommand(cmd *wire.Command) *dumpCommand {
 		}
 	case wire.KindLeaderStart:
 		c.Term, c.Node = cmd.Term, cmd.NodeID
+	case wire.KindAlarm:
+		c.Node, c.AlarmAction, c.Alarm = cmd.NodeID, dumpAlarmActions[cmd.AlarmAction], dumpAlarmTypes[cmd.AlarmType]
 	}
 	return c
 }
@@ -714,6 +725,8 @@ func commandText(b *strings.Builder, c *dumpCommand) {
 		}
 	case "leader-start":
 		fmt.Fprintf(b, " term=%d node=%s", c.Term, c.Node)
+	case "alarm":
+		fmt.Fprintf(b, " action=%s alarm=%s node=%s", c.AlarmAction, c.Alarm, c.Node)
 	}
 }
 

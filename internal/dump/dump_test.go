@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/wire"
 )
 
 // dumpFixture is a stopped member's data dir and what the member showed before it stopped.
@@ -556,5 +557,24 @@ func TestDumpRestoredDir(t *testing.T) {
 	}
 	if text := runDump(t, dir, Options{Logs: true}); text != "log entries: none\n" {
 		t.Errorf("text log of a restored dir: %q", text)
+	}
+}
+
+// An alarm entry is shown with its action, type and member, in etcd's names.
+func TestDumpAlarmCommand(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  wire.Command
+		want string
+	}{
+		{wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmActivate, AlarmType: wire.AlarmNoSpace, NodeID: "m1"},
+			" kind=alarm action=ACTIVATE alarm=NOSPACE node=m1"},
+		{wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmDeactivate, AlarmType: wire.AlarmCorrupt, NodeID: "m2"},
+			" kind=alarm action=DEACTIVATE alarm=CORRUPT node=m2"},
+	} {
+		var b strings.Builder
+		commandText(&b, describeCommand(&tc.cmd))
+		if b.String() != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.cmd, b.String(), tc.want)
+		}
 	}
 }

@@ -132,6 +132,10 @@ func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 
 func (a *Applier) execute(cmd *wire.Command) Applied {
 	st := a.st
+	if AddsData(cmd) && st.HasAlarm(wire.AlarmNoSpace) {
+		// As etcd while NOSPACE is raised: nothing that adds data applies until it is disarmed.
+		return Applied{Result: &wire.Result{Code: wire.CodeNoSpace, Revision: st.rev}}
+	}
 	switch cmd.Kind {
 	case wire.KindTxn:
 		if code := ValidateTxn(cmd.Txn, 0); code != wire.CodeOK {
@@ -163,6 +167,9 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 			lcs[i] = LeaseChange{ID: cp.ID, Checkpoint: true, RemainingMs: cp.RemainingMs}
 		}
 		return Applied{Result: &wire.Result{Revision: st.rev}, Leases: lcs}
+	case wire.KindAlarm:
+		st.setAlarm(Alarm{Member: cmd.NodeID, Type: cmd.AlarmType}, cmd.AlarmAction == wire.AlarmActivate)
+		return Applied{Result: &wire.Result{Revision: st.rev}}
 	default: // wire.KindLeaderStart: a marker; its apply tells the new leader the log is caught up
 		return Applied{Result: &wire.Result{Revision: st.rev}}
 	}

@@ -26,6 +26,9 @@ import (
 //	                bytes encoded wire.Result (a long one may have been replaced by a short
 //	                one with wire.CodeResultNotHeld; see DedupShortResult)
 //	  frameEnd      once, last: uint32 CRC-32C of every byte before this frame
+//	  frameAlarms   at most once, before frameEnd, only if an alarm is raised: uvarint count,
+//	                then per alarm in (member, type) order: member, type byte. Added after the
+//	                others: a snapshot without alarms is the same as before it existed.
 //
 // Attachments of keys to leases and the latest-version index are derived from the records.
 const (
@@ -37,6 +40,7 @@ const (
 	frameLeases  byte = 3
 	frameDedup   byte = 4
 	frameEnd     byte = 5
+	frameAlarms  byte = 6
 
 	frameTarget   = 64 << 10  // flush a frame once its payload passes this size
 	maxFrameBytes = 256 << 20 // a larger frame is corruption
@@ -146,6 +150,12 @@ func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 		return sw.err == nil
 	})
 	sw.flushBatch(frameDedup, true)
+	for _, a := range st.alarms {
+		sw.e.String(a.Member)
+		sw.e.Byte(a.Type)
+		sw.n++
+	}
+	sw.flushBatch(frameAlarms, true)
 	if sw.err != nil {
 		return sw.err
 	}
@@ -179,6 +189,7 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 	var sawHeader bool
 	var last *Record
 	var lastLease int64
+	var sawAlarms bool
 	var sawLease bool // lease IDs may be negative: lastLease means nothing before the first
 	for {
 		sum := crc.Sum32()
@@ -257,6 +268,23 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 				}
 				e.Result = b
 				st.dedup.Set(e)
+			}
+		case frameAlarms:
+			if sawAlarms {
+				return nil, 0, errSnapshot("alarm frame repeated")
+			}
+			sawAlarms = true
+			n := d.Len(len(payload))
+			for i := 0; i < n && d.Err() == nil; i++ {
+				a := Alarm{Member: d.String(), Type: d.Byte()}
+				if d.Err() != nil {
+					break
+				}
+				if a.Member == "" || a.Type != wire.AlarmNoSpace && a.Type != wire.AlarmCorrupt ||
+					len(st.alarms) > 0 && compareAlarms(st.alarms[len(st.alarms)-1], a) >= 0 {
+					return nil, 0, errSnapshot("alarm %+v out of order or invalid", a)
+				}
+				st.alarms = append(st.alarms, a)
 			}
 		default:
 			return nil, 0, errSnapshot("unknown frame type %d", typ)

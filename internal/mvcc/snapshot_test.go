@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/ember-kv/ember/internal/wire"
@@ -42,6 +43,9 @@ func richState(t testing.TB) *State {
 	stDelete(t, st, "e", "g")
 	stPut(t, st, "x\x00\xffy", "\x00\x01", 20)
 	stPut(t, st, "empty", "", 0)
+	st.setAlarm(Alarm{Member: "m2", Type: wire.AlarmNoSpace}, true)
+	st.setAlarm(Alarm{Member: "m1", Type: wire.AlarmCorrupt}, true)
+	st.setAlarm(Alarm{Member: "m1", Type: wire.AlarmNoSpace}, true)
 	st.CheckpointLeases([]wire.LeaseCheckpoint{{ID: 10, RemainingMs: 1234}, {ID: 20, RemainingMs: 999}, {ID: 99, RemainingMs: 5}})
 	if code, _ := st.RevokeLease(30); code != wire.CodeOK {
 		t.Fatalf("revoke: code %d", code)
@@ -83,6 +87,9 @@ func assertStatesEqual(t testing.TB, want, got *State) {
 				t.Fatalf("%s[%d]: %+v, want %+v", name, i, *b[i], *a[i])
 			}
 		}
+	}
+	if !slices.Equal(want.alarms, got.alarms) {
+		t.Fatalf("alarms %+v, want %+v", got.alarms, want.alarms)
 	}
 	recs("latest", want.latest.Items(), got.latest.Items())
 	recs("history", want.history.Items(), got.history.Items())

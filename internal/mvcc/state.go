@@ -87,6 +87,7 @@ type State struct {
 	leases    *btree.BTreeG[*Lease]
 	leaseKeys *btree.BTreeG[leaseKey]
 	dedup     *btree.BTreeG[*DedupEntry]
+	alarms    []Alarm // raised alarms, sorted (compareAlarms); replaced on change, never changed in place
 
 	rev        int64 // current revision; 1 when empty
 	compactRev int64 // last compaction revision; 0 before any
@@ -152,6 +153,7 @@ func (st *State) Clone() *State {
 		leases:     st.leases.Copy(),
 		leaseKeys:  st.leaseKeys.Copy(),
 		dedup:      st.dedup.Copy(),
+		alarms:     st.alarms,
 		rev:        st.rev,
 		compactRev: st.compactRev,
 		size:       st.size,

@@ -83,6 +83,10 @@ func (c *Command) Marshal(dst []byte) []byte {
 	case KindLeaderStart:
 		e.Uvarint(c.Term)
 		e.String(c.NodeID)
+	case KindAlarm:
+		e.Byte(c.AlarmAction)
+		e.Byte(c.AlarmType)
+		e.String(c.NodeID)
 	}
 	start := len(dst)
 	return binary.LittleEndian.AppendUint32(e.B, crc32.Checksum(e.B[start:], crcTable))
@@ -155,6 +159,16 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 	case KindLeaderStart:
 		c.Term = d.Uvarint()
 		c.NodeID = d.String()
+	case KindAlarm:
+		c.AlarmAction, c.AlarmType, c.NodeID = d.Byte(), d.Byte(), d.String()
+		switch {
+		case c.AlarmAction != AlarmActivate && c.AlarmAction != AlarmDeactivate:
+			d.fail("unknown alarm action %d", c.AlarmAction)
+		case c.AlarmType != AlarmNoSpace && c.AlarmType != AlarmCorrupt:
+			d.fail("unknown alarm type %d", c.AlarmType)
+		case c.NodeID == "":
+			d.fail("alarm without a member")
+		}
 	default:
 		d.fail("unknown command kind %d", c.Kind)
 	}

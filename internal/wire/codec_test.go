@@ -118,6 +118,8 @@ func commandCases() []commandCase {
 		{"lease checkpoint empty", Command{Kind: KindLeaseCheckpoint}},
 		{"leader start", Command{Kind: KindLeaderStart, Term: 7, NodeID: "node-1"}},
 		{"leader start empty node", Command{Kind: KindLeaderStart, Term: math.MaxUint64}},
+		{"alarm activate", Command{ID: id, Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: AlarmNoSpace, NodeID: "m1"}},
+		{"alarm deactivate", Command{ID: id, Kind: KindAlarm, AlarmAction: AlarmDeactivate, AlarmType: AlarmCorrupt, NodeID: "m2"}},
 	}
 	for target := TargetVersion; target <= TargetLease; target++ {
 		for result := CompareEqual; result <= CompareNotEqual; result++ {
@@ -469,7 +471,12 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 		"empty":               nil,
 		"version":             version,
 		"kind 0":              unsealed(&Command{Kind: 0}),
-		"kind 7":              unsealed(&Command{Kind: KindLeaderStart + 1}),
+		"kind 8":              unsealed(&Command{Kind: KindAlarm + 1}),
+		"alarm action 0":      unsealed(&Command{Kind: KindAlarm, AlarmType: AlarmNoSpace, NodeID: "m1"}),
+		"alarm action 3":      unsealed(&Command{Kind: KindAlarm, AlarmAction: 3, AlarmType: AlarmNoSpace, NodeID: "m1"}),
+		"alarm type 0":        unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, NodeID: "m1"}),
+		"alarm type 3":        unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: 3, NodeID: "m1"}),
+		"alarm no member":     unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: AlarmNoSpace}),
 		"nil txn":             unsealed(&Command{Kind: KindTxn}),
 		"nil nested txn":      txnCmd(Op{Kind: OpTxn}),
 		"op kind 0":           badOpKind(0),

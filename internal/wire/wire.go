@@ -16,6 +16,16 @@ const (
 	KindLeaseRevoke     Kind = 4
 	KindLeaseCheckpoint Kind = 5
 	KindLeaderStart     Kind = 6 // first entry of a leader's term; see readindex
+	KindAlarm           Kind = 7 // raise or clear a member's alarm
+)
+
+// Alarm actions and types of a KindAlarm command, numbered as etcd's AlarmRequest.
+const (
+	AlarmActivate   uint8 = 1
+	AlarmDeactivate uint8 = 2
+
+	AlarmNoSpace uint8 = 1
+	AlarmCorrupt uint8 = 2
 )
 
 // RequestID identifies a command for deduplication. The zero value means "do not deduplicate".
@@ -48,7 +58,10 @@ type Command struct {
 	Checkpoints []LeaseCheckpoint // KindLeaseCheckpoint
 
 	Term   uint64 // KindLeaderStart
-	NodeID string // KindLeaderStart
+	NodeID string // KindLeaderStart; KindAlarm: the member the alarm is about
+
+	AlarmAction uint8 // KindAlarm: AlarmActivate or AlarmDeactivate
+	AlarmType   uint8 // KindAlarm: AlarmNoSpace or AlarmCorrupt
 }
 
 // LeaseCheckpoint records how much of a lease's TTL was left, so a new leader does not restart it
