@@ -1,8 +1,8 @@
 // Package etcdapi serves etcd's v3 gRPC API from an ember Store, and gives code written
 // against etcd's clientv3 an in-process client backed by a Store.
 //
-// Register adds etcd's KV, Watch, Lease, Cluster and Maintenance services (and the standard
-// gRPC health service) to a grpc.Server; Serve runs such a server on a listener; NewClient
+// Register adds etcd's KV, Watch, Lease, Cluster, Maintenance and Auth services (and the
+// standard gRPC health service) to a grpc.Server; Serve runs such a server on a listener; NewClient
 // returns a *clientv3.Client served in-process, so that go.etcd.io/etcd/client/v3/concurrency
 // (Mutex, Election, STM) runs unchanged on ember.
 //
@@ -33,6 +33,10 @@
 //     watches does, after three election timeouts without one; a stream with no watch open is
 //     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
 //     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
+//   - Authentication is always disabled: Authenticate, AuthStatus, AuthEnable and AuthDisable
+//     answer as etcd does with auth disabled and no root user (so clients configured with a
+//     user and password connect), and the user and role calls are Unimplemented; the users,
+//     roles and permissions of etcd's Auth service are not served yet.
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.

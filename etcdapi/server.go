@@ -44,7 +44,7 @@ func newGateway(st *ember.Store, cfg *config) *gateway {
 	return g
 }
 
-// Register registers etcd's KV, Watch, Lease, Cluster and Maintenance services on s, served by
+// Register registers etcd's KV, Watch, Lease, Cluster, Maintenance and Auth services on s, served by
 // st. Call it before s.Serve. Requests are served by st as ember serves its own API: writes on
 // any member, linearizable reads unless serializable.
 func Register(s *grpc.Server, st *ember.Store, opts ...Option) {
@@ -57,6 +57,7 @@ func register(s *grpc.Server, g *gateway) {
 	pb.RegisterLeaseServer(s, g)
 	pb.RegisterClusterServer(s, g)
 	pb.RegisterMaintenanceServer(s, g)
+	pb.RegisterAuthServer(s, &authServer{g: g})
 	healthpb.RegisterHealthServer(s, health.NewServer()) // reports SERVING for every service
 }
 
