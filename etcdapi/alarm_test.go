@@ -46,10 +46,7 @@ func TestAlarm_NoSpace_AsEtcd(t *testing.T) {
 		return describe(tg, r.Alarms)
 	}
 	value := strings.Repeat("v", 8<<10)
-	steps := []struct {
-		name string
-		run  func(ctx context.Context, tg *target) string
-	}{
+	steps := []asEtcdStep[*target]{
 		{"list before", list},
 		{"fill to the quota", func(ctx context.Context, tg *target) string {
 			for i := 0; i < 1000; i++ {
@@ -108,17 +105,5 @@ func TestAlarm_NoSpace_AsEtcd(t *testing.T) {
 		}},
 		{"list after disarming", list},
 	}
-	ctx := context.Background()
-	targets := map[string]*target{"ember": {cli: newClient(t, ember)}, "etcd": {cli: newClient(t, etcd)}}
-	for _, s := range steps {
-		got := map[string]string{}
-		for name, tg := range targets {
-			got[name] = s.run(ctx, tg)
-		}
-		if got["ember"] != got["etcd"] {
-			t.Errorf("%s:\n ember: %s\n  etcd: %s", s.name, got["ember"], got["etcd"])
-		} else {
-			t.Logf("%s: %s", s.name, got["etcd"])
-		}
-	}
+	sameAsEtcd(t, map[string]*target{"ember": {cli: newClient(t, ember)}, "etcd": {cli: newClient(t, etcd)}}, steps)
 }

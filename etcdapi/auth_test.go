@@ -15,17 +15,21 @@ import (
 // and works, AuthStatus says disabled, enabling is refused for want of a root user, disabling is
 // a no-op. Before, every Auth call was Unimplemented, so such a client could not connect.
 func TestAuth_Disabled_AsEtcd(t *testing.T) {
-	endpoints := map[string]string{"ember": startEmber(t), "etcd": startEtcd(t)}
+	type target struct {
+		endpoint string
+		cli      *clientv3.Client
+	}
+	targets := map[string]target{}
+	for name, ep := range map[string]string{"ember": startEmber(t), "etcd": startEtcd(t)} {
+		targets[name] = target{endpoint: ep, cli: newClient(t, ep)}
+	}
 	errText := func(err error) string {
 		s, _ := status.FromError(err)
 		return fmt.Sprintf("error %v: %s", s.Code(), s.Message())
 	}
-	steps := []struct {
-		name string
-		run  func(ctx context.Context, endpoint string, cli *clientv3.Client) string
-	}{
-		{"a client with credentials connects and writes", func(ctx context.Context, endpoint string, _ *clientv3.Client) string {
-			c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: ctlTimeout,
+	steps := []asEtcdStep[target]{
+		{"a client with credentials connects and writes", func(ctx context.Context, tg target) string {
+			c, err := clientv3.New(clientv3.Config{Endpoints: []string{tg.endpoint}, DialTimeout: ctlTimeout,
 				Username: "alice", Password: "secret", Logger: zap.NewNop()})
 			if err != nil {
 				return "connect: " + errText(err)
@@ -40,43 +44,27 @@ func TestAuth_Disabled_AsEtcd(t *testing.T) {
 			}
 			return fmt.Sprintf("ok: %d kvs", len(g.Kvs))
 		}},
-		{"auth status", func(ctx context.Context, _ string, cli *clientv3.Client) string {
-			r, err := cli.AuthStatus(ctx)
+		{"auth status", func(ctx context.Context, tg target) string {
+			r, err := tg.cli.AuthStatus(ctx)
 			if err != nil {
 				return errText(err)
 			}
 			return fmt.Sprintf("enabled=%v revision=%d", r.Enabled, r.AuthRevision)
 		}},
-		{"authenticate", func(ctx context.Context, _ string, cli *clientv3.Client) string {
-			_, err := cli.Authenticate(ctx, "alice", "secret")
+		{"authenticate", func(ctx context.Context, tg target) string {
+			_, err := tg.cli.Authenticate(ctx, "alice", "secret")
 			return errText(err)
 		}},
-		{"enable without a root user", func(ctx context.Context, _ string, cli *clientv3.Client) string {
-			_, err := cli.AuthEnable(ctx)
+		{"enable without a root user", func(ctx context.Context, tg target) string {
+			_, err := tg.cli.AuthEnable(ctx)
 			return errText(err)
 		}},
-		{"disable while disabled", func(ctx context.Context, _ string, cli *clientv3.Client) string {
-			if _, err := cli.AuthDisable(ctx); err != nil {
+		{"disable while disabled", func(ctx context.Context, tg target) string {
+			if _, err := tg.cli.AuthDisable(ctx); err != nil {
 				return errText(err)
 			}
 			return "ok"
 		}},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ctlTimeout)
-	defer cancel()
-	clients := map[string]*clientv3.Client{}
-	for name, ep := range endpoints {
-		clients[name] = newClient(t, ep)
-	}
-	for _, s := range steps {
-		got := map[string]string{}
-		for name, ep := range endpoints {
-			got[name] = s.run(ctx, ep, clients[name])
-		}
-		if got["ember"] != got["etcd"] {
-			t.Errorf("%s:\n ember: %s\n  etcd: %s", s.name, got["ember"], got["etcd"])
-		} else {
-			t.Logf("%s: %s", s.name, got["etcd"])
-		}
-	}
+	sameAsEtcd(t, targets, steps)
 }

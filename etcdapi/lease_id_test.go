@@ -15,10 +15,6 @@ import (
 // keys attachable, revocable).
 func TestLeaseGrant_ClientChosenID_AsEtcd(t *testing.T) {
 	ember, etcd := startEmber(t), startEtcd(t)
-	type step struct {
-		name string
-		run  func(ctx context.Context, cli *clientv3.Client) string
-	}
 	grant := func(id, ttl int64) func(context.Context, *clientv3.Client) string {
 		return func(ctx context.Context, cli *clientv3.Client) string {
 			r, err := pb.NewLeaseClient(cli.ActiveConnection()).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
@@ -29,7 +25,7 @@ func TestLeaseGrant_ClientChosenID_AsEtcd(t *testing.T) {
 			return fmt.Sprintf("ID %d TTL %d", r.ID, r.TTL)
 		}
 	}
-	steps := []step{
+	steps := []asEtcdStep[*clientv3.Client]{
 		{"grant 0x1234", grant(0x1234, 60)},
 		{"grant 0x1234 again", grant(0x1234, 30)},
 		{"grant -7", grant(-7, 60)},
@@ -68,17 +64,5 @@ func TestLeaseGrant_ClientChosenID_AsEtcd(t *testing.T) {
 		}},
 		{"grant -7 after its revoke", grant(-7, 60)},
 	}
-	ctx := context.Background()
-	clients := map[string]*clientv3.Client{"ember": newClient(t, ember), "etcd": newClient(t, etcd)}
-	for _, s := range steps {
-		got := map[string]string{}
-		for name, cli := range clients {
-			got[name] = s.run(ctx, cli)
-		}
-		if got["ember"] != got["etcd"] {
-			t.Errorf("%s:\n ember: %s\n  etcd: %s", s.name, got["ember"], got["etcd"])
-		} else {
-			t.Logf("%s: %s", s.name, got["etcd"])
-		}
-	}
+	sameAsEtcd(t, map[string]*clientv3.Client{"ember": newClient(t, ember), "etcd": newClient(t, etcd)}, steps)
 }

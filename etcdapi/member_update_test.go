@@ -46,10 +46,7 @@ func TestMemberUpdate_AsEtcd(t *testing.T) {
 		}
 		return "ok: " + describe(ctx, tg)
 	}
-	steps := []struct {
-		name string
-		run  func(ctx context.Context, tg *target) string
-	}{
+	steps := []asEtcdStep[*target]{
 		{"add a learner", func(ctx context.Context, tg *target) string {
 			r, err := tg.cli.MemberAddAsLearner(ctx, []string{"http://127.0.0.1:1"})
 			if err != nil {
@@ -72,17 +69,5 @@ func TestMemberUpdate_AsEtcd(t *testing.T) {
 		}},
 		{"self to its own URL", func(ctx context.Context, tg *target) string { return update(ctx, tg, tg.self, tg.selfURL) }},
 	}
-	ctx := context.Background()
-	targets := map[string]*target{"ember": {cli: newClient(t, ember)}, "etcd": {cli: newClient(t, etcd)}}
-	for _, s := range steps {
-		got := map[string]string{}
-		for name, tg := range targets {
-			got[name] = s.run(ctx, tg)
-		}
-		if got["ember"] != got["etcd"] {
-			t.Errorf("%s:\n ember: %s\n  etcd: %s", s.name, got["ember"], got["etcd"])
-		} else {
-			t.Logf("%s: %s", s.name, got["etcd"])
-		}
-	}
+	sameAsEtcd(t, map[string]*target{"ember": {cli: newClient(t, ember)}, "etcd": {cli: newClient(t, etcd)}}, steps)
 }
