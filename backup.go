@@ -85,7 +85,7 @@ func Restore(r io.Reader, dir string, opts ...Option) (err error) {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	st, applied, err := readSnapshot(io.TeeReader(r, tmp))
+	st, applied, err := mvcc.ReadSnapshot(io.TeeReader(r, tmp))
 	if err != nil {
 		return fmt.Errorf("ember: Restore: %w", err)
 	}

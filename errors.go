@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -56,7 +57,7 @@ var (
 	// voters (etcd's strict reconfiguration check); nothing was changed.
 	ErrUnhealthy = errors.New("ember: unhealthy cluster")
 	// ErrCorrupt: data on disk or in a backup failed a consistency check.
-	ErrCorrupt = errors.New("ember: corrupt data")
+	ErrCorrupt = corrupt.Err
 	// ErrNotMember: this member is not (yet, or any more) in the cluster's configuration, so
 	// another member refused a request that only members may make (anything but a join and the
 	// read-only probes), such as a write forwarded after this member was removed. Nothing was

@@ -2,7 +2,6 @@ package ember
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -222,7 +221,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the whole state with a snapshot's.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, applied, err := readSnapshot(rc)
+	st, applied, err := mvcc.ReadSnapshot(rc)
 	if err != nil {
 		return err
 	}
@@ -257,13 +256,3 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
-
-// readSnapshot decodes a snapshot stream (raft's, or a backup) into a fresh state; a damaged one
-// is refused with ErrCorrupt.
-func readSnapshot(r io.Reader) (*mvcc.State, uint64, error) {
-	st, applied, err := mvcc.ReadSnapshot(r)
-	if errors.Is(err, mvcc.ErrCorrupt) {
-		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
-	return st, applied, err
-}

@@ -1,7 +1,6 @@
 package ember
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -50,7 +49,7 @@ func openRaftStores(dir string, cfg *config, log hclog.Logger, opts raftlog.Opti
 	opts.Logger, opts.VFS = log, cfg.walVFS
 	l, err := raftlog.Open(dir, raftlog.Kind(cfg.logStore), opts)
 	if err != nil {
-		return nil, logErr(err)
+		return nil, err
 	}
 	if dir == "" {
 		return &raftStores{Log: l, snaps: raft.NewInmemSnapshotStore()}, nil
@@ -94,17 +93,3 @@ func newRaftGuarded(conf *raft.Config, fsm raft.FSM, logs raft.LogStore, stable 
 	}()
 	return raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
 }
-
-// logErr makes damage internal/raftlog reports match ErrCorrupt. raftlog's message already
-// starts with ErrCorrupt's text, so it is kept as it is.
-func logErr(err error) error {
-	if errors.Is(err, raftlog.ErrCorrupt) {
-		return corruptLogError{err}
-	}
-	return err
-}
-
-type corruptLogError struct{ err error }
-
-func (e corruptLogError) Error() string   { return e.err.Error() }
-func (e corruptLogError) Unwrap() []error { return []error{ErrCorrupt, e.err} }

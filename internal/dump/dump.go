@@ -110,7 +110,7 @@ func Run(w io.Writer, dir string, opts Options) error {
 func openDumpLog(dir string) (raft.LogStore, func() error, error) {
 	l, err := raftlog.OpenReadOnly(dir)
 	if err != nil {
-		return nil, nil, corrupt(err)
+		return nil, nil, err
 	}
 	return l.Logs, l.Close, nil
 }
@@ -207,7 +207,7 @@ func loadDumpSnapshot(store *raft.FileSnapshotStore, id string) (*mvcc.State, er
 	defer rc.Close()
 	st, _, err := mvcc.ReadSnapshot(rc)
 	if err != nil {
-		return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, corrupt(err))
+		return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, err)
 	}
 	return st, nil
 }
@@ -857,23 +857,6 @@ func bytesText(b []byte) string {
 // a retry would be answered, never whether a command applies, so any budget rebuilds the same
 // keys; a member's default is as good as any.
 const replayDedupBudget = 8 << 20
-
-// corrupt makes damage that internal/raftlog and internal/mvcc report match ember.ErrCorrupt.
-// raftlog's message already starts with ErrCorrupt's text, so it is kept as it is.
-func corrupt(err error) error {
-	switch {
-	case errors.Is(err, raftlog.ErrCorrupt):
-		return corruptError{err}
-	case errors.Is(err, mvcc.ErrCorrupt):
-		return fmt.Errorf("%w: %w", ember.ErrCorrupt, err)
-	}
-	return err
-}
-
-type corruptError struct{ err error }
-
-func (e corruptError) Error() string   { return e.err.Error() }
-func (e corruptError) Unwrap() []error { return []error{ember.ErrCorrupt, e.err} }
 
 // revisionError is the error of a revision that State.CheckRev refused.
 func revisionError(code wire.Code) error {

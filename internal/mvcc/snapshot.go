@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
 
+	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -168,11 +168,12 @@ func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 	return sw.w.Flush()
 }
 
-// ErrCorrupt wraps every decoding failure: a damaged snapshot is refused, never half-loaded.
-var ErrCorrupt = errors.New("damaged snapshot")
+// ErrCorrupt wraps every decoding failure: a damaged snapshot is refused, never half-loaded. It
+// is ember.ErrCorrupt (internal/corrupt).
+var ErrCorrupt = corrupt.Err
 
 func errSnapshot(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: snapshot: %s", ErrCorrupt, fmt.Sprintf(format, args...))
 }
 
 // readSnapshot decodes a snapshot stream into a fresh state.

@@ -5,7 +5,7 @@
 // outermost, the guard that turns the storage failures raft would panic on into a fail-stop of
 // the member (guard.go). Open assembles that chain; nothing else does.
 //
-// Damage found on disk is reported wrapping ErrCorrupt; ember matches it to its own ErrCorrupt.
+// Damage found on disk is reported wrapping ErrCorrupt, which is ember.ErrCorrupt.
 // Nothing here registers metrics or knows ember's Store: the member's side comes in through
 // Options.
 package raftlog
@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -27,9 +28,9 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// ErrCorrupt is wrapped by every error that reports damage to a log on disk. Its text is
-// ember.ErrCorrupt's, which ember adds to the error's chain.
-var ErrCorrupt = errors.New("ember: corrupt data")
+// ErrCorrupt is wrapped by every error that reports damage to a log on disk: it is
+// ember.ErrCorrupt (internal/corrupt).
+var ErrCorrupt = corrupt.Err
 
 // Kind is the store a data dir keeps its raft log in; ember.LogStore documents the trade-off.
 type Kind int
