@@ -132,7 +132,7 @@ func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 
 func (a *Applier) execute(cmd *wire.Command) Applied {
 	st := a.st
-	if AddsData(cmd) && st.HasAlarm(wire.AlarmNoSpace) {
+	if st.HasAlarm(wire.AlarmNoSpace) && AddsData(cmd) { // no alarm, no walk of the txn
 		// As etcd while NOSPACE is raised: nothing that adds data applies until it is disarmed.
 		return Applied{Result: &wire.Result{Code: wire.CodeNoSpace, Revision: st.rev}}
 	}
