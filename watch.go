@@ -864,6 +864,9 @@ func (w *watcher) catchUp() bool {
 			// A value compacted after v was cloned: next is below the compaction
 			// revision of a newer view, which the next round finds. Without a newer view
 			// the file lost the value (or the member is closing).
+			if h.host.lifetime().Err() != nil {
+				return false // closing: the file is closed, not damaged
+			}
 			if h.host.view() == v {
 				w.send(WatchResponse{Header: h.host.header(v.st.Rev()), Canceled: true,
 					CancelReason: ErrCorrupt.Error(), cancelErr: ErrCorrupt})
