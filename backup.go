@@ -26,7 +26,13 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) error {
 	if s.stopped() {
 		return ErrStopped
 	}
-	v := s.fsm.view() // immutable: its state is the one applied through v.applied
+	// Immutable, its state the one applied through v.applied, and pinned: compactions that run
+	// while it is written remove none of its values.
+	v, release, err := s.fsm.pinnedView()
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Writing may take a while for a large state; ctx ends it between writes.
 	return mvcc.WriteSnapshot(ctxWriter{ctx, w}, v.st, v.applied)
 }

@@ -71,6 +71,10 @@
 // lease can still act after another holder took over. Guard the protected resource with the
 // lock's fencing token or an IsOwner compare in the same transaction.
 //
+// A member keeps its index (keys, revisions, leases) on the Go heap and values longer than 128
+// bytes in a bbolt file in its data dir, read through the page cache; a member opened without a
+// data dir keeps everything in memory. See docs/OPERATIONS.md "What lives where".
+//
 // The peer port is the only network listener ember opens. [WithClusterToken] (or [WithTLS]
 // with client certificates) admits only peers holding the cluster's credentials, and encrypts
 // their traffic; a listener other hosts can reach without either makes [Open] fail with

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -41,6 +43,15 @@ type fsm struct {
 	compactWake  chan struct{} // capacity 1: a compaction was applied and its removal is pending
 	compactedSig signal        // fired when a pending removal completes, and on Restore
 
+	// valuesDir holds the file of the state's large values (mvcc.Values): one per state, a new
+	// one for each restored snapshot. "" keeps every value in memory (a member without a data
+	// dir). valuesGen numbers the files; it and valuesFailing are guarded by mu.
+	valuesDir     string
+	inlineMax     int // mvcc.InlineValueMax; tests store every value with 0
+	valuesGen     int
+	valuesFailing bool           // the last SyncValues failed; logged once until one succeeds
+	retiring      sync.WaitGroup // files of replaced states, closing once their readers are done
+
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
 	lessor *lessor
@@ -61,10 +72,76 @@ type readView struct {
 }
 
 // newFSM returns a state machine on an empty state whose long dedup results share dedupBudget
-// bytes (WithDedupResultBytes).
-func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor, dedupBudget int64) *fsm {
-	return &fsm{log: log, app: mvcc.NewApplier(log, dedupBudget), watch: watch, lessor: lessor,
-		compactWake: make(chan struct{}, 1)}
+// bytes (WithDedupResultBytes), with its values longer than inlineMax in a file in valuesDir
+// ("" = in memory). What valuesDir held is removed: the raft log and snapshots rebuild it.
+func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor, dedupBudget int64, valuesDir string, inlineMax int) (*fsm, error) {
+	f := &fsm{log: log, app: mvcc.NewApplier(log, dedupBudget), watch: watch, lessor: lessor,
+		compactWake: make(chan struct{}, 1), valuesDir: valuesDir, inlineMax: inlineMax}
+	if valuesDir == "" {
+		return f, nil
+	}
+	if err := os.RemoveAll(valuesDir); err != nil {
+		return nil, fmt.Errorf("ember: clear the values dir: %w", err)
+	}
+	if err := os.MkdirAll(valuesDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ember: create the values dir: %w", err)
+	}
+	vals, err := f.createValues()
+	if err != nil {
+		return nil, err
+	}
+	f.app.SetState(mvcc.NewOnDisk(vals))
+	return f, nil
+}
+
+// createValues creates the next values file, for a new state. Callers are serialized (newFSM,
+// then Restore on raft's FSM goroutine).
+func (f *fsm) createValues() (*mvcc.Values, error) {
+	f.valuesGen++
+	vals, err := mvcc.CreateValues(filepath.Join(f.valuesDir, fmt.Sprintf("values-%d.db", f.valuesGen)), f.inlineMax)
+	if err != nil {
+		return nil, fmt.Errorf("ember: %w", err)
+	}
+	return vals, nil
+}
+
+// syncValues writes the values of the last batch or compaction step to the file. Callers hold
+// mu. A failure loses nothing (the values stay in memory until a later call succeeds); it is
+// logged when it starts and when it ends.
+func (f *fsm) syncValues(st *mvcc.State) {
+	err := st.SyncValues()
+	switch {
+	case err != nil && !f.valuesFailing:
+		f.log.Error("cannot write values to the values file; holding them in memory", "error", err)
+	case err == nil && f.valuesFailing:
+		f.log.Info("values file writable again")
+	}
+	f.valuesFailing = err != nil
+}
+
+// retireValues closes a replaced state's file once the reads still open on it end; reads after
+// that find no values and retry on the current state.
+func (f *fsm) retireValues(vals *mvcc.Values) {
+	if vals == nil {
+		return
+	}
+	f.retiring.Add(1)
+	go func() {
+		defer f.retiring.Done()
+		if err := vals.Close(); err != nil {
+			f.log.Warn("closing a replaced values file", "path", vals.Path(), "error", err)
+		}
+	}()
+}
+
+// close closes the values file; raft has shut down.
+func (f *fsm) close() error {
+	f.mu.Lock()
+	vals := f.app.State().Values()
+	f.mu.Unlock()
+	f.retireValues(vals)
+	f.retiring.Wait()
+	return nil
 }
 
 // Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
@@ -87,6 +164,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if err != nil {
 			// Publish what came before the damaged entry, then stop.
 			logs, damaged = logs[:i], fmt.Errorf("%w: raft log entry %d: %w", ErrCorrupt, l.Index, err)
+			// An entry that failed its checksum changed nothing; one that found the values
+			// file damaged may have changed the state, which is why the member stops.
 			break
 		}
 		out[i] = a.Result
@@ -102,6 +181,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	st := f.app.State()
+	f.syncValues(st)
 	if len(logs) > 0 {
 		f.applied.Store(logs[len(logs)-1].Index)
 	}
@@ -117,7 +197,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.metrics.appliedBatch(start)
 	f.appliedSig.fire()
 	if damaged != nil {
-		f.log.Error("raft log entry failed its checksum; stopping this member", "error", damaged)
+		f.log.Error("cannot apply a raft log entry; stopping this member", "error", damaged)
 		f.corrupt(damaged)
 	}
 	return out
@@ -152,6 +232,7 @@ func (f *fsm) compactStep() bool {
 		return false
 	}
 	more := st.CompactStep(compactStepRecords)
+	f.syncValues(st)
 	f.sizeInUse.Store(st.Size())
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop
@@ -211,21 +292,48 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 	}
 }
 
-// Snapshot captures the state in O(1); Persist writes it while applies go on.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+// pinnedView returns a view that reads its values through one read transaction of the values
+// file, so that no compaction step removes a value from under it: for reads that must see every
+// value of one state (backups, HashKV). Call release when done; until then the file keeps the
+// pages compaction frees.
+func (f *fsm) pinnedView() (v *readView, release func(), err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &fsmSnapshot{st: f.app.State().Clone(), applied: f.applied.Load(), metrics: f.metrics}, nil
+	st, err := f.app.State().Pin()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &readView{st: st, applied: f.applied.Load()}, st.Unpin, nil
 }
 
-// Restore replaces the whole state with a snapshot's.
+// Snapshot captures the state in O(1) (a pinned clone); Persist writes it while applies go on.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	v, release, err := f.pinnedView()
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{st: v.st, applied: v.applied, release: release, metrics: f.metrics}, nil
+}
+
+// Restore replaces the whole state with a snapshot's, its values in a new file.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, applied, err := mvcc.ReadSnapshot(rc)
+	var vals *mvcc.Values
+	if f.valuesDir != "" {
+		var err error
+		if vals, err = f.createValues(); err != nil {
+			return err
+		}
+	}
+	st, applied, err := mvcc.ReadSnapshotTo(rc, vals)
 	if err != nil {
+		if vals != nil {
+			vals.Close()
+		}
 		return err
 	}
 	f.mu.Lock()
+	old := f.app.State().Values()
 	f.app.SetState(st)
 	f.dedupSize.Store(f.app.DedupBytes())
 	f.applied.Store(applied)
@@ -233,6 +341,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.current.Store(nil)
 	f.watch.restored(st)
 	f.mu.Unlock()
+	f.retireValues(old)
 	f.lessor.restored()
 	f.appliedSig.fire()
 	f.compactedSig.fire() // a snapshot holds no pending removal
@@ -240,8 +349,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 type fsmSnapshot struct {
-	st      *mvcc.State
+	st      *mvcc.State // pinned
 	applied uint64
+	release func()
 
 	metrics *metrics
 }
@@ -255,4 +365,4 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *fsmSnapshot) Release() {}
+func (s *fsmSnapshot) Release() { s.release() }

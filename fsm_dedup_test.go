@@ -103,7 +103,7 @@ func TestFSM_Dedup_TrimAcrossWindowExpiry(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := detachedFSMWithBudget(tc.budget)
+			f := detachedFSMWithBudget(t, tc.budget)
 			for i := 1; i <= 600; i++ {
 				cmd := putCmd(uint64(i), "k", strings.Repeat("v", 200+i%100), 0)
 				cmd.Txn.Success[0].PrevKV = i%4 != 0 // every fourth result is short
@@ -128,7 +128,7 @@ func TestFSM_Dedup_LargeResultsStayWithinBudget(t *testing.T) {
 	const n = 6
 	for _, kind := range bigResultKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			d := &fsmDriver{f: detachedFSMWithBudget(budget)}
+			d := &fsmDriver{f: detachedFSMWithBudget(t, budget)}
 			var last *wire.Result
 			for i := range n {
 				if last = d.apply(t, kind.cmd(i, bigValue)); last.Code != wire.CodeOK {
@@ -179,7 +179,7 @@ func dedupStateOf(f *fsm) string {
 // altogether, with a floor older than the window, stays "outcome unknown".
 func TestFSM_Dedup_RetryOfDroppedResult(t *testing.T) {
 	const budget = 2 * smallValue
-	d := &fsmDriver{f: detachedFSMWithBudget(budget)}
+	d := &fsmDriver{f: detachedFSMWithBudget(t, budget)}
 	first := map[uint64]*wire.Result{}
 	cmds := map[uint64]*wire.Command{}
 	for i := range 12 {
@@ -264,7 +264,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 			log = append(log, &raft.Log{Index: uint64(len(log) + 1), Type: raft.LogCommand, Data: retryOf(mixedBigCommand(i-6, smallValue), 1)})
 		}
 	}
-	a, b, other := detachedFSMWithBudget(budget), detachedFSMWithBudget(budget), detachedFSMWithBudget(4*budget)
+	a, b, other := detachedFSMWithBudget(t, budget), detachedFSMWithBudget(t, budget), detachedFSMWithBudget(t, 4*budget)
 	var outA, outOther []any
 	for _, l := range log {
 		outA = append(outA, a.ApplyBatch([]*raft.Log{l})...)
@@ -276,7 +276,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	for i := 0; i < half; i += 5 {
 		b.ApplyBatch(log[i:min(i+5, half)])
 	}
-	restored := detachedFSMWithBudget(budget)
+	restored := detachedFSMWithBudget(t, budget)
 	if err := restored.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, b.app.State(), b.applied.Load())))); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 	}
 
 	// Restoring the larger budget's snapshot trims its table to this member's budget.
-	trimmed := detachedFSMWithBudget(budget)
+	trimmed := detachedFSMWithBudget(t, budget)
 	if err := trimmed.Restore(io.NopCloser(bytes.NewReader(encodeSnapshot(t, other.app.State(), other.applied.Load())))); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestFSM_Dedup_Deterministic(t *testing.T) {
 // results replaced by CodeResultNotHeld.
 func trimmedDedupFSM(t testing.TB) *fsmDriver {
 	t.Helper()
-	d := &fsmDriver{f: detachedFSMWithBudget(200)}
+	d := &fsmDriver{f: detachedFSMWithBudget(t, 200)}
 	for i := range 9 {
 		d.apply(t, mixedBigCommand(i, 60))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,15 +19,27 @@ import (
 // detachedFSM returns an fsm wired to a Store that runs no raft, so that tests can feed it log
 // entries directly. Its watch hub has no watchers and its lessor is not leader, so applying and
 // restoring touch nothing else.
-func detachedFSM() *fsm { return detachedFSMWithBudget(defaultDedupResultBytes) }
+func detachedFSM(t testing.TB) *fsm { return detachedFSMWithBudget(t, defaultDedupResultBytes) }
 
 // detachedFSMWithBudget is detachedFSM holding long dedup results within budget bytes.
-func detachedFSMWithBudget(budget int64) *fsm {
+func detachedFSMWithBudget(t testing.TB, budget int64) *fsm {
 	s := &Store{core: &core{}}
 	s.watch = newWatchHub(s, 0, 0)
 	s.lessor = newLessor(s, hclog.NewNullLogger(), 0)
-	s.fsm = newFSM(hclog.NewNullLogger(), s.watch, s.lessor, budget)
+	s.fsm = newTestFSM(t, s.watch, s.lessor, budget)
 	return s.fsm
+}
+
+// newTestFSM is a state machine that keeps every value in its values file (none inline), so
+// that the tests that use it cover the file's paths whatever their values' sizes.
+func newTestFSM(t testing.TB, watch *watchHub, lessor *lessor, budget int64) *fsm {
+	t.Helper()
+	f, err := newFSM(hclog.NewNullLogger(), watch, lessor, budget, filepath.Join(t.TempDir(), "values"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.close() })
+	return f
 }
 
 // fsmDriver appends entries to a detached fsm with increasing raft indexes.
@@ -67,7 +80,7 @@ func putCmd(id uint64, key, val string, lease int64) *wire.Command {
 // keys, checkpoints, a revoked lease, dedup entries with txn results, and binary keys and values.
 func buildRichFSM(t testing.TB) *fsmDriver {
 	t.Helper()
-	d := &fsmDriver{f: detachedFSM()}
+	d := &fsmDriver{f: detachedFSM(t)}
 	must := func(res *wire.Result) {
 		t.Helper()
 		if res.Code != wire.CodeOK {
@@ -122,7 +135,7 @@ func assertSameState(t testing.TB, want, got *mvcc.State) {
 		Hash                             uint32
 	}
 	of := func(st *mvcc.State) counters {
-		return counters{st.Rev(), st.CompactRev(), st.Size(), st.Keys(), st.Versions(), st.LeaseCount(), st.RememberedCount(), st.Hash(st.Rev())}
+		return counters{st.Rev(), st.CompactRev(), st.Size(), st.Keys(), st.Versions(), st.LeaseCount(), st.RememberedCount(), mustHash(t, st, st.Rev())}
 	}
 	if w, g := of(want), of(got); g != w {
 		t.Fatalf("state %+v, want %+v", g, w)
@@ -225,7 +238,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		t.Fatalf("sink closed %v cancelled %v, want closed only", sink.closed, sink.cancelled)
 	}
 
-	r := &fsmDriver{f: detachedFSM()}
+	r := &fsmDriver{f: detachedFSM(t)}
 	r.apply(t, putCmd(500, "old", "state", 0)) // replaced wholesale by the restore
 	if err := r.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatalf("Restore: %v", err)
@@ -259,7 +272,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 	// Continue from the snapshot point on r (which held other state before) and on a fresh fsm:
 	// retries are answered from the dedup table, and new commands apply alike on both.
 	r.index = wantApplied
-	fresh := &fsmDriver{f: detachedFSM()}
+	fresh := &fsmDriver{f: detachedFSM(t)}
 	if err := fresh.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +301,7 @@ func TestSnapshot_PersistFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer snap.Release()
 	sink := &memSink{failAfter: 16}
 	if err := snap.Persist(sink); err == nil {
 		t.Fatal("Persist into a failing sink succeeded")
@@ -300,7 +314,7 @@ func TestSnapshot_PersistFailure(t *testing.T) {
 // smallSnapshot has every frame type and stays small enough to damage at every position.
 func smallSnapshot(t testing.TB) []byte {
 	t.Helper()
-	d := &fsmDriver{f: detachedFSM()}
+	d := &fsmDriver{f: detachedFSM(t)}
 	d.apply(t, &wire.Command{Kind: wire.KindLeaseGrant, LeaseID: 3, LeaseTTL: 9})
 	d.apply(t, putCmd(1, "a", "x", 3))
 	d.apply(t, putCmd(2, "b", "y", 0))
@@ -323,4 +337,14 @@ func TestSnapshot_RestoreCorruptKeepsState(t *testing.T) {
 	if d.f.applied.Load() != applied {
 		t.Fatalf("applied index moved to %d", d.f.applied.Load())
 	}
+}
+
+// mustHash is st.Hash(rev); st must be the fsm's own state or a pinned clone.
+func mustHash(t testing.TB, st *mvcc.State, rev int64) uint32 {
+	t.Helper()
+	h, err := st.Hash(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

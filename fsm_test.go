@@ -39,7 +39,7 @@ func putCommand(id wire.RequestID, key, val string) []byte {
 // A command that reaches the log twice (a retry after an unknown outcome) applies once, and the
 // retry gets the first result.
 func TestFSM_DuplicateRequestAppliesOnce(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+	f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	id := wire.RequestID{Client: 7, Seq: 1}
 	data := putCommand(id, "k", "v")
 	out := f.ApplyBatch([]*raft.Log{
@@ -71,7 +71,7 @@ func latestRecord(st *mvcc.State, key string) *mvcc.Record {
 
 // Request IDs are forgotten after the window, deterministically by log index.
 func TestFSM_DedupWindowExpires(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+	f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	old := wire.RequestID{Client: 1, Seq: 1}
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(old, "a", "1")}})
 	f.ApplyBatch([]*raft.Log{{Index: mvcc.DedupWindow + 2, Type: raft.LogCommand,
@@ -118,12 +118,12 @@ func TestStore_Submit_RetryIsIdempotent(t *testing.T) {
 
 // A read view is a consistent, immutable copy: writes applied after it was taken do not show.
 func TestFSM_ReadViewIsImmutable(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+	f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "1")}})
 	v := f.view()
 	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: putCommand(wire.RequestID{}, "k", "2")}})
-	if r := latestRecord(v.st, "k"); r.Value != "1" || v.st.Rev() != 2 {
-		t.Fatalf("old view sees %q at rev %d, want 1 at 2", r.Value, v.st.Rev())
+	if val, _ := v.st.Value(latestRecord(v.st, "k")); val != "1" || v.st.Rev() != 2 {
+		t.Fatalf("old view sees %q at rev %d, want 1 at 2", val, v.st.Rev())
 	}
 	if nv := f.view(); nv == v || nv.applied != 2 {
 		t.Fatalf("new view not taken after apply (applied %d)", nv.applied)
@@ -132,7 +132,7 @@ func TestFSM_ReadViewIsImmutable(t *testing.T) {
 
 // An undecodable entry fails alone and leaves the state untouched.
 func TestFSM_UndecodableEntry(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+	f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	out := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{0xff, 0x01}}})
 	if r := out[0].(*wire.Result); r.Code != wire.CodeMalformed || f.app.State().Rev() != 1 {
 		t.Fatalf("result %+v, rev %d", r, f.app.State().Rev())
@@ -165,7 +165,7 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+			f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 			out := f.ApplyBatch([]*raft.Log{{Index: tc.index, Type: raft.LogCommand, Data: retry(tc.floor, uint64(i+1))}})
 			res := out[0].(*wire.Result)
 			if res.Code != tc.wCode || (f.app.State().Rev() == 2) != tc.wApplied {
@@ -178,7 +178,7 @@ func TestFSM_RetryBeyondDedupWindowIsRefused(t *testing.T) {
 // An entry that fails its checksum stops the member before it is applied: the entries before it
 // in the batch are applied and published, it and the ones after are not.
 func TestFSM_DamagedEntryStopsBeforeApplying(t *testing.T) {
-	f := newFSM(nopLogger(), newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
+	f := newTestFSM(t, newWatchHub(nil, 0, 0), newLessor(nil, nil, 0), defaultDedupResultBytes)
 	var stopped error
 	f.corrupt = func(err error) {
 		stopped = err

@@ -24,10 +24,19 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 	if s.stopped() {
 		return nil, ErrStopped
 	}
-	st := s.fsm.view().st
+	v, release, err := s.fsm.pinnedView() // every value of one state, whatever compacts meanwhile
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	st := v.st
 	rev, code := st.CheckRev(rev)
 	if err := codeError(code); err != nil {
 		return nil, err
 	}
-	return &HashKVResponse{Header: s.header(st.Rev()), Hash: st.Hash(rev), CompactRevision: st.CompactRev(), HashRevision: rev}, nil
+	h, err := st.Hash(rev)
+	if err != nil {
+		return nil, err
+	}
+	return &HashKVResponse{Header: s.header(st.Rev()), Hash: h, CompactRevision: st.CompactRev(), HashRevision: rev}, nil
 }

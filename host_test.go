@@ -38,7 +38,7 @@ func newTestHost(t testing.TB, limits hubLimits) *testHost {
 	h := &testHost{ctx: ctx}
 	hub := newWatchHub(h, defaultProgressInterval, time.Second)
 	hub.limits = limits
-	h.fsm = newFSM(hclog.NewNullLogger(), hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes)
+	h.fsm = newTestFSM(t, hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes)
 	t.Cleanup(func() {
 		h.mu.Lock()
 		h.closing = true

@@ -106,37 +106,72 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, count, more, code := v.st.RangeRecords(&w)
-	if code != wire.CodeOK {
+	for attempt := 1; ; attempt++ {
+		r, code := getFrom(v.st, &w)
+		if code == wire.CodeOK {
+			r.Header = s.header(v.st.Rev())
+			return r, nil
+		}
+		// A value compacted after v was cloned (mvcc.State.Value): a newer view answers,
+		// ErrCompacted if the revision asked for is below its compaction revision now.
+		if code == wire.CodeCompacted && s.stopped() {
+			return nil, s.stoppedErr() // the values file closed under the read
+		}
+		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
+			v = nv
+			continue
+		}
 		return nil, codeError(code)
 	}
-	r := &GetResponse{Header: s.header(v.st.Rev()), More: more, Count: count}
-	if len(recs) > 0 {
-		// One allocation for all pairs and one for all their bytes: ranges can return many.
-		r.Kvs = make([]*KeyValue, len(recs))
-		kvs := make([]KeyValue, len(recs))
-		n := 0
-		for _, rec := range recs {
-			n += len(rec.Key)
-			if !w.KeysOnly {
-				n += len(rec.Value)
-			}
-		}
-		buf := make([]byte, 0, n)
+}
+
+// maxViewAttempts bounds how often a read moves to a newer view because compactions keep
+// removing values from under it; the last attempt's ErrCompacted is then the answer.
+const maxViewAttempts = 3
+
+// getFrom answers a single range from st.
+func getFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {
+	recs, count, more, code := st.RangeRecords(w)
+	if code != wire.CodeOK {
+		return nil, code
+	}
+	r := &GetResponse{More: more, Count: count}
+	if len(recs) == 0 {
+		return r, wire.CodeOK
+	}
+	var values []string
+	n := 0
+	for _, rec := range recs {
+		n += len(rec.Key)
+	}
+	if !w.KeysOnly {
+		values = make([]string, len(recs))
 		for i, rec := range recs {
-			kv := &kvs[i]
-			buf = append(buf, rec.Key...)
-			kv.Key = buf[len(buf)-len(rec.Key) : len(buf) : len(buf)]
-			kv.CreateRevision, kv.ModRevision, kv.Version = rec.Create, rec.Mod, rec.Version
-			if !w.KeysOnly {
-				buf = append(buf, rec.Value...)
-				kv.Value = buf[len(buf)-len(rec.Value) : len(buf) : len(buf)]
-				kv.Lease = rec.Lease
+			v, ok := st.Value(rec)
+			if !ok {
+				return nil, wire.CodeCompacted
 			}
-			r.Kvs[i] = kv
+			values[i] = v
+			n += len(v)
 		}
 	}
-	return r, nil
+	// One allocation for all pairs and one for all their bytes: ranges can return many.
+	r.Kvs = make([]*KeyValue, len(recs))
+	kvs := make([]KeyValue, len(recs))
+	buf := make([]byte, 0, n)
+	for i, rec := range recs {
+		kv := &kvs[i]
+		buf = append(buf, rec.Key...)
+		kv.Key = buf[len(buf)-len(rec.Key) : len(buf) : len(buf)]
+		kv.CreateRevision, kv.ModRevision, kv.Version = rec.Create, rec.Mod, rec.Version
+		if !w.KeysOnly {
+			buf = append(buf, values[i]...)
+			kv.Value = buf[len(buf)-len(values[i]) : len(buf) : len(buf)]
+			kv.Lease = rec.Lease
+		}
+		r.Kvs[i] = kv
+	}
+	return r, wire.CodeOK
 }
 
 // Compact drops history before rev: reads and watches at revisions below it fail with

@@ -30,11 +30,21 @@ func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire
 	if err != nil {
 		return nil, err
 	}
-	res, code := v.st.ReadTxn(t)
-	if code != wire.CodeOK {
+	for attempt := 1; ; attempt++ {
+		res, code := v.st.ReadTxn(t)
+		if code == wire.CodeOK {
+			return res, nil
+		}
+		// As get: a value compacted after v was cloned; a newer view answers.
+		if code == wire.CodeCompacted && s.stopped() {
+			return nil, s.stoppedErr() // the values file closed under the read
+		}
+		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
+			v = nv
+			continue
+		}
 		return nil, codeError(code)
 	}
-	return res, nil
 }
 
 // fetchReadIndex obtains a read index: from this member if it leads, else from the leader.

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/readindex"
 )
 
@@ -136,7 +137,13 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	}
 	s.watch = newWatchHub(s, s.cfg.progressInterval, s.cfg.electionTimeout)
 	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
-	s.fsm = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes)
+	valuesDir := ""
+	if dir != "" {
+		valuesDir = filepath.Join(dir, "values")
+	}
+	if s.fsm, err = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes, valuesDir, mvcc.InlineValueMax); err != nil {
+		return err
+	}
 	s.readIndex = readindex.New(s.fetchReadIndex)
 	if err := s.instrument(); err != nil {
 		return err
@@ -335,6 +342,9 @@ func (s *Store) Close() error {
 			errs = append(errs, s.net.close())
 		}
 		s.wg.Wait()
+		if s.fsm != nil {
+			s.fsm.close()
+		}
 		if s.stores != nil {
 			errs = append(errs, s.stores.Close())
 		}

@@ -440,9 +440,9 @@ func (h *watchHub) unregister(w *watcher) {
 
 // eventSize is what an event of r costs in the hub's bounds, with prev when it carries it.
 func eventSize(r, prev *mvcc.Record) int64 {
-	n := int64(len(r.Key)+len(r.Value)) + eventOverhead
+	n := int64(len(r.Key)+r.ValueLen()) + eventOverhead
 	if prev != nil {
-		n += int64(len(prev.Key) + len(prev.Value))
+		n += int64(len(prev.Key) + prev.ValueLen())
 	}
 	return n
 }
@@ -586,7 +586,7 @@ func (h *watchHub) fanOut(revs []revEvents) {
 				var prev *mvcc.Record
 				if w.prevKV {
 					if withPrev == nil {
-						withPrev = eventOf(ev.Rec, ev.Prev, true)
+						withPrev = eventOf(ev.Rec, ev.Value, ev.Prev, ev.PrevValue, true)
 					}
 					e = withPrev
 					if withPrev.PrevKv != nil {
@@ -594,7 +594,7 @@ func (h *watchHub) fanOut(revs []revEvents) {
 					}
 				} else {
 					if plain == nil {
-						plain = eventOf(ev.Rec, nil, false)
+						plain = eventOf(ev.Rec, ev.Value, nil, "", false)
 					}
 					e = plain
 				}
@@ -653,24 +653,27 @@ func (w *watcher) wants(r *mvcc.Record) bool {
 	return !(w.filterPut && !r.Tombstone) && !(w.filterDelete && r.Tombstone)
 }
 
-func eventOf(r, prev *mvcc.Record, withPrev bool) *Event {
+// eventOf is the event of the change r with its value, and prev's pair if withPrev.
+func eventOf(r *mvcc.Record, value string, prev *mvcc.Record, prevValue string, withPrev bool) *Event {
 	e := &Event{}
 	if r.Tombstone {
 		e.Type = EventTypeDelete
-		// Deliberately not keyValueOf(r.ToWire(false)): like etcd's, a delete event's pair holds
-		// only the key and the deleting revision, with a nil Value (toWire gives an empty, non-nil
-		// one; the other fields of a tombstone are zero either way).
+		// Like etcd's, a delete event's pair holds only the key and the deleting revision, with
+		// a nil Value (the other fields of a tombstone are zero).
 		e.Kv = &KeyValue{Key: []byte(r.Key), ModRevision: r.Mod}
 	} else {
-		e.Kv = kvFromWire(ptr(r.ToWire(false)))
+		e.Kv = recordKeyValue(r, value)
 	}
 	if withPrev && prev != nil && !prev.Tombstone {
-		e.PrevKv = kvFromWire(ptr(prev.ToWire(false)))
+		e.PrevKv = recordKeyValue(prev, prevValue)
 	}
 	return e
 }
 
-func ptr[T any](v T) *T { return &v }
+func recordKeyValue(r *mvcc.Record, value string) *KeyValue {
+	return &KeyValue{Key: []byte(r.Key), Value: []byte(value), CreateRevision: r.Create,
+		ModRevision: r.Mod, Version: r.Version, Lease: r.Lease}
+}
 
 func (w *watcher) nudge() {
 	select {
@@ -856,7 +859,21 @@ func (w *watcher) catchUp() bool {
 		if next > target {
 			break
 		}
-		evs, last := w.readHistory(v.st, next, target)
+		evs, last, ok := w.readHistory(v.st, next, target)
+		if !ok {
+			// A value compacted after v was cloned: next is below the compaction
+			// revision of a newer view, which the next round finds. Without a newer view
+			// the file lost the value (or the member is closing).
+			if h.host.lifetime().Err() != nil {
+				return false // closing: the file is closed, not damaged
+			}
+			if h.host.view() == v {
+				w.send(WatchResponse{Header: h.host.header(v.st.Rev()), Canceled: true,
+					CancelReason: ErrCorrupt.Error(), cancelErr: ErrCorrupt})
+				return false
+			}
+			continue
+		}
 		if len(evs) > 0 && !w.send(WatchResponse{Header: h.host.header(v.st.Rev()), Events: evs}) {
 			return false
 		}
@@ -883,10 +900,12 @@ func (w *watcher) catchUp() bool {
 
 // readHistory returns the matching events of the revisions from next through upTo that fit in
 // one response (at least one revision, however large; whole revisions only), scanning at most
-// catchUpRevisions revisions, and the last revision it covered.
-func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64) {
+// catchUpRevisions revisions, and the last revision it covered. It returns false if a value was
+// compacted after st was cloned (mvcc.State.Value).
+func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64, bool) {
 	lim := w.hub.limits
 	var evs []*Event
+	missed := false
 	var bytes int64
 	last := upTo
 	revsSeen := 0
@@ -907,12 +926,21 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 			return true
 		}
 		var prev *mvcc.Record
+		var prevValue string
 		if w.prevKV && r.Mod > st.CompactRev() {
 			// At the compaction revision the previous version is compacted (etcd: "nothing
 			// will be returned"), even while a pending removal still holds it.
 			prev = st.PrevVersion(r)
 		}
-		e := eventOf(r, prev, w.prevKV)
+		value, ok := st.Value(r)
+		if ok && prev != nil && !prev.Tombstone {
+			prevValue, ok = st.Value(prev)
+		}
+		if !ok {
+			missed = true
+			return false
+		}
+		e := eventOf(r, value, prev, prevValue, w.prevKV)
 		if e.PrevKv == nil {
 			prev = nil
 		}
@@ -925,5 +953,5 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 		}
 		return true
 	})
-	return evs, last
+	return evs, last, !missed
 }

@@ -39,7 +39,7 @@ func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 	if !manual {
 		host.spawn(host.fsm.watch.dispatch)
 	}
-	return &hubRig{t: t, host: host, h: host.fsm.watch, src: detachedFSM()}
+	return &hubRig{t: t, host: host, h: host.fsm.watch, src: detachedFSM(t)}
 }
 
 // watch opens a watch on the rig's hub, as Store.Watch does for a start revision of 0 or more.
@@ -79,6 +79,7 @@ func (r *hubRig) installSnapshot() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	defer snap.Release()
 	sink := &memSink{}
 	if err := snap.Persist(sink); err != nil {
 		r.t.Fatal(err)
@@ -97,8 +98,15 @@ func (r *hubRig) drain() {
 // history is every change src made, as watchcheck wants it.
 func (r *hubRig) history() []watchcheck.Revision {
 	var h []watchcheck.Revision
-	r.src.app.State().Changes(0, func(rec *mvcc.Record) bool {
-		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, r.src.app.State().PrevVersion(rec), true))})
+	st := r.src.app.State()
+	st.Changes(0, func(rec *mvcc.Record) bool {
+		prev := st.PrevVersion(rec)
+		var prevValue string
+		if prev != nil {
+			prevValue, _ = st.Value(prev)
+		}
+		value, _ := st.Value(rec)
+		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, value, prev, prevValue, true))})
 		return true
 	})
 	return h

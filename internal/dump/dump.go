@@ -278,8 +278,9 @@ func (d *dumper) keys() error {
 	}
 	key := []byte(d.opts.Prefix)
 	st.Scan(mvcc.NewKeyRange(key, mvcc.PrefixEnd(key)), rev, func(r *mvcc.Record) bool {
+		value, _ := st.Value(r) // the replayed state holds every value in memory
 		kv.resp.Kvs = append(kv.resp.Kvs, dumpKV{Key: []byte(r.Key), CreateRevision: r.Create,
-			ModRevision: r.Mod, Version: r.Version, Value: []byte(r.Value), Lease: r.Lease})
+			ModRevision: r.Mod, Version: r.Version, Value: []byte(value), Lease: r.Lease})
 		return true
 	})
 	kv.resp.Count = int64(len(kv.resp.Kvs))

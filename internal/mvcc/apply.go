@@ -90,9 +90,11 @@ type Applied struct {
 	Compacted bool          // a compaction was applied: its removal is pending (CompactStep)
 }
 
-// Apply applies the command entry at raft index index. It fails only for an entry that does not
-// match its checksum (wire.ErrChecksum), which must not be applied: this member's copy of the
-// log is damaged, and applying anything, or skipping the entry, would make it diverge.
+// Apply applies the command entry at raft index index. It fails for an entry that does not match
+// its checksum (wire.ErrChecksum), which must not be applied: this member's copy of the log is
+// damaged, and applying anything, or skipping the entry, would make it diverge. It fails with
+// ErrCorrupt when the state's values file lost a value the command read: the state can no
+// longer be trusted, and the owner must stop applying.
 func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 	cmd, err := wire.UnmarshalCommand(data)
 	if errors.Is(err, wire.ErrChecksum) {
@@ -124,6 +126,9 @@ func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 		return Applied{Result: res}, nil
 	}
 	out := a.execute(cmd)
+	if err := a.st.Damage(); err != nil {
+		return Applied{}, err
+	}
 	if !cmd.ID.IsZero() {
 		a.remember(cmd.ID, index, out.Result)
 	}

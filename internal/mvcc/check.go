@@ -8,8 +8,8 @@ func (st *State) Versions() int { return st.history.Len() }
 
 // Check reports the first disagreement between the state's indexes: history and revs must hold
 // the same records, size must be the sum of their sizes, latest must hold exactly each key's
-// newest version unless that is a tombstone, and with no removal pending nothing a compaction
-// drops may be left. It visits every version: for offline inspection and tests, never for the
+// newest version unless that is a tombstone, with no removal pending nothing a compaction drops
+// may be left, and every stored value must be found (st is the Applier's own or pinned). It visits every version: for offline inspection and tests, never for the
 // apply path.
 func (st *State) Check() error {
 	inHistory := map[*Record]bool{}
@@ -54,6 +54,16 @@ func (st *State) Check() error {
 		return fmt.Errorf("size %d, records add up to %d", st.size, size)
 	case obsolete != nil && !st.compactPending:
 		return fmt.Errorf("%s survived the compaction at %d", recordName(obsolete), st.compactRev)
+	}
+	var missing error
+	st.history.Scan(func(r *Record) bool {
+		if _, ok := st.valueOf(r); !ok {
+			missing = errValueMissing(r)
+		}
+		return missing == nil
+	})
+	if missing != nil {
+		return missing
 	}
 	live := 0
 	for _, r := range newest {

@@ -206,7 +206,7 @@ func readingsAt(t testing.TB, st *State, rev int64, nKeys int) string {
 	t.Helper()
 	var b strings.Builder
 	render := func(op wire.Op) {
-		res, code := st.rangeKeys(&op, st.Rev())
+		res, code := rangeKeys(st, &op)
 		if code != wire.CodeOK {
 			fmt.Fprintf(&b, "code %d;", code)
 			return
@@ -334,14 +334,19 @@ func stateReadings(t testing.TB, st *State, nKeys int, revs []int64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rev %d compacted %d\n", st.Rev(), st.CompactRev())
 	for _, r := range append([]int64{max(st.CompactRev(), 1), st.Rev()}, revs...) {
-		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, st.Hash(r), readingsAt(t, st, r, nKeys))
+		h, err := st.Hash(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "@%d hash %08x %s\n", r, h, readingsAt(t, st, r, nKeys))
 	}
 	// Watch catch-up reads the changes from the compaction revision on and, above it, each
 	// change's previous version (see the root package's watcher.readHistory).
 	st.Changes(max(st.CompactRev(), 1), func(r *Record) bool {
 		fmt.Fprintf(&b, "change %s", recordName(r))
 		if prev := st.PrevVersion(r); r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone {
-			fmt.Fprintf(&b, " prev %s@%d", prev.Value, prev.Mod)
+			v, _ := st.Value(prev)
+			fmt.Fprintf(&b, " prev %s@%d", v, prev.Mod)
 		}
 		b.WriteString("\n")
 		return true

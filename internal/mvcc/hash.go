@@ -7,10 +7,12 @@ import (
 
 // hash is the CRC-32C of every version with a revision at or below rev that compaction keeps, in
 // revision order. Records a pending removal has not reached yet are skipped, so the hash does not
-// depend on how far the removal got.
-func (st *State) Hash(rev int64) uint32 {
+// depend on how far the removal got. st must be the Applier's own state or a pinned clone: the
+// only failure is a value missing from its file.
+func (st *State) Hash(rev int64) (uint32, error) {
 	h := crc32.New(castagnoli)
 	var buf []byte
+	var missing error
 	st.revs.Scan(func(r *Record) bool {
 		if r.Mod > rev {
 			return false
@@ -31,10 +33,15 @@ func (st *State) Hash(rev int64) uint32 {
 		}
 		buf = binary.AppendUvarint(buf, uint64(len(r.Key)))
 		buf = append(buf, r.Key...)
-		buf = binary.AppendUvarint(buf, uint64(len(r.Value)))
-		buf = append(buf, r.Value...)
+		value, ok := st.valueOf(r)
+		if !ok {
+			missing = errValueMissing(r)
+			return false
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(value)))
+		buf = append(buf, value...)
 		h.Write(buf)
 		return true
 	})
-	return h.Sum32()
+	return h.Sum32(), missing
 }

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"slices"
 
 	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/wire"
@@ -100,12 +101,17 @@ func (sw *snapshotWriter) record(st *State, r, after *Record) {
 	sw.e.Varint(r.Version)
 	sw.e.Varint(r.Lease)
 	sw.e.Bool(r.Tombstone)
-	sw.e.String(r.Value)
+	value, ok := st.valueOf(r)
+	if !ok && sw.err == nil {
+		sw.err = errValueMissing(r)
+	}
+	sw.e.String(value)
 	sw.n++
 	sw.flushBatch(frameRecords, false)
 }
 
-// writeSnapshot streams st to w. It only reads st, which is a private copy.
+// writeSnapshot streams st to w. It only reads st, which is a private copy: a pinned one (Pin) if
+// it has a values file.
 func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10), crc: crc32.New(castagnoli)}
 	sw.write([]byte(snapshotMagic))
@@ -176,8 +182,16 @@ func errSnapshot(format string, args ...any) error {
 	return fmt.Errorf("%w: snapshot: %s", ErrCorrupt, fmt.Sprintf(format, args...))
 }
 
-// readSnapshot decodes a snapshot stream into a fresh state.
-func ReadSnapshot(r io.Reader) (*State, uint64, error) {
+// readSnapshot decodes a snapshot stream into a fresh state that holds every value in memory.
+func ReadSnapshot(r io.Reader) (*State, uint64, error) { return ReadSnapshotTo(r, nil) }
+
+// restoreBatchBytes bounds the stored values a restore holds in memory before writing them to
+// the values file.
+const restoreBatchBytes = 8 << 20
+
+// ReadSnapshotTo decodes a snapshot stream into a fresh state whose large values go to vals, an
+// empty file (nil: every value in memory). On failure vals holds garbage: close it.
+func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	crc := crc32.New(castagnoli)
 	magic := make([]byte, len(snapshotMagic))
@@ -185,7 +199,8 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 		return nil, 0, errSnapshot("bad magic")
 	}
 	crc.Write(magic)
-	st := New()
+	st := NewOnDisk(vals)
+	pendingBytes := 0
 	var applied uint64
 	var sawHeader bool
 	var last *Record
@@ -226,10 +241,12 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
 				rec := &Record{Key: d.String(), Mod: d.Varint(), Sub: d.Varint(), Create: d.Varint(),
-					Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool(), Value: d.String()}
+					Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool()}
+				value := d.String()
 				if d.Err() != nil {
 					break
 				}
+				st.storeValue(rec, value)
 				if err := checkRecord(rec, last, st.rev); err != nil {
 					return nil, 0, err
 				}
@@ -242,6 +259,12 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 				}
 				st.size += rec.Size()
 				last = rec
+				if pendingBytes += len(value); pendingBytes >= restoreBatchBytes {
+					if err := st.syncRestored(); err != nil {
+						return nil, 0, err
+					}
+					pendingBytes = 0
+				}
 			}
 		case frameLeases:
 			n := d.Len(len(payload))
@@ -303,7 +326,25 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) {
 	if err := deriveIndexes(st); err != nil {
 		return nil, 0, err
 	}
+	if err := st.syncRestored(); err != nil {
+		return nil, 0, err
+	}
 	return st, applied, nil
+}
+
+// syncRestored writes the values a restore holds to the file. Records arrive in key order, so
+// they are sorted by revision first, as SyncValues and valueOf expect.
+func (st *State) syncRestored() error {
+	if st.vals == nil {
+		return nil
+	}
+	slices.SortFunc(st.pending, func(a, b pendingValue) int {
+		if a.pos.less(b.pos) {
+			return -1
+		}
+		return 1
+	})
+	return st.SyncValues()
 }
 
 func readFrame(br *bufio.Reader, crc hash.Hash32) (byte, []byte, error) {
@@ -336,7 +377,7 @@ func checkRecord(r, last *Record, rev int64) error {
 		return errSnapshot("empty key")
 	case r.Mod < 1 || r.Mod > rev || r.Sub < 0:
 		return errSnapshot("key %q: revision %d outside [1, %d]", r.Key, r.Mod, rev)
-	case r.Tombstone && (r.Create != 0 || r.Version != 0 || r.Lease != 0 || r.Value != ""):
+	case r.Tombstone && (r.Create != 0 || r.Version != 0 || r.Lease != 0 || r.ValueLen() != 0):
 		return errSnapshot("key %q: tombstone with data", r.Key)
 	case !r.Tombstone && (r.Create < 1 || r.Create > r.Mod || r.Version < 1):
 		return errSnapshot("key %q: bad create revision or version", r.Key)

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tidwall/btree"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -23,21 +24,39 @@ type Record struct {
 	Version   int64 // 1 at creation, +1 per put; 0 for a tombstone
 	Lease     int64
 	Tombstone bool
+	// stored means the value is in the state's Values file under (Mod, Sub), not in Value;
+	// valueLen is then its length. See storeValue.
+	stored   bool
+	valueLen int32
 }
 
 // recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
 // logical size the space quota is measured on.
 const recordOverhead = 64
 
-func (r *Record) Size() int64 { return int64(len(r.Key)+len(r.Value)) + recordOverhead }
+func (r *Record) Size() int64 { return int64(len(r.Key)+r.ValueLen()) + recordOverhead }
 
-func (r *Record) ToWire(keysOnly bool) wire.KV {
+// ValueLen is the length of r's value, wherever it is held.
+func (r *Record) ValueLen() int {
+	if r.stored {
+		return int(r.valueLen)
+	}
+	return len(r.Value)
+}
+
+// ToWire returns r as a wire pair with its value read as valueOf does; false means the value was
+// compacted after st was cloned.
+func (st *State) ToWire(r *Record, keysOnly bool) (wire.KV, bool) {
 	kv := wire.KV{Key: []byte(r.Key), CreateRevision: r.Create, ModRevision: r.Mod, Version: r.Version}
 	if !keysOnly {
-		kv.Value = []byte(r.Value)
+		v, ok := st.valueOf(r)
+		if !ok {
+			return wire.KV{}, false
+		}
+		kv.Value = []byte(v)
 		kv.Lease = r.Lease
 	}
-	return kv
+	return kv, true
 }
 
 // leaseRecord is a lease as the state machine knows it. Deadlines are not state: only the leader
@@ -101,6 +120,17 @@ type State struct {
 	// pending removal, so these two fields are not in them.
 	compactPending bool
 	compactCursor  revPos // where the pending removal resumes in revs
+
+	// Values larger than InlineValueMax live in vals when it is set (a member with a data
+	// dir), else every value is in its record. See values.go.
+	vals         *Values
+	pending      []pendingValue // stored values not yet in vals, in revision order
+	doomedValues []revPos       // values of versions compaction dropped, still in vals
+	tx           *bolt.Tx       // a pinned clone's read transaction on vals
+	// damage is the first value the state failed to find in its own file; the Applier stops
+	// on it (the file is damaged, so the state can no longer be trusted). Only the Applier's
+	// own state sets it.
+	damage error
 }
 
 // revPos is a position in revs: a change's main and sub revision.
@@ -143,6 +173,13 @@ func New() *State {
 	}
 }
 
+// NewOnDisk returns an empty state whose values larger than InlineValueMax live in vals.
+func NewOnDisk(vals *Values) *State {
+	st := New()
+	st.vals = vals
+	return st
+}
+
 // clone returns a copy that shares structure with st (O(1)); later writes to st copy the nodes
 // they touch. Callers must hold the lock that serializes writers of st.
 func (st *State) Clone() *State {
@@ -160,6 +197,9 @@ func (st *State) Clone() *State {
 
 		compactPending: st.compactPending,
 		compactCursor:  st.compactCursor,
+
+		vals:    st.vals,
+		pending: st.pending[:len(st.pending):len(st.pending)], // appends by either copy reallocate
 	}
 }
 
@@ -318,9 +358,9 @@ func (st *State) scan(kr KeyRange, rev, cur int64, fn func(*Record) bool) {
 	}
 }
 
-// rangeKeys answers a range request; cur is as for checkRev.
-func (st *State) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code) {
-	recs, count, more, code := st.rangeRecords(op, cur)
+// rangeKeys answers a range request within w.
+func (w *writeTxn) rangeKeys(op *wire.Op) (*wire.RangeResult, wire.Code) {
+	recs, count, more, code := w.st.rangeRecords(op, w.cur(), w.value)
 	if code != wire.CodeOK {
 		return nil, code
 	}
@@ -329,7 +369,7 @@ func (st *State) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code
 		kvs := make([]wire.KV, len(recs))
 		res.Kvs = make([]*wire.KV, len(recs))
 		for i, r := range recs {
-			kvs[i] = r.ToWire(op.KeysOnly)
+			kvs[i] = w.toWire(r, op.KeysOnly)
 			res.Kvs[i] = &kvs[i]
 		}
 	}
@@ -337,8 +377,9 @@ func (st *State) rangeKeys(op *wire.Op, cur int64) (*wire.RangeResult, wire.Code
 }
 
 // rangeRecords returns the records op selects, in the order it asks for and cut to its limit,
-// with the count of all matches and whether the limit cut any.
-func (st *State) rangeRecords(op *wire.Op, cur int64) (recs []*Record, count int64, more bool, code wire.Code) {
+// with the count of all matches and whether the limit cut any. value reads a record's value for
+// a sort by value.
+func (st *State) rangeRecords(op *wire.Op, cur int64, value func(*Record) string) (recs []*Record, count int64, more bool, code wire.Code) {
 	rev, code := st.checkRev(op.Revision, cur)
 	if code != wire.CodeOK {
 		return nil, 0, false, code
@@ -372,7 +413,7 @@ func (st *State) rangeRecords(op *wire.Op, cur int64) (recs []*Record, count int
 		return nil, count, false, wire.CodeOK
 	}
 	if !keyOrder {
-		sortRecords(recs, target, order)
+		sortRecords(recs, target, order, value)
 	}
 	if op.Limit > 0 && int64(len(recs)) > op.Limit {
 		recs, more = recs[:op.Limit], true
@@ -387,7 +428,7 @@ func passesFilters(op *wire.Op, r *Record) bool {
 		(op.MaxCreateRev <= 0 || r.Create <= op.MaxCreateRev)
 }
 
-func sortRecords(recs []*Record, target, order uint8) {
+func sortRecords(recs []*Record, target, order uint8, value func(*Record) string) {
 	var less func(a, b *Record) bool
 	switch target {
 	case wire.SortByVersion:
@@ -397,7 +438,11 @@ func sortRecords(recs []*Record, target, order uint8) {
 	case wire.SortByMod:
 		less = func(a, b *Record) bool { return a.Mod < b.Mod }
 	case wire.SortByValue:
-		less = func(a, b *Record) bool { return a.Value < b.Value }
+		values := make(map[*Record]string, len(recs))
+		for _, r := range recs {
+			values[r] = value(r)
+		}
+		less = func(a, b *Record) bool { return values[a] < values[b] }
 	default:
 		less = func(a, b *Record) bool { return a.Key < b.Key }
 	}
@@ -409,30 +454,31 @@ func sortRecords(recs []*Record, target, order uint8) {
 	sort.SliceStable(recs, func(i, j int) bool { return less(recs[i], recs[j]) })
 }
 
-// compare evaluates one txn compare against the current state.
-func (st *State) compare(c *wire.Compare) bool {
+// compare evaluates one txn compare against the state before the txn.
+func (w *writeTxn) compare(c *wire.Compare) bool {
+	st := w.st
 	kr := NewKeyRange(c.Key, c.End)
 	matched := false
 	ok := true
 	st.scan(kr, st.rev, st.rev, func(r *Record) bool {
 		matched = true
-		ok = compareRecord(c, r)
+		ok = w.compareRecord(c, r)
 		return ok
 	})
 	if !matched {
 		if c.Target == wire.TargetValue {
 			return false // a missing value cannot be compared (etcd: nil equals "" on the wire)
 		}
-		return compareRecord(c, &Record{})
+		return w.compareRecord(c, &Record{})
 	}
 	return ok
 }
 
-func compareRecord(c *wire.Compare, r *Record) bool {
+func (w *writeTxn) compareRecord(c *wire.Compare, r *Record) bool {
 	var cmp int
 	switch c.Target {
 	case wire.TargetValue:
-		cmp = strings.Compare(r.Value, string(c.Value))
+		cmp = strings.Compare(w.value(r), string(c.Value))
 	case wire.TargetVersion:
 		cmp = cmpInt(r.Version, c.Int)
 	case wire.TargetCreate:
@@ -467,21 +513,53 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// event is one change of a revision, as the watch hub and the lessor see it.
+// event is one change of a revision, as the watch hub and the lessor see it. It carries the
+// values, read while applying: a stored value may be compacted before a watcher is sent it.
 type Event struct {
-	Rec  *Record // the new version (a tombstone for a delete)
-	Prev *Record // the version it replaced, nil if the key did not exist
+	Rec       *Record // the new version (a tombstone for a delete)
+	Prev      *Record // the version it replaced, nil if the key did not exist
+	Value     string  // Rec's value
+	PrevValue string  // Prev's value
 }
 
-// writeTxn applies the changes of one revision. The caller has validated everything that can
-// fail, so a writeTxn never stops half-way.
+// writeTxn is one transaction over a state: it applies the changes of one revision to the
+// Applier's state (ApplyTxn), or answers a read-only transaction from a clone (ReadTxn). The
+// caller has validated everything that can fail, so a writeTxn never stops half-way.
 type writeTxn struct {
 	st     *State
 	rev    int64 // revision the changes get
 	events []Event
+	missed *Record // the first record whose value was not found (see valueOf)
 }
 
 func (st *State) beginWrite() *writeTxn { return &writeTxn{st: st, rev: st.rev + 1} }
+
+// value reads r's value, noting a miss.
+func (w *writeTxn) value(r *Record) string {
+	v, ok := w.st.valueOf(r)
+	if !ok && w.missed == nil {
+		w.missed = r
+	}
+	return v
+}
+
+// toWire is ToWire, noting a miss.
+func (w *writeTxn) toWire(r *Record, keysOnly bool) wire.KV {
+	var value string
+	if !keysOnly {
+		value = w.value(r)
+	}
+	return toWire(r, value, keysOnly)
+}
+
+func toWire(r *Record, value string, keysOnly bool) wire.KV {
+	kv := wire.KV{Key: []byte(r.Key), CreateRevision: r.Create, ModRevision: r.Mod, Version: r.Version}
+	if !keysOnly {
+		kv.Value = []byte(value)
+		kv.Lease = r.Lease
+	}
+	return kv
+}
 
 // end commits the revision if anything changed, and returns the events.
 func (w *writeTxn) end() []Event {
@@ -502,11 +580,14 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
 	old, _ := st.latest.Get(&Record{Key: key})
-	r := &Record{Key: key, Value: string(op.Value), Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
+	r := &Record{Key: key, Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
+	value := string(op.Value)
+	var oldValue string
 	if old != nil {
+		oldValue = w.value(old)
 		r.Create, r.Version = old.Create, old.Version+1
 		if op.IgnoreValue {
-			r.Value = old.Value
+			value = oldValue
 		}
 		if op.IgnoreLease {
 			r.Lease = old.Lease
@@ -514,6 +595,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	} else {
 		r.Create, r.Version = w.rev, 1
 	}
+	st.storeValue(r, value)
 	st.latest.Set(r)
 	w.insert(r)
 	if old != nil && old.Lease != 0 && old.Lease != r.Lease {
@@ -522,10 +604,10 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	if r.Lease != 0 {
 		st.leaseKeys.Set(leaseKey{r.Lease, key})
 	}
-	w.events = append(w.events, Event{Rec: r, Prev: old})
+	w.events = append(w.events, Event{Rec: r, Prev: old, Value: value, PrevValue: oldValue})
 	res := &wire.PutResult{}
 	if op.PrevKV && old != nil {
-		kv := old.ToWire(false)
+		kv := toWire(old, oldValue, false)
 		res.PrevKV = &kv
 	}
 	return res
@@ -540,7 +622,7 @@ func (w *writeTxn) deleteKey(old *Record) {
 	if old.Lease != 0 {
 		st.leaseKeys.Delete(leaseKey{old.Lease, old.Key})
 	}
-	w.events = append(w.events, Event{Rec: t, Prev: old})
+	w.events = append(w.events, Event{Rec: t, Prev: old, PrevValue: w.value(old)})
 }
 
 func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
@@ -554,7 +636,7 @@ func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
 		kvs := make([]wire.KV, len(doomed))
 		res.PrevKVs = make([]*wire.KV, len(doomed))
 		for i, r := range doomed {
-			kvs[i] = r.ToWire(false)
+			kvs[i] = w.toWire(r, false)
 			res.PrevKVs[i] = &kvs[i]
 		}
 	}
@@ -568,10 +650,10 @@ func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
 // computed before any op runs, so every compare (nested ones too) sees the state before the txn.
 type txnPath []bool
 
-func (st *State) computePath(t *wire.Txn, path txnPath) txnPath {
+func (w *writeTxn) computePath(t *wire.Txn, path txnPath) txnPath {
 	ok := true
 	for i := range t.Compares {
-		if !st.compare(&t.Compares[i]) {
+		if !w.compare(&t.Compares[i]) {
 			ok = false
 			break
 		}
@@ -579,7 +661,7 @@ func (st *State) computePath(t *wire.Txn, path txnPath) txnPath {
 	path = append(path, ok)
 	for i := range branch(t, ok) {
 		if op := &branch(t, ok)[i]; op.Kind == wire.OpTxn {
-			path = st.computePath(op.Txn, path)
+			path = w.computePath(op.Txn, path)
 		}
 	}
 	return path
@@ -637,7 +719,7 @@ func (w *writeTxn) execPath(t *wire.Txn, path txnPath) (*wire.TxnResult, txnPath
 		or.Kind = op.Kind
 		switch op.Kind {
 		case wire.OpRange:
-			or.Range, _ = w.st.rangeKeys(op, w.cur()) // checked by checkPath
+			or.Range, _ = w.rangeKeys(op) // checked by checkPath
 		case wire.OpPut:
 			or.Put = w.put(op)
 		case wire.OpDelete:
@@ -657,28 +739,41 @@ func (w *writeTxn) cur() int64 {
 	return w.st.rev
 }
 
-// applyTxn runs a validated transaction and returns its result and events.
+// applyTxn runs a validated transaction and returns its result and events. A value the state
+// cannot find in its own file is damage (see State.damage).
 func (st *State) ApplyTxn(t *wire.Txn) (*wire.Result, []Event) {
-	path := st.computePath(t, nil)
+	w := st.beginWrite()
+	defer func() {
+		if w.missed != nil && st.damage == nil {
+			st.damage = errValueMissing(w.missed)
+		}
+	}()
+	path := w.computePath(t, nil)
 	if _, code := st.checkPath(t, path); code != wire.CodeOK {
 		return &wire.Result{Code: code, Revision: st.rev}, nil
 	}
-	w := st.beginWrite()
 	tr, _ := w.execPath(t, path)
 	evs := w.end()
 	return &wire.Result{Revision: st.rev, Txn: tr}, evs
 }
 
-// readTxn answers a transaction that writes nothing, on a read view.
+// Damage is the first value the Applier's state failed to find in its own file, or nil.
+func (st *State) Damage() error { return st.damage }
+
+// readTxn answers a transaction that writes nothing, on a read view. It fails with
+// CodeCompacted if a value it reads was compacted after the view was cloned (see valueOf).
 func (st *State) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
-	path := st.computePath(t, nil)
-	if _, code := st.checkPath(t, path); code != wire.CodeOK {
-		return nil, code
-	}
 	// A read-only txn has no writes, so running it on a writeTxn changes nothing; the view is
 	// never mutated.
 	w := &writeTxn{st: st, rev: st.rev + 1}
+	path := w.computePath(t, nil)
+	if _, code := st.checkPath(t, path); code != wire.CodeOK {
+		return nil, code
+	}
 	tr, _ := w.execPath(t, path)
+	if w.missed != nil {
+		return nil, wire.CodeCompacted
+	}
 	return &wire.Result{Revision: st.rev, Txn: tr}, wire.CodeOK
 }
 
@@ -692,8 +787,15 @@ func (st *State) Scan(kr KeyRange, rev int64, fn func(*Record) bool) { st.scan(k
 
 // RangeRecords returns the records a range op selects, in the order it asks for and cut to its
 // limit, with the count of all matches and whether the limit cut any.
+// Read their values with Value; a sort by value that finds a value compacted after st was cloned
+// fails with CodeCompacted.
 func (st *State) RangeRecords(op *wire.Op) (recs []*Record, count int64, more bool, code wire.Code) {
-	return st.rangeRecords(op, st.rev)
+	w := &writeTxn{st: st}
+	recs, count, more, code = st.rangeRecords(op, st.rev, w.value)
+	if w.missed != nil {
+		return nil, 0, false, wire.CodeCompacted
+	}
+	return recs, count, more, code
 }
 
 // Changes calls fn for every change (a put or a tombstone) from revision from on, in revision

@@ -39,9 +39,19 @@ func stDelete(t testing.TB, st *State, key, end string) int64 {
 }
 
 // stGetAt reads a single key at rev (0 = latest) and fails the test on error.
+// rangeKeys answers a range op on st as a read-only txn would.
+func rangeKeys(st *State, op *wire.Op) (*wire.RangeResult, wire.Code) {
+	w := &writeTxn{st: st, rev: st.rev + 1}
+	res, code := w.rangeKeys(op)
+	if w.missed != nil {
+		return nil, wire.CodeCompacted
+	}
+	return res, code
+}
+
 func stGetAt(t testing.TB, st *State, key string, rev int64) *wire.RangeResult {
 	t.Helper()
-	res, code := st.rangeKeys(&wire.Op{Kind: wire.OpRange, Key: []byte(key), Revision: rev}, st.Rev())
+	res, code := rangeKeys(st, &wire.Op{Kind: wire.OpRange, Key: []byte(key), Revision: rev})
 	if code != wire.CodeOK {
 		t.Fatalf("get %q at %d: code %d", key, rev, code)
 	}
@@ -152,7 +162,7 @@ func TestState_Get_History(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := keyLife(t, tc.compactAt)
-			res, code := st.rangeKeys(&wire.Op{Kind: wire.OpRange, Key: []byte("k"), Revision: tc.rev}, st.Rev())
+			res, code := rangeKeys(st, &wire.Op{Kind: wire.OpRange, Key: []byte("k"), Revision: tc.rev})
 			if code != tc.wCode {
 				t.Fatalf("code %d, want %d", code, tc.wCode)
 			}

@@ -1,0 +1,251 @@
+package mvcc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// testValues is an empty values file that keeps values up to inlineMax bytes in their records.
+func testValues(t testing.TB, inlineMax int) *Values {
+	t.Helper()
+	vals, err := CreateValues(filepath.Join(t.TempDir(), "values.db"), inlineMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vals.Close() })
+	return vals
+}
+
+// valueReadings renders the reads that look at values beyond a plain range: a sort by value, a
+// txn whose compares test values, and a put that keeps the old value (on a throwaway clone).
+func valueReadings(t testing.TB, st *State, nKeys int) string {
+	t.Helper()
+	var b strings.Builder
+	op := wire.Op{Kind: wire.OpRange, Key: []byte{0}, End: []byte{0}, SortTarget: wire.SortByValue, SortOrder: wire.SortDescend}
+	recs, _, _, code := st.RangeRecords(&op)
+	fmt.Fprintf(&b, "by value %d:", code)
+	for _, r := range recs {
+		v, ok := st.Value(r)
+		fmt.Fprintf(&b, "%s=%s(%v),", r.Key, v, ok)
+	}
+	for i := range nKeys {
+		key := fmt.Sprintf("k%02d", i)
+		txn := &wire.Txn{
+			Compares: []wire.Compare{{Key: []byte(key), Target: wire.TargetValue, Result: wire.CompareGreater, Value: []byte("5")}},
+			Success:  []wire.Op{{Kind: wire.OpRange, Key: []byte(key)}},
+		}
+		res, code := st.ReadTxn(txn)
+		if code != wire.CodeOK {
+			fmt.Fprintf(&b, " txn %s code %d", key, code)
+			continue
+		}
+		fmt.Fprintf(&b, " txn %s %v", key, res.Txn.Succeeded)
+		res, evs := st.Clone().ApplyTxn(&wire.Txn{Success: []wire.Op{{Kind: wire.OpPut, Key: []byte(key), IgnoreValue: true, PrevKV: true}}})
+		if res.Code == wire.CodeOK {
+			fmt.Fprintf(&b, " keep %s prev %s event %s/%s", key, res.Txn.Responses[0].Put.PrevKV.Value, evs[0].Value, evs[0].PrevValue)
+		}
+	}
+	return b.String()
+}
+
+// TestState_OnDisk_EqualsInMemory runs the same random writes and compactions on a state that
+// holds every value in memory and on states with a values file (every value stored, or a mix
+// by length), syncing the file at random points. After every operation every observable reading
+// (reads at several revisions, hashes, watch catch-up, snapshots, reads of values) must be the
+// same, and the file-backed state must pass Check (every stored value found). A snapshot of the
+// file-backed state read into a new file must read the same again.
+func TestState_OnDisk_EqualsInMemory(t *testing.T) {
+	const nKeys = 20
+	for _, inlineMax := range []int{0, 2} {
+		for _, seed := range []int64{1, 2} {
+			t.Run(fmt.Sprintf("inline%d/seed%d", inlineMax, seed), func(t *testing.T) {
+				ctl := rand.New(rand.NewSource(seed))
+				wMem, wDisk := rand.New(rand.NewSource(seed+100)), rand.New(rand.NewSource(seed+100))
+				mem, disk := New(), NewOnDisk(testValues(t, inlineMax))
+				stored := 0
+				for op := 0; op < 80; op++ {
+					switch p := ctl.Intn(10); {
+					case p < 5:
+						n := 1 + ctl.Intn(4)
+						randomHistory(t, mem, wMem, n, nKeys)
+						randomHistory(t, disk, wDisk, n, nKeys)
+					case p < 6 && disk.rev > disk.compactRev:
+						rev := disk.compactRev + 1 + ctl.Int63n(disk.rev-disk.compactRev)
+						if code := mem.Compact(rev); code != wire.CodeOK {
+							t.Fatalf("compact(%d): code %d", rev, code)
+						}
+						if code := disk.Compact(rev); code != wire.CodeOK {
+							t.Fatalf("compact(%d): code %d", rev, code)
+						}
+					case p < 8:
+						n := 1 + ctl.Intn(6)
+						mem.CompactStep(n)
+						disk.CompactStep(n)
+					}
+					stored += len(disk.pending)
+					if ctl.Intn(2) == 0 {
+						if err := disk.SyncValues(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					revs := make([]int64, 3)
+					for i := range revs {
+						revs[i] = max(disk.compactRev, 1) + ctl.Int63n(disk.rev-max(disk.compactRev, 1)+1)
+					}
+					if want, got := stateReadings(t, mem, nKeys, revs), stateReadings(t, disk, nKeys, revs); got != want {
+						t.Fatalf("op %d: state on disk differs from the one in memory:\n got %s\nwant %s", op, got, want)
+					}
+					if want, got := valueReadings(t, mem, nKeys), valueReadings(t, disk, nKeys); got != want {
+						t.Fatalf("op %d: value reads differ:\n got %s\nwant %s", op, got, want)
+					}
+					checkTreesAgree(t, disk)
+				}
+				if stored == 0 {
+					t.Fatal("no value went to the file")
+				}
+				// Once the removal is done, the file holds exactly the stored values.
+				for disk.CompactStep(100) {
+				}
+				if err := disk.SyncValues(); err != nil {
+					t.Fatal(err)
+				}
+				if inFile, held := valuesInFile(t, disk), storedRecords(disk); inFile != held {
+					t.Fatalf("values file holds %d values, the state %d stored records", inFile, held)
+				}
+				data := encodeSnapshot(t, disk, 7)
+				restored, applied, err := ReadSnapshotTo(bytes.NewReader(data), testValues(t, inlineMax))
+				if err != nil || applied != 7 {
+					t.Fatalf("ReadSnapshotTo: applied %d, %v", applied, err)
+				}
+				if len(restored.pending) != 0 {
+					t.Fatalf("restore left %d values pending", len(restored.pending))
+				}
+				checkTreesAgree(t, restored)
+				if want, got := stateReadings(t, disk, nKeys, nil), stateReadings(t, restored, nKeys, nil); got != want {
+					t.Fatalf("restored state differs:\n got %s\nwant %s", got, want)
+				}
+			})
+		}
+	}
+}
+
+// A clone taken before a compaction may find the values the compaction removed gone: every read
+// of them says so (CodeCompacted, or false from Value), never a wrong or empty value, and reads
+// of what the compaction kept still work. A pinned clone finds every value.
+func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
+	st := NewOnDisk(testValues(t, 0))
+	for i := range 3 {
+		stPut(t, st, "a", fmt.Sprintf("a%d", i), 0) // a@2 a@3 a@4
+	}
+	stPut(t, st, "b", "b0", 0) // b@5
+	if err := st.SyncValues(); err != nil {
+		t.Fatal(err)
+	}
+	clone := st.Clone()
+	pinned, err := st.Pin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Unpin()
+	hashBefore, err := pinned.Hash(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if code := st.Compact(4); code != wire.CodeOK {
+		t.Fatalf("compact: %d", code)
+	}
+	for st.CompactStep(10) {
+	}
+	if err := st.SyncValues(); err != nil {
+		t.Fatal(err)
+	}
+	checkTreesAgree(t, st)
+
+	// a@3 was superseded at 4 and dropped: the clone's read at 3 misses it.
+	if res, code := rangeKeys(clone, &wire.Op{Kind: wire.OpRange, Key: []byte("a"), Revision: 3}); code != wire.CodeCompacted {
+		t.Fatalf("clone's read of a at 3: %+v code %d, want CodeCompacted", res, code)
+	}
+	if _, code := clone.ReadTxn(&wire.Txn{Success: []wire.Op{{Kind: wire.OpRange, Key: []byte("a"), Revision: 2}}}); code != wire.CodeCompacted {
+		t.Fatalf("clone's txn read of a at 2: code %d, want CodeCompacted", code)
+	}
+	if _, err := clone.Hash(3); err == nil {
+		t.Fatal("unpinned clone hashed revision 3 with its values gone")
+	}
+	// What the compaction kept reads as before.
+	if res := stGetAt(t, clone, "a", 0); string(res.Kvs[0].Value) != "a2" {
+		t.Fatalf("clone's latest a = %q", res.Kvs[0].Value)
+	}
+	if res := stGetAt(t, clone, "b", 5); string(res.Kvs[0].Value) != "b0" {
+		t.Fatalf("clone's b at 5 = %q", res.Kvs[0].Value)
+	}
+	// The pinned clone still reads everything, and hashes as before.
+	if res := stGetAt(t, pinned, "a", 3); string(res.Kvs[0].Value) != "a1" {
+		t.Fatalf("pinned a at 3 = %q", res.Kvs[0].Value)
+	}
+	if h, err := pinned.Hash(3); err != nil || h != hashBefore {
+		t.Fatalf("pinned hash at 3: %08x %v, want %08x", h, err, hashBefore)
+	}
+	if err := pinned.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The Applier's own state must never miss a value: if its file loses one, applying a command that
+// reads it fails with ErrCorrupt instead of applying with a wrong value.
+func TestApplier_OnDisk_MissingValueIsDamage(t *testing.T) {
+	vals := testValues(t, 0)
+	a := NewApplier(nil, 1<<20)
+	a.SetState(NewOnDisk(vals))
+	put := func(index uint64, key, val string, prevKV bool) (Applied, error) {
+		cmd := &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{
+			{Kind: wire.OpPut, Key: []byte(key), Value: []byte(val), PrevKV: prevKV}}}}
+		return a.Apply(index, cmd.Marshal(nil))
+	}
+	if _, err := put(1, "k", "v1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.State().SyncValues(); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the file: remove k's value behind the state's back.
+	a.State().doomedValues = append(a.State().doomedValues, revPos{2, 0})
+	if err := a.State().SyncValues(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := put(2, "k", "v2", true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("apply over a lost value: %v, want ErrCorrupt", err)
+	}
+}
+
+func valuesInFile(t testing.TB, st *State) int {
+	t.Helper()
+	n := 0
+	if err := st.vals.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(valuesBucket).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func storedRecords(st *State) int {
+	n := 0
+	st.history.Scan(func(r *Record) bool {
+		if r.stored {
+			n++
+		}
+		return true
+	})
+	return n
+}
