@@ -21,13 +21,5 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if s.stopped() {
-		return nil, ErrStopped
-	}
-	st := s.fsm.view().st
-	rev, code := st.CheckRev(rev)
-	if err := codeError(code); err != nil {
-		return nil, err
-	}
-	return &HashKVResponse{Header: s.header(st.Rev()), Hash: st.Hash(rev), CompactRevision: st.CompactRev(), HashRevision: rev}, nil
+	return s.localHashKV(rev)
 }
