@@ -126,4 +126,3 @@ func TestOpen_WithCorruptCheckInterval_Negative(t *testing.T) {
 		t.Fatal("Open with a negative corrupt check interval succeeded")
 	}
 }
-
