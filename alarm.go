@@ -5,8 +5,17 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ember-kv/ember/internal/hooks"
 	"github.com/ember-kv/ember/internal/wire"
 )
+
+// The gateway raises alarms for etcd clients (AlarmRequest ACTIVATE); the native API has no
+// call for it.
+func init() {
+	hooks.RaiseAlarm = func(ctx context.Context, st any, member string, alarm uint8) error {
+		return st.(*Store).raiseAlarm(ctx, member, AlarmType(alarm))
+	}
+}
 
 // AlarmType is what an alarm says, numbered as etcd's.
 type AlarmType int32
@@ -67,6 +76,13 @@ func (s *Store) AlarmDisarm(ctx context.Context, memberID string, alarm AlarmTyp
 	}
 	_, err := s.propose(ctx, &wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmDeactivate,
 		AlarmType: uint8(alarm), NodeID: memberID})
+	return err
+}
+
+// raiseAlarm raises alarm for member through the log. Its errors are a write's.
+func (s *Store) raiseAlarm(ctx context.Context, member string, alarm AlarmType) error {
+	_, err := s.propose(ctx, &wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmActivate,
+		AlarmType: uint8(alarm), NodeID: member})
 	return err
 }
 

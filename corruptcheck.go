@@ -139,13 +139,6 @@ func (s *Store) peerHashes(ctx context.Context, conf raft.Configuration, rev int
 	return out
 }
 
-// raiseAlarm raises alarm for member through the log. Its errors are a write's.
-func (s *Store) raiseAlarm(ctx context.Context, member string, alarm AlarmType) error {
-	_, err := s.propose(ctx, &wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmActivate,
-		AlarmType: uint8(alarm), NodeID: member})
-	return err
-}
-
 // localHashKV is HashKV on this member's applied state.
 func (s *Store) localHashKV(rev int64) (*HashKVResponse, error) {
 	if s.stopped() {
