@@ -30,11 +30,12 @@
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.
-//   - Requiring a leader (clientv3.WithRequireLeader) is honoured by Watch only: such a stream
-//     is refused while the member knows no leader, and ends with "no leader" when one of its
-//     watches does, after three election timeouts without one; a stream with no watch open is
-//     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
-//     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
+//   - Requiring a leader (clientv3.WithRequireLeader) refuses every request, and every stream
+//     when it opens, while the member knows no leader, as etcd. A watch stream then ends with
+//     "no leader" when one of its watches does, after three election timeouts without one; a
+//     stream with no watch open is not ended (clientv3 closes those itself), and neither is a
+//     lease keepalive or snapshot stream (etcd ends them too; ember's keepalives fail without a
+//     leader anyway).
 //   - Authentication is always disabled: Authenticate, AuthStatus, AuthEnable and AuthDisable
 //     answer as etcd does with auth disabled and no root user (so clients configured with a
 //     user and password connect), and the user and role calls are Unimplemented; the users,
