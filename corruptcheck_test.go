@@ -90,7 +90,7 @@ func TestCluster_CorruptCheck_RaisesAlarmForDivergedMember(t *testing.T) {
 }
 
 // Members that applied the same log are never reported, with writes, compactions and lease
-// grants going on while the check runs every few milliseconds.
+// grants going on while the check runs every few milliseconds; a member that diverges then is.
 func TestCluster_CorruptCheck_EqualMembersNeverRaise(t *testing.T) {
 	c := embertest.NewCluster(t, 3, ember.WithCorruptCheckInterval(20*time.Millisecond))
 	ctx := ctxFor(t, time.Minute)
@@ -117,6 +117,13 @@ func TestCluster_CorruptCheck_EqualMembersNeverRaise(t *testing.T) {
 			t.Fatalf("alarms on %s with equal members: %+v", s.ID(), got)
 		}
 	}
+	// The check was running all along: a divergence is reported.
+	bad := c.Followers()[0]
+	ember.DivergeState(bad.Store(), "k0", "damaged")
+	want := []ember.AlarmMember{{MemberID: bad.ID, Alarm: ember.AlarmCorrupt}}
+	waitFor(t, 20*time.Second, "CORRUPT raised for "+bad.ID, func() bool {
+		return slices.Equal(alarmsOf(t, c.Leader().Store()), want)
+	})
 }
 
 func TestOpen_WithCorruptCheckInterval_Negative(t *testing.T) {
