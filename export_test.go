@@ -1,6 +1,8 @@
 package ember
 
 import (
+	"context"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/mvcc"
@@ -35,3 +37,6 @@ func DivergeState(s *Store, key, value string) {
 	s.fsm.ApplyBatch([]*raft.Log{{Index: s.fsm.applied.Load(), Type: raft.LogCommand, Data: cmd.Marshal(nil)}})
 	s.fsm.current.Store(nil) // the applied index did not move: drop the read view it keys
 }
+
+// CorruptCheck runs one periodic hash check on s, which must lead.
+func CorruptCheck(ctx context.Context, s *Store) error { return s.corruptCheck(ctx) }
