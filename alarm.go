@@ -70,6 +70,20 @@ func (s *Store) AlarmDisarm(ctx context.Context, memberID string, alarm AlarmTyp
 	return err
 }
 
+// AlarmActivate raises alarm for memberID through the log, as etcd's Maintenance.Alarm with
+// ACTIVATE (which clientv3 does not wrap; the etcd gateway serves it): while NOSPACE is raised
+// writes that add data fail with ErrNoSpace, while CORRUPT is raised every write fails with
+// ErrCorrupt, until AlarmDisarm. Raising a raised alarm changes nothing. Its errors are a
+// write's.
+func (s *Store) AlarmActivate(ctx context.Context, memberID string, alarm AlarmType) error {
+	if memberID == "" || alarm != AlarmNoSpace && alarm != AlarmCorrupt {
+		return fmt.Errorf("ember: AlarmActivate: member %q, alarm %v: want a member ID and AlarmNoSpace or AlarmCorrupt", memberID, alarm)
+	}
+	_, err := s.propose(ctx, &wire.Command{Kind: wire.KindAlarm, AlarmAction: wire.AlarmActivate,
+		AlarmType: uint8(alarm), NodeID: memberID})
+	return err
+}
+
 // raiseNoSpaceTimeout bounds the proposal that raises NOSPACE.
 const raiseNoSpaceTimeout = 10 * time.Second
 

@@ -58,6 +58,10 @@
 // Package mirror copies the keys under a prefix at one revision, then follows them by watch, as
 // etcd's client/v3/mirror: to seed another store or keep a read-only copy.
 //
+// [WithCorruptCheckInterval] turns on etcd's periodic hash check: the leader compares the
+// members' [Store.HashKV] and raises a CORRUPT alarm for one that diverged, after which writes
+// fail with [ErrCorrupt] until [Store.AlarmDisarm].
+//
 // # Caveats
 //
 // A cancelled context abandons the wait for a write, not necessarily the write: an error that

@@ -56,7 +56,10 @@ var (
 	// ErrUnhealthy: a membership change would leave the cluster without a quorum of healthy
 	// voters (etcd's strict reconfiguration check); nothing was changed.
 	ErrUnhealthy = errors.New("ember: unhealthy cluster")
-	// ErrCorrupt: data on disk or in a backup failed a consistency check.
+	// ErrCorrupt: data on disk or in a backup failed a consistency check; or, for a write, a
+	// CORRUPT alarm is raised (the periodic hash check found a member whose state diverged) and
+	// the cluster refuses writes until AlarmDisarm, as etcd's "corrupt cluster". Nothing was
+	// applied.
 	ErrCorrupt = corrupt.Err
 	// ErrNotMember: this member is not (yet, or any more) in the cluster's configuration, so
 	// another member refused a request that only members may make (anything but a join and the
@@ -80,6 +83,10 @@ var (
 // again, and its response (a PrevKV, say) cannot be given, so to the caller the outcome is as
 // unknown as a write that timed out, and a definite failure would be a lie.
 var errResultNotHeld = fmt.Errorf("%w: outcome unknown: the write was applied, but its result is no longer held to answer this retry", ErrTimeout)
+
+// errCorruptCluster refuses a write while a CORRUPT alarm is raised. It wraps ErrCorrupt, and
+// its code is CodeCorrupt, which a bare ErrCorrupt (damage found on disk) does not get.
+var errCorruptCluster = fmt.Errorf("%w: corrupt cluster: a CORRUPT alarm is raised; writes are refused until it is disarmed", ErrCorrupt)
 
 // codeErrors pairs each code with its error, in the precedence errorCode applies when an error
 // wraps several of them. Outcomes that may have been applied come first: answering a definite
@@ -119,6 +126,7 @@ var codeErrors = []struct {
 	{wire.CodeLearnerNotReady, ErrLearnerNotReady},
 	{wire.CodeUnhealthy, ErrUnhealthy},
 	{wire.CodeNotMember, ErrNotMember},
+	{wire.CodeCorrupt, errCorruptCluster},
 }
 
 // codeError turns a state machine or peer code into the exported error.

@@ -1,6 +1,13 @@
 package ember
 
-import "github.com/ember-kv/ember/internal/mvcc"
+import (
+	"context"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ember-kv/ember/internal/mvcc"
+	"github.com/ember-kv/ember/internal/wire"
+)
 
 // Internal sizes that tests in package ember_test (the long-run memory test) watch.
 
@@ -21,3 +28,15 @@ const DedupWindow = mvcc.DedupWindow
 
 // TakeSnapshot makes s take a raft snapshot now, which truncates its log to the trailing logs.
 func TakeSnapshot(s *Store) error { return s.raft.Snapshot().Error() }
+
+// DivergeState applies a put of key to s's state machine alone, outside the log, as a member
+// whose state was damaged: its history then differs from the other members' from the next
+// revision on. For the periodic hash check's tests.
+func DivergeState(s *Store, key, value string) {
+	cmd := &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{{Kind: wire.OpPut, Key: []byte(key), Value: []byte(value)}}}}
+	s.fsm.ApplyBatch([]*raft.Log{{Index: s.fsm.applied.Load(), Type: raft.LogCommand, Data: cmd.Marshal(nil)}})
+	s.fsm.current.Store(nil) // the applied index did not move: drop the read view it keys
+}
+
+// CorruptCheck runs one periodic hash check on s, which must lead.
+func CorruptCheck(ctx context.Context, s *Store) error { return s.corruptCheck(ctx) }

@@ -21,6 +21,11 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (*HashKVResponse, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return s.localHashKV(rev)
+}
+
+// localHashKV is HashKV on this member's copy, for the API and for peers' hash checks.
+func (s *Store) localHashKV(rev int64) (*HashKVResponse, error) {
 	if s.stopped() {
 		return nil, ErrStopped
 	}

@@ -56,6 +56,8 @@ type config struct {
 	autoCompactRevisions int64         // revision
 	autoCompactInterval  time.Duration // how often the compactor runs; 0 = as etcd (tests shorten it)
 
+	corruptCheckInterval time.Duration // 0: no periodic hash check
+
 	metrics prometheus.Registerer
 
 	raftConfig func(*raft.Config)
@@ -309,6 +311,24 @@ func WithMaxTxnOps(n int) Option {
 			return fmt.Errorf("ember: WithMaxTxnOps: %d", n)
 		}
 		c.maxTxnOps = n
+		return nil
+	}
+}
+
+// WithCorruptCheckInterval makes the leader check, every d, that the members' states agree, as
+// etcd's --experimental-corrupt-check-time: it asks every other member for its HashKV at the
+// leader's revision, and raises a CORRUPT alarm (through the log) for a member whose hash differs
+// at the same compact revision, or whose revision or compact revision is ahead of the leader's.
+// While CORRUPT is raised the cluster refuses writes (puts, deletes, transactions that write,
+// compactions, lease grants and revokes) with ErrCorrupt; reads are served. AlarmDisarm clears
+// it. 0 (the default, as etcd) turns the check off. Each check hashes the whole history once on
+// the leader and once on every member, so d is minutes, not seconds, on a large store.
+func WithCorruptCheckInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("ember: WithCorruptCheckInterval: %v", d)
+		}
+		c.corruptCheckInterval = d
 		return nil
 	}
 }

@@ -28,6 +28,9 @@ const (
 	mMembers uint8 = 11
 	// id, addr → nothing; leader only.
 	mUpdate uint8 = 12
+	// varint revision → this member's revision, compact revision, hashed revision and hash; any
+	// member, for the leader's periodic hash check.
+	mHashKV uint8 = 13
 )
 
 // joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
@@ -158,6 +161,8 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 		return e.B, nil
 	case mKeepAlive, mTimeToLive:
 		return s.lessor.handleRPC(ctx, method, d)
+	case mHashKV:
+		return s.handleHashKV(d)
 	case mMembers:
 		if err := d.Finish(); err != nil {
 			return nil, err

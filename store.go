@@ -196,6 +196,9 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	if s.cfg.autoCompactMode != "" {
 		s.spawn(s.runAutoCompaction)
 	}
+	if s.cfg.corruptCheckInterval > 0 {
+		s.spawn(s.runCorruptCheck)
+	}
 	return nil
 }
 

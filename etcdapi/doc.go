@@ -21,18 +21,21 @@
 //   - MemberAdd names the new member after its peer address (start it with ember.WithNodeID set
 //     to that address); MemberUpdate keeps the member's name (its ember ID) and uses only the
 //     first peer URL, as a member has one peer address; MoveLeader is accepted by any member.
-//   - Alarm lists and disarms alarms as etcd (NOSPACE is raised when the quota,
-//     ember.WithQuotaBackendBytes, refuses a write, and refuses growth until disarmed), but
-//     raising one (ACTIVATE) is refused: ember raises its alarms itself. Defragment does
-//     nothing: the quota counts the kept versions, so compaction alone frees space.
+//   - Alarm lists, raises and disarms alarms as etcd (NOSPACE, raised when the quota,
+//     ember.WithQuotaBackendBytes, refuses a write, refuses growth until disarmed; CORRUPT,
+//     raised by ember.WithCorruptCheckInterval's hash check or a client, refuses writes), but
+//     ACTIVATE takes only a member's ID (NotFound otherwise) and NOSPACE or CORRUPT: ember keeps
+//     alarms under its members' IDs, where etcd keeps any. Defragment does nothing: the quota
+//     counts the kept versions, so compaction alone frees space.
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.
-//   - Requiring a leader (clientv3.WithRequireLeader) is honoured by Watch only: such a stream
-//     is refused while the member knows no leader, and ends with "no leader" when one of its
-//     watches does, after three election timeouts without one; a stream with no watch open is
-//     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
-//     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
+//   - Requiring a leader (clientv3.WithRequireLeader) refuses every request, and every stream
+//     when it opens, while the member knows no leader, as etcd. A watch stream then ends with
+//     "no leader" when one of its watches does, after three election timeouts without one; a
+//     stream with no watch open is not ended (clientv3 closes those itself), and neither is a
+//     lease keepalive or snapshot stream (etcd ends them too; ember's keepalives fail without a
+//     leader anyway).
 //   - Authentication is always disabled: Authenticate, AuthStatus, AuthEnable and AuthDisable
 //     answer as etcd does with auth disabled and no root user (so clients configured with a
 //     user and password connect), and the user and role calls are Unimplemented; the users,

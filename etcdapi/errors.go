@@ -75,8 +75,8 @@ func toGRPC(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// errAlarmActivate answers a request to raise an alarm: ember raises its alarms itself.
-var errAlarmActivate = status.Error(codes.Unimplemented, "etcdserver: ember raises alarms itself; a client cannot activate one")
+// errUnknownAlarm answers a request to raise an alarm of a type etcd does not define.
+var errUnknownAlarm = status.Error(codes.InvalidArgument, "etcdserver: unknown alarm type")
 
 // errBadCompare answers a compare whose target or result etcd does not define.
 var errBadCompare = status.Error(codes.InvalidArgument, "etcdserver: invalid compare target or result")

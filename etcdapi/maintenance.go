@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -59,12 +60,11 @@ func toAlarmMember(a ember.AlarmMember) *pb.AlarmMember {
 }
 
 // Alarm serves etcd's Alarm: GET lists the raised alarms (of one type, or all for NONE),
-// DEACTIVATE disarms one (answering with it, or with none if it was not raised). ACTIVATE is
-// refused: ember raises alarms itself, for its members, and a client-raised alarm for an
-// arbitrary member ID has no ember member ID to be kept under.
+// ACTIVATE raises one through the log (answering with it, raised now or before; NONE raises
+// nothing), DEACTIVATE disarms one (answering with it, or with none if it was not raised).
 func (g *gateway) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
 	if r.Action == pb.AlarmRequest_ACTIVATE {
-		return nil, errAlarmActivate
+		return g.activateAlarm(ctx, r)
 	}
 	list, err := g.st.AlarmList(ctx)
 	if err != nil {
@@ -83,6 +83,38 @@ func (g *gateway) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmRespo
 		}
 	}
 	return resp, nil
+}
+
+// activateAlarm serves ACTIVATE as etcd applies it, with one difference: ember keeps alarms
+// under its members' IDs, so the member ID must be a member's (etcd keeps any ID).
+func (g *gateway) activateAlarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	switch r.Alarm {
+	case pb.AlarmType_NONE:
+		h, err := g.localHeader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.AlarmResponse{Header: h}, nil
+	case pb.AlarmType_NOSPACE, pb.AlarmType_CORRUPT:
+	default:
+		return nil, errUnknownAlarm
+	}
+	ms, err := g.st.Members(ctx)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	i := slices.IndexFunc(ms, func(m ember.Member) bool { return memberID(m.ID) == r.MemberID })
+	if i < 0 {
+		return nil, rpctypes.ErrGRPCMemberNotFound
+	}
+	if err := g.st.AlarmActivate(ctx, ms[i].ID, ember.AlarmType(r.Alarm)); err != nil {
+		return nil, toGRPC(err)
+	}
+	h, err := g.localHeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AlarmResponse{Header: h, Alarms: []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}}, nil
 }
 
 // Defragment succeeds without doing anything: ember's state lives in memory and its raft log is

@@ -52,12 +52,12 @@ func Register(s *grpc.Server, st *ember.Store, opts ...Option) {
 }
 
 func register(s *grpc.Server, g *gateway) {
-	pb.RegisterKVServer(s, g)
-	pb.RegisterWatchServer(s, g)
-	pb.RegisterLeaseServer(s, g)
-	pb.RegisterClusterServer(s, g)
-	pb.RegisterMaintenanceServer(s, g)
-	pb.RegisterAuthServer(s, &authServer{g: g})
+	pb.RegisterKVServer(s, leaderKV{g, g})
+	pb.RegisterWatchServer(s, leaderWatch{g, g})
+	pb.RegisterLeaseServer(s, leaderLease{g, g})
+	pb.RegisterClusterServer(s, leaderCluster{g, g})
+	pb.RegisterMaintenanceServer(s, leaderMaintenance{g, g})
+	pb.RegisterAuthServer(s, leaderAuth{&authServer{g: g}, g})
 	healthpb.RegisterHealthServer(s, health.NewServer()) // reports SERVING for every service
 }
 

@@ -32,16 +32,12 @@ var (
 // as with etcd.
 //
 // A stream whose metadata requires a leader (clientv3.WithRequireLeader) is refused while the
-// member knows none, and its watches are opened with ember.WithRequireLeader: when one of them
-// ends for want of a leader, the whole stream ends with etcd's "no leader" error, as etcd's
-// ends.
+// member knows none (checkLeader, in front of every method), and its watches are opened with
+// ember.WithRequireLeader: when one of them ends for want of a leader, the whole stream ends with
+// etcd's "no leader" error, as etcd's ends.
 func (g *gateway) Watch(stream pb.Watch_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	if requiresLeader(stream.Context()) {
-		if id, _ := g.st.Leader(); id == "" {
-			cancel()
-			return rpctypes.ErrGRPCNoLeader
-		}
 		ctx = ember.WithRequireLeader(ctx)
 	}
 	ws := &watchStream{g: g, stream: stream, ctx: ctx, failed: make(chan error, 1), watches: map[int64]*streamWatch{}}

@@ -41,6 +41,46 @@ func (st *State) setAlarm(a Alarm, on bool) {
 	}
 }
 
+// refusedByAlarm returns the code that refuses cmd while st has alarms raised, or CodeOK. As
+// etcd's applier: under CORRUPT, every write (a transaction that writes, a compaction, a lease
+// grant or revoke) fails with "corrupt cluster"; under NOSPACE, what adds data fails.
+func refusedByAlarm(st *State, cmd *wire.Command) wire.Code {
+	if st.HasAlarm(wire.AlarmCorrupt) && Writes(cmd) {
+		return wire.CodeCorrupt
+	}
+	if st.HasAlarm(wire.AlarmNoSpace) && AddsData(cmd) {
+		return wire.CodeNoSpace
+	}
+	return wire.CodeOK
+}
+
+// Writes reports whether cmd is one of the requests etcd applies through its log as a write: a
+// transaction with a put or delete in any branch (a read-only one etcd serves without the log),
+// a compaction, a lease grant or a lease revoke. These are what a raised CORRUPT alarm refuses.
+func Writes(cmd *wire.Command) bool {
+	switch cmd.Kind {
+	case wire.KindCompact, wire.KindLeaseGrant, wire.KindLeaseRevoke:
+		return true
+	case wire.KindTxn:
+		return txnWrites(cmd.Txn)
+	}
+	return false
+}
+
+func txnWrites(t *wire.Txn) bool {
+	if t == nil {
+		return false
+	}
+	for _, ops := range [][]wire.Op{t.Success, t.Failure} {
+		for i := range ops {
+			if ops[i].Kind == wire.OpPut || ops[i].Kind == wire.OpDelete || ops[i].Kind == wire.OpTxn && txnWrites(ops[i].Txn) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // AddsData reports whether cmd can grow the state: a transaction with a put in any branch (etcd
 // refuses those whichever branch would run) or a lease grant. These are what the space quota,
 // and a raised NOSPACE alarm, refuse.

@@ -87,6 +87,67 @@ func TestApplier_NoSpaceAlarm(t *testing.T) {
 	}
 }
 
+// While CORRUPT is raised, as etcd's corrupt applier: every write that goes through the log (a
+// transaction with a put or delete in any branch, a compaction, a lease grant or revoke) is
+// refused with CodeCorrupt and changes nothing; a read-only transaction, checkpoints and alarms
+// apply. CORRUPT is checked before NOSPACE, as etcd wraps its corrupt applier outermost.
+func TestApplier_CorruptAlarm(t *testing.T) {
+	a := NewApplier(nil, 8<<20)
+	index := uint64(0)
+	apply := func(cmd *wire.Command) *wire.Result {
+		t.Helper()
+		index++
+		out, err := a.Apply(index, cmd.Marshal(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Result
+	}
+	alarm := func(action, typ uint8) *wire.Command {
+		return &wire.Command{Kind: wire.KindAlarm, AlarmAction: action, AlarmType: typ, NodeID: "m2"}
+	}
+	put := &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{wirePut("a", "v")}}}
+	for _, cmd := range []*wire.Command{{Kind: wire.KindLeaseGrant, LeaseID: 5, LeaseTTL: 60}, put} {
+		if r := apply(cmd); r.Code != wire.CodeOK {
+			t.Fatalf("before the alarm: code %d", r.Code)
+		}
+	}
+	apply(alarm(wire.AlarmActivate, wire.AlarmCorrupt))
+	apply(alarm(wire.AlarmActivate, wire.AlarmNoSpace))
+	rev := a.State().Rev()
+	tests := []struct {
+		name string
+		cmd  *wire.Command
+		want wire.Code
+	}{
+		{"put", put, wire.CodeCorrupt},
+		{"delete", &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{wireDel("a", "")}}}, wire.CodeCorrupt},
+		{"delete in a nested failure", &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Failure: []wire.Op{
+			{Kind: wire.OpTxn, Txn: &wire.Txn{Success: []wire.Op{wireDel("a", "")}}}}}}, wire.CodeCorrupt},
+		{"compact", &wire.Command{Kind: wire.KindCompact, Revision: rev}, wire.CodeCorrupt},
+		{"lease grant", &wire.Command{Kind: wire.KindLeaseGrant, LeaseID: 6, LeaseTTL: 60}, wire.CodeCorrupt},
+		{"lease revoke", &wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: 5}, wire.CodeCorrupt},
+		{"read-only txn", &wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{{Kind: wire.OpRange, Key: []byte("a")}}}}, wire.CodeOK},
+		{"checkpoint", &wire.Command{Kind: wire.KindLeaseCheckpoint, Checkpoints: []wire.LeaseCheckpoint{{ID: 5, RemainingMs: 1000}}}, wire.CodeOK},
+	}
+	for _, tc := range tests {
+		if r := apply(tc.cmd); r.Code != tc.want {
+			t.Fatalf("%s under CORRUPT: code %d, want %d", tc.name, r.Code, tc.want)
+		}
+	}
+	if a.State().Rev() != rev || a.State().LeaseCount() != 1 || a.State().CompactRev() != 0 {
+		t.Fatalf("refused commands changed the state: rev %d (want %d), %d leases, compacted at %d",
+			a.State().Rev(), rev, a.State().LeaseCount(), a.State().CompactRev())
+	}
+	apply(alarm(wire.AlarmDeactivate, wire.AlarmCorrupt))
+	if r := apply(put); r.Code != wire.CodeNoSpace {
+		t.Fatalf("put with CORRUPT disarmed and NOSPACE raised: code %d, want CodeNoSpace", r.Code)
+	}
+	if r := apply(&wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: 5}); r.Code != wire.CodeOK {
+		t.Fatalf("revoke with CORRUPT disarmed: code %d", r.Code)
+	}
+}
+
 // Alarms are in snapshots, so a member that installs one, or restarts from one, has them; a
 // snapshot with none is what it was before alarms existed (no alarm frame).
 func TestSnapshot_Alarms(t *testing.T) {

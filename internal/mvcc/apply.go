@@ -137,9 +137,10 @@ func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 
 func (a *Applier) execute(cmd *wire.Command) Applied {
 	st := a.st
-	if st.HasAlarm(wire.AlarmNoSpace) && AddsData(cmd) { // no alarm, no walk of the txn
-		// As etcd while NOSPACE is raised: nothing that adds data applies until it is disarmed.
-		return Applied{Result: &wire.Result{Code: wire.CodeNoSpace, Revision: st.rev}}
+	if len(st.alarms) > 0 {
+		if code := refusedByAlarm(st, cmd); code != wire.CodeOK {
+			return Applied{Result: &wire.Result{Code: code, Revision: st.rev}}
+		}
 	}
 	switch cmd.Kind {
 	case wire.KindTxn:

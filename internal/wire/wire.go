@@ -244,6 +244,8 @@ const (
 	// CodeNotMember refuses a request that only members may make, sent over a peer connection
 	// whose member is not in the cluster's configuration.
 	CodeNotMember
+	// CodeCorrupt refuses a write while a CORRUPT alarm is raised, as etcd's "corrupt cluster".
+	CodeCorrupt
 	codeMax
 )
 
