@@ -4,12 +4,54 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ember-kv/ember"
 )
+
+// TestMain lets the test binary serve as the scale suite's child process.
+func TestMain(m *testing.M) {
+	runScaleChildIfAsked()
+	os.Exit(m.Run())
+}
+
+// TestScale runs the scale suite on 2,000 keys for each system, each in a child process as in
+// a real run, and checks that every figure is there and positive (no timing is asserted).
+func TestScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters")
+	}
+	b := &bench{log: io.Discard}
+	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond}
+	rs := b.measureScale(context.Background(), systems, []int{1}, cfg)
+	if len(rs) != len(systems) {
+		t.Fatalf("%d results, want %d", len(rs), len(systems))
+	}
+	for _, r := range rs {
+		if r.Err != "" {
+			t.Errorf("%s: %s", r.System, r.Err)
+			continue
+		}
+		if r.Keys != cfg.Keys || r.ValueSize != cfg.ValueSize || r.Members != 1 {
+			t.Errorf("%s: %d keys of %d B on %d members, want %d of %d on 1", r.System, r.Keys, r.ValueSize, r.Members, cfg.Keys, cfg.ValueSize)
+		}
+		for _, row := range scaleRows {
+			if v := row.val(r); !(v > 0) {
+				t.Errorf("%s: %s = %v, want > 0", r.System, row.name, v)
+			}
+		}
+	}
+	var out bytes.Buffer
+	printScale(&out, rs)
+	for _, row := range scaleRows {
+		if !strings.Contains(out.String(), "| "+row.name+" | ") {
+			t.Errorf("table lacks the row %q:\n%s", row.name, out.String())
+		}
+	}
+}
 
 // TestCells runs one short cell of each kind the systems share, on one member of each system
 // and on each -log-store, so that a change in ember's or etcd's API or in the harness shows up
