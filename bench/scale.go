@@ -46,6 +46,7 @@ const (
 // scaleConfig is what the parent passes to the child, as JSON in scaleChildEnv.
 type scaleConfig struct {
 	System    string        `json:"system"`
+	Members   int           `json:"members"`
 	Keys      int           `json:"keys"`
 	ValueSize int           `json:"value_size"`
 	Duration  time.Duration `json:"duration"` // of the steady put cell
@@ -139,18 +140,15 @@ var scaleRows = func() []scaleRow {
 	}
 }()
 
-// measureScale runs the scale suite for each system in a child process of this binary, one
-// after the other so that they do not compete for the machine. Only single members for now.
+// measureScale runs the scale suite for each system and member count in a child process of this
+// binary, one after the other so that they do not compete for the machine. With more than one
+// member, all run in the one child on loopback and its memory is their sum.
 func (b *bench) measureScale(ctx context.Context, syss []system, members []int, cfg scaleConfig) []scaleResult {
 	var out []scaleResult
 	for _, m := range members {
-		if m != 1 {
-			b.progress("scale: %d members not implemented yet, skipped", m)
-			continue
-		}
 		for _, sys := range syss {
 			c := cfg
-			c.System = sys.name
+			c.System, c.Members = sys.name, m
 			r, err := runScaleChild(ctx, c)
 			if err != nil {
 				r = scaleResult{System: sys.name, Members: m, Keys: cfg.Keys, ValueSize: cfg.ValueSize, Err: err.Error()}
@@ -219,59 +217,130 @@ type scaleStore interface {
 	close() error
 }
 
-// scaleOpeners give, for a data dir, a function that opens (and reopens) one member there with
-// the system's defaults, apart from the space quota.
-var scaleOpeners = map[string]func(dir string) (func(ctx context.Context) (scaleStore, error), error){
-	"ember": func(dir string) (func(ctx context.Context) (scaleStore, error), error) {
-		return func(ctx context.Context) (scaleStore, error) {
-			s, err := ember.Open(dir, ember.WithQuotaBackendBytes(scaleQuota))
+// scaleOpeners give, for a root dir and a member count, a function that opens (and reopens)
+// the members in dirs under root, with the system's defaults apart from the space quota, and
+// returns once a leader is known, with the leader's client.
+var scaleOpeners = map[string]func(root string, members int) (func(ctx context.Context) (scaleStore, error), error){
+	"ember": openEmberScale,
+	"etcd":  openEtcdScale,
+}
+
+func openEmberScale(root string, members int) (func(ctx context.Context) (scaleStore, error), error) {
+	peers := map[string]string{}
+	for i := range members {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		peers[memberName(i)] = addr
+	}
+	return func(ctx context.Context) (scaleStore, error) {
+		c := &emberScale{}
+		for i := range members {
+			opts := []ember.Option{ember.WithQuotaBackendBytes(scaleQuota)}
+			if members > 1 {
+				id := memberName(i)
+				opts = append(opts, ember.WithNodeID(id), ember.WithBindAddr(peers[id]), ember.WithInitialCluster(peers))
+			}
+			s, err := ember.Open(filepath.Join(root, memberName(i)), opts...)
 			if err != nil {
+				c.close()
 				return nil, err
 			}
+			c.all = append(c.all, s)
+		}
+		for _, s := range c.all {
 			if err := s.WaitReady(ctx); err != nil {
-				s.Close()
+				c.close()
 				return nil, err
 			}
-			return emberScale{s}, nil
-		}, nil
-	},
-	"etcd": func(dir string) (func(ctx context.Context) (scaleStore, error), error) {
-		// The same URLs on each open: they are part of the member's persisted identity.
-		var peer, client url.URL
-		for _, u := range []*url.URL{&peer, &client} {
+		}
+		for {
+			for _, s := range c.all {
+				if s.IsLeader() {
+					c.s = s
+				}
+			}
+			if c.s != nil {
+				return c, nil
+			}
+			select {
+			case <-ctx.Done():
+				c.close()
+				return nil, fmt.Errorf("ember: no leader: %w", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}, nil
+}
+
+func openEtcdScale(root string, members int) (func(ctx context.Context) (scaleStore, error), error) {
+	// The same URLs on each open: they are part of the members' persisted identity.
+	peers, clients := make([]url.URL, members), make([]url.URL, members)
+	var initial []string
+	for i := range members {
+		for _, u := range []*url.URL{&peers[i], &clients[i]} {
 			a, err := freeAddr()
 			if err != nil {
 				return nil, err
 			}
 			*u = url.URL{Scheme: "http", Host: a}
 		}
-		return func(ctx context.Context) (scaleStore, error) {
+		initial = append(initial, memberName(i)+"="+peers[i].String())
+	}
+	return func(ctx context.Context) (scaleStore, error) {
+		c := &etcdScale{}
+		for i := range members {
 			cfg := embed.NewConfig()
-			cfg.Name = "m1"
-			cfg.Dir = dir
-			cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-			cfg.InitialCluster = "m1=" + peer.String()
+			cfg.Name = memberName(i)
+			cfg.Dir = filepath.Join(root, cfg.Name)
+			cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peers[i]}, []url.URL{peers[i]}
+			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clients[i]}, []url.URL{clients[i]}
+			cfg.InitialCluster = strings.Join(initial, ",")
 			cfg.QuotaBackendBytes = scaleQuota
 			cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 			e, err := embed.StartEtcd(cfg)
 			if err != nil {
+				c.close()
 				return nil, err
 			}
+			c.es = append(c.es, e)
+		}
+		for _, e := range c.es {
 			select {
 			case <-e.Server.ReadyNotify():
 			case <-ctx.Done():
-				e.Close()
+				c.close()
 				return nil, fmt.Errorf("etcd: not ready: %w", ctx.Err())
 			}
-			return etcdScale{e, v3client.New(e.Server)}, nil
-		}, nil
-	},
+			c.cs = append(c.cs, v3client.New(e.Server))
+		}
+		for {
+			for i, e := range c.es {
+				if e.Server.Leader() == e.Server.MemberID() {
+					c.c = c.cs[i]
+				}
+			}
+			if c.c != nil {
+				return c, nil
+			}
+			select {
+			case <-ctx.Done():
+				c.close()
+				return nil, fmt.Errorf("etcd: no leader: %w", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}, nil
 }
 
-type emberScale struct{ s *ember.Store }
+// emberScale sends everything to the leader s of the members all.
+type emberScale struct {
+	s   *ember.Store
+	all []*ember.Store
+}
 
-func (e emberScale) put(ctx context.Context, key, val string) (int64, error) {
+func (e *emberScale) put(ctx context.Context, key, val string) (int64, error) {
 	r, err := e.s.Put(ctx, key, val)
 	if err != nil {
 		return 0, err
@@ -279,17 +348,17 @@ func (e emberScale) put(ctx context.Context, key, val string) (int64, error) {
 	return r.Header.Revision, nil
 }
 
-func (e emberScale) get(ctx context.Context, key string) error {
+func (e *emberScale) get(ctx context.Context, key string) error {
 	_, err := e.s.Get(ctx, key)
 	return err
 }
 
-func (e emberScale) compact(ctx context.Context, rev int64) error {
+func (e *emberScale) compact(ctx context.Context, rev int64) error {
 	_, err := e.s.Compact(ctx, rev, ember.WithCompactPhysical())
 	return err
 }
 
-func (e emberScale) page(ctx context.Context, key, end string, rev int64, limit int) (int, string, int64, bool, error) {
+func (e *emberScale) page(ctx context.Context, key, end string, rev int64, limit int) (int, string, int64, bool, error) {
 	r, err := e.s.Get(ctx, key, ember.WithRange(end), ember.WithRev(rev), ember.WithLimit(int64(limit)))
 	if err != nil || len(r.Kvs) == 0 {
 		return 0, "", 0, false, errors.Join(err, errors.New("ember: empty page"))
@@ -297,14 +366,22 @@ func (e emberScale) page(ctx context.Context, key, end string, rev int64, limit 
 	return len(r.Kvs), string(r.Kvs[len(r.Kvs)-1].Key), r.Header.Revision, r.More, nil
 }
 
-func (e emberScale) close() error { return e.s.Close() }
-
-type etcdScale struct {
-	e *embed.Etcd
-	c *clientv3.Client
+func (e *emberScale) close() error {
+	var errs []error
+	for _, s := range e.all {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
 }
 
-func (e etcdScale) put(ctx context.Context, key, val string) (int64, error) {
+// etcdScale sends everything to the leader's client c; es and cs are all members and clients.
+type etcdScale struct {
+	c  *clientv3.Client
+	es []*embed.Etcd
+	cs []*clientv3.Client
+}
+
+func (e *etcdScale) put(ctx context.Context, key, val string) (int64, error) {
 	r, err := e.c.Put(ctx, key, val)
 	if err != nil {
 		return 0, err
@@ -312,17 +389,17 @@ func (e etcdScale) put(ctx context.Context, key, val string) (int64, error) {
 	return r.Header.Revision, nil
 }
 
-func (e etcdScale) get(ctx context.Context, key string) error {
+func (e *etcdScale) get(ctx context.Context, key string) error {
 	_, err := e.c.Get(ctx, key)
 	return err
 }
 
-func (e etcdScale) compact(ctx context.Context, rev int64) error {
+func (e *etcdScale) compact(ctx context.Context, rev int64) error {
 	_, err := e.c.Compact(ctx, rev, clientv3.WithCompactPhysical())
 	return err
 }
 
-func (e etcdScale) page(ctx context.Context, key, end string, rev int64, limit int) (int, string, int64, bool, error) {
+func (e *etcdScale) page(ctx context.Context, key, end string, rev int64, limit int) (int, string, int64, bool, error) {
 	r, err := e.c.Get(ctx, key, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithLimit(int64(limit)))
 	if err != nil || len(r.Kvs) == 0 {
 		return 0, "", 0, false, errors.Join(err, errors.New("etcd: empty page"))
@@ -330,29 +407,33 @@ func (e etcdScale) page(ctx context.Context, key, end string, rev int64, limit i
 	return len(r.Kvs), string(r.Kvs[len(r.Kvs)-1].Key), r.Header.Revision, r.More, nil
 }
 
-func (e etcdScale) close() error {
-	e.c.Close()
-	e.e.Close()
+func (e *etcdScale) close() error {
+	for _, c := range e.cs {
+		c.Close()
+	}
+	for _, m := range e.es {
+		m.Close()
+	}
 	return nil
 }
 
 // scaleChild is the child's side: it runs every step on one member in a temp dir and returns
 // the figures.
 func scaleChild(cfg scaleConfig) (scaleResult, error) {
-	r := scaleResult{System: cfg.System, Members: 1, Keys: cfg.Keys, ValueSize: cfg.ValueSize}
+	r := scaleResult{System: cfg.System, Members: cfg.Members, Keys: cfg.Keys, ValueSize: cfg.ValueSize}
 	opener := scaleOpeners[cfg.System]
 	if opener == nil {
 		return r, fmt.Errorf("unknown system %q", cfg.System)
 	}
-	if cfg.Keys < 1 || cfg.ValueSize < 1 {
-		return r, fmt.Errorf("%d keys of %d bytes", cfg.Keys, cfg.ValueSize)
+	if cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.Members < 1 {
+		return r, fmt.Errorf("%d keys of %d bytes on %d members", cfg.Keys, cfg.ValueSize, cfg.Members)
 	}
 	root, err := os.MkdirTemp("", "ember-bench-scale-")
 	if err != nil {
 		return r, err
 	}
 	defer os.RemoveAll(root)
-	open, err := opener(filepath.Join(root, "m1"))
+	open, err := opener(root, cfg.Members)
 	if err != nil {
 		return r, err
 	}
@@ -613,19 +694,18 @@ func rssAnon() (uint64, error) {
 	return 0, errors.Join(sc.Err(), errors.New("no RssAnon in /proc/self/status"))
 }
 
-// printScale writes the scale table: one row per figure, ember and etcd side by side.
+// printScale writes the scale tables, one per member count: one row per figure, ember and etcd
+// side by side.
 func printScale(w io.Writer, rs []scaleResult) {
-	if len(rs) == 0 {
-		return
-	}
-	bySys := map[string]scaleResult{}
+	var counts []int
+	bySys := map[int]map[string]scaleResult{}
 	for _, r := range rs {
-		bySys[r.System] = r
+		if bySys[r.Members] == nil {
+			bySys[r.Members] = map[string]scaleResult{}
+			counts = append(counts, r.Members)
+		}
+		bySys[r.Members][r.System] = r
 	}
-	e, eok := bySys["ember"]
-	d, dok := bySys["etcd"]
-	fmt.Fprintf(w, "| scale, 1 member, %s keys of %d B | ember | etcd | ember/etcd |\n", thousands(float64(rs[0].Keys)), rs[0].ValueSize)
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
 	cell := func(r scaleResult, ok bool, row scaleRow) string {
 		switch {
 		case !ok:
@@ -635,14 +715,24 @@ func printScale(w io.Writer, rs []scaleResult) {
 		}
 		return row.format(row.val(r))
 	}
-	both := eok && dok && e.Err == "" && d.Err == ""
-	for _, row := range scaleRows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.name, cell(e, eok, row), cell(d, dok, row), ratio(row.val(e), row.val(d), both))
-	}
-	for _, r := range rs {
-		if r.Err != "" {
-			fmt.Fprintf(w, "\n%s error: %s\n", r.System, strings.ReplaceAll(r.Err, "|", "/"))
+	for _, m := range counts {
+		e, eok := bySys[m]["ember"]
+		d, dok := bySys[m]["etcd"]
+		what := "1 member"
+		if m > 1 {
+			what = fmt.Sprintf("%d members in one process (memory: their sum)", m)
 		}
+		fmt.Fprintf(w, "| scale, %s, %s keys of %d B | ember | etcd | ember/etcd |\n", what, thousands(float64(rs[0].Keys)), rs[0].ValueSize)
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		both := eok && dok && e.Err == "" && d.Err == ""
+		for _, row := range scaleRows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.name, cell(e, eok, row), cell(d, dok, row), ratio(row.val(e), row.val(d), both))
+		}
+		for _, r := range []scaleResult{e, d} {
+			if r.Err != "" {
+				fmt.Fprintf(w, "\n%s error: %s\n", r.System, r.Err)
+			}
+		}
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 }
