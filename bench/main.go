@@ -6,9 +6,9 @@
 //
 // Suites: put, get, cas, lease, watch, fanout, raft (raw hashicorp/raft with a no-op FSM, the
 // ceiling for ember's writes) and mem (memory per live key, each system in a child process).
-// Not in all: scale (issue #13; -n keys of -value-size bytes on one member of each system, in a
-// child process each: load, memory, overwrite, steady puts, compaction stalls, paginated LIST,
-// close and restart; see scale.go), run as
+// Not in all: scale (issue #13; -n keys of -value-size bytes on -members members of each system,
+// in a child process each: load, memory, overwrite, steady puts, compaction stalls, paginated
+// LIST, close and restart; see scale.go), run as
 //
 //	go run -C bench . -suite scale -n 1000000
 package main
@@ -45,7 +45,7 @@ type bench struct {
 
 var suiteNames = []string{"put", "get", "cas", "lease", "watch", "fanout", "raft", "mem"}
 
-// extraSuites are not part of "all": at its default million keys, scale runs for an hour.
+// extraSuites are not part of "all": at its default million keys, scale runs for many minutes.
 var extraSuites = []string{"scale"}
 
 func main() {

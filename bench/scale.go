@@ -27,10 +27,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// The scale suite (issue #13) loads many large keys into one member of each system and measures
-// what a Kubernetes-sized data set costs: memory, write rates, a compaction's stall, a full
-// paginated LIST and a restart. Each system runs in its own child process of this binary, so
-// that the heap and RSS it reports are that system's alone.
+// The scale suite (issue #13) loads many large keys into each system and measures what a
+// Kubernetes-sized data set costs: memory, write rates, a compaction's stall, a full paginated
+// LIST and a restart. Each system runs in its own child process of this binary, so that the heap
+// and RSS it reports are that system's alone; clients are the leader's in-process ones.
 
 const (
 	scaleLoaders   = 64  // concurrent writers of the load and of the overwrite
@@ -92,8 +92,9 @@ type scaleResult struct {
 	// first page at the current revision, each later page from the key after the previous
 	// page's last at the first page's revision; Keys divided by the time of all pages (keys/s).
 	ListRate float64 `json:"list_keys_per_sec"`
-	// CloseTime: the system's Close. RestartTime: reopening the same dir until the first
-	// linearizable Get of a loaded key succeeds. Heap / RssAnon after restart are read then.
+	// CloseTime: the system's Close (of every member). RestartTime: reopening the same dirs
+	// (every member, one after the other) until the first linearizable Get of a loaded key on
+	// the leader succeeds. Heap / RssAnon after restart are read then.
 	CloseTime           time.Duration `json:"close_ns"`
 	RestartTime         time.Duration `json:"restart_ns"`
 	HeapAfterRestart    uint64        `json:"heap_inuse_after_restart"`
