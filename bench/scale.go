@@ -78,12 +78,13 @@ type scaleResult struct {
 	// the cell duration.
 	SteadyRate float64 `json:"steady_puts_per_sec"`
 	// Compact*: Compact at the revision right after the overwrite, which removes the Keys
-	// versions of the load (and those the steady puts superseded), waiting for the physical
-	// removal (WithCompactPhysical in both systems). CompactTime is the Compact call's duration,
-	// the window. Meanwhile one goroutine puts scaleBgKey and another reads a loaded key
-	// (linearizable), each in a closed loop; CompactMaxPut / CompactMaxGet are the longest single
-	// put / get that ran at least partly in the window, CompactPuts the puts that did (those
-	// completed in the window, plus the one in flight as it ends).
+	// versions of the load, waiting for the physical removal (WithCompactPhysical in both
+	// systems). CompactTime is the Compact call's duration, the window. Meanwhile one goroutine
+	// puts scaleBgKey and another reads a loaded key (linearizable), each in a closed loop. A
+	// wait is the time from one of a loop's completions to its next, which tile the loop's time
+	// line; CompactMaxPut / CompactMaxGet are the longest put / get wait that overlapped the
+	// window, CompactPuts the number of put waits that did (the puts completed in the window,
+	// plus the first one completed after it).
 	CompactTime   time.Duration `json:"compact_ns"`
 	CompactMaxPut time.Duration `json:"compact_max_put_wait_ns"`
 	CompactMaxGet time.Duration `json:"compact_max_get_wait_ns"`
@@ -620,10 +621,10 @@ func steadyPuts(ctx context.Context, st scaleStore, keys []string, val string, d
 // compactUnderLoad compacts at rev while a putter and a linearizable getter run in closed loops,
 // and fills in r's Compact figures (see scaleResult).
 func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val string, r *scaleResult) error {
-	type span struct{ start, end time.Time }
+	type wait struct{ from, to time.Time } // from one completion to the next
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	spans := make([][]span, 2)
+	waits := make([][]wait, 2)
 	errs := make([]error, 2)
 	warm := make(chan struct{}, 2)
 	for i, op := range []func() error{
@@ -633,19 +634,27 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A few unmeasured ops first, so that the window starts with both loops running.
-			for n := 0; !stop.Load(); n++ {
-				s := time.Now()
+			// Three unmeasured ops first, so that the window starts with both loops running
+			// and after a completion of each. The loop ends with an op started after the
+			// window, so that the waits cover the window whatever the scheduling.
+			var prev time.Time
+			for n := 0; ; n++ {
+				last := stop.Load()
 				if errs[i] = op(); errs[i] != nil {
 					if n < 3 {
 						warm <- struct{}{}
 					}
 					return
 				}
+				now := time.Now()
 				if n >= 3 {
-					spans[i] = append(spans[i], span{s, time.Now()})
+					waits[i] = append(waits[i], wait{prev, now})
 				} else if n == 2 {
 					warm <- struct{}{}
+				}
+				prev = now
+				if last {
+					return
 				}
 			}
 		}()
@@ -661,16 +670,16 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 		return err
 	}
 	r.CompactTime = t1.Sub(t0)
-	for i, ss := range spans {
-		for _, s := range ss {
-			if s.start.After(t1) || s.end.Before(t0) {
+	for i, ws := range waits {
+		for _, w := range ws {
+			if w.from.After(t1) || w.to.Before(t0) {
 				continue
 			}
 			if i == 0 {
 				r.CompactPuts++
-				r.CompactMaxPut = max(r.CompactMaxPut, s.end.Sub(s.start))
+				r.CompactMaxPut = max(r.CompactMaxPut, w.to.Sub(w.from))
 			} else {
-				r.CompactMaxGet = max(r.CompactMaxGet, s.end.Sub(s.start))
+				r.CompactMaxGet = max(r.CompactMaxGet, w.to.Sub(w.from))
 			}
 		}
 	}
