@@ -170,6 +170,8 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 	case wire.KindAlarm:
 		st.setAlarm(Alarm{Member: cmd.NodeID, Type: cmd.AlarmType}, cmd.AlarmAction == wire.AlarmActivate)
 		return Applied{Result: &wire.Result{Revision: st.rev}}
+	case wire.KindAuth:
+		return Applied{Result: &wire.Result{Code: st.applyAuth(cmd.Auth), Revision: st.rev}}
 	default: // wire.KindLeaderStart: a marker; its apply tells the new leader the log is caught up
 		return Applied{Result: &wire.Result{Revision: st.rev}}
 	}

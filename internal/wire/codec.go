@@ -87,6 +87,8 @@ func (c *Command) Marshal(dst []byte) []byte {
 		e.Byte(c.AlarmAction)
 		e.Byte(c.AlarmType)
 		e.String(c.NodeID)
+	case KindAuth:
+		encodeAuthPtr(&e, c.Auth)
 	}
 	start := len(dst)
 	return binary.LittleEndian.AppendUint32(e.B, crc32.Checksum(e.B[start:], crcTable))
@@ -169,6 +171,8 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 		case c.NodeID == "":
 			d.fail("alarm without a member")
 		}
+	case KindAuth:
+		c.Auth = decodeAuthPtr(&d)
 	default:
 		d.fail("unknown command kind %d", c.Kind)
 	}

@@ -120,6 +120,11 @@ func commandCases() []commandCase {
 		{"leader start empty node", Command{Kind: KindLeaderStart, Term: math.MaxUint64}},
 		{"alarm activate", Command{ID: id, Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: AlarmNoSpace, NodeID: "m1"}},
 		{"alarm deactivate", Command{ID: id, Kind: KindAlarm, AlarmAction: AlarmDeactivate, AlarmType: AlarmCorrupt, NodeID: "m2"}},
+		{"auth user add", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthUserAdd, Name: "alice", Password: []byte("$2a$04$hash")}}},
+		{"auth user add without password", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthUserAdd, Name: "bob", NoPassword: true}}},
+		{"auth grant role", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthUserGrantRole, Name: "alice", Role: "r"}}},
+		{"auth grant from-key", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthRoleGrantPermission, Name: "r", Key: []byte("a"), End: []byte{0}, PermType: PermReadWrite}}},
+		{"auth enable", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthEnable}}},
 	}
 	for target := TargetVersion; target <= TargetLease; target++ {
 		for result := CompareEqual; result <= CompareNotEqual; result++ {
@@ -471,7 +476,11 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 		"empty":               nil,
 		"version":             version,
 		"kind 0":              unsealed(&Command{Kind: 0}),
-		"kind 8":              unsealed(&Command{Kind: KindAlarm + 1}),
+		"kind 9":              unsealed(&Command{Kind: KindAuth + 1}),
+		"auth missing":        unsealed(&Command{Kind: KindAuth}),
+		"auth op 0":           unsealed(&Command{Kind: KindAuth, Auth: &Auth{Name: "u"}}),
+		"auth op past last":   unsealed(&Command{Kind: KindAuth, Auth: &Auth{Op: authOpMax, Name: "u"}}),
+		"auth perm type 3":    unsealed(&Command{Kind: KindAuth, Auth: &Auth{Op: AuthRoleGrantPermission, Name: "r", Key: []byte("k"), PermType: 3}}),
 		"alarm action 0":      unsealed(&Command{Kind: KindAlarm, AlarmType: AlarmNoSpace, NodeID: "m1"}),
 		"alarm action 3":      unsealed(&Command{Kind: KindAlarm, AlarmAction: 3, AlarmType: AlarmNoSpace, NodeID: "m1"}),
 		"alarm type 0":        unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, NodeID: "m1"}),

@@ -17,6 +17,7 @@ const (
 	KindLeaseCheckpoint Kind = 5
 	KindLeaderStart     Kind = 6 // first entry of a leader's term; see readindex
 	KindAlarm           Kind = 7 // raise or clear a member's alarm
+	KindAuth            Kind = 8 // change the auth state (users, roles, permissions); see Auth
 )
 
 // Alarm actions and types of a KindAlarm command, numbered as etcd's AlarmRequest.
@@ -62,6 +63,8 @@ type Command struct {
 
 	AlarmAction uint8 // KindAlarm: AlarmActivate or AlarmDeactivate
 	AlarmType   uint8 // KindAlarm: AlarmNoSpace or AlarmCorrupt
+
+	Auth *Auth // KindAuth
 }
 
 // LeaseCheckpoint records how much of a lease's TTL was left, so a new leader does not restart it
@@ -244,11 +247,27 @@ const (
 	// CodeNotMember refuses a request that only members may make, sent over a peer connection
 	// whose member is not in the cluster's configuration.
 	CodeNotMember
+	// Refusals of a KindAuth command, as etcd's auth store refuses them; they travel inside a
+	// result only (IsAuth).
+	CodeAuthRootUserNotExist
+	CodeAuthRootRoleNotExist
+	CodeAuthUserExists
+	CodeAuthUserEmpty
+	CodeAuthUserNotFound
+	CodeAuthRoleExists
+	CodeAuthRoleNotFound
+	CodeAuthRoleEmpty
+	CodeAuthRoleNotGranted
+	CodeAuthPermNotGranted
+	CodeAuthInvalidMgmt
 	codeMax
 )
 
 // Valid reports whether c is a known code.
 func (c Code) Valid() bool { return c < codeMax }
+
+// IsAuth reports whether c is an auth store's refusal of a KindAuth command.
+func (c Code) IsAuth() bool { return c >= CodeAuthRootUserNotExist && c < codeMax }
 
 // Result is what applying a Command returns.
 type Result struct {

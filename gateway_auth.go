@@ -1,0 +1,45 @@
+package ember
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ember-kv/ember/internal/mvcc"
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// The in-process API is unauthenticated: the host is trusted. etcd's users, roles and
+// permissions are served by the etcd gateway (etcdapi) alone, which reaches the replicated auth
+// state through the two methods below. They are not part of ember's API (API.md): their types
+// are internal, so only ember's own packages can call them.
+
+// GatewayAuthView returns the auth state (etcd's auth store: users, roles, permissions, the
+// enabled flag and auth revision) as of a linearizable point, or as this member has applied it
+// when serializable. For etcdapi only.
+func (s *Store) GatewayAuthView(ctx context.Context, serializable bool) (*mvcc.Auth, ResponseHeader, error) {
+	v, err := s.readView(ctx, serializable)
+	if err != nil {
+		return nil, ResponseHeader{}, err
+	}
+	return v.st.Auth(), s.header(v.st.Rev()), nil
+}
+
+// GatewayAuthPropose applies an auth change through the log, as etcd's auth requests. The
+// change is refused with an auth code (wire.Code.IsAuth) as etcd's auth store refuses it; err
+// is a write's error otherwise. A password in a is its bcrypt hash. For etcdapi only.
+func (s *Store) GatewayAuthPropose(ctx context.Context, a *wire.Auth) (ResponseHeader, wire.Code, error) {
+	res, err := s.propose(ctx, &wire.Command{Kind: wire.KindAuth, Auth: a})
+	if res != nil && res.Code.IsAuth() {
+		return s.header(res.Revision), res.Code, nil
+	}
+	if err != nil {
+		return ResponseHeader{}, wire.CodeOK, err
+	}
+	return s.header(res.Revision), wire.CodeOK, nil
+}
+
+// authCodeError is an auth refusal as an error, so that every code has one (codeError). Auth
+// codes travel inside results, never as a peer's error.
+type authCodeError struct{ code wire.Code }
+
+func (e authCodeError) Error() string { return fmt.Sprintf("ember: auth change refused (code %d)", e.code) }
