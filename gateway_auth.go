@@ -42,4 +42,6 @@ func (s *Store) GatewayAuthPropose(ctx context.Context, a *wire.Auth) (ResponseH
 // codes travel inside results, never as a peer's error.
 type authCodeError struct{ code wire.Code }
 
-func (e authCodeError) Error() string { return fmt.Sprintf("ember: auth change refused (code %d)", e.code) }
+func (e authCodeError) Error() string {
+	return fmt.Sprintf("ember: auth change refused (code %d)", e.code)
+}
