@@ -16,6 +16,9 @@ func (g *gateway) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRespo
 	if err != nil {
 		return nil, err
 	}
+	if err := g.checkRange(ctx, r); err != nil {
+		return nil, err
+	}
 	res, err := g.st.Do(ctx, op)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -31,6 +34,9 @@ func (g *gateway) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, e
 	if err != nil {
 		return nil, err
 	}
+	if err := g.checkPut(ctx, r); err != nil {
+		return nil, err
+	}
 	res, err := g.st.Do(ctx, op)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -42,6 +48,9 @@ func (g *gateway) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, e
 func (g *gateway) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
 	op, err := deleteOp(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.checkDelete(ctx, r); err != nil {
 		return nil, err
 	}
 	res, err := g.st.Do(ctx, op)
@@ -59,6 +68,9 @@ func (g *gateway) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, e
 	if err != nil {
 		return nil, err
 	}
+	if err := g.checkTxn(ctx, r); err != nil {
+		return nil, err
+	}
 	res, err := g.st.Do(ctx, op)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -70,6 +82,9 @@ func (g *gateway) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, e
 
 // Compact serves etcd's Compact; physical waits until this member has applied it.
 func (g *gateway) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	var opts []ember.CompactOption
 	if r.Physical {
 		opts = append(opts, ember.WithCompactPhysical())

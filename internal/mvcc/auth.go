@@ -193,6 +193,9 @@ func (a *Auth) apply(c *wire.Auth) (*Auth, wire.Code) {
 			}
 		}
 	case wire.AuthRoleGrantPermission:
+		if !ValidPermRange(c.Key, c.End) {
+			return nil, wire.CodeAuthInvalidMgmt
+		}
 		r := a.Roles[c.Name]
 		if r == nil {
 			return nil, wire.CodeAuthRoleNotFound
@@ -233,6 +236,12 @@ func (a *Auth) putRole(r *Role) {
 		a.Roles = map[string]*Role{}
 	}
 	a.Roles[r.Name] = r
+}
+
+// ValidPermRange reports whether a permission may name key and end, as etcd decides it: a key,
+// and an empty end (the key alone), an end after it, or "\x00" (every key from key on).
+func ValidPermRange(key, end []byte) bool {
+	return len(key) > 0 && (len(end) == 0 || bytes.Compare(key, end) < 0 || len(end) == 1 && end[0] == 0)
 }
 
 // UserNames returns the users' names, sorted, as etcd lists them.

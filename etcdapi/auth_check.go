@@ -1,0 +1,192 @@
+package etcdapi
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/ember-kv/ember"
+)
+
+// The permission checks of every service, as etcd makes them (server/etcdserver/apply's auth
+// applier, v3_server.go and api/v3rpc). Each returns nil when auth is disabled. They check
+// against this member's applied auth state before the request is served; etcd checks writes
+// again when it applies them, so a write racing a revocation may be allowed here where etcd
+// would refuse it (see doc.go).
+
+// checkAdmin refuses a caller without the root role, for the requests etcd reserves to admins.
+func (g *gateway) checkAdmin(ctx context.Context) error { return g.adminCaller(ctx) }
+
+// checkKnown refuses a request without a token, for those etcd serves to any user.
+func (g *gateway) checkKnown(ctx context.Context) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	return c.known()
+}
+
+// checkRange is etcd's check of a Range.
+func (g *gateway) checkRange(ctx context.Context, r *pb.RangeRequest) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	return c.permitted(r.Key, r.RangeEnd, false)
+}
+
+// checkPut is etcd's check of a Put.
+func (g *gateway) checkPut(ctx context.Context, r *pb.PutRequest) error {
+	c, err := g.caller(ctx)
+	if err != nil || c == nil {
+		return err
+	}
+	return g.putPermitted(ctx, c, r)
+}
+
+// checkDelete is etcd's check of a DeleteRange.
+func (g *gateway) checkDelete(ctx context.Context, r *pb.DeleteRangeRequest) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	return deletePermitted(c, r)
+}
+
+// checkTxn is etcd's check of a Txn: every compare and every op of both branches, nested
+// transactions included, whichever branch runs.
+func (g *gateway) checkTxn(ctx context.Context, r *pb.TxnRequest) error {
+	c, err := g.caller(ctx)
+	if err != nil || c == nil {
+		return err
+	}
+	return g.txnPermitted(ctx, c, r)
+}
+
+func (g *gateway) putPermitted(ctx context.Context, c *caller, r *pb.PutRequest) error {
+	if err := c.permitted(r.Key, nil, true); err != nil {
+		return err
+	}
+	// A lease whose keys the caller may not all write may not take another key: the caller
+	// could not revoke it.
+	if err := g.leaseKeysPermitted(ctx, c, r.Lease, true); err != nil {
+		return err
+	}
+	if r.PrevKv {
+		return c.permitted(r.Key, nil, false)
+	}
+	return nil
+}
+
+func deletePermitted(c *caller, r *pb.DeleteRangeRequest) error {
+	if err := c.permitted(r.Key, r.RangeEnd, true); err != nil {
+		return err
+	}
+	if r.PrevKv {
+		return c.permitted(r.Key, r.RangeEnd, false)
+	}
+	return nil
+}
+
+func (g *gateway) txnPermitted(ctx context.Context, c *caller, r *pb.TxnRequest) error {
+	for _, cmp := range r.Compare {
+		if err := c.permitted(cmp.Key, cmp.RangeEnd, false); err != nil {
+			return err
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			var err error
+			switch {
+			case op.GetRequestRange() != nil:
+				err = c.permitted(op.GetRequestRange().Key, op.GetRequestRange().RangeEnd, false)
+			case op.GetRequestPut() != nil:
+				err = g.putPermitted(ctx, c, op.GetRequestPut())
+			case op.GetRequestDeleteRange() != nil:
+				d := op.GetRequestDeleteRange()
+				// etcd checks a txn's delete the other way round: its previous values first.
+				if d.PrevKv {
+					err = c.permitted(d.Key, d.RangeEnd, false)
+				}
+				if err == nil {
+					err = c.permitted(d.Key, d.RangeEnd, true)
+				}
+			case op.GetRequestTxn() != nil:
+				err = g.txnPermitted(ctx, c, op.GetRequestTxn())
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// leaseKeysPermitted is etcd's check of a lease's attached keys: nothing for an admin or an
+// unknown lease, else every key must be permitted (write, or read).
+func (g *gateway) leaseKeysPermitted(ctx context.Context, c *caller, id int64, write bool) error {
+	if c == nil || id == 0 || c.admin() == nil {
+		return nil
+	}
+	res, err := g.st.TimeToLive(ctx, ember.LeaseID(id), ember.WithAttachedKeys())
+	if errors.Is(err, ember.ErrLeaseNotFound) || err == nil && res.TTL < 0 {
+		return nil
+	}
+	if err != nil {
+		return toGRPC(err)
+	}
+	for _, k := range res.Keys {
+		if err := c.permitted(k, nil, write); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLease is etcd's check of a revocation or renewal (write) or of a TimeToLive (read): a
+// user, and, unless an admin, permission on every attached key.
+func (g *gateway) checkLease(ctx context.Context, id int64, write bool) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.known(); err != nil {
+		return err
+	}
+	return g.leaseKeysPermitted(ctx, c, id, write)
+}
+
+// checkLeaseLeases is etcd's check of LeaseLeases: a user, and, unless an admin, read
+// permission on every key attached to any lease.
+func (g *gateway) checkLeaseLeases(ctx context.Context, ids []ember.LeaseID) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.known(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := g.leaseKeysPermitted(ctx, c, int64(id), false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// watchRefusal is the cancel reason of a watch etcd refuses to create, or "" if it may be.
+func (g *gateway) watchRefusal(ctx context.Context, creq *pb.WatchCreateRequest) string {
+	c, err := g.caller(ctx)
+	if err == nil {
+		err = c.permitted(creq.Key, creq.RangeEnd, false)
+	}
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, rpctypes.ErrGRPCInvalidAuthToken), errors.Is(err, rpctypes.ErrGRPCUserEmpty):
+		return err.Error()
+	}
+	return rpctypes.ErrGRPCPermissionDenied.Error()
+}
