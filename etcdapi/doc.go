@@ -33,10 +33,16 @@
 //     watches does, after three election timeouts without one; a stream with no watch open is
 //     not ended (clientv3 closes those itself). etcd also refuses other requests carrying it
 //     while it knows no leader; the gateway serves them (those that need a leader fail anyway).
-//   - Authentication is always disabled: Authenticate, AuthStatus, AuthEnable and AuthDisable
-//     answer as etcd does with auth disabled and no root user (so clients configured with a
-//     user and password connect), and the user and role calls are Unimplemented; the users,
-//     roles and permissions of etcd's Auth service are not served yet.
+//   - Authentication is etcd's (users, roles, key-range permissions, root, auth enable and
+//     disable, replicated through the store's log; passwords hashed with bcrypt at
+//     WithBcryptCost), with simple tokens only (no JWT, no client-certificate CN users): tokens
+//     are local to the member that issued them, as etcd's simple tokens, and void after
+//     WithTokenTTL unused. Permissions are checked against the member's applied auth state
+//     before a request is served, as etcd checks reads; etcd checks writes once more when it
+//     applies them, so a write that races a revocation of its permission may succeed here
+//     where etcd would refuse it, and etcd's "revision of auth store is old" is never
+//     answered. The in-process ember API is not authenticated: auth applies to the gateway's
+//     clients only.
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.
