@@ -109,6 +109,9 @@ type caller struct {
 // state, as etcd checks against its member's auth store. A token that is not (or no longer)
 // valid is etcd's "invalid auth token", which makes clientv3 authenticate again.
 func (g *gateway) caller(ctx context.Context) (*caller, error) {
+	if g.trusted {
+		return nil, nil
+	}
 	a, _, err := g.st.GatewayAuthView(ctx, true)
 	if err != nil {
 		return nil, toGRPC(err)

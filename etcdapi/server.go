@@ -37,7 +37,8 @@ type gateway struct {
 	clusterMu sync.Mutex    // serializes deriving clusterID
 	clusterID atomic.Uint64 // 0 until derived (or set by WithClusterID)
 
-	tokens *tokens // the Auth service's tokens, checked by every service
+	tokens  *tokens // the Auth service's tokens, checked by every service
+	trusted bool    // serves the host itself (NewClient): no permission checks
 }
 
 func newGateway(st *ember.Store, cfg *config) *gateway {

@@ -1,0 +1,77 @@
+package etcdapi
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ember-kv/ember/internal/mvcc"
+)
+
+// TestTokens_Void: a token is void once its user is deleted or changes password, once auth is
+// disabled after it was issued, and once it expires, as etcd drops its simple tokens; it
+// survives unrelated auth changes, and a re-enable after its issue.
+func TestTokens_Void(t *testing.T) {
+	users := func(rev uint64) map[string]*mvcc.User { return map[string]*mvcc.User{"u": {Name: "u", Rev: rev}} }
+	tests := []struct {
+		name    string
+		a       *mvcc.Auth
+		expired bool
+		want    bool
+	}{
+		{"valid", &mvcc.Auth{Enabled: true, Rev: 5, Users: users(3)}, false, true},
+		{"later unrelated changes", &mvcc.Auth{Enabled: true, Rev: 9, Users: users(3)}, false, true},
+		{"issued after a disable and re-enable", &mvcc.Auth{Enabled: true, Rev: 5, DisabledRev: 5, Users: users(3)}, false, true},
+		{"user deleted", &mvcc.Auth{Enabled: true, Rev: 6, Users: map[string]*mvcc.User{}}, false, false},
+		{"password changed", &mvcc.Auth{Enabled: true, Rev: 6, Users: users(6)}, false, false},
+		{"disabled since", &mvcc.Auth{Enabled: true, Rev: 7, DisabledRev: 6, Users: users(3)}, false, false},
+		{"expired", &mvcc.Auth{Enabled: true, Rev: 5, Users: users(3)}, true, false},
+	}
+	for _, tc := range tests {
+		ts := &tokens{ttl: time.Hour, m: map[string]*token{}}
+		tok := ts.issue("u", 5)
+		if tc.expired {
+			ts.m[tok].expires = time.Now().Add(-time.Second)
+		}
+		if _, ok := ts.user(tok, tc.a); ok != tc.want {
+			t.Errorf("%s: valid %v, want %v", tc.name, ok, tc.want)
+		}
+		if _, ok := ts.user("not-a-token", tc.a); ok {
+			t.Errorf("%s: an unknown token is valid", tc.name)
+		}
+	}
+}
+
+// TestNewClient_UnauthenticatedWithAuthEnabled: NewClient serves the host, which is trusted, as
+// the in-process API: with auth enabled through a network gateway, whose clients then need a
+// user, it still does anything.
+func TestNewClient_UnauthenticatedWithAuthEnabled(t *testing.T) {
+	st := openStore(t)
+	remote := serveTCP(t, st, WithBcryptCost(bcrypt.MinCost))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := remote.UserAdd(ctx, "root", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Put(ctx, "k", "v"); !errors.Is(err, rpctypes.ErrUserEmpty) {
+		t.Fatalf("put over the network without a user: %v, want %v", err, rpctypes.ErrUserEmpty)
+	}
+	local := NewClient(st)
+	defer local.Close()
+	if _, err := local.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put through NewClient: %v", err)
+	}
+	if _, err := local.UserList(ctx); err != nil {
+		t.Fatalf("user list through NewClient: %v", err)
+	}
+}
