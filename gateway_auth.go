@@ -10,14 +10,24 @@ import (
 
 // The in-process API is unauthenticated: the host is trusted. etcd's users, roles and
 // permissions are served by the etcd gateway (etcdapi) alone, which reaches the replicated auth
-// state through the two methods below. They are not part of ember's API (API.md): their types
-// are internal, so only ember's own packages can call them.
+// state through the methods below. They are not part of ember's API (API.md): their types are
+// internal, so only ember's own packages can call them.
 
-// GatewayAuthView returns the auth state (etcd's auth store: users, roles, permissions, the
-// enabled flag and auth revision) as of a linearizable point, or as this member has applied it
-// when serializable. For etcdapi only.
-func (s *Store) GatewayAuthView(ctx context.Context, serializable bool) (*mvcc.Auth, ResponseHeader, error) {
-	v, err := s.readView(ctx, serializable)
+// GatewayAuth returns the auth state (etcd's auth store: users, roles, permissions, the enabled
+// flag and auth revision) as this member has applied it, without waiting or copying: the etcd
+// gateway checks every request against it, as etcd checks against its member's auth store.
+// For etcdapi only.
+func (s *Store) GatewayAuth() *mvcc.Auth {
+	if a := s.fsm.auth.Load(); a != nil {
+		return a
+	}
+	return s.fsm.view().st.Auth() // nothing applied yet
+}
+
+// GatewayAuthView returns the auth state as of a linearizable point, with the header of that
+// point. For etcdapi only.
+func (s *Store) GatewayAuthView(ctx context.Context) (*mvcc.Auth, ResponseHeader, error) {
+	v, err := s.readView(ctx, false)
 	if err != nil {
 		return nil, ResponseHeader{}, err
 	}

@@ -2,7 +2,6 @@ package ember_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -20,11 +19,7 @@ import (
 // authSummary describes the auth state a member has applied, for comparing members.
 func authSummary(t testing.TB, s *ember.Store) string {
 	t.Helper()
-	a, _, err := s.GatewayAuthView(context.Background(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return describeAuth(a)
+	return describeAuth(s.GatewayAuth())
 }
 
 func describeAuth(a *mvcc.Auth) string {
@@ -71,7 +66,7 @@ func TestGatewayAuth_Replicated(t *testing.T) {
 	if _, code, err := f.GatewayAuthPropose(ctx, &wire.Auth{Op: wire.AuthUserAdd, Name: "alice"}); err != nil || code != wire.CodeAuthUserExists {
 		t.Fatalf("adding alice twice through a follower: code %d, %v; want CodeAuthUserExists", code, err)
 	}
-	a, h, err := l.GatewayAuthView(ctx, false)
+	a, h, err := l.GatewayAuthView(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,16 +126,7 @@ func TestGatewayAuth_Replicated(t *testing.T) {
 	if got := authSummary(t, s); got != want {
 		t.Fatalf("restored from a backup: %s, want %s", got, want)
 	}
-	if !slices.Equal(mustAuth(t, s).UserNames(), []string{"alice", "root"}) {
-		t.Fatalf("users after restore: %v", mustAuth(t, s).UserNames())
+	if !slices.Equal(s.GatewayAuth().UserNames(), []string{"alice", "root"}) {
+		t.Fatalf("users after restore: %v", s.GatewayAuth().UserNames())
 	}
-}
-
-func mustAuth(t testing.TB, s *ember.Store) *mvcc.Auth {
-	t.Helper()
-	a, _, err := s.GatewayAuthView(context.Background(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }

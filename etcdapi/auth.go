@@ -112,10 +112,7 @@ func (g *gateway) caller(ctx context.Context) (*caller, error) {
 	if g.trusted {
 		return nil, nil
 	}
-	a, _, err := g.st.GatewayAuthView(ctx, true)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
+	a := g.st.GatewayAuth()
 	if !a.Enabled {
 		return nil, nil
 	}
@@ -208,7 +205,7 @@ func (a *authServer) hash(password string) ([]byte, error) {
 // Authenticate checks a user's password against the auth state at a linearizable point, as
 // etcd, and issues a simple token.
 func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	st, h, err := a.g.st.GatewayAuthView(ctx, false)
+	st, h, err := a.g.st.GatewayAuthView(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -232,7 +229,7 @@ func (a *authServer) AuthStatus(ctx context.Context, _ *pb.AuthStatusRequest) (*
 	if err := a.g.adminCaller(ctx); err != nil {
 		return nil, err
 	}
-	st, h, err := a.g.st.GatewayAuthView(ctx, false)
+	st, h, err := a.g.st.GatewayAuthView(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -362,7 +359,7 @@ func (a *authServer) read(ctx context.Context, check func(*caller) error) (*mvcc
 	if err := check(c); err != nil {
 		return nil, nil, err
 	}
-	st, h, err := a.g.st.GatewayAuthView(ctx, false)
+	st, h, err := a.g.st.GatewayAuthView(ctx)
 	if err != nil {
 		return nil, nil, toGRPC(err)
 	}
