@@ -277,9 +277,11 @@ func (a *authServer) UserDelete(ctx context.Context, r *pb.AuthUserDeleteRequest
 
 func (a *authServer) UserChangePassword(ctx context.Context, r *pb.AuthUserChangePasswordRequest) (*pb.AuthUserChangePasswordResponse, error) {
 	cmd := &wire.Auth{Op: wire.AuthUserChangePassword, Name: r.Name}
-	var err error
-	if cmd.Password, err = a.hash(r.Password); err != nil {
-		return nil, err
+	if r.Password != "" { // as etcd: an empty password leaves no hash, and no way to log in
+		var err error
+		if cmd.Password, err = a.hash(r.Password); err != nil {
+			return nil, err
+		}
 	}
 	h, err := a.change(ctx, cmd)
 	if err != nil {

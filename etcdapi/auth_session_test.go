@@ -413,6 +413,23 @@ func TestAuth_Session_AsEtcd(t *testing.T) {
 			return err
 		}))},
 		{"alice's old session after the change", as("alice", get("foo"))},
+		{"root empties svc's password (svc has none)", as("root", do(func(ctx context.Context, c *clientv3.Client) error {
+			_, err := c.UserChangePassword(ctx, "svc", "")
+			return err
+		}))},
+		{"root adds bob with an empty password", as("root", do(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserAdd(ctx, "bob", ""); return err }))},
+		{"bob logs in with the empty password", func(ctx context.Context, tg authTarget) string {
+			_, err := tg.anon.Authenticate(ctx, "bob", "")
+			return grpcErr(err)
+		}},
+		{"root changes bob's password to empty", as("root", do(func(ctx context.Context, c *clientv3.Client) error {
+			_, err := c.UserChangePassword(ctx, "bob", "")
+			return err
+		}))},
+		{"bob logs in with the empty password again", func(ctx context.Context, tg authTarget) string {
+			_, err := tg.anon.Authenticate(ctx, "bob", "")
+			return grpcErr(err)
+		}},
 		{"alice logs in with the new password", login("alice", "newpw")},
 		{"alice gets foo again", as("alice", get("foo"))},
 		{"root's auth status after the changes", as("root", authStatus)},
