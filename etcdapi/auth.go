@@ -51,13 +51,18 @@ var authCodes = map[wire.Code]error{
 // tokens are the simple tokens this member issued. A token names its user and the auth
 // revision it was issued at, which voids it, as etcd drops tokens, once the user is deleted
 // or its password changes (the user's revision passes it) or auth is disabled (the disable's
-// revision passes it). Expired tokens are dropped when a new one is issued.
+// revision passes it). Expired tokens are dropped when used, and swept when a new one is
+// issued once the table has doubled since the last sweep, so issuing costs O(1) amortized.
 type tokens struct {
 	ttl time.Duration
 
-	mu sync.Mutex // guards m
-	m  map[string]*token
+	mu      sync.Mutex // guards m and sweepAt
+	m       map[string]*token
+	sweepAt int // sweep expired tokens once m holds this many
 }
+
+// minSweep is the table size below which expired tokens are not swept.
+const minSweep = 64
 
 type token struct {
 	user    string
@@ -71,10 +76,13 @@ func (ts *tokens) issue(user string, rev uint64) string {
 	now := time.Now()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	for k, t := range ts.m {
-		if now.After(t.expires) {
-			delete(ts.m, k)
+	if len(ts.m) >= ts.sweepAt {
+		for k, t := range ts.m {
+			if now.After(t.expires) {
+				delete(ts.m, k)
+			}
 		}
+		ts.sweepAt = max(2*len(ts.m), minSweep)
 	}
 	ts.m[tok] = &token{user: user, rev: rev, expires: now.Add(ts.ttl)}
 	return tok

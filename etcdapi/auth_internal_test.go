@@ -75,3 +75,16 @@ func TestNewClient_UnauthenticatedWithAuthEnabled(t *testing.T) {
 		t.Fatalf("user list through NewClient: %v", err)
 	}
 }
+
+// TestTokens_SweepBounded: expired tokens do not accumulate: issuing sweeps them once the table
+// has doubled, so it stays within twice the live tokens (and minSweep).
+func TestTokens_SweepBounded(t *testing.T) {
+	ts := &tokens{ttl: time.Hour, m: map[string]*token{}}
+	for range 1000 {
+		tok := ts.issue("u", 1)
+		ts.m[tok].expires = time.Now().Add(-time.Second) // expired at once
+	}
+	if n := len(ts.m); n > 2*minSweep {
+		t.Fatalf("%d tokens held after issuing 1000 that expired, want at most %d", n, 2*minSweep)
+	}
+}
