@@ -272,19 +272,47 @@ func (a *Auth) Permitted(user string, key, end []byte, write bool) bool {
 	if write {
 		want = wire.PermWrite
 	}
-	var ivs []interval
+	if len(end) == 0 { // one key, the common case: no interval to build
+		for _, name := range u.Roles {
+			if r := a.Roles[name]; r != nil {
+				for _, p := range r.Perms {
+					if (p.Type == want || p.Type == wire.PermReadWrite) && p.holds(key) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	w := permInterval(key, end)
+	var ivs []interval // the permissions that overlap w
 	for _, name := range u.Roles {
 		r := a.Roles[name]
 		if r == nil {
 			continue
 		}
 		for _, p := range r.Perms {
-			if p.Type == want || p.Type == wire.PermReadWrite {
-				ivs = append(ivs, permInterval(p.Key, p.End))
+			if p.Type != want && p.Type != wire.PermReadWrite {
+				continue
+			}
+			iv := permInterval(p.Key, p.End)
+			if (w.end == nil || bytes.Compare(iv.start, w.end) < 0) && (iv.end == nil || bytes.Compare(iv.end, w.start) > 0) {
+				ivs = append(ivs, iv)
 			}
 		}
 	}
-	return covered(ivs, permInterval(key, end))
+	return covered(ivs, w)
+}
+
+// holds reports whether p's keys include key.
+func (p *Perm) holds(key []byte) bool {
+	switch {
+	case len(p.End) == 0:
+		return bytes.Equal(p.Key, key)
+	case len(p.End) == 1 && p.End[0] == 0:
+		return bytes.Compare(p.Key, key) <= 0
+	}
+	return bytes.Compare(p.Key, key) <= 0 && bytes.Compare(key, p.End) < 0
 }
 
 // interval is [start, end) over keys; a nil end is past every key.
