@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ember-kv/ember/internal/authctx"
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -53,5 +54,13 @@ func (s *Store) GatewayAuthPropose(ctx context.Context, a *wire.Auth) (ResponseH
 type authCodeError struct{ code wire.Code }
 
 func (e authCodeError) Error() string {
+	if e.code == wire.CodeAuthOldRevision {
+		return authctx.ErrOldRevision.Error()
+	}
 	return fmt.Sprintf("ember: auth change refused (code %d)", e.code)
+}
+
+// Is lets the etcd gateway recognize a write refused for an old auth revision.
+func (e authCodeError) Is(target error) bool {
+	return target == authctx.ErrOldRevision && e.code == wire.CodeAuthOldRevision
 }

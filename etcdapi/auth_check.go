@@ -8,13 +8,33 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/authctx"
 )
 
 // The permission checks of every service, as etcd makes them (server/etcdserver/apply's auth
-// applier, v3_server.go and api/v3rpc). Each returns nil when auth is disabled. They check
-// against this member's applied auth state before the request is served; etcd checks writes
-// again when it applies them, so a write racing a revocation may be allowed here where etcd
-// would refuse it (see doc.go).
+// applier, v3_server.go and api/v3rpc). They check against this member's applied auth state
+// before the request is served, and return the caller (nil when auth is disabled). As in etcd,
+// a write carries the auth revision it was authorized at (authorize), and the state machine
+// refuses it if the auth state changed before it applied; a read is answered "revision of auth
+// store is old" if the auth state changed while it was served (stale). clientv3 then
+// authenticates again and retries.
+
+// authorize returns ctx carrying the auth revision c was checked at, for a write.
+func (c *caller) authorize(ctx context.Context) context.Context {
+	if c == nil {
+		return ctx
+	}
+	return authctx.WithRev(ctx, c.a.Rev)
+}
+
+// stale is etcd's check after a read: the auth state must not have changed since c was
+// checked.
+func (c *caller) stale(g *gateway) error {
+	if c != nil && g.st.GatewayAuth().Rev != c.a.Rev {
+		return rpctypes.ErrGRPCAuthOldRevision
+	}
+	return nil
+}
 
 // checkAdmin refuses a caller without the root role, for the requests etcd reserves to admins.
 func (g *gateway) checkAdmin(ctx context.Context) error { return g.adminCaller(ctx) }
@@ -29,40 +49,53 @@ func (g *gateway) checkKnown(ctx context.Context) error {
 }
 
 // checkRange is etcd's check of a Range.
-func (g *gateway) checkRange(ctx context.Context, r *pb.RangeRequest) error {
+func (g *gateway) checkRange(ctx context.Context, r *pb.RangeRequest) (*caller, error) {
 	c, err := g.caller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return c.permitted(r.Key, r.RangeEnd, false)
+	return c, c.permitted(r.Key, r.RangeEnd, false)
 }
 
 // checkPut is etcd's check of a Put.
-func (g *gateway) checkPut(ctx context.Context, r *pb.PutRequest) error {
+func (g *gateway) checkPut(ctx context.Context, r *pb.PutRequest) (*caller, error) {
 	c, err := g.caller(ctx)
 	if err != nil || c == nil {
-		return err
+		return nil, err
 	}
-	return g.putPermitted(ctx, c, r)
+	return c, g.putPermitted(ctx, c, r)
 }
 
 // checkDelete is etcd's check of a DeleteRange.
-func (g *gateway) checkDelete(ctx context.Context, r *pb.DeleteRangeRequest) error {
+func (g *gateway) checkDelete(ctx context.Context, r *pb.DeleteRangeRequest) (*caller, error) {
 	c, err := g.caller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return deletePermitted(c, r)
+	return c, deletePermitted(c, r)
 }
 
 // checkTxn is etcd's check of a Txn: every compare and every op of both branches, nested
 // transactions included, whichever branch runs.
-func (g *gateway) checkTxn(ctx context.Context, r *pb.TxnRequest) error {
+func (g *gateway) checkTxn(ctx context.Context, r *pb.TxnRequest) (*caller, error) {
 	c, err := g.caller(ctx)
 	if err != nil || c == nil {
-		return err
+		return nil, err
 	}
-	return g.txnPermitted(ctx, c, r)
+	return c, g.txnPermitted(ctx, c, r)
+}
+
+// readOnly reports whether r writes nothing, in any branch.
+func readOnly(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			if op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil ||
+				op.GetRequestTxn() != nil && !readOnly(op.GetRequestTxn()) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (g *gateway) putPermitted(ctx context.Context, c *caller, r *pb.PutRequest) error {
@@ -147,15 +180,15 @@ func (g *gateway) leaseKeysPermitted(ctx context.Context, c *caller, id int64, w
 
 // checkLease is etcd's check of a revocation or renewal (write) or of a TimeToLive (read): a
 // user, and, unless an admin, permission on every attached key.
-func (g *gateway) checkLease(ctx context.Context, id int64, write bool) error {
+func (g *gateway) checkLease(ctx context.Context, id int64, write bool) (*caller, error) {
 	c, err := g.caller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.known(); err != nil {
-		return err
+		return nil, err
 	}
-	return g.leaseKeysPermitted(ctx, c, id, write)
+	return c, g.leaseKeysPermitted(ctx, c, id, write)
 }
 
 // checkLeaseLeases is etcd's check of LeaseLeases: a user, and, unless an admin, read

@@ -9,7 +9,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/internal/mvcc"
+	"github.com/ember-kv/ember/internal/wire"
 )
 
 // TestTokens_Void: a token is void once its user is deleted or changes password, once auth is
@@ -86,5 +88,54 @@ func TestTokens_SweepBounded(t *testing.T) {
 	}
 	if n := len(ts.m); n > 2*minSweep {
 		t.Fatalf("%d tokens held after issuing 1000 that expired, want at most %d", n, 2*minSweep)
+	}
+}
+
+// TestAuth_ChangedSinceAuthorized: a write authorized against an auth state that changes before
+// it applies is refused with etcd's "revision of auth store is old" and applies nothing (the
+// state machine checks the revision it was authorized at, as etcd's auth applier), a lease
+// revocation too; a read is answered the same once the auth state changed while it was served.
+// clientv3 then authenticates again and retries.
+func TestAuth_ChangedSinceAuthorized(t *testing.T) {
+	st := openStore(t)
+	remote := serveTCP(t, st, WithBcryptCost(bcrypt.MinCost))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	lease, err := st.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []func() error{
+		func() error { _, err := remote.UserAdd(ctx, "root", "pw"); return err },
+		func() error { _, err := remote.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := remote.AuthEnable(ctx); return err },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := newGateway(st, newConfig(nil))
+	c := &caller{a: st.GatewayAuth(), user: "root"} // checked now
+	if err := c.stale(g); err != nil {
+		t.Fatalf("nothing changed yet: %v", err)
+	}
+	if _, _, err := st.GatewayAuthPropose(ctx, &wire.Auth{Op: wire.AuthRoleAdd, Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Do(c.authorize(ctx), ember.OpPut("k", "v")); toGRPC(err) != rpctypes.ErrGRPCAuthOldRevision {
+		t.Fatalf("put authorized before the change: %v, want %v", err, rpctypes.ErrGRPCAuthOldRevision)
+	}
+	if r, err := st.Get(ctx, "k"); err != nil || len(r.Kvs) != 0 {
+		t.Fatalf("the refused put applied: %v %+v", err, r)
+	}
+	if _, err := st.Revoke(c.authorize(ctx), lease.ID); toGRPC(err) != rpctypes.ErrGRPCAuthOldRevision {
+		t.Fatalf("revoke authorized before the change: %v, want %v", err, rpctypes.ErrGRPCAuthOldRevision)
+	}
+	if err := c.stale(g); err != rpctypes.ErrGRPCAuthOldRevision {
+		t.Fatalf("read checked before the change: %v, want %v", err, rpctypes.ErrGRPCAuthOldRevision)
+	}
+	c = &caller{a: st.GatewayAuth(), user: "root"}
+	if _, err := st.Do(c.authorize(ctx), ember.OpPut("k", "v")); err != nil {
+		t.Fatalf("put authorized at the current revision: %v", err)
 	}
 }

@@ -38,11 +38,10 @@
 //     WithBcryptCost), with simple tokens only (no JWT, no client-certificate CN users): tokens
 //     are local to the member that issued them, as etcd's simple tokens, and void after
 //     WithTokenTTL unused. Permissions are checked against the member's applied auth state
-//     before a request is served, as etcd checks reads; etcd checks writes once more when it
-//     applies them, so a write that races a revocation of its permission may succeed here
-//     where etcd would refuse it, and etcd's "revision of auth store is old" is never
-//     answered. The in-process ember API is not authenticated: auth applies to the gateway's
-//     clients only.
+//     before a request is served; a write carries the auth revision it was authorized at and
+//     is refused at apply ("revision of auth store is old") if the auth state changed since,
+//     as etcd refuses it. The in-process ember API, and NewClient, are not authenticated:
+//     auth applies to the gateway's network clients only.
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.

@@ -16,12 +16,16 @@ func (g *gateway) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRespo
 	if err != nil {
 		return nil, err
 	}
-	if err := g.checkRange(ctx, r); err != nil {
+	c, err := g.checkRange(ctx, r)
+	if err != nil {
 		return nil, err
 	}
 	res, err := g.st.Do(ctx, op)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if err := c.stale(g); err != nil {
+		return nil, err
 	}
 	resp := rangeResponse(res.Get())
 	resp.Header = g.header(ctx, res.Get().Header)
@@ -34,10 +38,11 @@ func (g *gateway) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, e
 	if err != nil {
 		return nil, err
 	}
-	if err := g.checkPut(ctx, r); err != nil {
+	c, err := g.checkPut(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -50,10 +55,11 @@ func (g *gateway) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	if err := g.checkDelete(ctx, r); err != nil {
+	c, err := g.checkDelete(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -68,12 +74,18 @@ func (g *gateway) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, e
 	if err != nil {
 		return nil, err
 	}
-	if err := g.checkTxn(ctx, r); err != nil {
+	c, err := g.checkTxn(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if readOnly(r) {
+		if err := c.stale(g); err != nil {
+			return nil, err
+		}
 	}
 	resp := txnResponse(res.Txn())
 	resp.Header = g.header(ctx, res.Txn().Header)

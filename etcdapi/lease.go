@@ -31,10 +31,11 @@ func (g *gateway) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.
 
 // LeaseRevoke serves etcd's LeaseRevoke.
 func (g *gateway) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	if err := g.checkLease(ctx, r.ID, true); err != nil {
+	c, err := g.checkLease(ctx, r.ID, true)
+	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Revoke(ctx, ember.LeaseID(r.ID))
+	res, err := g.st.Revoke(c.authorize(ctx), ember.LeaseID(r.ID))
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -43,7 +44,7 @@ func (g *gateway) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*p
 
 // LeaseTimeToLive serves etcd's LeaseTimeToLive; as etcd, an unknown lease has TTL -1.
 func (g *gateway) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	if err := g.checkLease(ctx, r.ID, false); err != nil {
+	if _, err := g.checkLease(ctx, r.ID, false); err != nil {
 		return nil, err
 	}
 	var opts []ember.LeaseOption
@@ -137,7 +138,7 @@ func (g *gateway) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 }
 
 func (g *gateway) keepAliveOnce(ctx context.Context, id int64) (*pb.LeaseKeepAliveResponse, error) {
-	if err := g.checkLease(ctx, id, true); err != nil {
+	if _, err := g.checkLease(ctx, id, true); err != nil {
 		return nil, err // ends the stream, as etcd's
 	}
 	res, err := g.st.KeepAliveOnce(ctx, ember.LeaseID(id))

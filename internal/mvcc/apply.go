@@ -136,6 +136,11 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 		// As etcd while NOSPACE is raised: nothing that adds data applies until it is disarmed.
 		return Applied{Result: &wire.Result{Code: wire.CodeNoSpace, Revision: st.rev}}
 	}
+	if cmd.AuthRev != 0 {
+		if a := st.Auth(); a.Enabled && cmd.AuthRev < a.Rev {
+			return Applied{Result: &wire.Result{Code: wire.CodeAuthOldRevision, Revision: st.rev}}
+		}
+	}
 	switch cmd.Kind {
 	case wire.KindTxn:
 		if code := ValidateTxn(cmd.Txn, 0); code != wire.CodeOK {

@@ -65,6 +65,11 @@ type Command struct {
 	AlarmType   uint8 // KindAlarm: AlarmNoSpace or AlarmCorrupt
 
 	Auth *Auth // KindAuth
+
+	// AuthRev, for KindTxn and KindLeaseRevoke sent by the etcd gateway, is the auth revision
+	// the request was authorized at: while auth is enabled, the command is refused with
+	// CodeAuthOldRevision once the auth state has changed since. 0 means not checked.
+	AuthRev uint64
 }
 
 // LeaseCheckpoint records how much of a lease's TTL was left, so a new leader does not restart it
@@ -247,8 +252,7 @@ const (
 	// CodeNotMember refuses a request that only members may make, sent over a peer connection
 	// whose member is not in the cluster's configuration.
 	CodeNotMember
-	// Refusals of a KindAuth command, as etcd's auth store refuses them; they travel inside a
-	// result only (IsAuth).
+	// Auth refusals, as etcd's auth store makes them; they travel inside a result only (IsAuth).
 	CodeAuthRootUserNotExist
 	CodeAuthRootRoleNotExist
 	CodeAuthUserExists
@@ -260,13 +264,15 @@ const (
 	CodeAuthRoleNotGranted
 	CodeAuthPermNotGranted
 	CodeAuthInvalidMgmt
+	CodeAuthOldRevision // a command's AuthRev is older than the auth state
 	codeMax
 )
 
 // Valid reports whether c is a known code.
 func (c Code) Valid() bool { return c < codeMax }
 
-// IsAuth reports whether c is an auth store's refusal of a KindAuth command.
+// IsAuth reports whether c is an auth refusal: of a KindAuth command, or of a command
+// authorized at an older auth revision (CodeAuthOldRevision).
 func (c Code) IsAuth() bool { return c >= CodeAuthRootUserNotExist && c < codeMax }
 
 // Result is what applying a Command returns.
