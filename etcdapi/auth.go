@@ -175,21 +175,17 @@ func (c *caller) known() error {
 	return nil
 }
 
-// adminCaller returns nil if the request of ctx may manage auth (or auth is disabled).
-func (g *gateway) adminCaller(ctx context.Context) error {
-	c, err := g.caller(ctx)
-	if err != nil {
-		return err
-	}
-	return c.admin()
-}
-
 // change applies an auth change through the log, once the caller is found to be an admin, as
 // etcd's auth applier checks before applying one.
 func (a *authServer) change(ctx context.Context, cmd *wire.Auth) (*pb.ResponseHeader, error) {
-	if err := a.g.adminCaller(ctx); err != nil {
+	if err := a.g.checkAdmin(ctx); err != nil {
 		return nil, err
 	}
+	return a.propose(ctx, cmd)
+}
+
+// propose applies an auth change through the log.
+func (a *authServer) propose(ctx context.Context, cmd *wire.Auth) (*pb.ResponseHeader, error) {
 	h, code, err := a.g.st.GatewayAuthPropose(ctx, cmd)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -234,7 +230,7 @@ func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest
 }
 
 func (a *authServer) AuthStatus(ctx context.Context, _ *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
-	if err := a.g.adminCaller(ctx); err != nil {
+	if err := a.g.checkAdmin(ctx); err != nil {
 		return nil, err
 	}
 	st, h, err := a.g.st.GatewayAuthView(ctx)
@@ -331,7 +327,7 @@ func (a *authServer) RoleDelete(ctx context.Context, r *pb.AuthRoleDeleteRequest
 }
 
 func (a *authServer) RoleGrantPermission(ctx context.Context, r *pb.AuthRoleGrantPermissionRequest) (*pb.AuthRoleGrantPermissionResponse, error) {
-	if err := a.g.adminCaller(ctx); err != nil {
+	if err := a.g.checkAdmin(ctx); err != nil {
 		return nil, err
 	}
 	// As etcd's auth store, before it looks the role up.
@@ -343,7 +339,7 @@ func (a *authServer) RoleGrantPermission(ctx context.Context, r *pb.AuthRoleGran
 	case r.Perm.PermType < authpb.READ || r.Perm.PermType > authpb.READWRITE:
 		return nil, status.Error(codes.InvalidArgument, "etcdapi: unknown permission type")
 	}
-	h, err := a.change(ctx, &wire.Auth{Op: wire.AuthRoleGrantPermission, Name: r.Name,
+	h, err := a.propose(ctx, &wire.Auth{Op: wire.AuthRoleGrantPermission, Name: r.Name,
 		Key: r.Perm.Key, End: r.Perm.RangeEnd, PermType: uint8(r.Perm.PermType)})
 	if err != nil {
 		return nil, err

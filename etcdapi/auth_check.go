@@ -37,7 +37,13 @@ func (c *caller) stale(g *gateway) error {
 }
 
 // checkAdmin refuses a caller without the root role, for the requests etcd reserves to admins.
-func (g *gateway) checkAdmin(ctx context.Context) error { return g.adminCaller(ctx) }
+func (g *gateway) checkAdmin(ctx context.Context) error {
+	c, err := g.caller(ctx)
+	if err != nil {
+		return err
+	}
+	return c.admin()
+}
 
 // checkKnown refuses a request without a token, for those etcd serves to any user.
 func (g *gateway) checkKnown(ctx context.Context) error {
