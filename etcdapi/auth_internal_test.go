@@ -197,3 +197,95 @@ func BenchmarkGateway_CheckPut(b *testing.B) {
 		}
 	})
 }
+
+// TestPermissions_Requests: the permission each request needs, as etcd's auth applier checks
+// it: a Range reads its range, a Put writes its key (and reads it for prevKV), a DeleteRange
+// writes its range (and reads it for prevKV), a Txn reads every compare's range and needs every
+// op of both branches, nested ones included.
+func TestPermissions_Requests(t *testing.T) {
+	ap := mvcc.NewApplier(nil, 1<<20)
+	for i, c := range []*wire.Auth{
+		{Op: wire.AuthRoleAdd, Name: "r"},
+		{Op: wire.AuthRoleGrantPermission, Name: "r", Key: []byte("ro"), PermType: wire.PermRead},
+		{Op: wire.AuthRoleGrantPermission, Name: "r", Key: []byte("wo/"), End: []byte("wo0"), PermType: wire.PermWrite},
+		{Op: wire.AuthRoleGrantPermission, Name: "r", Key: []byte("rw/"), End: []byte("rw0"), PermType: wire.PermReadWrite},
+		{Op: wire.AuthRoleGrantPermission, Name: "r", Key: []byte("z"), End: []byte{0}, PermType: wire.PermRead},
+		{Op: wire.AuthUserAdd, Name: "u"},
+		{Op: wire.AuthUserGrantRole, Name: "u", Role: "r"},
+		{Op: wire.AuthUserAdd, Name: "root"},
+		{Op: wire.AuthUserGrantRole, Name: "root", Role: "root"},
+	} {
+		out, err := ap.Apply(uint64(i+1), (&wire.Command{Kind: wire.KindAuth, Auth: c}).Marshal(nil))
+		if err != nil || out.Result.Code != wire.CodeOK {
+			t.Fatalf("%+v: %v, code %d", c, err, out.Result.Code)
+		}
+	}
+	a := ap.State().Auth()
+	g := &gateway{}
+	ctx := context.Background()
+	rng := func(k, e string) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte(k), RangeEnd: []byte(e)}}}
+	}
+	put := func(k string, prev bool) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(k), PrevKv: prev}}}
+	}
+	del := func(k, e string, prev bool) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte(k), RangeEnd: []byte(e), PrevKv: prev}}}
+	}
+	cmp := func(k, e string) *pb.Compare { return &pb.Compare{Key: []byte(k), RangeEnd: []byte(e)} }
+	nested := func(ops ...*pb.RequestOp) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{Failure: ops}}}
+	}
+	tests := []struct {
+		name  string
+		user  string
+		check func(*caller) error
+		want  error
+	}{
+		{"range a key", "u", func(c *caller) error { return c.permitted([]byte("ro"), nil, false) }, nil},
+		{"range a prefix", "u", func(c *caller) error { return c.permitted([]byte("rw/"), []byte("rw0"), false) }, nil},
+		{"range past a prefix", "u", func(c *caller) error { return c.permitted([]byte("rw/"), []byte("rw1"), false) }, rpctypes.ErrGRPCPermissionDenied},
+		{"range from a key", "u", func(c *caller) error { return c.permitted([]byte("zz"), []byte{0}, false) }, nil},
+		{"range a write-only prefix", "u", func(c *caller) error { return c.permitted([]byte("wo/a"), nil, false) }, rpctypes.ErrGRPCPermissionDenied},
+		{"put a read-only key", "u", func(c *caller) error { return g.putPermitted(ctx, c, &pb.PutRequest{Key: []byte("ro")}) }, rpctypes.ErrGRPCPermissionDenied},
+		{"put write-only", "u", func(c *caller) error { return g.putPermitted(ctx, c, &pb.PutRequest{Key: []byte("wo/a")}) }, nil},
+		{"put write-only with prevKV", "u", func(c *caller) error {
+			return g.putPermitted(ctx, c, &pb.PutRequest{Key: []byte("wo/a"), PrevKv: true})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"delete a write-only range", "u", func(c *caller) error {
+			return deletePermitted(c, &pb.DeleteRangeRequest{Key: []byte("wo/"), RangeEnd: []byte("wo0")})
+		}, nil},
+		{"delete it with prevKV", "u", func(c *caller) error {
+			return deletePermitted(c, &pb.DeleteRangeRequest{Key: []byte("wo/"), RangeEnd: []byte("wo0"), PrevKv: true})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"txn: readable compares, allowed ops", "u", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Compare: []*pb.Compare{cmp("ro", ""), cmp("rw/", "rw0")},
+				Success: []*pb.RequestOp{put("rw/a", true), rng("z", "\x00")}, Failure: []*pb.RequestOp{del("wo/a", "", false)}})
+		}, nil},
+		{"txn: a compare on a write-only key", "u", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Compare: []*pb.Compare{cmp("wo/a", "")}})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"txn: a denied op in the failure branch", "u", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Success: []*pb.RequestOp{put("rw/a", false)}, Failure: []*pb.RequestOp{put("ro", false)}})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"txn: a denied op nested", "u", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Success: []*pb.RequestOp{nested(rng("secret", ""))}})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"txn: a delete with prevKV on a write-only range", "u", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Success: []*pb.RequestOp{del("wo/a", "", true)}})
+		}, rpctypes.ErrGRPCPermissionDenied},
+		{"no token", "", func(c *caller) error { return c.permitted([]byte("ro"), nil, false) }, rpctypes.ErrGRPCUserEmpty},
+		{"root anything", "root", func(c *caller) error {
+			return g.txnPermitted(ctx, c, &pb.TxnRequest{Compare: []*pb.Compare{cmp("secret", "")}, Success: []*pb.RequestOp{del("", "\x00", true)}})
+		}, nil},
+		{"admin as a user", "u", func(c *caller) error { return c.admin() }, rpctypes.ErrGRPCPermissionDenied},
+		{"admin without a token", "", func(c *caller) error { return c.admin() }, rpctypes.ErrGRPCUserEmpty},
+		{"admin as root", "root", func(c *caller) error { return c.admin() }, nil},
+		{"auth disabled", "-", func(*caller) error { return (*caller)(nil).permitted([]byte("secret"), nil, true) }, nil},
+	}
+	for _, tc := range tests {
+		if got := tc.check(&caller{a: a, user: tc.user}); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
