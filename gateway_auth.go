@@ -49,6 +49,17 @@ func (s *Store) GatewayAuthPropose(ctx context.Context, a *wire.Auth) (ResponseH
 	return s.header(res.Revision), wire.CodeOK, nil
 }
 
+// GatewayKeys maps a client's key range to the store's, as the requests of a [Namespace] are
+// mapped. The etcd gateway checks permissions on the store's keys, as etcd checks those a
+// grpc-proxy --namespace forwards, so that the namespaces of one store, which share its auth
+// state, do not share permissions. For etcdapi only.
+func (s *Store) GatewayKeys(key, end []byte) ([]byte, []byte) {
+	if s.ns == "" {
+		return key, end
+	}
+	return s.nsKey(key), s.nsEnd(end)
+}
+
 // authCodeError is an auth refusal as an error, so that every code has one (codeError). Auth
 // codes travel inside results, never as a peer's error.
 type authCodeError struct{ code wire.Code }

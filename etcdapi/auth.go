@@ -111,6 +111,8 @@ func (ts *tokens) user(tok string, a *mvcc.Auth) (string, bool) {
 type caller struct {
 	a    *mvcc.Auth
 	user string // "" when the request carries no token
+	// keys maps the client's keys to the store's (Store.GatewayKeys); nil for none.
+	keys func(key, end []byte) ([]byte, []byte)
 }
 
 // caller returns the caller of the request of ctx, checked against this member's applied auth
@@ -130,17 +132,21 @@ func (g *gateway) caller(ctx context.Context) (*caller, error) {
 		ts = md.Get(rpctypes.TokenFieldNameSwagger)
 	}
 	if len(ts) == 0 {
-		return &caller{a: a}, nil
+		return &caller{a: a, keys: g.st.GatewayKeys}, nil
 	}
 	user, ok := g.tokens.user(ts[0], a)
 	if !ok {
 		return nil, rpctypes.ErrGRPCInvalidAuthToken
 	}
-	return &caller{a: a, user: user}, nil
+	return &caller{a: a, user: user, keys: g.st.GatewayKeys}, nil
 }
 
-// permitted is etcd's IsRangePermitted (write false) and IsPutPermitted/IsDeleteRangePermitted.
+// permitted is etcd's IsRangePermitted (write false) and IsPutPermitted/IsDeleteRangePermitted,
+// on the store's keys.
 func (c *caller) permitted(key, end []byte, write bool) error {
+	if c != nil && c.keys != nil {
+		key, end = c.keys(key, end)
+	}
 	switch {
 	case c == nil:
 		return nil

@@ -9,6 +9,8 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc/metadata"
 
@@ -287,5 +289,51 @@ func TestPermissions_Requests(t *testing.T) {
 		if got := tc.check(&caller{a: a, user: tc.user}); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestAuth_Namespaces: a gateway serving a namespace checks permissions on the store's keys, as
+// etcd checks the keys a grpc-proxy --namespace forwards: a permission on "a/foo" lets a user
+// write foo through the gateway of namespace a/, not through that of b/, although both share the
+// store's users and roles.
+func TestAuth_Namespaces(t *testing.T) {
+	st := openStore(t)
+	ga := serveTCP(t, ember.Namespace(st, "a/"), WithBcryptCost(bcrypt.MinCost))
+	gb := serveTCP(t, ember.Namespace(st, "b/"), WithBcryptCost(bcrypt.MinCost))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, f := range []func() error{
+		func() error { _, err := ga.UserAdd(ctx, "root", "pw"); return err },
+		func() error { _, err := ga.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := ga.RoleAdd(ctx, "r"); return err },
+		func() error {
+			_, err := ga.RoleGrantPermission(ctx, "r", "a/foo", "", clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := ga.UserAdd(ctx, "u", "pw"); return err },
+		func() error { _, err := ga.UserGrantRole(ctx, "u", "r"); return err },
+		func() error { _, err := ga.AuthEnable(ctx); return err },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	as := func(gw *clientv3.Client) *clientv3.Client {
+		c, err := clientv3.New(clientv3.Config{Endpoints: gw.Endpoints(), DialTimeout: 5 * time.Second,
+			Username: "u", Password: "pw", Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	if _, err := as(ga).Put(ctx, "foo", "v"); err != nil {
+		t.Fatalf("put foo through namespace a/: %v", err)
+	}
+	if _, err := as(gb).Put(ctx, "foo", "v"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Fatalf("put foo through namespace b/: %v, want %v", err, rpctypes.ErrPermissionDenied)
+	}
+	if r, err := st.Get(ctx, "", ember.WithFromKey()); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Key) != "a/foo" {
+		t.Fatalf("store after the puts: %v %+v", err, r)
 	}
 }

@@ -41,7 +41,10 @@
 //     before a request is served; a write carries the auth revision it was authorized at and
 //     is refused at apply ("revision of auth store is old") if the auth state changed since,
 //     as etcd refuses it. The in-process ember API, and NewClient, are not authenticated:
-//     auth applies to the gateway's network clients only.
+//     auth applies to the gateway's network clients only. A gateway serving a namespace
+//     (ember.Namespace) checks permissions on the store's keys, prefix included, as etcd
+//     checks the keys a grpc-proxy --namespace forwards; all namespaces of a store share its
+//     users and roles.
 //   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.
