@@ -12,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ember-kv/ember"
@@ -335,5 +337,65 @@ func TestAuth_Namespaces(t *testing.T) {
 	}
 	if r, err := st.Get(ctx, "", ember.WithFromKey()); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Key) != "a/foo" {
 		t.Fatalf("store after the puts: %v %+v", err, r)
+	}
+}
+
+// TestAuth_Tokens_Expire: a token unused for its TTL is void ("invalid auth token", which makes
+// clientv3 authenticate again), and every use restarts its TTL, as etcd's simple tokens.
+func TestAuth_Tokens_Expire(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	anon := serveTCP(t, openStore(t), WithBcryptCost(bcrypt.MinCost), WithTokenTTL(ttl))
+	ep := anon.Endpoints()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, f := range []func() error{
+		func() error { _, err := anon.UserAdd(ctx, "root", "pw"); return err },
+		func() error { _, err := anon.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := anon.AuthEnable(ctx); return err },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A plain connection: clientv3's retries an invalid token for seconds.
+	conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	kv := pb.NewKVClient(conn)
+	getWith := func(token string) error {
+		_, err := kv.Range(metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, token), &pb.RangeRequest{Key: []byte("k")})
+		return err
+	}
+	used, err := anon.Authenticate(ctx, "root", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := anon.Authenticate(ctx, "root", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 8 { // 2 TTLs, the used token never idle for more than a quarter of one
+		if err := getWith(used.Token); err != nil {
+			t.Fatalf("get with a token in use: %v", err)
+		}
+		time.Sleep(ttl / 4)
+	}
+	if err := getWith(idle.Token); rpctypes.Error(err) != rpctypes.ErrInvalidAuthToken {
+		t.Fatalf("get with a token idle for 2 TTLs: %v, want %v", err, rpctypes.ErrInvalidAuthToken)
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second,
+		Username: "root", Password: "pw", Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := root.Get(ctx, "k"); err != nil {
+		t.Fatalf("get through clientv3, which authenticates: %v", err)
+	}
+	time.Sleep(2 * ttl)
+	if _, err := root.Get(ctx, "k"); err != nil {
+		t.Fatalf("get through clientv3 once its token expired (it authenticates again): %v", err)
 	}
 }

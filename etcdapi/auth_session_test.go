@@ -14,7 +14,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-kv/ember/etcdapi"
@@ -441,57 +440,4 @@ func TestAuth_Session_AsEtcd(t *testing.T) {
 		{"lists at the end", as("", lists)},
 	}
 	sameAsEtcd(t, targets, steps)
-}
-
-// TestAuth_Tokens_Expire: a token unused for its TTL is void ("invalid auth token", which makes
-// clientv3 authenticate again), and every use restarts its TTL, as etcd's simple tokens.
-func TestAuth_Tokens_Expire(t *testing.T) {
-	const ttl = 300 * time.Millisecond
-	ep := startEmberGateway(t, []etcdapi.Option{etcdapi.WithBcryptCost(bcrypt.MinCost), etcdapi.WithTokenTTL(ttl)})
-	ctx, cancel := context.WithTimeout(context.Background(), ctlTimeout)
-	defer cancel()
-	anon := newClient(t, ep)
-	for _, f := range []func() error{
-		func() error { _, err := anon.UserAdd(ctx, "root", "pw"); return err },
-		func() error { _, err := anon.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := anon.AuthEnable(ctx); return err },
-	} {
-		if err := f(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	getWith := func(token string) error {
-		_, err := anon.Get(metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, token), "k")
-		return err
-	}
-	used, err := anon.Authenticate(ctx, "root", "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	idle, err := anon.Authenticate(ctx, "root", "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 8 { // 2 TTLs, the used token never idle for more than a quarter of one
-		if err := getWith(used.Token); err != nil {
-			t.Fatalf("get with a token in use: %v", err)
-		}
-		time.Sleep(ttl / 4)
-	}
-	if err := getWith(idle.Token); !errors.Is(err, rpctypes.ErrInvalidAuthToken) {
-		t.Fatalf("get with a token idle for 2 TTLs: %v, want %v", err, rpctypes.ErrInvalidAuthToken)
-	}
-	root, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: ctlTimeout,
-		Username: "root", Password: "pw", Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	if _, err := root.Get(ctx, "k"); err != nil {
-		t.Fatalf("get through clientv3, which authenticates: %v", err)
-	}
-	time.Sleep(2 * ttl)
-	if _, err := root.Get(ctx, "k"); err != nil {
-		t.Fatalf("get through clientv3 once its token expired (it authenticates again): %v", err)
-	}
 }
