@@ -30,6 +30,8 @@ import (
 //	  frameAlarms   at most once, before frameEnd, only if an alarm is raised: uvarint count,
 //	                then per alarm in (member, type) order: member, type byte. Added after the
 //	                others: a snapshot without alarms is the same as before it existed.
+//	  frameAuth     at most once, before frameEnd, only once the auth state changed: see
+//	                auth_snapshot.go. Added last, as frameAlarms.
 //
 // Attachments of keys to leases and the latest-version index are derived from the records.
 const (
@@ -42,6 +44,7 @@ const (
 	frameDedup   byte = 4
 	frameEnd     byte = 5
 	frameAlarms  byte = 6
+	frameAuth    byte = 7
 
 	frameTarget   = 64 << 10  // flush a frame once its payload passes this size
 	maxFrameBytes = 256 << 20 // a larger frame is corruption
@@ -162,6 +165,7 @@ func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 		sw.n++
 	}
 	sw.flushBatch(frameAlarms, true)
+	writeAuth(sw, st)
 	if sw.err != nil {
 		return sw.err
 	}
@@ -309,6 +313,10 @@ func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
 					return nil, 0, errSnapshot("alarm %+v out of order or invalid", a)
 				}
 				st.alarms = append(st.alarms, a)
+			}
+		case frameAuth:
+			if err := readAuth(st, d); err != nil {
+				return nil, 0, err
 			}
 		default:
 			return nil, 0, errSnapshot("unknown frame type %d", typ)
