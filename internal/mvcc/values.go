@@ -113,27 +113,84 @@ func (st *State) storeValue(r *Record, value string) {
 // it), so callers answer ErrCompacted, or read again from a newer view if they asked for the
 // latest revision. The Applier's own state and a pinned clone never miss.
 func (st *State) valueOf(r *Record) (string, bool) {
-	if !r.stored {
-		return r.Value, true
+	if v, ok, inMemory := st.valueInMemory(r); inMemory {
+		return v, ok
 	}
-	pos := revPos{r.Mod, r.Sub}
-	if i := sort.Search(len(st.pending), func(i int) bool { return !st.pending[i].pos.less(pos) }); i < len(st.pending) && st.pending[i].pos == pos {
-		return st.pending[i].value, true
+	if st.tx != nil {
+		return valueIn(st.tx, r)
 	}
 	var value string
 	found := false
-	get := func(tx *bolt.Tx) error {
-		if b := tx.Bucket(valuesBucket).Get(valueKey(pos)); b != nil {
-			value, found = string(b), true // b lives only as long as tx
-		}
+	if st.vals.db.View(func(tx *bolt.Tx) error {
+		value, found = valueIn(tx, r)
 		return nil
-	}
-	if st.tx != nil {
-		get(st.tx)
-	} else if st.vals.db.View(get) != nil {
-		return "", false // closed: a restored snapshot replaced the file
+	}) != nil {
+		return "", false // closed: a restored snapshot replaced the file, or the member closed
 	}
 	return value, found
+}
+
+// valueInMemory returns r's value if it is not in the file (inMemory): in r, or pending.
+func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
+	if !r.stored {
+		return r.Value, true, true
+	}
+	pos := revPos{r.Mod, r.Sub}
+	if i := sort.Search(len(st.pending), func(i int) bool { return !st.pending[i].pos.less(pos) }); i < len(st.pending) && st.pending[i].pos == pos {
+		return st.pending[i].value, true, true
+	}
+	return "", false, false
+}
+
+func valueIn(tx *bolt.Tx, r *Record) (string, bool) {
+	b := tx.Bucket(valuesBucket).Get(valueKey(revPos{r.Mod, r.Sub}))
+	if b == nil {
+		return "", false
+	}
+	return string(b), true // b lives only as long as tx
+}
+
+// ValuesOf returns the values of recs as Value does, reading the file in one transaction: a
+// range's page of values costs one, not one per value. False if any was compacted after st was
+// cloned.
+func (st *State) ValuesOf(recs []*Record) ([]string, bool) {
+	out := make([]string, len(recs))
+	var inFile []int
+	for i, r := range recs {
+		v, ok, inMemory := st.valueInMemory(r)
+		if !inMemory {
+			inFile = append(inFile, i)
+			continue
+		}
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	if len(inFile) == 0 {
+		return out, true
+	}
+	read := func(tx *bolt.Tx) bool {
+		for _, i := range inFile {
+			v, ok := valueIn(tx, recs[i])
+			if !ok {
+				return false
+			}
+			out[i] = v
+		}
+		return true
+	}
+	if st.tx != nil {
+		return out, read(st.tx)
+	}
+	found := false
+	if st.vals.db.View(func(tx *bolt.Tx) error {
+		found = read(tx)
+		return nil
+	}) != nil {
+		return nil, false
+	}
+	return out, found
 }
 
 // Value returns r's value as valueOf does: false means r's value was compacted after st was
