@@ -6,6 +6,11 @@
 //
 // Suites: put, get, cas, lease, watch, fanout, raft (raw hashicorp/raft with a no-op FSM, the
 // ceiling for ember's writes) and mem (memory per live key, each system in a child process).
+// Not in all: scale (issue #13; -n keys of -value-size bytes on -members members of each system,
+// in a child process each: load, memory, overwrite, steady puts, compaction stalls, paginated
+// LIST, close and restart; see scale.go), run as
+//
+//	go run -C bench . -suite scale -n 1000000
 package main
 
 import (
@@ -35,13 +40,18 @@ type bench struct {
 	jsonOut          *json.Encoder
 	results          []result
 	baseGoroutines   int
+	scale            scaleConfig // the scale suite's keys, value size and timings
 }
 
 var suiteNames = []string{"put", "get", "cas", "lease", "watch", "fanout", "raft", "mem"}
 
+// extraSuites are not part of "all": at its default million keys, scale runs for many minutes.
+var extraSuites = []string{"scale"}
+
 func main() {
+	runScaleChildIfAsked()
 	var (
-		suite      = flag.String("suite", "all", "comma-separated suites: all or "+strings.Join(suiteNames, ","))
+		suite      = flag.String("suite", "all", "comma-separated suites: all ("+strings.Join(suiteNames, ",")+") or any of them, or "+strings.Join(extraSuites, ","))
 		members    = flag.String("members", "1,3", "comma-separated member counts")
 		sysNames   = flag.String("systems", "ember,etcd", "systems to compare")
 		at         = flag.String("at", "leader,follower", "where the clients run (follower only with more than one member)")
@@ -52,6 +62,8 @@ func main() {
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		profileDir = flag.String("profile-dir", "", "write a CPU profile of each cell's measured interval into this dir")
 		memKeys    = flag.Int("mem-keys", 100_000, "keys loaded for the mem suite")
+		scaleKeys  = flag.Int("n", 1_000_000, "keys loaded for the scale suite")
+		valueSize  = flag.Int("value-size", 1024, "value size in bytes for the scale suite")
 		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
 		logStoreF  = flag.String("log-store", "wal", "ember's and raw raft's raft log store: wal (ember's default, hashicorp/raft-wal) or bolt (ember.LogStoreBolt, raft-boltdb)")
 	)
@@ -77,7 +89,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	b := &bench{warmup: *warmup, duration: *duration, profileDir: *profileDir, log: os.Stderr}
+	b := &bench{warmup: *warmup, duration: *duration, profileDir: *profileDir, log: os.Stderr,
+		scale: scaleConfig{Keys: *scaleKeys, ValueSize: *valueSize, Duration: *duration, Settle: 2 * time.Second}}
 	if *cpuProfile != "" && *profileDir != "" {
 		fmt.Fprintln(os.Stderr, "-cpuprofile and -profile-dir exclude each other: Go runs one CPU profile at a time")
 		os.Exit(2)
@@ -103,7 +116,7 @@ func parseConfig(suite, members, sysNames, at, clients string) (config, error) {
 		switch {
 		case s == "all":
 			c.suites = append(c.suites, suiteNames...)
-		case slices.Contains(suiteNames, s):
+		case slices.Contains(suiteNames, s), slices.Contains(extraSuites, s):
 			c.suites = append(c.suites, s)
 		default:
 			return c, fmt.Errorf("unknown suite %q", s)
@@ -185,7 +198,18 @@ func (b *bench) run(cfg config, jsonPath, cpuProfile string, memKeys int) (err e
 		runtime.NumCPU(), runtime.Version(), b.duration, b.warmup, logStore)
 	diskStart := b.probeDisk()
 	var mem []memResult
+	var scale []scaleResult
 	for _, s := range cfg.suites {
+		if s == "scale" {
+			rs := b.measureScale(ctx, cfg.systems, cfg.members, b.scale)
+			if b.jsonOut != nil {
+				for _, r := range rs {
+					b.jsonOut.Encode(r)
+				}
+			}
+			scale = append(scale, rs...)
+			continue
+		}
 		if s == "mem" {
 			mem = b.measureMemory(ctx, cfg.systems, memKeys)
 			if b.jsonOut != nil {
@@ -206,6 +230,7 @@ func (b *bench) run(cfg config, jsonPath, cpuProfile string, memKeys int) (err e
 	fmt.Printf("Log store of ember and raw raft: %v.\n", logStore)
 	fmt.Printf("Disk: fdatasync after a 4 KiB write, p50 / p99: %s at the start, %s at the end.\n\n", diskStart, diskEnd)
 	printTables(os.Stdout, b.results, mem)
+	printScale(os.Stdout, scale)
 	return nil
 }
 

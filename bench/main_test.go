@@ -4,12 +4,64 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ember-kv/ember"
 )
+
+// TestMain lets the test binary serve as the scale suite's child process.
+func TestMain(m *testing.M) {
+	runScaleChildIfAsked()
+	os.Exit(m.Run())
+}
+
+// TestScale runs the scale suite on 2,000 keys for each system on 1 member (and 3 with
+// EMBER_SOAK=1: their elections, leader transfers and restarts add 10-20 s), each in a child
+// process as in a real run, and checks that every figure is there and positive (no timing is
+// asserted).
+func TestScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real clusters")
+	}
+	b := &bench{log: io.Discard}
+	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond}
+	members := []int{1}
+	if os.Getenv("EMBER_SOAK") == "1" {
+		members = append(members, 3)
+	}
+	rs := b.measureScale(context.Background(), systems, members, cfg)
+	if len(rs) != len(members)*len(systems) {
+		t.Fatalf("%d results, want %d", len(rs), len(members)*len(systems))
+	}
+	for i, r := range rs {
+		m := members[i/len(systems)]
+		if r.Err != "" {
+			t.Errorf("%s, %d members: %s", r.System, r.Members, r.Err)
+			continue
+		}
+		if r.Keys != cfg.Keys || r.ValueSize != cfg.ValueSize || r.Members != m {
+			t.Errorf("%s: %d keys of %d B on %d members, want %d of %d on %d", r.System, r.Keys, r.ValueSize, r.Members, cfg.Keys, cfg.ValueSize, m)
+		}
+		for _, row := range scaleRows {
+			if v := row.val(r); !(v > 0) {
+				t.Errorf("%s, %d members: %s = %v, want > 0", r.System, r.Members, row.name, v)
+			}
+		}
+	}
+	var out bytes.Buffer
+	printScale(&out, rs)
+	if len(members) > 1 && !strings.Contains(out.String(), "| scale, 3 members") {
+		t.Errorf("no 3-member table:\n%s", out.String())
+	}
+	for _, row := range scaleRows {
+		if !strings.Contains(out.String(), "| "+row.name+" | ") {
+			t.Errorf("table lacks the row %q:\n%s", row.name, out.String())
+		}
+	}
+}
 
 // TestCells runs one short cell of each kind the systems share, on one member of each system
 // and on each -log-store, so that a change in ember's or etcd's API or in the harness shows up
