@@ -45,12 +45,15 @@ type fsm struct {
 
 	// valuesDir holds the file of the state's large values (mvcc.Values): one per state, a new
 	// one for each restored snapshot. "" keeps every value in memory (a member without a data
-	// dir). valuesGen numbers the files; it and valuesFailing are guarded by mu.
+	// dir). valuesFailing and defragmenting are guarded by mu.
 	valuesDir     string
-	inlineMax     int // mvcc.InlineValueMax; tests store every value with 0
-	valuesGen     int
-	valuesFailing bool           // the last SyncValues failed; logged once until one succeeds
+	inlineMax     int          // mvcc.InlineValueMax; tests store every value with 0
+	valuesGen     atomic.Int64 // numbers the files
+	valuesFailing bool         // the last SyncValues failed; logged once until one succeeds
 	retiring      sync.WaitGroup // files of replaced states, closing once their readers are done
+	// defragMu serializes Defragment calls. Lock order: defragMu, then mu.
+	defragMu      sync.Mutex
+	defragmenting bool // compaction steps wait, so that the file being copied loses nothing
 
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
@@ -94,11 +97,10 @@ func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor, dedupBudget int64
 	return f, nil
 }
 
-// createValues creates the next values file, for a new state. Callers are serialized (newFSM,
-// then Restore on raft's FSM goroutine).
+// createValues creates the next values file, for a new state or a defragmented copy.
 func (f *fsm) createValues() (*mvcc.Values, error) {
-	f.valuesGen++
-	vals, err := mvcc.CreateValues(filepath.Join(f.valuesDir, fmt.Sprintf("values-%d.db", f.valuesGen)), f.inlineMax)
+	gen := f.valuesGen.Add(1)
+	vals, err := mvcc.CreateValues(filepath.Join(f.valuesDir, fmt.Sprintf("values-%d.db", gen)), f.inlineMax)
 	if err != nil {
 		return nil, fmt.Errorf("ember: %w", err)
 	}
@@ -132,6 +134,88 @@ func (f *fsm) retireValues(vals *mvcc.Values) {
 			f.log.Warn("closing a replaced values file", "path", vals.Path(), "error", err)
 		}
 	}()
+}
+
+// defragment rewrites the values file without the pages compaction freed, and returns the bytes
+// it gave back. Reads and writes go on: the values are copied from a pinned state, then the ones
+// written meanwhile, and only the last of those copies and the switch to the new file hold mu.
+// Compaction steps wait meanwhile.
+func (f *fsm) defragment(ctx context.Context) (freed int64, err error) {
+	if f.valuesDir == "" {
+		return 0, nil
+	}
+	f.defragMu.Lock()
+	defer f.defragMu.Unlock()
+	f.mu.Lock()
+	old := f.app.State().Values()
+	f.defragmenting = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.defragmenting = false
+		f.mu.Unlock()
+		select {
+		case f.compactWake <- struct{}{}:
+		default:
+		}
+	}()
+	vals, err := f.createValues()
+	if err != nil {
+		return 0, err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			vals.Close()
+		}
+	}()
+	// Two passes outside mu (everything, then what was written during the first), so that
+	// the pass under mu copies only the writes of the second.
+	copied := int64(0)
+	for range 2 {
+		v, release, err := f.pinnedView()
+		if err != nil {
+			return 0, err
+		}
+		err = v.st.CopyValues(vals, copied)
+		copied = v.st.Rev()
+		release()
+		if err != nil {
+			return 0, err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	f.mu.Lock()
+	st := f.app.State()
+	if st.Values() != old {
+		f.mu.Unlock()
+		return 0, nil // a restored snapshot replaced the file with a new, compact one
+	}
+	f.syncValues(st)
+	if err := st.CopyValues(vals, copied); err != nil {
+		f.mu.Unlock()
+		return 0, err
+	}
+	freed = old.Size() - vals.Size()
+	st.ReplaceValues(vals)
+	f.current.Store(nil) // the cached view reads the old file
+	f.mu.Unlock()
+	keep = true
+	f.retireValues(old)
+	return freed, nil
+}
+
+// valuesSize is the size of the values file; 0 without one.
+func (f *fsm) valuesSize() int64 {
+	f.mu.Lock()
+	vals := f.app.State().Values()
+	f.mu.Unlock()
+	if vals == nil {
+		return 0
+	}
+	return vals.Size()
 }
 
 // close closes the values file; raft has shut down.
@@ -228,8 +312,8 @@ func (f *fsm) compactStep() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.app.State()
-	if !st.CompactPending() {
-		return false
+	if !st.CompactPending() || f.defragmenting {
+		return false // Defragment wakes the compactor when it is done
 	}
 	more := st.CompactStep(compactStepRecords)
 	f.syncValues(st)

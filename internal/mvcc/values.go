@@ -75,6 +75,70 @@ func (v *Values) Close() error {
 	return err
 }
 
+// Size is the file's size in bytes, free pages included.
+func (v *Values) Size() int64 {
+	var n int64
+	v.db.View(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
+}
+
+// CopyValues writes the stored values of st's versions above revision after into dst, in
+// revision order (so dst's pages fill up), in transactions of about restoreBatchBytes. st must
+// be the Applier's own state or a pinned clone, so that every value is found.
+func (st *State) CopyValues(dst *Values, after int64) error {
+	var batch []pendingValue
+	bytes := 0
+	flush := func() error {
+		err := dst.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(valuesBucket)
+			b.FillPercent = 1 // appended in key order: full pages
+			for _, p := range batch {
+				if err := b.Put(valueKey(p.pos), []byte(p.value)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		batch, bytes = batch[:0], 0
+		return err
+	}
+	var err error
+	st.revs.Ascend(&Record{Mod: after + 1}, func(r *Record) bool {
+		if !r.stored {
+			return true
+		}
+		v, ok := st.valueOf(r)
+		if !ok {
+			err = errValueMissing(r)
+			return false
+		}
+		batch = append(batch, pendingValue{pos: revPos{r.Mod, r.Sub}, value: v})
+		if bytes += len(v); bytes >= restoreBatchBytes {
+			err = flush()
+		}
+		return err == nil
+	})
+	if err == nil && len(batch) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("values file: %w", err)
+	}
+	return nil
+}
+
+// ReplaceValues makes vals the file of st, the Applier's own state, and returns the one it
+// replaces: every stored value of st must be in vals (CopyValues), and nothing pending.
+// Clones taken before keep reading the old file until it is closed.
+func (st *State) ReplaceValues(vals *Values) *Values {
+	old := st.vals
+	st.vals = vals
+	return old
+}
+
 // Values is st's values file, nil if st holds every value in memory.
 func (st *State) Values() *Values { return st.vals }
 
