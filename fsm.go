@@ -47,9 +47,9 @@ type fsm struct {
 	// one for each restored snapshot. "" keeps every value in memory (a member without a data
 	// dir). valuesFailing and defragmenting are guarded by mu.
 	valuesDir     string
-	inlineMax     int          // mvcc.InlineValueMax; tests store every value with 0
-	valuesGen     atomic.Int64 // numbers the files
-	valuesFailing bool         // the last SyncValues failed; logged once until one succeeds
+	inlineMax     int            // mvcc.InlineValueMax; tests store every value with 0
+	valuesGen     atomic.Int64   // numbers the files
+	valuesFailing bool           // the last SyncValues failed; logged once until one succeeds
 	retiring      sync.WaitGroup // files of replaced states, closing once their readers are done
 	// defragMu serializes Defragment calls. Lock order: defragMu, then mu.
 	defragMu      sync.Mutex
