@@ -121,7 +121,7 @@ func (f *fsm) syncValues(st *mvcc.State) {
 	f.valuesFailing = err != nil
 }
 
-// retireValues closes a replaced state's file once the reads still open on it end; reads after
+// retireValues removes a replaced state's file once the reads still open on it end; reads after
 // that find no values and retry on the current state.
 func (f *fsm) retireValues(vals *mvcc.Values) {
 	if vals == nil {
@@ -130,8 +130,8 @@ func (f *fsm) retireValues(vals *mvcc.Values) {
 	f.retiring.Add(1)
 	go func() {
 		defer f.retiring.Done()
-		if err := vals.Close(); err != nil {
-			f.log.Warn("closing a replaced values file", "path", vals.Path(), "error", err)
+		if err := vals.Discard(); err != nil {
+			f.log.Warn("removing a replaced values file", "path", vals.Path(), "error", err)
 		}
 	}()
 }
@@ -166,7 +166,7 @@ func (f *fsm) defragment(ctx context.Context) (freed int64, err error) {
 	keep := false
 	defer func() {
 		if !keep {
-			vals.Close()
+			vals.Discard()
 		}
 	}()
 	// Two passes outside mu (everything, then what was written during the first), so that
@@ -218,14 +218,16 @@ func (f *fsm) valuesSize() int64 {
 	return vals.Size()
 }
 
-// close closes the values file; raft has shut down.
+// close closes the values file, leaving it for the next start to replace; raft has shut down.
 func (f *fsm) close() error {
 	f.mu.Lock()
 	vals := f.app.State().Values()
 	f.mu.Unlock()
-	f.retireValues(vals)
 	f.retiring.Wait()
-	return nil
+	if vals == nil {
+		return nil
+	}
+	return vals.Close()
 }
 
 // Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
@@ -412,7 +414,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	st, applied, err := mvcc.ReadSnapshotTo(rc, vals)
 	if err != nil {
 		if vals != nil {
-			vals.Close()
+			vals.Discard()
 		}
 		return err
 	}

@@ -65,9 +65,13 @@ func CreateValues(path string, inlineMax int) (*Values, error) {
 	return &Values{db: db, path: path, inlineMax: inlineMax}, nil
 }
 
-// Close closes the file and removes it. It waits for read transactions still open on it (a
-// pinned state's); reads after it find no values.
-func (v *Values) Close() error {
+// Close closes the file, and leaves it for CreateValues to replace at the member's next start:
+// removing a large file can take long, and a member's Close should not. It waits for read
+// transactions still open on it (a pinned state's); reads after it find no values.
+func (v *Values) Close() error { return v.db.Close() }
+
+// Discard closes the file and removes it: a file no state uses any more.
+func (v *Values) Discard() error {
 	err := v.db.Close()
 	if rmErr := os.Remove(v.path); err == nil && !errors.Is(rmErr, fs.ErrNotExist) {
 		err = rmErr

@@ -21,7 +21,7 @@ func testValues(t testing.TB, inlineMax int) *Values {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { vals.Close() })
+	t.Cleanup(func() { vals.Discard() })
 	return vals
 }
 
