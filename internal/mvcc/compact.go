@@ -65,9 +65,7 @@ func (st *State) CompactStep(limit int) bool {
 		if _, ok := st.history.Delete(r); ok {
 			st.revs.Delete(r)
 			st.size -= r.Size()
-			if r.stored {
-				st.doomedValues = append(st.doomedValues, revPos{r.Mod, r.Sub})
-			}
+			st.markDeleted(r)
 		}
 	}
 	if !more {
