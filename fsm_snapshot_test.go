@@ -348,3 +348,31 @@ func mustHash(t testing.TB, st *mvcc.State, rev int64) uint32 {
 	}
 	return h
 }
+
+// snapshotStream is what raft sends a lagging member from f: its snapshot as Persist writes it,
+// or, for a marker (a member with a backend), the backend stream snapshotStore.Open sends.
+func snapshotStream(t testing.TB, f *fsm) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(sink.buf.Bytes(), []byte(markerMagic)) {
+		return sink.buf.Bytes()
+	}
+	size, rc, err := f.streamBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil || int64(len(data)) != size {
+		t.Fatalf("backend stream: %d of %d bytes, %v", len(data), size, err)
+	}
+	return data
+}

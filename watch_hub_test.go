@@ -75,16 +75,7 @@ func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
 // member.
 func (r *hubRig) installSnapshot() {
 	r.t.Helper()
-	snap, err := r.src.Snapshot()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer snap.Release()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := r.host.fsm.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
+	if err := r.host.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotStream(r.t, r.src)))); err != nil {
 		r.t.Fatal(err)
 	}
 }

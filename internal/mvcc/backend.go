@@ -237,10 +237,11 @@ type pendingRecord struct {
 // dirtyTables is what changed outside the versions since the last Commit. Only the Applier's own
 // state has it.
 type dirtyTables struct {
-	deletes []revPos                        // versions compaction dropped
-	leases  map[int64]*Lease                // nil: revoked
-	dedup   map[wire.RequestID]*DedupEntry // nil: forgotten
-	alarms  bool
+	deletes  []revPos                       // versions compaction dropped
+	leases   map[int64]*Lease               // nil: revoked
+	dedup    map[wire.RequestID]*DedupEntry // nil: forgotten
+	alarms   bool
+	counters bool // the compaction revision moved (the revision moves with versions)
 }
 
 func newDirty() *dirtyTables {
@@ -802,4 +803,22 @@ func (st *State) ReplaceBackend(b *Backend) *Backend {
 	old := st.backend
 	st.backend = b
 	return old
+}
+
+// Dirty reports whether st has changes its backend does not hold yet.
+func (st *State) Dirty() bool {
+	d := st.dirty
+	return len(st.pending) > 0 || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.counters)
+}
+
+// Detach makes st, restored through a temporary backend with every value inline, a state in
+// memory only; the caller discards the backend.
+func (st *State) Detach() {
+	st.backend, st.dirty, st.pending = nil, nil, nil
+}
+
+// IsBackendStream reports whether br starts a backend stream (StreamBackend).
+func IsBackendStream(br *bufio.Reader) bool {
+	magic, _ := br.Peek(len(backendMagic))
+	return string(magic) == backendMagic
 }

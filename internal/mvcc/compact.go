@@ -24,6 +24,9 @@ func (st *State) Compact(rev int64) wire.Code {
 	}
 	st.compactRev = rev
 	st.compactPending = true
+	if st.dirty != nil {
+		st.dirty.counters = true
+	}
 	return wire.CodeOK
 }
 
