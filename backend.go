@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -103,25 +101,7 @@ type readCloser struct {
 // replaces the one at backendPath, or in memory without one.
 func (f *fsm) restoreState(r io.Reader) (*mvcc.State, uint64, error) {
 	if f.backendPath == "" {
-		br := bufio.NewReader(r)
-		if !mvcc.IsBackendStream(br) {
-			return mvcc.ReadSnapshot(br)
-		}
-		// A member with a data dir sent its backend: load it through a temporary file.
-		tmp, err := os.CreateTemp("", "ember-restore-*.db")
-		if err != nil {
-			return nil, 0, fmt.Errorf("ember: restore: %w", err)
-		}
-		tmp.Close()
-		st, applied, err := mvcc.RestoreStream(br, tmp.Name(), math.MaxInt)
-		if err != nil {
-			os.Remove(tmp.Name())
-			return nil, 0, err
-		}
-		b := st.Backend()
-		st.Detach()
-		b.Discard()
-		return st, applied, nil
+		return mvcc.RestoreToMemory(r)
 	}
 	st, applied, err := mvcc.RestoreStream(r, f.backendPath+".restore", f.inlineMax)
 	if err != nil {

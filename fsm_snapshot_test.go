@@ -30,11 +30,16 @@ func detachedFSMWithBudget(t testing.TB, budget int64) *fsm {
 	return s.fsm
 }
 
-// newTestFSM is a state machine that keeps every value in its values file (none inline), so
-// that the tests that use it cover the file's paths whatever their values' sizes.
+// newTestFSM is a state machine that keeps every value only in its backend (none inline), so
+// that the tests that use it cover the backend's paths whatever their values' sizes.
 func newTestFSM(t testing.TB, watch *watchHub, lessor *lessor, budget int64) *fsm {
+	return newTestFSMInline(t, watch, lessor, budget, 0)
+}
+
+// newTestFSMInline is newTestFSM keeping values up to inlineMax bytes in memory too.
+func newTestFSMInline(t testing.TB, watch *watchHub, lessor *lessor, budget int64, inlineMax int) *fsm {
 	t.Helper()
-	f, err := newFSM(hclog.NewNullLogger(), watch, lessor, budget, filepath.Join(t.TempDir(), "values"), 0)
+	f, err := newFSM(hclog.NewNullLogger(), watch, lessor, budget, filepath.Join(t.TempDir(), backendFile), inlineMax)
 	if err != nil {
 		t.Fatal(err)
 	}

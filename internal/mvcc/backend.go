@@ -8,10 +8,12 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -106,6 +108,17 @@ func OpenBackend(path string, inlineMax int) (b *Backend, err error) {
 		return nil, fmt.Errorf("backend %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// OpenBackendReadOnly opens the backend at path for reading only, for tools that inspect a
+// stopped member's data dir: it fails at once if a running member holds the file.
+func OpenBackendReadOnly(path string) (*Backend, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second,
+		FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", path, err)
+	}
+	return &Backend{db: db, path: path, inlineMax: InlineValueMax}, nil
 }
 
 // CreateBackend is OpenBackend on an empty file at path, replacing any file there.
@@ -821,4 +834,28 @@ func (st *State) Detach() {
 func IsBackendStream(br *bufio.Reader) bool {
 	magic, _ := br.Peek(len(backendMagic))
 	return string(magic) == backendMagic
+}
+
+// RestoreToMemory builds a state in memory only from a raft snapshot stream of either kind (a
+// backend stream, or ember's snapshot format); a backend stream is read through a temporary
+// file.
+func RestoreToMemory(r io.Reader) (*State, uint64, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	if !IsBackendStream(br) {
+		return ReadSnapshot(br)
+	}
+	tmp, err := os.CreateTemp("", "ember-restore-*.db")
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: %w", err)
+	}
+	tmp.Close()
+	st, applied, err := RestoreStream(br, tmp.Name(), math.MaxInt)
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, 0, err
+	}
+	b := st.backend
+	st.Detach()
+	b.Discard()
+	return st, applied, nil
 }
