@@ -84,7 +84,8 @@
 // their traffic; a listener other hosts can reach without either makes [Open] fail with
 // [ErrInsecurePeers] unless the host says [WithInsecurePeers]. Peers that are not members may
 // only ask to join ([ErrNotMember]). The in-process [Store] API is not authenticated: the host
-// is trusted. See docs/OPERATIONS.md "Securing a cluster".
+// is trusted. etcd's users, roles and permissions apply to the clients of the etcd gateway
+// (package etcdapi) only. See docs/OPERATIONS.md "Securing a cluster".
 //
 // The whole state lives in memory (copy-on-write B-trees), and the Raft log and snapshots on
 // disk; size the host accordingly. Compact regularly, or history grows without bound.

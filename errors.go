@@ -138,6 +138,9 @@ func codeError(c wire.Code) error {
 		// Not in codeErrors: errorCode's reverse lookup would find ErrTimeout in it too.
 		return errResultNotHeld
 	}
+	if c.IsAuth() {
+		return authCodeError{c}
+	}
 	for _, ce := range codeErrors {
 		if ce.code == c {
 			return ce.err
@@ -159,6 +162,10 @@ func errorCode(err error) wire.Code {
 	var pe *peer.Error
 	if errors.As(err, &pe) {
 		return pe.Code
+	}
+	var ae authCodeError
+	if errors.As(err, &ae) {
+		return ae.code
 	}
 	for _, ce := range codeErrors {
 		if errors.Is(err, ce.err) {

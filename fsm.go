@@ -35,6 +35,10 @@ type fsm struct {
 
 	current atomic.Pointer[readView]
 
+	// auth is the applied auth state (immutable), which the etcd gateway checks every request
+	// against without taking a read view; nil until the first batch or restore.
+	auth atomic.Pointer[mvcc.Auth]
+
 	// sizeInUse is st.Size() after the last batch or compaction step: the space quota reads it on
 	// every write.
 	sizeInUse atomic.Int64
@@ -121,6 +125,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.maybeCommit(st)
 	f.sizeInUse.Store(st.Size())
 	f.dedupSize.Store(f.app.DedupBytes())
+	f.auth.Store(st.Auth())
 	if len(revs) > 0 {
 		f.watch.notify(revs, st.Rev())
 	}
@@ -276,6 +281,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.lastCommit = time.Now()
 	f.sizeInUse.Store(st.Size())
 	f.current.Store(nil)
+	f.auth.Store(st.Auth())
 	f.watch.restored(st)
 	f.mu.Unlock()
 	if old != st.Backend() {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ember-kv/ember/internal/authctx"
 	"github.com/ember-kv/ember/internal/peer"
 	"github.com/ember-kv/ember/internal/planted"
 	"github.com/ember-kv/ember/internal/wire"
@@ -23,6 +24,9 @@ func (s *Store) nextID() wire.RequestID {
 // connection lost) is retried with the same request ID; the state machine drops the duplicate.
 func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*wire.Result, error) {
 	cmd.ID = s.nextID()
+	if cmd.Kind == wire.KindTxn || cmd.Kind == wire.KindLeaseRevoke {
+		cmd.AuthRev = authctx.Rev(ctx) // set by the etcd gateway only
+	}
 	data := cmd.Marshal(nil)
 	if len(data) > s.cfg.maxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(data), s.cfg.maxRequestBytes)

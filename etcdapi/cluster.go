@@ -27,6 +27,9 @@ func (g *gateway) clusterHeader(ctx context.Context) (*pb.ResponseHeader, error)
 // is reported as its name; its peer URL is its ember peer address as an http URL (none for a
 // member without a listener).
 func (g *gateway) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	if err := g.checkKnown(ctx); err != nil {
+		return nil, err
+	}
 	h, ms, err := g.memberList(ctx)
 	if err != nil {
 		return nil, err
@@ -44,6 +47,9 @@ func (g *gateway) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.Me
 	addr, ok := peerAddr(r.PeerURLs[0])
 	if !ok {
 		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
 	}
 	var err error
 	if r.IsLearner {
@@ -73,6 +79,9 @@ func peerAddr(s string) (string, bool) {
 
 // MemberRemove serves etcd's MemberRemove.
 func (g *gateway) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	m, err := g.member(ctx, r.ID)
 	if err != nil {
 		return nil, err
@@ -89,6 +98,9 @@ func (g *gateway) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (
 
 // MemberPromote serves etcd's MemberPromote.
 func (g *gateway) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	m, err := g.member(ctx, r.ID)
 	if err != nil {
 		return nil, err
@@ -109,6 +121,9 @@ func (g *gateway) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest)
 // MemberUpdate serves etcd's MemberUpdate: the member's peer address becomes its first peer
 // URL's host:port. As etcd, a URL another member has is refused with "Peer URLs already exists".
 func (g *gateway) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	m, err := g.member(ctx, r.ID)
 	if err != nil {
 		return nil, err

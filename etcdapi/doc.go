@@ -37,11 +37,7 @@
 //     stream with no watch open is not ended (clientv3 closes those itself), and neither is a
 //     lease keepalive or snapshot stream (etcd ends them too; ember's keepalives fail without a
 //     leader anyway).
-//   - Authentication is always disabled: Authenticate, AuthStatus, AuthEnable and AuthDisable
-//     answer as etcd does with auth disabled and no root user (so clients configured with a
-//     user and password connect), and the user and role calls are Unimplemented; the users,
-//     roles and permissions of etcd's Auth service are not served yet.
-//   - A progress request is answered per watch, with each watch's ID, once the watch has
+///   - A progress request is answered per watch, with each watch's ID, once the watch has
 //     delivered everything up to the revision it reports; etcd sends one response with watch
 //     ID -1, which clientv3 delivers the same way.
 package etcdapi

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ember-kv/ember"
+	"github.com/ember-kv/ember/internal/authctx"
 )
 
 // grpcErrors maps ember's sentinels to the status errors etcd sends, so that clientv3 turns them
@@ -48,6 +49,8 @@ var grpcErrors = []struct {
 	// A member the cluster no longer lists (removed, say) answers as etcd's removed member does
 	// (membership.ErrIDRemoved).
 	{ember.ErrNotMember, rpctypes.ErrGRPCMemberNotFound},
+	// A write the gateway authorized, refused because the auth state changed before it applied.
+	{authctx.ErrOldRevision, rpctypes.ErrGRPCAuthOldRevision},
 	// Only Open returns it; listed so that every ember error has an answer.
 	{ember.ErrInsecurePeers, errInsecurePeers},
 }

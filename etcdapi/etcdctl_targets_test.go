@@ -94,6 +94,12 @@ func startEtcd(t testing.TB, opts ...func(*embed.Config)) string {
 // serves the etcd API for it on a loopback port. opts are the Store's options.
 func startEmber(t testing.TB, opts ...ember.Option) string {
 	t.Helper()
+	return startEmberGateway(t, nil, opts...)
+}
+
+// startEmberGateway is startEmber with the gateway's options gw.
+func startEmberGateway(t testing.TB, gw []etcdapi.Option, opts ...ember.Option) string {
+	t.Helper()
 	st, err := ember.Open(t.TempDir(), append([]ember.Option{ember.WithBindAddr(embertest.FreeAddr(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +116,7 @@ func startEmber(t testing.TB, opts ...ember.Option) string {
 	}
 	sctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- etcdapi.Serve(sctx, st, l) }()
+	go func() { served <- etcdapi.Serve(sctx, st, l, gw...) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-served; err != nil {

@@ -16,9 +16,16 @@ func (g *gateway) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRespo
 	if err != nil {
 		return nil, err
 	}
+	c, err := g.checkRange(ctx, r)
+	if err != nil {
+		return nil, err
+	}
 	res, err := g.st.Do(ctx, op)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if err := c.stale(g); err != nil {
+		return nil, err
 	}
 	resp := rangeResponse(res.Get())
 	resp.Header = g.header(ctx, res.Get().Header)
@@ -31,7 +38,11 @@ func (g *gateway) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, e
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	c, err := g.checkPut(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -44,7 +55,11 @@ func (g *gateway) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	c, err := g.checkDelete(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -59,9 +74,18 @@ func (g *gateway) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, e
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.st.Do(ctx, op)
+	c, err := g.checkTxn(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.st.Do(c.authorize(ctx), op)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if readOnly(r) {
+		if err := c.stale(g); err != nil {
+			return nil, err
+		}
 	}
 	resp := txnResponse(res.Txn())
 	resp.Header = g.header(ctx, res.Txn().Header)
@@ -70,6 +94,9 @@ func (g *gateway) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, e
 
 // Compact serves etcd's Compact; physical waits until this member has applied it.
 func (g *gateway) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	var opts []ember.CompactOption
 	if r.Physical {
 		opts = append(opts, ember.WithCompactPhysical())

@@ -19,6 +19,9 @@ const maxKeepAlivesInFlight = 16
 // LeaseGrant serves etcd's LeaseGrant: a request with an ID gets that lease, or etcd's "lease
 // already exists".
 func (g *gateway) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := g.checkKnown(ctx); err != nil {
+		return nil, err
+	}
 	res, err := g.st.GrantWithID(ctx, ember.LeaseID(r.ID), r.TTL)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -28,7 +31,11 @@ func (g *gateway) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.
 
 // LeaseRevoke serves etcd's LeaseRevoke.
 func (g *gateway) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	res, err := g.st.Revoke(ctx, ember.LeaseID(r.ID))
+	c, err := g.checkLease(ctx, r.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.st.Revoke(c.authorize(ctx), ember.LeaseID(r.ID))
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -37,6 +44,9 @@ func (g *gateway) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*p
 
 // LeaseTimeToLive serves etcd's LeaseTimeToLive; as etcd, an unknown lease has TTL -1.
 func (g *gateway) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if _, err := g.checkLease(ctx, r.ID, false); err != nil {
+		return nil, err
+	}
 	var opts []ember.LeaseOption
 	if r.Keys {
 		opts = append(opts, ember.WithAttachedKeys())
@@ -54,6 +64,13 @@ func (g *gateway) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*p
 	res, err := g.st.Leases(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	ids := make([]ember.LeaseID, len(res.Leases))
+	for i, l := range res.Leases {
+		ids[i] = l.ID
+	}
+	if err := g.checkLeaseLeases(ctx, ids); err != nil {
+		return nil, err
 	}
 	resp := &pb.LeaseLeasesResponse{Header: g.header(ctx, res.Header), Leases: make([]*pb.LeaseStatus, len(res.Leases))}
 	for i, l := range res.Leases {
@@ -121,6 +138,9 @@ func (g *gateway) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 }
 
 func (g *gateway) keepAliveOnce(ctx context.Context, id int64) (*pb.LeaseKeepAliveResponse, error) {
+	if _, err := g.checkLease(ctx, id, true); err != nil {
+		return nil, err // ends the stream, as etcd's
+	}
 	res, err := g.st.KeepAliveOnce(ctx, ember.LeaseID(id))
 	if errors.Is(err, ember.ErrLeaseNotFound) {
 		h, err := g.localHeader(ctx)

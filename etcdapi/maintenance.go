@@ -24,6 +24,9 @@ const snapshotChunk = 32 << 10
 // the gateway implements, and the storage version that of etcd 3.6's schema, which the data
 // model matches.
 func (g *gateway) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if err := g.checkKnown(ctx); err != nil {
+		return nil, err
+	}
 	s, err := g.st.Status(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -63,6 +66,13 @@ func toAlarmMember(a ember.AlarmMember) *pb.AlarmMember {
 // ACTIVATE raises one through the log (answering with it, raised now or before; NONE raises
 // nothing), DEACTIVATE disarms one (answering with it, or with none if it was not raised).
 func (g *gateway) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	check := g.checkAdmin
+	if r.Action == pb.AlarmRequest_GET {
+		check = g.checkKnown
+	}
+	if err := check(ctx); err != nil {
+		return nil, err
+	}
 	if r.Action == pb.AlarmRequest_ACTIVATE {
 		return g.activateAlarm(ctx, r)
 	}
@@ -117,9 +127,12 @@ func (g *gateway) activateAlarm(ctx context.Context, r *pb.AlarmRequest) (*pb.Al
 	return &pb.AlarmResponse{Header: h, Alarms: []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}}, nil
 }
 
-// Defragment rewrites this member's values file without the space compaction freed
+// Defragment rewrites this member's backend without the space compaction freed
 // (ember.Store.Defragment).
 func (g *gateway) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if _, err := g.st.Defragment(ctx); err != nil {
 		return nil, toGRPC(err)
 	}
@@ -132,6 +145,9 @@ func (g *gateway) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.
 
 // Hash serves etcd's deprecated Hash with the hash of the whole kept history.
 func (g *gateway) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	res, err := g.st.HashKV(ctx, 0)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -142,6 +158,9 @@ func (g *gateway) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResponse
 // HashKV serves etcd's HashKV from ember's. The hash function differs from etcd's, so hashes are
 // comparable between ember members only.
 func (g *gateway) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	res, err := g.st.HashKV(ctx, r.Revision)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -153,6 +172,9 @@ func (g *gateway) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVRe
 // MoveLeader serves etcd's MoveLeader with ember's leadership transfer. Unlike etcd it is
 // accepted by any member, not only the leader.
 func (g *gateway) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := g.checkAdmin(ctx); err != nil {
+		return nil, err
+	}
 	m, err := g.member(ctx, r.TargetID)
 	if errors.Is(err, rpctypes.ErrGRPCMemberNotFound) || err == nil && m.IsLearner {
 		return nil, rpctypes.ErrGRPCBadLeaderTransferee
@@ -178,6 +200,9 @@ func (g *gateway) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.
 func (g *gateway) Snapshot(_ *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	if err := g.checkAdmin(ctx); err != nil {
+		return err
+	}
 	h, err := g.localHeader(ctx)
 	if err != nil {
 		return err

@@ -3,6 +3,9 @@ package etcdapi
 import (
 	"crypto/tls"
 	"log/slog"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"google.golang.org/grpc"
 )
@@ -23,6 +26,8 @@ type config struct {
 	maxRequestBytes int
 	clusterID       uint64
 	clientURLs      []string
+	bcryptCost      int
+	tokenTTL        time.Duration
 }
 
 // Option configures Register, Serve and NewClient.
@@ -55,13 +60,28 @@ func WithClientURLs(urls ...string) Option {
 	return func(cfg *config) { cfg.clientURLs = append([]string(nil), urls...) }
 }
 
+// WithBcryptCost is the bcrypt cost of the password hashes the Auth service makes (etcd's
+// --bcrypt-cost); bcrypt.DefaultCost by default. A low cost makes tests fast; a cost outside
+// bcrypt's range falls back to the default, as etcd's.
+func WithBcryptCost(cost int) Option { return func(cfg *config) { cfg.bcryptCost = cost } }
+
+// WithTokenTTL is how long a token Authenticate issues stays valid unused (etcd's
+// --auth-token-ttl, 5 minutes by default); every use restarts it.
+func WithTokenTTL(d time.Duration) Option { return func(cfg *config) { cfg.tokenTTL = d } }
+
 func newConfig(opts []Option) *config {
-	cfg := &config{maxRequestBytes: defaultMaxRequestBytes}
+	cfg := &config{maxRequestBytes: defaultMaxRequestBytes, bcryptCost: bcrypt.DefaultCost, tokenTTL: defaultTokenTTL}
 	for _, o := range opts {
 		o(cfg)
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.bcryptCost < bcrypt.MinCost || cfg.bcryptCost > bcrypt.MaxCost {
+		cfg.bcryptCost = bcrypt.DefaultCost
+	}
+	if cfg.tokenTTL <= 0 {
+		cfg.tokenTTL = defaultTokenTTL
 	}
 	if cfg.maxRequestBytes <= 0 {
 		cfg.maxRequestBytes = defaultMaxRequestBytes

@@ -36,10 +36,13 @@ type gateway struct {
 
 	clusterMu sync.Mutex    // serializes deriving clusterID
 	clusterID atomic.Uint64 // 0 until derived (or set by WithClusterID)
+
+	tokens  *tokens // the Auth service's tokens, checked by every service
+	trusted bool    // serves the host itself (NewClient): no permission checks
 }
 
 func newGateway(st *ember.Store, cfg *config) *gateway {
-	g := &gateway{st: st, cfg: cfg, self: memberID(st.ID())}
+	g := &gateway{st: st, cfg: cfg, self: memberID(st.ID()), tokens: &tokens{ttl: cfg.tokenTTL, m: map[string]*token{}}}
 	g.clusterID.Store(cfg.clusterID)
 	return g
 }

@@ -128,6 +128,9 @@ func (ws *watchStream) create(creq *pb.WatchCreateRequest) error {
 	if err != nil {
 		return err
 	}
+	if reason := ws.g.watchRefusal(ws.ctx, creq); reason != "" {
+		return ws.refuse(h, reason)
+	}
 	key, end := creq.Key, creq.RangeEnd
 	if len(key) == 0 {
 		key = []byte{0} // the smallest key, as etcd

@@ -499,6 +499,7 @@ var dumpKinds = map[wire.Kind]string{
 	wire.KindLeaseCheckpoint: "lease-checkpoint",
 	wire.KindLeaderStart:     "leader-start",
 	wire.KindAlarm:           "alarm",
+	wire.KindAuth:            "auth", // what changed is not shown: a password hash stays out of dumps
 }
 
 // Names as etcd's AlarmRequest.

@@ -142,6 +142,11 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 			return Applied{Result: &wire.Result{Code: code, Revision: st.rev}}
 		}
 	}
+	if cmd.AuthRev != 0 {
+		if a := st.Auth(); a.Enabled && cmd.AuthRev < a.Rev {
+			return Applied{Result: &wire.Result{Code: wire.CodeAuthOldRevision, Revision: st.rev}}
+		}
+	}
 	switch cmd.Kind {
 	case wire.KindTxn:
 		if code := ValidateTxn(cmd.Txn, 0); code != wire.CodeOK {
@@ -176,6 +181,8 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 	case wire.KindAlarm:
 		st.setAlarm(Alarm{Member: cmd.NodeID, Type: cmd.AlarmType}, cmd.AlarmAction == wire.AlarmActivate)
 		return Applied{Result: &wire.Result{Revision: st.rev}}
+	case wire.KindAuth:
+		return Applied{Result: &wire.Result{Code: st.applyAuth(cmd.Auth), Revision: st.rev}}
 	default: // wire.KindLeaderStart: a marker; its apply tells the new leader the log is caught up
 		return Applied{Result: &wire.Result{Revision: st.rev}}
 	}

@@ -42,7 +42,8 @@ const backendMmapSize = 10 << 30
 //	dedup   16-byte request ID (client, seq) → uvarint index, bytes result
 //	meta    "format" → uvarint backendFormat; "applied" → uvarint raft index the contents are
 //	        at; "rev", "compact" → varint revision and compaction revision; "alarms" → uvarint
-//	        count, then member, type byte per alarm
+//	        count, then member, type byte per alarm; "auth" → the auth state, as a snapshot's
+//	        auth frame (auth_snapshot.go), once it has changed
 var (
 	bucketRevs   = []byte("revs")
 	bucketLeases = []byte("leases")
@@ -54,6 +55,7 @@ var (
 	metaRev     = []byte("rev")
 	metaCompact = []byte("compact")
 	metaAlarms  = []byte("alarms")
+	metaAuth    = []byte("auth")
 )
 
 const backendFormat = 1
@@ -254,6 +256,7 @@ type dirtyTables struct {
 	leases   map[int64]*Lease               // nil: revoked
 	dedup    map[wire.RequestID]*DedupEntry // nil: forgotten
 	alarms   bool
+	auth     bool
 	counters bool // the compaction revision moved (the revision moves with versions)
 }
 
@@ -368,6 +371,11 @@ func (st *State) Commit(applied uint64) error {
 				e.Byte(a.Type)
 			}
 			if err := put(metaAlarms, e.B); err != nil {
+				return err
+			}
+		}
+		if st.dirty.auth && st.auth != nil {
+			if err := put(metaAuth, encodeAuth(st.auth)); err != nil {
 				return err
 			}
 		}
@@ -561,6 +569,17 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 			}
 			if err := d.Finish(); err != nil {
 				return fmt.Errorf("%w: backend alarms: %v", ErrCorrupt, err)
+			}
+		}
+		if v, err := getMeta(metaAuth); err != nil {
+			return err
+		} else if v != nil {
+			d := wire.NewDecoder(v)
+			if err := readAuth(st, d); err != nil {
+				return err
+			}
+			if err := d.Finish(); err != nil {
+				return fmt.Errorf("%w: backend auth: %v", ErrCorrupt, err)
 			}
 		}
 		if err := tx.Bucket(bucketRevs).ForEach(func(k, v []byte) error {
@@ -765,7 +784,7 @@ func (st *State) syncRestored() error {
 // clone, so that every value is found.
 func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 	c := NewOnDisk(dst)
-	c.rev, c.compactRev, c.alarms = st.rev, st.compactRev, st.alarms
+	c.rev, c.compactRev, c.alarms, c.auth = st.rev, st.compactRev, st.alarms, st.auth
 	var err error
 	bytes := 0
 	st.revs.Ascend(&Record{Mod: after + 1}, func(r *Record) bool {
@@ -806,6 +825,7 @@ func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 		return true
 	})
 	c.markAlarms()
+	c.dirty.auth = true
 	return c.Commit(applied)
 }
 
@@ -821,7 +841,7 @@ func (st *State) ReplaceBackend(b *Backend) *Backend {
 // Dirty reports whether st has changes its backend does not hold yet.
 func (st *State) Dirty() bool {
 	d := st.dirty
-	return len(st.pending) > 0 || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.counters)
+	return len(st.pending) > 0 || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.auth || d.counters)
 }
 
 // Detach makes st, restored through a temporary backend with every value inline, a state in

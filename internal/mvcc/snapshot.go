@@ -29,6 +29,8 @@ import (
 //	  frameAlarms   at most once, before frameEnd, only if an alarm is raised: uvarint count,
 //	                then per alarm in (member, type) order: member, type byte. Added after the
 //	                others: a snapshot without alarms is the same as before it existed.
+//	  frameAuth     at most once, before frameEnd, only once the auth state changed: see
+//	                auth_snapshot.go. Added last, as frameAlarms.
 //
 // Attachments of keys to leases and the latest-version index are derived from the records.
 const (
@@ -41,6 +43,7 @@ const (
 	frameDedup   byte = 4
 	frameEnd     byte = 5
 	frameAlarms  byte = 6
+	frameAuth    byte = 7
 
 	frameTarget   = 64 << 10  // flush a frame once its payload passes this size
 	maxFrameBytes = 256 << 20 // a larger frame is corruption
@@ -161,6 +164,7 @@ func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 		sw.n++
 	}
 	sw.flushBatch(frameAlarms, true)
+	writeAuth(sw, st)
 	if sw.err != nil {
 		return sw.err
 	}
@@ -310,6 +314,10 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 				}
 				st.alarms = append(st.alarms, a)
 			}
+		case frameAuth:
+			if err := readAuth(st, d); err != nil {
+				return nil, 0, err
+			}
 		default:
 			return nil, 0, errSnapshot("unknown frame type %d", typ)
 		}
@@ -337,6 +345,7 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 			return true
 		})
 		st.markAlarms()
+		st.dirty.auth = true
 		if err := st.syncRestored(); err != nil {
 			return nil, 0, err
 		}

@@ -56,6 +56,7 @@ func richState(t testing.TB) *State {
 		st.Remember(e)
 	}
 	stPut(t, st, "h", "10", 0)
+	applyAuthCmds(t, st, richAuth...)
 	return st
 }
 
@@ -90,6 +91,9 @@ func assertStatesEqual(t testing.TB, want, got *State) {
 	}
 	if !slices.Equal(want.alarms, got.alarms) {
 		t.Fatalf("alarms %+v, want %+v", got.alarms, want.alarms)
+	}
+	if (want.auth == nil) != (got.auth == nil) || !equalAuth(want.Auth(), got.Auth()) {
+		t.Fatalf("auth %+v, want %+v", got.auth, want.auth)
 	}
 	recs("latest", want.latest.Items(), got.latest.Items())
 	recs("history", want.history.Items(), got.history.Items())

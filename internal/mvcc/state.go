@@ -107,6 +107,7 @@ type State struct {
 	leaseKeys *btree.BTreeG[leaseKey]
 	dedup     *btree.BTreeG[*DedupEntry]
 	alarms    []Alarm // raised alarms, sorted (compareAlarms); replaced on change, never changed in place
+	auth      *Auth   // nil until the first auth change (see State.Auth); replaced on change
 
 	rev        int64 // current revision; 1 when empty
 	compactRev int64 // last compaction revision; 0 before any
@@ -193,6 +194,7 @@ func (st *State) Clone() *State {
 		leaseKeys:  st.leaseKeys.Copy(),
 		dedup:      st.dedup.Copy(),
 		alarms:     st.alarms,
+		auth:       st.auth,
 		rev:        st.rev,
 		compactRev: st.compactRev,
 		size:       st.size,

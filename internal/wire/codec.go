@@ -27,6 +27,10 @@ var (
 
 const checksumSize = 4
 
+// kindAuthRev is set in the kind byte of a command that carries an AuthRev (after its
+// RetryFloor), so that commands without one encode as before it existed.
+const kindAuthRev = 0x80
+
 // maxTxnDepth bounds how deeply Txns may nest (the outermost Txn is depth 1), so a hostile
 // message cannot exhaust the stack.
 const maxTxnDepth = 32
@@ -60,10 +64,17 @@ const (
 func (c *Command) Marshal(dst []byte) []byte {
 	e := Encoder{B: slices.Grow(dst, c.sizeHint())}
 	e.Byte(commandVersion)
-	e.Byte(byte(c.Kind))
+	if c.AuthRev != 0 {
+		e.Byte(byte(c.Kind) | kindAuthRev)
+	} else {
+		e.Byte(byte(c.Kind))
+	}
 	e.Uvarint(c.ID.Client)
 	e.Uvarint(c.ID.Seq)
 	e.Uvarint(c.RetryFloor)
+	if c.AuthRev != 0 {
+		e.Uvarint(c.AuthRev)
+	}
 	switch c.Kind {
 	case KindTxn:
 		encodeTxnPtr(&e, c.Txn)
@@ -87,7 +98,10 @@ func (c *Command) Marshal(dst []byte) []byte {
 		e.Byte(c.AlarmAction)
 		e.Byte(c.AlarmType)
 		e.String(c.NodeID)
+	case KindAuth:
+		encodeAuthPtr(&e, c.Auth)
 	}
+
 	start := len(dst)
 	return binary.LittleEndian.AppendUint32(e.B, crc32.Checksum(e.B[start:], crcTable))
 }
@@ -134,10 +148,17 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: crc32c %08x, recorded %08x", ErrChecksum, got, want)
 	}
 	d := Decoder{buf: body[1:]}
-	c := &Command{Kind: Kind(d.Byte())}
+	kind := d.Byte()
+	c := &Command{Kind: Kind(kind &^ kindAuthRev)}
 	c.ID.Client = d.Uvarint()
 	c.ID.Seq = d.Uvarint()
 	c.RetryFloor = d.Uvarint()
+	if kind&kindAuthRev != 0 {
+		c.AuthRev = d.Uvarint()
+		if c.AuthRev == 0 || c.Kind != KindTxn && c.Kind != KindLeaseRevoke {
+			d.fail("auth revision %d on a command of kind %d", c.AuthRev, c.Kind)
+		}
+	}
 	switch c.Kind {
 	case KindTxn:
 		c.Txn = decodeTxnPtr(&d, 1)
@@ -169,9 +190,12 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 		case c.NodeID == "":
 			d.fail("alarm without a member")
 		}
+	case KindAuth:
+		c.Auth = decodeAuthPtr(&d)
 	default:
 		d.fail("unknown command kind %d", c.Kind)
 	}
+
 	if err := d.Finish(); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ const (
 	KindLeaseCheckpoint Kind = 5
 	KindLeaderStart     Kind = 6 // first entry of a leader's term; see readindex
 	KindAlarm           Kind = 7 // raise or clear a member's alarm
+	KindAuth            Kind = 8 // change the auth state (users, roles, permissions); see Auth
 )
 
 // Alarm actions and types of a KindAlarm command, numbered as etcd's AlarmRequest.
@@ -62,6 +63,13 @@ type Command struct {
 
 	AlarmAction uint8 // KindAlarm: AlarmActivate or AlarmDeactivate
 	AlarmType   uint8 // KindAlarm: AlarmNoSpace or AlarmCorrupt
+
+	Auth *Auth // KindAuth
+
+	// AuthRev, for KindTxn and KindLeaseRevoke sent by the etcd gateway, is the auth revision
+	// the request was authorized at: while auth is enabled, the command is refused with
+	// CodeAuthOldRevision once the auth state has changed since. 0 means not checked.
+	AuthRev uint64
 }
 
 // LeaseCheckpoint records how much of a lease's TTL was left, so a new leader does not restart it
@@ -246,11 +254,28 @@ const (
 	CodeNotMember
 	// CodeCorrupt refuses a write while a CORRUPT alarm is raised, as etcd's "corrupt cluster".
 	CodeCorrupt
+	// Auth refusals, as etcd's auth store makes them; they travel inside a result only (IsAuth).
+	CodeAuthRootUserNotExist
+	CodeAuthRootRoleNotExist
+	CodeAuthUserExists
+	CodeAuthUserEmpty
+	CodeAuthUserNotFound
+	CodeAuthRoleExists
+	CodeAuthRoleNotFound
+	CodeAuthRoleEmpty
+	CodeAuthRoleNotGranted
+	CodeAuthPermNotGranted
+	CodeAuthInvalidMgmt
+	CodeAuthOldRevision // a command's AuthRev is older than the auth state
 	codeMax
 )
 
 // Valid reports whether c is a known code.
 func (c Code) Valid() bool { return c < codeMax }
+
+// IsAuth reports whether c is an auth refusal: of a KindAuth command, or of a command
+// authorized at an older auth revision (CodeAuthOldRevision).
+func (c Code) IsAuth() bool { return c >= CodeAuthRootUserNotExist && c < codeMax }
 
 // Result is what applying a Command returns.
 type Result struct {
