@@ -37,7 +37,9 @@
 //     stream with no watch open is not ended (clientv3 closes those itself), and neither is a
 //     lease keepalive or snapshot stream (etcd ends them too; ember's keepalives fail without a
 //     leader anyway).
-///   - A progress request is answered per watch, with each watch's ID, once the watch has
-//     delivered everything up to the revision it reports; etcd sends one response with watch
-//     ID -1, which clientv3 delivers the same way.
+//
+// /   - A progress request is answered per watch, with each watch's ID, once the watch has
+//
+//	delivered everything up to the revision it reports; etcd sends one response with watch
+//	ID -1, which clientv3 delivers the same way.
 package etcdapi
