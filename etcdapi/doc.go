@@ -26,7 +26,7 @@
 //     raised by ember.WithCorruptCheckInterval's hash check or a client, refuses writes), but
 //     ACTIVATE takes only a member's ID (NotFound otherwise) and NOSPACE or CORRUPT: ember keeps
 //     alarms under its members' IDs, where etcd keeps any. The quota counts the kept versions,
-//     so compaction alone brings a member under it; Defragment then gives the values file's
+//     so compaction alone brings a member under it; Defragment then gives the backend's
 //     freed pages back to the file system, without stopping reads and writes as etcd's does.
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
@@ -37,9 +37,19 @@
 //     stream with no watch open is not ended (clientv3 closes those itself), and neither is a
 //     lease keepalive or snapshot stream (etcd ends them too; ember's keepalives fail without a
 //     leader anyway).
-//
-// /   - A progress request is answered per watch, with each watch's ID, once the watch has
-//
-//	delivered everything up to the revision it reports; etcd sends one response with watch
-//	ID -1, which clientv3 delivers the same way.
+//   - Authentication is etcd's (users, roles, key-range permissions, root, auth enable and
+//     disable, replicated through the store's log; passwords hashed with bcrypt at
+//     WithBcryptCost), with simple tokens only (no JWT, no client-certificate CN users): tokens
+//     are local to the member that issued them, as etcd's simple tokens, and void after
+//     WithTokenTTL unused. Permissions are checked against the member's applied auth state
+//     before a request is served; a write carries the auth revision it was authorized at and
+//     is refused at apply ("revision of auth store is old") if the auth state changed since,
+//     as etcd refuses it. The in-process ember API, and NewClient, are not authenticated:
+//     auth applies to the gateway's network clients only. A gateway serving a namespace
+//     (ember.Namespace) checks permissions on the store's keys, prefix included, as etcd
+//     checks the keys a grpc-proxy --namespace forwards; all namespaces of a store share its
+//     users and roles.
+//   - A progress request is answered per watch, with each watch's ID, once the watch has
+//     delivered everything up to the revision it reports; etcd sends one response with watch
+//     ID -1, which clientv3 delivers the same way.
 package etcdapi
