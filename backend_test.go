@@ -27,7 +27,8 @@ func fsmAt(t testing.TB, path string) *fsm {
 }
 
 // crashLog is a raft log of every kind of command: puts of small and large values, a txn,
-// deletes, lease grants, a leased put, a revoke, a compaction, retried request IDs.
+// deletes, lease grants, a leased put, a revoke, a compaction, a retried request ID, and
+// commands without request IDs.
 func crashLog() []*raft.Log {
 	var cmds []*wire.Command
 	for i := range 12 {
@@ -41,6 +42,9 @@ func crashLog() []*raft.Log {
 		putCmd(5, "retry", "of an early ID", 0),
 		&wire.Command{ID: wire.RequestID{Client: 7, Seq: 103}, Kind: wire.KindLeaseRevoke, LeaseID: 9},
 		putCmd(104, "k2", strings.Repeat("z", 1000), 0),
+		// Without request IDs (as a lessor's checkpoints): no dedup answers a replay of these.
+		&wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{wirePut("noid", strings.Repeat("n", 200))}}},
+		&wire.Command{Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{wirePut("noid", "again")}}},
 	)
 	logs := make([]*raft.Log, len(cmds))
 	for i, c := range cmds {
