@@ -416,6 +416,9 @@ func deriveIndexes(st *State) error {
 	var latest []*Record
 	st.history.Scan(func(r *Record) bool {
 		if n := len(latest); n > 0 && latest[n-1].Key == r.Key {
+			// Versions of a key share its bytes, as writes make them (nothing else sees
+			// the records yet, and the key is equal, so the trees' order holds).
+			r.Key = latest[n-1].Key
 			latest[n-1] = r
 		} else {
 			latest = append(latest, r)

@@ -584,6 +584,9 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
 	old, _ := st.latest.Get(&Record{Key: key})
+	if old != nil {
+		key = old.Key // versions of a key share its bytes: one copy per key, not per version
+	}
 	r := &Record{Key: key, Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
 	value := string(op.Value)
 	var oldValue string
