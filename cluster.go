@@ -591,7 +591,7 @@ type Status struct {
 	AppliedIndex    uint64 // last index applied to this member's state
 	Revision        int64
 	CompactRevision int64
-	DBSize          int64 // bytes on disk of the raft log (logical size of the state in memory mode)
+	DBSize          int64 // bytes on disk of the raft log and the backend (logical size of the state in memory mode)
 	DBSizeInUse     int64 // logical size of the state: every version of every key kept
 	DBSizeQuota     int64 // the space quota DBSizeInUse is held to (WithQuotaBackendBytes); 0 if disabled
 	Keys            int64 // live keys
@@ -623,7 +623,7 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 	}
 	st.DBSize = st.DBSizeInUse
 	if n := s.stores.DiskSize(); n >= 0 {
-		st.DBSize = n
+		st.DBSize = n + s.fsm.backendSize()
 	}
 	return st, nil
 }

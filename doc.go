@@ -75,9 +75,11 @@
 // lease can still act after another holder took over. Guard the protected resource with the
 // lock's fencing token or an IsOwner compare in the same transaction.
 //
-// A member keeps its index (keys, revisions, leases) on the Go heap and values longer than 128
-// bytes in a bbolt file in its data dir, read through the page cache; a member opened without a
-// data dir keeps everything in memory. See docs/OPERATIONS.md "What lives where".
+// A member keeps its state in a bbolt file in its data dir (state.db: every kept version, the
+// leases, the raft index it is at), loaded at start so that raft replays only the entries after
+// it, and an index of it (keys, revisions, values up to 128 bytes) on the Go heap; larger values
+// are read through the page cache. A member opened without a data dir keeps everything in
+// memory. See docs/OPERATIONS.md "What lives where".
 //
 // The peer port is the only network listener ember opens. [WithClusterToken] (or [WithTLS]
 // with client certificates) admits only peers holding the cluster's credentials, and encrypts

@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -47,14 +46,20 @@ type fsm struct {
 	compactWake  chan struct{} // capacity 1: a compaction was applied and its removal is pending
 	compactedSig signal        // fired when a pending removal completes, and on Restore
 
-	// valuesDir holds the file of the state's large values (mvcc.Values): one per state, a new
-	// one for each restored snapshot. "" keeps every value in memory (a member without a data
-	// dir). valuesGen numbers the files; it and valuesFailing are guarded by mu.
-	valuesDir     string
-	inlineMax     int // mvcc.InlineValueMax; tests store every value with 0
-	valuesGen     int
-	valuesFailing bool           // the last SyncValues failed; logged once until one succeeds
-	retiring      sync.WaitGroup // files of replaced states, closing once their readers are done
+	// The backend (backend.go): the state on disk at backendPath, "" for a member without a
+	// data dir, whose state is in memory only. skipThrough is the raft index the backend was
+	// at when loaded or restored: raft replays entries from its last snapshot, and those at or
+	// below it are in the state already. It is set before raft starts, then only by Restore, on
+	// raft's FSM goroutine. lastCommit, commitFailing and defragmenting are guarded by mu.
+	backendPath   string
+	inlineMax     int // mvcc.InlineValueMax; tests keep no value inline with 0
+	skipThrough   uint64
+	lastCommit    time.Time
+	commitFailing bool           // the last commit failed; logged once until one succeeds
+	retiring      sync.WaitGroup // backends of replaced states, closing once their readers are done
+	// defragMu serializes Defragment calls. Lock order: defragMu, then mu.
+	defragMu      sync.Mutex
+	defragmenting bool // compaction steps wait, so that the backend being copied loses nothing
 
 	// Observers, set before raft starts and never changed.
 	watch  *watchHub
@@ -75,79 +80,6 @@ type readView struct {
 	applied uint64
 }
 
-// newFSM returns a state machine on an empty state whose long dedup results share dedupBudget
-// bytes (WithDedupResultBytes), with its values longer than inlineMax in a file in valuesDir
-// ("" = in memory). What valuesDir held is removed: the raft log and snapshots rebuild it.
-func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor, dedupBudget int64, valuesDir string, inlineMax int) (*fsm, error) {
-	f := &fsm{log: log, app: mvcc.NewApplier(log, dedupBudget), watch: watch, lessor: lessor,
-		compactWake: make(chan struct{}, 1), valuesDir: valuesDir, inlineMax: inlineMax}
-	if valuesDir == "" {
-		return f, nil
-	}
-	if err := os.RemoveAll(valuesDir); err != nil {
-		return nil, fmt.Errorf("ember: clear the values dir: %w", err)
-	}
-	if err := os.MkdirAll(valuesDir, 0o700); err != nil {
-		return nil, fmt.Errorf("ember: create the values dir: %w", err)
-	}
-	vals, err := f.createValues()
-	if err != nil {
-		return nil, err
-	}
-	f.app.SetState(mvcc.NewOnDisk(vals))
-	return f, nil
-}
-
-// createValues creates the next values file, for a new state. Callers are serialized (newFSM,
-// then Restore on raft's FSM goroutine).
-func (f *fsm) createValues() (*mvcc.Values, error) {
-	f.valuesGen++
-	vals, err := mvcc.CreateValues(filepath.Join(f.valuesDir, fmt.Sprintf("values-%d.db", f.valuesGen)), f.inlineMax)
-	if err != nil {
-		return nil, fmt.Errorf("ember: %w", err)
-	}
-	return vals, nil
-}
-
-// syncValues writes the values of the last batch or compaction step to the file. Callers hold
-// mu. A failure loses nothing (the values stay in memory until a later call succeeds); it is
-// logged when it starts and when it ends.
-func (f *fsm) syncValues(st *mvcc.State) {
-	err := st.SyncValues()
-	switch {
-	case err != nil && !f.valuesFailing:
-		f.log.Error("cannot write values to the values file; holding them in memory", "error", err)
-	case err == nil && f.valuesFailing:
-		f.log.Info("values file writable again")
-	}
-	f.valuesFailing = err != nil
-}
-
-// retireValues closes a replaced state's file once the reads still open on it end; reads after
-// that find no values and retry on the current state.
-func (f *fsm) retireValues(vals *mvcc.Values) {
-	if vals == nil {
-		return
-	}
-	f.retiring.Add(1)
-	go func() {
-		defer f.retiring.Done()
-		if err := vals.Close(); err != nil {
-			f.log.Warn("closing a replaced values file", "path", vals.Path(), "error", err)
-		}
-	}()
-}
-
-// close closes the values file; raft has shut down.
-func (f *fsm) close() error {
-	f.mu.Lock()
-	vals := f.app.State().Values()
-	f.mu.Unlock()
-	f.retireValues(vals)
-	f.retiring.Wait()
-	return nil
-}
-
 // Apply applies one entry; raft calls ApplyBatch instead, but the interface requires it.
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
@@ -161,8 +93,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	var damaged error
 	f.mu.Lock()
 	for i, l := range logs {
-		if l.Type != raft.LogCommand {
-			continue // configuration entries only advance the applied index
+		if l.Type != raft.LogCommand || l.Index <= f.skipThrough {
+			// Configuration entries only advance the applied index; entries at or below
+			// skipThrough are in the state already (raft replays from its last snapshot).
+			continue
 		}
 		a, err := f.app.Apply(l.Index, l.Data)
 		if err != nil {
@@ -185,10 +119,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	st := f.app.State()
-	f.syncValues(st)
 	if len(logs) > 0 {
-		f.applied.Store(logs[len(logs)-1].Index)
+		f.applied.Store(max(f.applied.Load(), logs[len(logs)-1].Index))
 	}
+	f.maybeCommit(st)
 	f.sizeInUse.Store(st.Size())
 	f.dedupSize.Store(f.app.DedupBytes())
 	f.auth.Store(st.Auth())
@@ -233,11 +167,10 @@ func (f *fsm) compactStep() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.app.State()
-	if !st.CompactPending() {
-		return false
+	if !st.CompactPending() || f.defragmenting {
+		return false // Defragment wakes the compactor when it is done
 	}
 	more := st.CompactStep(compactStepRecords)
-	f.syncValues(st)
 	f.sizeInUse.Store(st.Size())
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop
@@ -297,10 +230,10 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
 	}
 }
 
-// pinnedView returns a view that reads its values through one read transaction of the values
-// file, so that no compaction step removes a value from under it: for reads that must see every
-// value of one state (backups, HashKV). Call release when done; until then the file keeps the
-// pages compaction frees.
+// pinnedView returns a view that reads its values through one read transaction of the backend,
+// so that no compaction step removes a value from under it: for reads that must see every value
+// of one state (backups, HashKV, Defragment). Call release when done; until then the file keeps
+// the pages compaction frees.
 func (f *fsm) pinnedView() (v *readView, release func(), err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -311,8 +244,19 @@ func (f *fsm) pinnedView() (v *readView, release func(), err error) {
 	return &readView{st: st, applied: f.applied.Load()}, st.Unpin, nil
 }
 
-// Snapshot captures the state in O(1) (a pinned clone); Persist writes it while applies go on.
+// Snapshot captures the state for raft. With a backend the backend is the state: Snapshot
+// commits it, and the snapshot is a marker of the index it is at (markerSnapshot); a member
+// that needs the state is sent the backend (snapshotStore). Without one, the snapshot is a
+// pinned clone, written by Persist while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.backendPath != "" {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err := f.commit(f.app.State()); err != nil {
+			return nil, err
+		}
+		return &markerSnapshot{applied: f.applied.Load(), metrics: f.metrics}, nil
+	}
 	v, release, err := f.pinnedView()
 	if err != nil {
 		return nil, err
@@ -320,34 +264,29 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{st: v.st, applied: v.applied, release: release, metrics: f.metrics}, nil
 }
 
-// Restore replaces the whole state with a snapshot's, its values in a new file.
+// Restore replaces the whole state with a snapshot's (restoreState).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var vals *mvcc.Values
-	if f.valuesDir != "" {
-		var err error
-		if vals, err = f.createValues(); err != nil {
-			return err
-		}
-	}
-	st, applied, err := mvcc.ReadSnapshotTo(rc, vals)
+	st, applied, err := f.restoreState(rc)
 	if err != nil {
-		if vals != nil {
-			vals.Close()
-		}
 		return err
 	}
 	f.mu.Lock()
-	old := f.app.State().Values()
+	old := f.app.State().Backend()
 	f.app.SetState(st)
 	f.dedupSize.Store(f.app.DedupBytes())
 	f.applied.Store(applied)
+	// Raft goes on from the snapshot's index; a backend stream may be further on.
+	f.skipThrough = applied
+	f.lastCommit = time.Now()
 	f.sizeInUse.Store(st.Size())
 	f.current.Store(nil)
 	f.auth.Store(st.Auth())
 	f.watch.restored(st)
 	f.mu.Unlock()
-	f.retireValues(old)
+	if old != st.Backend() {
+		f.retireBackend(old)
+	}
 	f.lessor.restored()
 	f.appliedSig.fire()
 	f.compactedSig.fire() // a snapshot holds no pending removal

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,11 +31,30 @@ func detachedFSMWithBudget(t testing.TB, budget int64) *fsm {
 	return s.fsm
 }
 
-// newTestFSM is a state machine that keeps every value in its values file (none inline), so
-// that the tests that use it cover the file's paths whatever their values' sizes.
+// detachedMemFSM is detachedFSM without a backend: its state is in memory only, and its raft
+// snapshots hold the state (fsmSnapshot).
+func detachedMemFSM(t testing.TB) *fsm {
+	s := &Store{core: &core{}}
+	s.watch = newWatchHub(s, 0, 0)
+	s.lessor = newLessor(s, hclog.NewNullLogger(), 0)
+	f, err := newFSM(hclog.NewNullLogger(), s.watch, s.lessor, defaultDedupResultBytes, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fsm = f
+	return f
+}
+
+// newTestFSM is a state machine that keeps every value only in its backend (none inline), so
+// that the tests that use it cover the backend's paths whatever their values' sizes.
 func newTestFSM(t testing.TB, watch *watchHub, lessor *lessor, budget int64) *fsm {
+	return newTestFSMInline(t, watch, lessor, budget, 0)
+}
+
+// newTestFSMInline is newTestFSM keeping values up to inlineMax bytes in memory too.
+func newTestFSMInline(t testing.TB, watch *watchHub, lessor *lessor, budget int64, inlineMax int) *fsm {
 	t.Helper()
-	f, err := newFSM(hclog.NewNullLogger(), watch, lessor, budget, filepath.Join(t.TempDir(), "values"), 0)
+	f, err := newFSM(hclog.NewNullLogger(), watch, lessor, budget, filepath.Join(t.TempDir(), backendFile), inlineMax)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +98,12 @@ func putCmd(id uint64, key, val string, lease int64) *wire.Command {
 // buildRichFSM gives an fsm every kind of state a snapshot carries: history with several versions
 // per key, tombstones (one at exactly the compaction revision), a compaction, leases with attached
 // keys, checkpoints, a revoked lease, dedup entries with txn results, and binary keys and values.
-func buildRichFSM(t testing.TB) *fsmDriver {
+func buildRichFSM(t testing.TB) *fsmDriver { return buildRichFSMOn(t, detachedFSM(t)) }
+
+// buildRichFSMOn is buildRichFSM on f.
+func buildRichFSMOn(t testing.TB, f *fsm) *fsmDriver {
 	t.Helper()
-	d := &fsmDriver{f: detachedFSM(t)}
+	d := &fsmDriver{f: f}
 	must := func(res *wire.Result) {
 		t.Helper()
 		if res.Code != wire.CodeOK {
@@ -219,7 +242,7 @@ var _ raft.SnapshotSink = (*memSink)(nil)
 // order and lease clocks, must keep answering retries from the dedup table, and must evolve
 // exactly like the original.
 func TestSnapshot_FSMRestore(t *testing.T) {
-	d := buildRichFSM(t)
+	d := buildRichFSMOn(t, detachedMemFSM(t))
 	snap, err := d.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +261,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 		t.Fatalf("sink closed %v cancelled %v, want closed only", sink.closed, sink.cancelled)
 	}
 
-	r := &fsmDriver{f: detachedFSM(t)}
+	r := &fsmDriver{f: detachedMemFSM(t)}
 	r.apply(t, putCmd(500, "old", "state", 0)) // replaced wholesale by the restore
 	if err := r.f.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
 		t.Fatalf("Restore: %v", err)
@@ -296,7 +319,7 @@ func TestSnapshot_FSMRestore(t *testing.T) {
 
 // TestSnapshot_PersistFailure checks that a sink that fails makes Persist fail and cancel it.
 func TestSnapshot_PersistFailure(t *testing.T) {
-	d := buildRichFSM(t)
+	d := buildRichFSMOn(t, detachedMemFSM(t))
 	snap, err := d.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -347,4 +370,74 @@ func mustHash(t testing.TB, st *mvcc.State, rev int64) uint32 {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// snapshotStream is what raft sends a lagging member from f: its snapshot as Persist writes it,
+// or, for a marker (a member with a backend), the backend stream snapshotStore.Open sends.
+func snapshotStream(t testing.TB, f *fsm) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(sink.buf.Bytes(), []byte(markerMagic)) {
+		return sink.buf.Bytes()
+	}
+	size, rc, err := f.streamBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil || int64(len(data)) != size {
+		t.Fatalf("backend stream: %d of %d bytes, %v", len(data), size, err)
+	}
+	return data
+}
+
+// With a backend, a raft snapshot is a marker and a lagging member is sent the backend as it is
+// when sent (snapshotStore.Open): writes after the snapshot are in it, and the receiver, whose
+// raft goes on from the snapshot's index, skips the entries its restored state already holds.
+// Restored on a member with a backend and on one without, the state equals the sender's.
+func TestSnapshot_BackendStreamRestore(t *testing.T) {
+	d := buildRichFSM(t)
+	snap, err := d.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapIndex := d.f.applied.Load()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if got, want := sink.buf.Len(), len(markerMagic)+8; got != want || !bytes.HasPrefix(sink.buf.Bytes(), []byte(markerMagic)) {
+		t.Fatalf("raft snapshot of %d bytes, want a %d-byte marker", got, want)
+	}
+	late := d.apply(t, putCmd(100, "late", strings.Repeat("x", 300), 0))
+	data := snapshotStream(t, d.f)
+	want := d.f.app.State()
+	for name, r := range map[string]*fsmDriver{"backend": {f: detachedFSM(t)}, "memory": {f: detachedMemFSM(t)}} {
+		t.Run(name, func(t *testing.T) {
+			r.apply(t, putCmd(500, "old", "state", 0)) // replaced wholesale by the restore
+			if err := r.f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			assertSameState(t, want, r.f.app.State())
+			if err := r.f.app.Check(); err != nil {
+				t.Fatal(err)
+			}
+			// Raft replays from the snapshot's index: the late put is skipped, not applied
+			// twice.
+			out := r.f.ApplyBatch([]*raft.Log{{Index: snapIndex + 1, Type: raft.LogCommand, Data: putCmd(100, "late", "again", 0).Marshal(nil)}})
+			if out[0] != nil || r.f.app.State().Rev() != late.Revision {
+				t.Fatalf("replayed entry applied: %v, revision %d, want %d", out[0], r.f.app.State().Rev(), late.Revision)
+			}
+		})
+	}
 }

@@ -38,7 +38,13 @@ func newTestHost(t testing.TB, limits hubLimits) *testHost {
 	h := &testHost{ctx: ctx}
 	hub := newWatchHub(h, defaultProgressInterval, time.Second)
 	hub.limits = limits
-	h.fsm = newTestFSM(t, hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes)
+	// In memory: the hub's tests race writes against the dispatcher, and a backend's reads
+	// would slow the writes down (the backend's own tests are elsewhere).
+	fsm, err := newFSM(hclog.NewNullLogger(), hub, newLessor(h, hclog.NewNullLogger(), time.Second), defaultDedupResultBytes, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fsm = fsm
 	t.Cleanup(func() {
 		h.mu.Lock()
 		h.closing = true

@@ -145,13 +145,11 @@ func getFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {
 		n += len(rec.Key)
 	}
 	if !w.KeysOnly {
-		values = make([]string, len(recs))
-		for i, rec := range recs {
-			v, ok := st.Value(rec)
-			if !ok {
-				return nil, wire.CodeCompacted
-			}
-			values[i] = v
+		var ok bool
+		if values, ok = st.ValuesOf(recs); !ok {
+			return nil, wire.CodeCompacted
+		}
+		for _, v := range values {
 			n += len(v)
 		}
 	}

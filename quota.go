@@ -10,8 +10,8 @@ import (
 // checkQuota refuses a command that adds data while the store is over its space quota
 // (WithQuotaBackendBytes); its caller then raises the NOSPACE alarm, which keeps such commands
 // refused on every member until AlarmDisarm, as etcd. The quota is on the logical size of the
-// state, so compaction alone brings the store back under it: there is no defragmentation, unlike
-// etcd, whose quota counts the database file. Reads, deletes, compaction, revokes, checkpoints
+// state, so compaction alone brings the store back under it, without Defragment, unlike etcd,
+// whose quota counts the database file. Reads, deletes, compaction, revokes, checkpoints
 // and keepalives always pass. The check runs on the leader only, against its applied state, so
 // writes already in flight may take the store slightly over the quota, as with etcd. The
 // request-dedup table (Status.DedupBytes) is not counted: it has its own bound

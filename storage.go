@@ -59,7 +59,7 @@ func openRaftStores(dir string, cfg *config, log hclog.Logger, opts raftlog.Opti
 		l.Close()
 		return nil, fmt.Errorf("ember: open snapshot store: %w", err)
 	}
-	return &raftStores{Log: l, snaps: snaps}, nil
+	return &raftStores{Log: l, snaps: &snapshotStore{SnapshotStore: snaps}}, nil
 }
 
 // logOptions are the member's hooks in its raft log: the guard's fail-stop, the append timing

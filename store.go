@@ -137,13 +137,20 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	}
 	s.watch = newWatchHub(s, s.cfg.progressInterval, s.cfg.electionTimeout)
 	s.lessor = newLessor(s, s.log.Named("lessor"), s.cfg.electionTimeout)
-	valuesDir := ""
+	backendPath := ""
 	if dir != "" {
-		valuesDir = filepath.Join(dir, "values")
+		backendPath = filepath.Join(dir, backendFile)
 	}
-	if s.fsm, err = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes, valuesDir, mvcc.InlineValueMax); err != nil {
+	if s.fsm, err = newFSM(s.log.Named("fsm"), s.watch, s.lessor, s.cfg.dedupResultBytes, backendPath, mvcc.InlineValueMax); err != nil {
 		return err
 	}
+	if snaps, ok := s.stores.snaps.(*snapshotStore); ok {
+		snaps.fsm = s.fsm
+		if err := s.fsm.restoreNewerSnapshot(snaps); err != nil {
+			return err
+		}
+	}
+	s.fsm.loaded()
 	s.readIndex = readindex.New(s.fetchReadIndex)
 	if err := s.instrument(); err != nil {
 		return err
@@ -190,6 +197,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	s.spawn(func() { s.observeLeaders(obsCh) })
 	s.spawn(s.lessor.run)
 	s.spawn(func() { s.fsm.runCompactor(s.ctx) })
+	s.spawn(func() { s.fsm.runCommitter(s.ctx) })
 	if len(s.cfg.join) > 0 {
 		s.spawn(func() { s.joinLoop(!existing) })
 	}
@@ -215,6 +223,8 @@ func (s *Store) raftConfig(notifyCh chan bool) *raft.Config {
 	rc.MaxAppendEntries = 128
 	rc.SnapshotThreshold = s.cfg.snapshotThreshold
 	rc.SnapshotInterval = s.cfg.snapshotInterval
+	// With a backend the state is loaded from it (newFSM), and raft's snapshots are markers.
+	rc.NoSnapshotRestoreOnStart = s.fsm.backendPath != ""
 	rc.TrailingLogs = 10240
 	rc.NoLegacyTelemetry = true
 	if s.cfg.raftConfig != nil {

@@ -3,6 +3,8 @@ package ember_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,7 +49,8 @@ func assertValues(t testing.TB, s *ember.Store, want map[string]string) {
 	}
 }
 
-// A member with a data dir keeps values longer than 128 bytes in its values file. Every read
+// A member with a data dir keeps its state in its backend, and values longer than 128 bytes only
+// there. Every read
 // that looks at values sees them as it would in memory: gets, sorts and compares by value,
 // previous values of puts and deletes, watch events with previous values; compaction removes the
 // old ones; they survive a restart, a restart from a raft snapshot, and a backup and restore.
@@ -64,9 +67,8 @@ func TestStore_LargeValues_OnDisk(t *testing.T) {
 		}
 	}
 	assertValues(t, s, want)
-	files, _ := filepath.Glob(filepath.Join(dir, "values", "values-*.db"))
-	if len(files) != 1 {
-		t.Fatalf("values files %v, want one", files)
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil {
+		t.Fatalf("no backend: %v", err)
 	}
 
 	sorted, err := s.Get(ctx, "", ember.WithPrefix(), ember.WithSort(ember.SortByValue, ember.SortDescend))
@@ -143,11 +145,6 @@ func TestStore_LargeValues_OnDisk(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "values")); err == nil {
-		if files, _ := filepath.Glob(filepath.Join(dir, "values", "*.db")); len(files) != 0 {
-			t.Fatalf("values files left after Close: %v", files)
-		}
-	}
 
 	reopened := openDirStore(t, dir)
 	assertValues(t, reopened, want)
@@ -158,4 +155,73 @@ func TestStore_LargeValues_OnDisk(t *testing.T) {
 	}
 	delete(want, "h")
 	assertValues(t, openDirStore(t, restored), want)
+}
+
+// Defragment gives back the space a compaction freed in the backend, while writes and reads
+// go on: every value written before or during it reads back after, and the file shrinks.
+func TestStore_Defragment_ReturnsCompactedSpace(t *testing.T) {
+	dir := t.TempDir()
+	s := openDirStore(t, dir)
+	ctx := ctxFor(t, 60*time.Second)
+	val := func(i, gen int) string { return strings.Repeat(string(rune('a'+gen)), 4000) + fmt.Sprint(i) }
+	want := map[string]string{}
+	for gen := range 2 {
+		for i := range 200 {
+			k := fmt.Sprintf("k%03d", i)
+			if _, err := s.Put(ctx, k, val(i, gen)); err != nil {
+				t.Fatal(err)
+			}
+			want[k] = val(i, gen)
+		}
+	}
+	g, err := s.Get(ctx, "k000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Compact(ctx, g.Header.Revision, ember.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Writes during the defragmentation, on keys of their own.
+	stop := make(chan struct{})
+	done := make(chan map[string]string)
+	go func() {
+		written := map[string]string{}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- written
+				return
+			default:
+			}
+			k, v := fmt.Sprintf("during%04d", i), val(i, 3)
+			if _, err := s.Put(ctx, k, v); err != nil {
+				t.Error(err)
+				done <- written
+				return
+			}
+			written[k] = v
+		}
+	}()
+	d, err := s.Defragment(ctx)
+	close(stop)
+	maps.Copy(want, <-done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Freed < 200*4000/2 || after.DBSize >= before.DBSize {
+		t.Fatalf("freed %d bytes; DBSize %d before, %d after", d.Freed, before.DBSize, after.DBSize)
+	}
+	assertValues(t, s, want)
+	if files, _ := filepath.Glob(filepath.Join(dir, "state.db*")); len(files) != 1 {
+		t.Fatalf("backend files after Defragment: %v", files)
+	}
 }

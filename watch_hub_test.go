@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/ember-kv/ember/internal/mvcc"
@@ -39,7 +40,13 @@ func newHubRig(t testing.TB, manual bool, limits hubLimits) *hubRig {
 	if !manual {
 		host.spawn(host.fsm.watch.dispatch)
 	}
-	return &hubRig{t: t, host: host, h: host.fsm.watch, src: detachedFSM(t)}
+	// src has a backend, so that installSnapshot sends a backend stream; its values stay
+	// inline, so that writes outpace the dispatcher as the overflow tests need.
+	s := &Store{core: &core{}}
+	s.watch = newWatchHub(s, 0, 0)
+	s.lessor = newLessor(s, hclog.NewNullLogger(), 0)
+	s.fsm = newTestFSMInline(t, s.watch, s.lessor, defaultDedupResultBytes, mvcc.InlineValueMax)
+	return &hubRig{t: t, host: host, h: host.fsm.watch, src: s.fsm}
 }
 
 // watch opens a watch on the rig's hub, as Store.Watch does for a start revision of 0 or more.
@@ -75,16 +82,7 @@ func (r *hubRig) apply(ops []wire.Op, behind bool) int64 {
 // member.
 func (r *hubRig) installSnapshot() {
 	r.t.Helper()
-	snap, err := r.src.Snapshot()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer snap.Release()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := r.host.fsm.Restore(io.NopCloser(bytes.NewReader(sink.buf.Bytes()))); err != nil {
+	if err := r.host.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotStream(r.t, r.src)))); err != nil {
 		r.t.Fatal(err)
 	}
 }

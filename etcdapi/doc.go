@@ -25,8 +25,9 @@
 //     ember.WithQuotaBackendBytes, refuses a write, refuses growth until disarmed; CORRUPT,
 //     raised by ember.WithCorruptCheckInterval's hash check or a client, refuses writes), but
 //     ACTIVATE takes only a member's ID (NotFound otherwise) and NOSPACE or CORRUPT: ember keeps
-//     alarms under its members' IDs, where etcd keeps any. Defragment does nothing: the quota
-//     counts the kept versions, so compaction alone frees space.
+//     alarms under its members' IDs, where etcd keeps any. The quota counts the kept versions,
+//     so compaction alone brings a member under it; Defragment then gives the backend's
+//     freed pages back to the file system, without stopping reads and writes as etcd's does.
 //   - Snapshot streams ember's backup format framed as etcd's (padded to 512 bytes, then a
 //     SHA-256), which etcdctl accepts; Restore turns it into an ember data dir. HashKV hashes
 //     are comparable between ember members only.

@@ -127,11 +127,14 @@ func (g *gateway) activateAlarm(ctx context.Context, r *pb.AlarmRequest) (*pb.Al
 	return &pb.AlarmResponse{Header: h, Alarms: []*pb.AlarmMember{{MemberID: r.MemberID, Alarm: r.Alarm}}}, nil
 }
 
-// Defragment succeeds without doing anything: ember's state lives in memory and its raft log is
-// compacted by snapshots, so there is no file to defragment.
+// Defragment rewrites this member's backend without the space compaction freed
+// (ember.Store.Defragment).
 func (g *gateway) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
 	if err := g.checkAdmin(ctx); err != nil {
 		return nil, err
+	}
+	if _, err := g.st.Defragment(ctx); err != nil {
+		return nil, toGRPC(err)
 	}
 	h, err := g.localHeader(ctx)
 	if err != nil {

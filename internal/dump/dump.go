@@ -100,6 +100,11 @@ func Run(w io.Writer, dir string, opts Options) error {
 	defer closeLogs()
 
 	d := &dumper{dir: dir, opts: opts, out: out, logs: logs}
+	defer func() {
+		if d.backend != nil {
+			d.backend.Close()
+		}
+	}()
 	if err := d.run(); err != nil {
 		return err
 	}
@@ -122,6 +127,7 @@ type dumper struct {
 	logs raft.LogStore
 
 	// Set when Keys is on: the state being rebuilt and where the replay starts.
+	backend   *mvcc.Backend // the member's, read-only; nil before it had one
 	replay    *mvcc.Applier
 	snapIndex uint64
 	lastTerm  uint64
@@ -181,13 +187,21 @@ func (d *dumper) snapshots() error {
 	if !d.opts.Keys {
 		return nil
 	}
+	// The state is in the backend (state.db) from the index it was committed at, or, for a dir
+	// restored from a backup or written by an earlier version, in the newest snapshot.
 	st := mvcc.New()
+	if err := d.loadBackend(&st); err != nil {
+		return err
+	}
 	if len(metas) > 0 {
 		newest := metas[0]
-		if st, err = loadDumpSnapshot(store, newest.ID); err != nil {
-			return err
+		if newest.Index > d.snapIndex {
+			if st, err = loadDumpSnapshot(store, newest.ID); err != nil {
+				return err
+			}
+			d.snapIndex = newest.Index
 		}
-		d.snapIndex, d.lastTerm = newest.Index, newest.Term
+		d.lastTerm = newest.Term
 	}
 	d.replay = mvcc.NewApplier(hclog.NewNullLogger(), replayDedupBudget)
 	d.replay.SetState(st) // as fsm.Restore does, so that request IDs expire on schedule
@@ -205,11 +219,40 @@ func loadDumpSnapshot(store *raft.FileSnapshotStore, id string) (*mvcc.State, er
 		return nil, fmt.Errorf("%w: snapshot %s: %v", ember.ErrCorrupt, id, err)
 	}
 	defer rc.Close()
-	st, _, err := mvcc.ReadSnapshot(rc)
+	br := bufio.NewReader(rc)
+	if magic, _ := br.Peek(len(markerMagic)); string(magic) == markerMagic {
+		return nil, fmt.Errorf("%w: snapshot %s holds no state and the backend (state.db) is behind it", ember.ErrCorrupt, id)
+	}
+	st, _, err := mvcc.RestoreToMemory(br)
 	if err != nil {
 		return nil, fmt.Errorf("ember: dump: snapshot %s: %w", id, err)
 	}
 	return st, nil
+}
+
+// markerMagic starts a raft snapshot that only marks the index the backend was committed at
+// (the root package's markerSnapshot).
+const markerMagic = "EMBERMK1"
+
+// loadBackend loads the member's backend into *st, if the dir has one, and sets where the
+// replay starts. The backend stays open (read-only) until Run ends.
+func (d *dumper) loadBackend(st **mvcc.State) error {
+	path := filepath.Join(d.dir, "state.db")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	b, err := mvcc.OpenBackendReadOnly(path)
+	if err != nil {
+		return fmt.Errorf("ember: dump: %w (is the member running?)", err)
+	}
+	loaded, applied, err := mvcc.Load(b)
+	if err != nil {
+		b.Close()
+		return fmt.Errorf("ember: dump: %w", err)
+	}
+	d.backend = b
+	*st, d.snapIndex = loaded, applied
+	return nil
 }
 
 // entries walks the log once: it prints the entries asked for and replays those after the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"hash/crc64"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/ember-kv/ember/internal/wire"
+	bolt "go.etcd.io/bbolt"
 )
 
 // dumpFixture is a stopped member's data dir and what the member showed before it stopped.
@@ -455,47 +455,39 @@ func dumpSnapshotFiles(t *testing.T, dir string) (state, meta string) {
 }
 
 func TestDumpCorruptSnapshot(t *testing.T) {
-	t.Run("raft checksum", func(t *testing.T) {
+	t.Run("marker damaged, state in the backend", func(t *testing.T) {
+		// A member's raft snapshot only marks the index its backend was committed at; the
+		// state is read from the backend, so damage to the marker does not change the dump.
 		fx := newDumpFixture(t)
+		want := runDump(t, fx.dir, Options{Keys: true})
 		state, _ := dumpSnapshotFiles(t, fx.dir)
-		dumpFlipByte(t, state, 20)
-		err := Run(&bytes.Buffer{}, fx.dir, Options{Keys: true})
-		if !errors.Is(err, ember.ErrCorrupt) || !strings.Contains(err.Error(), "CRC mismatch") {
-			t.Fatalf("Dump with a damaged snapshot: %v, want ember.ErrCorrupt from raft's checksum", err)
+		dumpFlipByte(t, state, 3)
+		if got := runDump(t, fx.dir, Options{Keys: true}); got != want {
+			t.Fatalf("dump with a damaged marker:\n%s\nwant\n%s", got, want)
 		}
 	})
-	t.Run("ember format", func(t *testing.T) {
-		// The damage is resealed under raft's checksum, so that ember's own checks must catch it.
+	t.Run("backend damaged", func(t *testing.T) {
+		// A version whose bytes no longer match their checksum: refused, never dumped.
 		fx := newDumpFixture(t)
-		state, meta := dumpSnapshotFiles(t, fx.dir)
-		dumpFlipByte(t, state, 20)
-		b, err := os.ReadFile(state)
+		db, err := bolt.Open(filepath.Join(fx.dir, "state.db"), 0o600, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var m map[string]any
-		mb, err := os.ReadFile(meta)
-		if err != nil {
+		if err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte("revs"))
+			k, v := b.Cursor().Last()
+			v = append([]byte(nil), v...)
+			v[len(v)/2] ^= 0xff
+			return b.Put(k, v)
+		}); err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(mb, &m); err != nil {
-			t.Fatal(err)
-		}
-		h := crc64.New(crc64.MakeTable(crc64.ECMA))
-		h.Write(b)
-		m["CRC"] = h.Sum(nil)
-		if mb, err = json.Marshal(m); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(meta, mb, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		db.Close()
 		err = Run(&bytes.Buffer{}, fx.dir, Options{Keys: true})
-		if !errors.Is(err, ember.ErrCorrupt) || strings.Contains(err.Error(), "CRC mismatch") {
-			t.Fatalf("Dump with a resealed damaged snapshot: %v, want ember.ErrCorrupt from readSnapshot", err)
+		if !errors.Is(err, ember.ErrCorrupt) || !strings.Contains(err.Error(), "checksum mismatch") {
+			t.Fatalf("Dump with a damaged backend: %v, want ember.ErrCorrupt from its checksum", err)
 		}
-		t.Logf("error: %v", err)
-		// Metadata and entries need no snapshot state.
+		// Metadata and entries need no state.
 		runDump(t, fx.dir, Options{Snapshot: true, Logs: true})
 	})
 	t.Run("unreadable metadata", func(t *testing.T) {

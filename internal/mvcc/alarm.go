@@ -36,8 +36,10 @@ func (st *State) setAlarm(a Alarm, on bool) {
 	switch {
 	case on && !found:
 		st.alarms = slices.Insert(slices.Clone(st.alarms), i, a)
+		st.markAlarms()
 	case !on && found:
 		st.alarms = slices.Delete(slices.Clone(st.alarms), i, i+1)
+		st.markAlarms()
 	}
 }
 

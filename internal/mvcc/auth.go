@@ -82,6 +82,9 @@ func (st *State) applyAuth(c *wire.Auth) wire.Code {
 	next, code := st.Auth().apply(c)
 	if code == wire.CodeOK && next != nil {
 		st.auth = next
+		if st.dirty != nil {
+			st.dirty.auth = true
+		}
 	}
 	return code
 }

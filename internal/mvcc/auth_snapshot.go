@@ -10,10 +10,13 @@ import "github.com/ember-kv/ember/internal/wire"
 
 // writeAuth writes st's auth frame, if it has one.
 func writeAuth(sw *snapshotWriter, st *State) {
-	a := st.auth
-	if a == nil {
-		return
+	if st.auth != nil {
+		sw.frame(frameAuth, encodeAuth(st.auth))
 	}
+}
+
+// encodeAuth is an auth frame's payload, also kept in a backend's meta bucket.
+func encodeAuth(a *Auth) []byte {
 	e := wire.Encoder{}
 	e.Bool(a.Enabled)
 	e.Uvarint(a.Rev)
@@ -43,7 +46,7 @@ func writeAuth(sw *snapshotWriter, st *State) {
 			e.Bytes(p.End)
 		}
 	}
-	sw.frame(frameAuth, e.B)
+	return e.B
 }
 
 // readAuth decodes an auth frame into st, refusing what no state machine could have written.

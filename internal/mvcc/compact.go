@@ -24,6 +24,9 @@ func (st *State) Compact(rev int64) wire.Code {
 	}
 	st.compactRev = rev
 	st.compactPending = true
+	if st.dirty != nil {
+		st.dirty.counters = true
+	}
 	return wire.CodeOK
 }
 
@@ -65,9 +68,7 @@ func (st *State) CompactStep(limit int) bool {
 		if _, ok := st.history.Delete(r); ok {
 			st.revs.Delete(r)
 			st.size -= r.Size()
-			if r.stored {
-				st.doomedValues = append(st.doomedValues, revPos{r.Mod, r.Sub})
-			}
+			st.markDeleted(r)
 		}
 	}
 	if !more {

@@ -13,11 +13,18 @@ func (st *State) Remembered(id wire.RequestID) (*DedupEntry, bool) {
 
 // Remember stores e, replacing any entry of the same request ID. Entries are shared with
 // clones: e must not be changed afterwards, nor an entry in place.
-func (st *State) Remember(e *DedupEntry) { st.dedup.Set(e) }
+func (st *State) Remember(e *DedupEntry) {
+	st.dedup.Set(e)
+	st.markDedup(e.ID, e)
+}
 
 // Forget removes the entry of request id and returns it, if held.
 func (st *State) Forget(id wire.RequestID) (*DedupEntry, bool) {
-	return st.dedup.Delete(&DedupEntry{ID: id})
+	e, ok := st.dedup.Delete(&DedupEntry{ID: id})
+	if ok {
+		st.markDedup(id, nil)
+	}
+	return e, ok
 }
 
 // ScanRemembered calls fn for every entry in request ID order until fn returns false.

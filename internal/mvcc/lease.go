@@ -16,7 +16,9 @@ func (st *State) GrantLease(id, ttl int64) wire.Code {
 	if _, ok := st.leases.Get(&Lease{ID: id}); ok {
 		return wire.CodeLeaseExists
 	}
-	st.leases.Set(&Lease{ID: id, TTL: ttl})
+	l := &Lease{ID: id, TTL: ttl}
+	st.leases.Set(l)
+	st.markLease(id, l)
 	return wire.CodeOK
 }
 
@@ -25,6 +27,7 @@ func (st *State) RevokeLease(id int64) (wire.Code, []Event) {
 	if _, ok := st.leases.Delete(&Lease{ID: id}); !ok {
 		return wire.CodeLeaseNotFound, nil
 	}
+	st.markLease(id, nil)
 	keys := st.LeaseKeys(id)
 	w := st.beginWrite()
 	var split []Event
@@ -59,7 +62,9 @@ func (st *State) CheckpointLeases(cps []wire.LeaseCheckpoint) []wire.LeaseCheckp
 	for _, cp := range cps {
 		if l, ok := st.leases.Get(&Lease{ID: cp.ID}); ok && cp.RemainingMs > 0 {
 			// Records are shared with snapshots: replace, never modify in place.
-			st.leases.Set(&Lease{ID: l.ID, TTL: l.TTL, RemainingMs: cp.RemainingMs})
+			nl := &Lease{ID: l.ID, TTL: l.TTL, RemainingMs: cp.RemainingMs}
+			st.leases.Set(nl)
+			st.markLease(nl.ID, nl)
 			applied = append(applied, cp)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"slices"
 
 	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/wire"
@@ -193,9 +192,10 @@ func ReadSnapshot(r io.Reader) (*State, uint64, error) { return ReadSnapshotTo(r
 // the values file.
 const restoreBatchBytes = 8 << 20
 
-// ReadSnapshotTo decodes a snapshot stream into a fresh state whose large values go to vals, an
-// empty file (nil: every value in memory). On failure vals holds garbage: close it.
-func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
+// ReadSnapshotTo decodes a snapshot stream into a fresh state held in b, an empty backend (nil:
+// in memory only), committing as it goes; the caller commits the last part with the index.
+// On failure b holds garbage: discard it.
+func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	crc := crc32.New(castagnoli)
 	magic := make([]byte, len(snapshotMagic))
@@ -203,7 +203,7 @@ func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
 		return nil, 0, errSnapshot("bad magic")
 	}
 	crc.Write(magic)
-	st := NewOnDisk(vals)
+	st := NewOnDisk(b)
 	pendingBytes := 0
 	var applied uint64
 	var sawHeader bool
@@ -263,7 +263,7 @@ func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
 				}
 				st.size += rec.Size()
 				last = rec
-				if pendingBytes += len(value); pendingBytes >= restoreBatchBytes {
+				if pendingBytes += len(rec.Key) + len(value) + recordOverhead; pendingBytes >= restoreBatchBytes {
 					if err := st.syncRestored(); err != nil {
 						return nil, 0, err
 					}
@@ -334,25 +334,23 @@ func ReadSnapshotTo(r io.Reader, vals *Values) (*State, uint64, error) {
 	if err := deriveIndexes(st); err != nil {
 		return nil, 0, err
 	}
-	if err := st.syncRestored(); err != nil {
-		return nil, 0, err
+	if st.backend != nil {
+		// The tables went into the trees directly: all of them are to be committed.
+		st.leases.Scan(func(l *Lease) bool {
+			st.markLease(l.ID, l)
+			return true
+		})
+		st.dedup.Scan(func(e *DedupEntry) bool {
+			st.markDedup(e.ID, e)
+			return true
+		})
+		st.markAlarms()
+		st.dirty.auth = true
+		if err := st.syncRestored(); err != nil {
+			return nil, 0, err
+		}
 	}
 	return st, applied, nil
-}
-
-// syncRestored writes the values a restore holds to the file. Records arrive in key order, so
-// they are sorted by revision first, as SyncValues and valueOf expect.
-func (st *State) syncRestored() error {
-	if st.vals == nil {
-		return nil
-	}
-	slices.SortFunc(st.pending, func(a, b pendingValue) int {
-		if a.pos.less(b.pos) {
-			return -1
-		}
-		return 1
-	})
-	return st.SyncValues()
 }
 
 func readFrame(br *bufio.Reader, crc hash.Hash32) (byte, []byte, error) {
@@ -418,6 +416,9 @@ func deriveIndexes(st *State) error {
 	var latest []*Record
 	st.history.Scan(func(r *Record) bool {
 		if n := len(latest); n > 0 && latest[n-1].Key == r.Key {
+			// Versions of a key share its bytes, as writes make them (nothing else sees
+			// the records yet, and the key is equal, so the trees' order holds).
+			r.Key = latest[n-1].Key
 			latest[n-1] = r
 		} else {
 			latest = append(latest, r)

@@ -24,8 +24,8 @@ type Record struct {
 	Version   int64 // 1 at creation, +1 per put; 0 for a tombstone
 	Lease     int64
 	Tombstone bool
-	// stored means the value is in the state's Values file under (Mod, Sub), not in Value;
-	// valueLen is then its length. See storeValue.
+	// stored means the value is only in the state's backend, not in Value; valueLen is then
+	// its length. See storeValue.
 	stored   bool
 	valueLen int32
 }
@@ -122,13 +122,13 @@ type State struct {
 	compactPending bool
 	compactCursor  revPos // where the pending removal resumes in revs
 
-	// Values larger than InlineValueMax live in vals when it is set (a member with a data
-	// dir), else every value is in its record. See values.go.
-	vals         *Values
-	pending      []pendingValue // stored values not yet in vals, in revision order
-	doomedValues []revPos       // values of versions compaction dropped, still in vals
-	tx           *bolt.Tx       // a pinned clone's read transaction on vals
-	// damage is the first value the state failed to find in its own file; the Applier stops
+	// backend holds the state on disk when it is set (a member with a data dir); values longer
+	// than its inline limit are then only there. See backend.go.
+	backend *Backend
+	pending []pendingRecord // versions not yet committed to backend, in revision order
+	dirty   *dirtyTables    // other changes not yet committed; the Applier's own state only
+	tx      *bolt.Tx        // a pinned clone's read transaction on backend
+	// damage is the first value the state failed to find in its own backend; the Applier stops
 	// on it (the file is damaged, so the state can no longer be trusted). Only the Applier's
 	// own state sets it.
 	damage error
@@ -174,10 +174,12 @@ func New() *State {
 	}
 }
 
-// NewOnDisk returns an empty state whose values larger than InlineValueMax live in vals.
-func NewOnDisk(vals *Values) *State {
+// NewOnDisk returns an empty state held in backend b as well as in memory (nil: memory only).
+func NewOnDisk(b *Backend) *State {
 	st := New()
-	st.vals = vals
+	if b != nil {
+		st.backend, st.dirty = b, newDirty()
+	}
 	return st
 }
 
@@ -200,7 +202,7 @@ func (st *State) Clone() *State {
 		compactPending: st.compactPending,
 		compactCursor:  st.compactCursor,
 
-		vals:    st.vals,
+		backend: st.backend,
 		pending: st.pending[:len(st.pending):len(st.pending)], // appends by either copy reallocate
 	}
 }
@@ -582,6 +584,9 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
 	old, _ := st.latest.Get(&Record{Key: key})
+	if old != nil {
+		key = old.Key // versions of a key share its bytes: one copy per key, not per version
+	}
 	r := &Record{Key: key, Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
 	value := string(op.Value)
 	var oldValue string
@@ -619,6 +624,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 func (w *writeTxn) deleteKey(old *Record) {
 	st := w.st
 	t := &Record{Key: old.Key, Mod: w.rev, Sub: int64(len(w.events)), Tombstone: true}
+	st.storeValue(t, "")
 	st.latest.Delete(old)
 	w.insert(t)
 	if old.Lease != 0 {

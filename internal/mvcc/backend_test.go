@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,15 +16,15 @@ import (
 	"github.com/ember-kv/ember/internal/wire"
 )
 
-// testValues is an empty values file that keeps values up to inlineMax bytes in their records.
-func testValues(t testing.TB, inlineMax int) *Values {
+// testBackend is an empty backend whose state keeps values up to inlineMax bytes in memory too.
+func testBackend(t testing.TB, inlineMax int) *Backend {
 	t.Helper()
-	vals, err := CreateValues(filepath.Join(t.TempDir(), "values.db"), inlineMax)
+	b, err := CreateBackend(filepath.Join(t.TempDir(), "state.db"), inlineMax)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { vals.Close() })
-	return vals
+	t.Cleanup(func() { b.Discard() })
+	return b
 }
 
 // valueReadings renders the reads that look at values beyond a plain range: a sort by value, a
@@ -70,7 +72,7 @@ func TestState_OnDisk_EqualsInMemory(t *testing.T) {
 			t.Run(fmt.Sprintf("inline%d/seed%d", inlineMax, seed), func(t *testing.T) {
 				ctl := rand.New(rand.NewSource(seed))
 				wMem, wDisk := rand.New(rand.NewSource(seed+100)), rand.New(rand.NewSource(seed+100))
-				mem, disk := New(), NewOnDisk(testValues(t, inlineMax))
+				mem, disk := New(), NewOnDisk(testBackend(t, inlineMax))
 				stored := 0
 				for op := 0; op < 80; op++ {
 					switch p := ctl.Intn(10); {
@@ -93,7 +95,7 @@ func TestState_OnDisk_EqualsInMemory(t *testing.T) {
 					}
 					stored += len(disk.pending)
 					if ctl.Intn(2) == 0 {
-						if err := disk.SyncValues(); err != nil {
+						if err := disk.Commit(uint64(op)); err != nil {
 							t.Fatal(err)
 						}
 					}
@@ -115,14 +117,26 @@ func TestState_OnDisk_EqualsInMemory(t *testing.T) {
 				// Once the removal is done, the file holds exactly the stored values.
 				for disk.CompactStep(100) {
 				}
-				if err := disk.SyncValues(); err != nil {
+				if err := disk.Commit(1000); err != nil {
 					t.Fatal(err)
 				}
-				if inFile, held := valuesInFile(t, disk), storedRecords(disk); inFile != held {
-					t.Fatalf("values file holds %d values, the state %d stored records", inFile, held)
+				if inFile, held := versionsInBackend(t, disk), disk.Versions(); inFile != held {
+					t.Fatalf("backend holds %d versions, the state %d", inFile, held)
+				}
+				// What a restarting member loads equals the state it committed.
+				loaded, applied, err := Load(disk.backend)
+				if err != nil || applied != 1000 {
+					t.Fatalf("Load: applied %d, %v", applied, err)
+				}
+				checkTreesAgree(t, loaded)
+				if want, got := stateReadings(t, disk, nKeys, nil), stateReadings(t, loaded, nKeys, nil); got != want {
+					t.Fatalf("loaded state differs:\n got %s\nwant %s", got, want)
+				}
+				if got, want := encodeSnapshot(t, loaded, 1), encodeSnapshot(t, disk, 1); !bytes.Equal(got, want) {
+					t.Fatal("loaded state's snapshot differs")
 				}
 				data := encodeSnapshot(t, disk, 7)
-				restored, applied, err := ReadSnapshotTo(bytes.NewReader(data), testValues(t, inlineMax))
+				restored, applied, err := ReadSnapshotTo(bytes.NewReader(data), testBackend(t, inlineMax))
 				if err != nil || applied != 7 {
 					t.Fatalf("ReadSnapshotTo: applied %d, %v", applied, err)
 				}
@@ -142,12 +156,12 @@ func TestState_OnDisk_EqualsInMemory(t *testing.T) {
 // of them says so (CodeCompacted, or false from Value), never a wrong or empty value, and reads
 // of what the compaction kept still work. A pinned clone finds every value.
 func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
-	st := NewOnDisk(testValues(t, 0))
+	st := NewOnDisk(testBackend(t, 0))
 	for i := range 3 {
 		stPut(t, st, "a", fmt.Sprintf("a%d", i), 0) // a@2 a@3 a@4
 	}
 	stPut(t, st, "b", "b0", 0) // b@5
-	if err := st.SyncValues(); err != nil {
+	if err := st.Commit(1); err != nil {
 		t.Fatal(err)
 	}
 	clone := st.Clone()
@@ -166,7 +180,7 @@ func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
 	}
 	for st.CompactStep(10) {
 	}
-	if err := st.SyncValues(); err != nil {
+	if err := st.Commit(1); err != nil {
 		t.Fatal(err)
 	}
 	checkTreesAgree(t, st)
@@ -203,7 +217,7 @@ func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
 // The Applier's own state must never miss a value: if its file loses one, applying a command that
 // reads it fails with ErrCorrupt instead of applying with a wrong value.
 func TestApplier_OnDisk_MissingValueIsDamage(t *testing.T) {
-	vals := testValues(t, 0)
+	vals := testBackend(t, 0)
 	a := NewApplier(nil, 1<<20)
 	a.SetState(NewOnDisk(vals))
 	put := func(index uint64, key, val string, prevKV bool) (Applied, error) {
@@ -214,12 +228,12 @@ func TestApplier_OnDisk_MissingValueIsDamage(t *testing.T) {
 	if _, err := put(1, "k", "v1", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.State().SyncValues(); err != nil {
+	if err := a.State().Commit(1); err != nil {
 		t.Fatal(err)
 	}
 	// Damage the file: remove k's value behind the state's back.
-	a.State().doomedValues = append(a.State().doomedValues, revPos{2, 0})
-	if err := a.State().SyncValues(); err != nil {
+	a.State().dirty.deletes = append(a.State().dirty.deletes, revPos{2, 0})
+	if err := a.State().Commit(1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := put(2, "k", "v2", true); !errors.Is(err, ErrCorrupt) {
@@ -227,11 +241,11 @@ func TestApplier_OnDisk_MissingValueIsDamage(t *testing.T) {
 	}
 }
 
-func valuesInFile(t testing.TB, st *State) int {
+func versionsInBackend(t testing.TB, st *State) int {
 	t.Helper()
 	n := 0
-	if err := st.vals.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(valuesBucket).Stats().KeyN
+	if err := st.backend.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketRevs).Stats().KeyN
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -239,13 +253,99 @@ func valuesInFile(t testing.TB, st *State) int {
 	return n
 }
 
-func storedRecords(st *State) int {
-	n := 0
-	st.history.Scan(func(r *Record) bool {
-		if r.stored {
-			n++
+// Everything a snapshot carries (versions, leases, dedup entries, alarms, the auth state, the
+// counters) survives a backend: restored from a snapshot into one, loaded back from it as a
+// restarting member does, and streamed to another member, the state writes the same snapshot.
+func TestBackend_RoundTripsEveryTable(t *testing.T) {
+	want := encodeSnapshot(t, richState(t), 42)
+	dir := t.TempDir()
+	st, applied, err := RestoreStream(bytes.NewReader(want), filepath.Join(dir, "a.db"), 0)
+	if err != nil || applied != 42 {
+		t.Fatalf("RestoreStream: applied %d, %v", applied, err)
+	}
+	loaded, applied, err := Load(st.backend)
+	if err != nil || applied != 42 {
+		t.Fatalf("Load: applied %d, %v", applied, err)
+	}
+	for loaded.CompactStep(100) { // the removal a load resumes finds nothing to remove
+	}
+	if got := encodeSnapshot(t, loaded, 42); !bytes.Equal(got, want) {
+		t.Fatal("loaded state writes a different snapshot")
+	}
+	size, rc, err := st.backend.StreamBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || int64(len(stream)) != size {
+		t.Fatalf("stream: %d of %d bytes, %v", len(stream), size, err)
+	}
+	received, applied, err := RestoreStream(bytes.NewReader(stream), filepath.Join(dir, "b.db"), InlineValueMax)
+	if err != nil || applied != 42 {
+		t.Fatalf("RestoreStream of a backend stream: applied %d, %v", applied, err)
+	}
+	defer received.backend.Discard()
+	for received.CompactStep(100) {
+	}
+	if got := encodeSnapshot(t, received, 42); !bytes.Equal(got, want) {
+		t.Fatal("received state writes a different snapshot")
+	}
+	st.backend.Discard()
+}
+
+// A backend stream damaged anywhere, or cut short, is refused with ErrCorrupt, and leaves no file.
+func TestBackend_StreamDamageRefused(t *testing.T) {
+	src := NewOnDisk(testBackend(t, 0))
+	stPut(t, src, "k", strings.Repeat("v", 500), 0)
+	if err := src.Commit(3); err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := src.backend.StreamBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := io.ReadAll(rc)
+	rc.Close()
+	path := filepath.Join(t.TempDir(), "x.db")
+	for _, off := range []int{len(backendMagic) + 8 + 100, len(stream) / 2, len(stream) - 1} {
+		bad := append([]byte(nil), stream...)
+		bad[off] ^= 0x40
+		if _, _, err := RestoreStream(bytes.NewReader(bad), path, 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("byte %d flipped: %v, want ErrCorrupt", off, err)
 		}
-		return true
-	})
-	return n
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("byte %d flipped: a file was left", off)
+		}
+	}
+	if _, _, err := RestoreStream(bytes.NewReader(stream[:len(stream)-10]), path, 0); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("cut short: %v, want ErrCorrupt", err)
+	}
+}
+
+// A backend entry whose bytes do not match their checksum, in any bucket, makes Load fail with
+// ErrCorrupt: a member never starts on a damaged state.
+func TestBackend_LoadRefusesDamage(t *testing.T) {
+	data := encodeSnapshot(t, richState(t), 42)
+	for _, bucket := range [][]byte{bucketRevs, bucketLeases, bucketDedup, bucketMeta} {
+		t.Run(string(bucket), func(t *testing.T) {
+			st, _, err := RestoreStream(bytes.NewReader(data), filepath.Join(t.TempDir(), "s.db"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.backend.Discard()
+			if err := st.backend.db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucket)
+				k, v := b.Cursor().Last()
+				v = append([]byte(nil), v...)
+				v[0] ^= 0x01
+				return b.Put(k, v)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := Load(st.backend); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checksum mismatch") {
+				t.Fatalf("Load: %v, want ErrCorrupt for a checksum mismatch", err)
+			}
+		})
+	}
 }

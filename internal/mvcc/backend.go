@@ -1,0 +1,881 @@
+package mvcc
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// InlineValueMax is the largest value a State on disk also keeps in memory with its record. A
+// record already costs about recordOverhead bytes of heap besides its key, so a value up to that
+// size at most doubles it; the locks, leader keys and small configuration values most hosts hold
+// are of that size and are read without touching the file. Larger values (etcd's typical 1–4 KiB
+// objects) are read from the backend, through the page cache, not the Go heap.
+const InlineValueMax = 128
+
+// backendMmapSize is the address space the backend is mapped with at first. bbolt must remap
+// when the file outgrows its mapping, and a remap waits for every read transaction, including a
+// snapshot being streamed; reserving address space (not memory) up front keeps a growing file
+// from stalling commits behind a snapshot, as etcd's 10 GiB initial mapping does.
+const backendMmapSize = 10 << 30
+
+// Backend file format (bbolt). Every value ends with a CRC-32C (Castagnoli) of the bucket name,
+// the key and the value before it, checked when the backend is loaded:
+//
+//	revs    16-byte revision (main, sub; big-endian) → varint create, varint version, varint
+//	        lease, bool tombstone, key, value: every version the state holds
+//	leases  8-byte ID (big-endian) → varint TTL, varint remaining ms
+//	dedup   16-byte request ID (client, seq) → uvarint index, bytes result
+//	meta    "format" → uvarint backendFormat; "applied" → uvarint raft index the contents are
+//	        at; "rev", "compact" → varint revision and compaction revision; "alarms" → uvarint
+//	        count, then member, type byte per alarm; "auth" → the auth state, as a snapshot's
+//	        auth frame (auth_snapshot.go), once it has changed
+var (
+	bucketRevs   = []byte("revs")
+	bucketLeases = []byte("leases")
+	bucketDedup  = []byte("dedup")
+	bucketMeta   = []byte("meta")
+
+	metaFormat  = []byte("format")
+	metaApplied = []byte("applied")
+	metaRev     = []byte("rev")
+	metaCompact = []byte("compact")
+	metaAlarms  = []byte("alarms")
+	metaAuth    = []byte("auth")
+)
+
+const backendFormat = 1
+
+// Backend is the bbolt file that holds a State on disk: every version with its value, the
+// leases, the dedup table, the alarms and the raft index they are at. The in-memory index (the
+// State's trees) is rebuilt from it when a member starts (Load), so that raft replays only the
+// entries after that index.
+//
+// Writes come from the Applier's owner, serialized with applies (State.Commit); any number of
+// goroutines read values from it.
+type Backend struct {
+	db        *bolt.DB
+	path      string
+	inlineMax int // values up to this length are also kept in their records
+}
+
+// OpenBackend opens the backend at path, creating an empty one if there is none, for a state
+// whose values longer than inlineMax (InlineValueMax; tests use 0) are read from it.
+func OpenBackend(path string, inlineMax int) (b *Backend, err error) {
+	defer recoverCorrupt(&err)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: backendMmapSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: backend %s: %w", ErrCorrupt, path, err)
+	}
+	b = &Backend{db: db, path: path, inlineMax: inlineMax}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketRevs, bucketLeases, bucketDedup, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if v := m.Get(metaFormat); v != nil {
+			f, err := unseal(bucketMeta, metaFormat, v)
+			if err != nil {
+				return err
+			}
+			if n, _ := binary.Uvarint(f); n != backendFormat {
+				return fmt.Errorf("%w: backend format %d, want %d", ErrCorrupt, n, backendFormat)
+			}
+			return nil
+		}
+		return m.Put(metaFormat, seal(bucketMeta, metaFormat, binary.AppendUvarint(nil, backendFormat)))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("backend %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// OpenBackendReadOnly opens the backend at path for reading only, for tools that inspect a
+// stopped member's data dir: it fails at once if a running member holds the file.
+func OpenBackendReadOnly(path string) (*Backend, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second,
+		FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", path, err)
+	}
+	return &Backend{db: db, path: path, inlineMax: InlineValueMax}, nil
+}
+
+// CreateBackend is OpenBackend on an empty file at path, replacing any file there.
+func CreateBackend(path string, inlineMax int) (*Backend, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	return OpenBackend(path, inlineMax)
+}
+
+// recoverCorrupt turns a panic of bbolt on a damaged file into ErrCorrupt.
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: backend: %v", ErrCorrupt, r)
+	}
+}
+
+// Close closes the file. It waits for read transactions still open on it (a pinned state's);
+// reads after it find no values.
+func (b *Backend) Close() error { return b.db.Close() }
+
+// Discard closes the file and removes it: a backend no state will use.
+func (b *Backend) Discard() error {
+	err := b.db.Close()
+	if rmErr := os.Remove(b.path); err == nil && !errors.Is(rmErr, fs.ErrNotExist) {
+		err = rmErr
+	}
+	return err
+}
+
+// Path is the file's path.
+func (b *Backend) Path() string { return b.path }
+
+// Rename moves the file to path, atomically replacing any file there (whose open handles keep
+// reading the old one), and syncs the directory.
+func (b *Backend) Rename(path string) error {
+	if err := os.Rename(b.path, path); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	b.path = path
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	return nil
+}
+
+// Size is the file's size in bytes, free pages included.
+func (b *Backend) Size() int64 {
+	var n int64
+	b.db.View(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
+}
+
+// Backend is st's backend, nil if st is held in memory only.
+func (st *State) Backend() *Backend { return st.backend }
+
+func seal(bucket, key, val []byte) []byte {
+	h := crc32.New(castagnoli)
+	h.Write(bucket)
+	h.Write(key)
+	h.Write(val)
+	return binary.BigEndian.AppendUint32(val, h.Sum32())
+}
+
+func unseal(bucket, key, v []byte) ([]byte, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("%w: backend %s %x: %d bytes", ErrCorrupt, bucket, key, len(v))
+	}
+	val := v[:len(v)-4]
+	h := crc32.New(castagnoli)
+	h.Write(bucket)
+	h.Write(key)
+	h.Write(val)
+	if h.Sum32() != binary.BigEndian.Uint32(v[len(v)-4:]) {
+		return nil, fmt.Errorf("%w: backend %s %x: checksum mismatch", ErrCorrupt, bucket, key)
+	}
+	return val, nil
+}
+
+func revKey(pos revPos) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k, uint64(pos.mod))
+	binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
+	return k
+}
+
+func encodeRecord(r *Record, value string) []byte {
+	e := wire.Encoder{}
+	e.Varint(r.Create)
+	e.Varint(r.Version)
+	e.Varint(r.Lease)
+	e.Bool(r.Tombstone)
+	e.String(r.Key)
+	e.String(value)
+	return e.B
+}
+
+// decodeRecord decodes a revs entry (checksum removed) of revision k.
+func decodeRecord(k, v []byte) (*Record, string, error) {
+	if len(k) != 16 {
+		return nil, "", fmt.Errorf("%w: backend revision key of %d bytes", ErrCorrupt, len(k))
+	}
+	d := wire.NewDecoder(v)
+	r := &Record{Mod: int64(binary.BigEndian.Uint64(k)), Sub: int64(binary.BigEndian.Uint64(k[8:])),
+		Create: d.Varint(), Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool(), Key: d.String()}
+	value := d.String()
+	if err := d.Finish(); err != nil {
+		return nil, "", fmt.Errorf("%w: backend record %d.%d: %v", ErrCorrupt, r.Mod, r.Sub, err)
+	}
+	return r, value, nil
+}
+
+// pendingRecord is a version written since the last Commit, with its value: stored values are
+// read from here until they are in the file.
+type pendingRecord struct {
+	pos   revPos
+	rec   *Record
+	value string
+}
+
+// dirtyTables is what changed outside the versions since the last Commit. Only the Applier's own
+// state has it.
+type dirtyTables struct {
+	deletes  []revPos                       // versions compaction dropped
+	leases   map[int64]*Lease               // nil: revoked
+	dedup    map[wire.RequestID]*DedupEntry // nil: forgotten
+	alarms   bool
+	auth     bool
+	counters bool // the compaction revision moved (the revision moves with versions)
+}
+
+func newDirty() *dirtyTables {
+	return &dirtyTables{leases: map[int64]*Lease{}, dedup: map[wire.RequestID]*DedupEntry{}}
+}
+
+func (st *State) markLease(id int64, l *Lease) {
+	if st.dirty != nil {
+		st.dirty.leases[id] = l
+	}
+}
+
+func (st *State) markDedup(id wire.RequestID, e *DedupEntry) {
+	if st.dirty != nil {
+		st.dirty.dedup[id] = e
+	}
+}
+
+func (st *State) markAlarms() {
+	if st.dirty != nil {
+		st.dirty.alarms = true
+	}
+}
+
+func (st *State) markDeleted(r *Record) {
+	if st.dirty != nil {
+		st.dirty.deletes = append(st.dirty.deletes, revPos{r.Mod, r.Sub})
+	}
+}
+
+// storeValue records a new version r with its value: the value in r if it is small or st has
+// no backend, and the version as a pending write to the backend.
+func (st *State) storeValue(r *Record, value string) {
+	if st.backend == nil || len(value) <= st.backend.inlineMax {
+		r.Value = value
+	} else {
+		r.stored, r.valueLen = true, int32(len(value))
+	}
+	if st.backend != nil {
+		// Changes come in revision order, so pending stays sorted for valueInMemory's search
+		// (a restore sorts before it commits).
+		st.pending = append(st.pending, pendingRecord{pos: revPos{r.Mod, r.Sub}, rec: r, value: value})
+	}
+}
+
+// Uncommitted is the number of versions written since the last Commit.
+func (st *State) Uncommitted() int { return len(st.pending) }
+
+// Commit writes what changed since the last call, the revision counters and applied (the raft
+// index the state is at) to the backend in one transaction, synced to disk. Its owner calls it
+// under the lock that serializes applies, so clones taken after it start with nothing pending.
+// On failure (the disk is full or failing) the changes stay pending, readable from memory, and
+// the next call retries them; the file keeps the state of the last successful call.
+func (st *State) Commit(applied uint64) error {
+	if st.backend == nil {
+		return nil
+	}
+	err := st.backend.db.Update(func(tx *bolt.Tx) error {
+		revs := tx.Bucket(bucketRevs)
+		revs.FillPercent = 0.95 // keys only grow: pages need little room for inserts
+		for _, p := range st.pending {
+			k := revKey(p.pos)
+			if err := revs.Put(k, seal(bucketRevs, k, encodeRecord(p.rec, p.value))); err != nil {
+				return err
+			}
+		}
+		for _, pos := range st.dirty.deletes {
+			if err := revs.Delete(revKey(pos)); err != nil {
+				return err
+			}
+		}
+		leases := tx.Bucket(bucketLeases)
+		for id, l := range st.dirty.leases {
+			k := binary.BigEndian.AppendUint64(nil, uint64(id))
+			if l == nil {
+				if err := leases.Delete(k); err != nil {
+					return err
+				}
+				continue
+			}
+			e := wire.Encoder{}
+			e.Varint(l.TTL)
+			e.Varint(l.RemainingMs)
+			if err := leases.Put(k, seal(bucketLeases, k, e.B)); err != nil {
+				return err
+			}
+		}
+		dedup := tx.Bucket(bucketDedup)
+		for id, d := range st.dirty.dedup {
+			k := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id.Client), id.Seq)
+			if d == nil {
+				if err := dedup.Delete(k); err != nil {
+					return err
+				}
+				continue
+			}
+			e := wire.Encoder{}
+			e.Uvarint(d.Index)
+			e.Bytes(d.Result)
+			if err := dedup.Put(k, seal(bucketDedup, k, e.B)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		put := func(k, v []byte) error { return meta.Put(k, seal(bucketMeta, k, v)) }
+		if st.dirty.alarms {
+			e := wire.Encoder{}
+			e.Uvarint(uint64(len(st.alarms)))
+			for _, a := range st.alarms {
+				e.String(a.Member)
+				e.Byte(a.Type)
+			}
+			if err := put(metaAlarms, e.B); err != nil {
+				return err
+			}
+		}
+		if st.dirty.auth && st.auth != nil {
+			if err := put(metaAuth, encodeAuth(st.auth)); err != nil {
+				return err
+			}
+		}
+		if err := put(metaApplied, binary.AppendUvarint(nil, applied)); err != nil {
+			return err
+		}
+		if err := put(metaRev, binary.AppendVarint(nil, st.rev)); err != nil {
+			return err
+		}
+		return put(metaCompact, binary.AppendVarint(nil, st.compactRev))
+	})
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	// New slices, not truncated ones: a clone may share the old backing array.
+	st.pending = nil
+	st.dirty = newDirty()
+	return nil
+}
+
+// valueOf returns r's value, and false if r's value is in the backend and no longer there: a
+// compaction applied after st was cloned has removed it. That can happen only to a read at a
+// revision below the compaction revision the live state has now (r was superseded at or before
+// it), so callers answer ErrCompacted, or read again from a newer view if they asked for the
+// latest revision. The Applier's own state and a pinned clone never miss.
+func (st *State) valueOf(r *Record) (string, bool) {
+	if v, ok, inMemory := st.valueInMemory(r); inMemory {
+		return v, ok
+	}
+	if st.tx != nil {
+		return valueIn(st.tx, r)
+	}
+	var value string
+	found := false
+	if st.backend.db.View(func(tx *bolt.Tx) error {
+		value, found = valueIn(tx, r)
+		return nil
+	}) != nil {
+		return "", false // closed: a restored snapshot replaced the file, or the member closed
+	}
+	return value, found
+}
+
+// valueInMemory returns r's value if it is not only in the backend (inMemory): in r, or pending.
+func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
+	if !r.stored {
+		return r.Value, true, true
+	}
+	pos := revPos{r.Mod, r.Sub}
+	if i := sort.Search(len(st.pending), func(i int) bool { return !st.pending[i].pos.less(pos) }); i < len(st.pending) && st.pending[i].pos == pos {
+		return st.pending[i].value, true, true
+	}
+	return "", false, false
+}
+
+func valueIn(tx *bolt.Tx, r *Record) (string, bool) {
+	k := revKey(revPos{r.Mod, r.Sub})
+	v := tx.Bucket(bucketRevs).Get(k)
+	if len(v) < 4 {
+		return "", false
+	}
+	_, value, err := decodeRecord(k, v[:len(v)-4]) // copies: v lives only as long as tx
+	return value, err == nil
+}
+
+// Value returns r's value as valueOf does: false means r's value was compacted after st was
+// cloned (see valueOf).
+func (st *State) Value(r *Record) (string, bool) { return st.valueOf(r) }
+
+// ValuesOf returns the values of recs as Value does, reading the backend in one transaction: a
+// range's page of values costs one, not one per value. False if any was compacted after st was
+// cloned.
+func (st *State) ValuesOf(recs []*Record) ([]string, bool) {
+	out := make([]string, len(recs))
+	var inFile []int
+	for i, r := range recs {
+		v, ok, inMemory := st.valueInMemory(r)
+		if !inMemory {
+			inFile = append(inFile, i)
+			continue
+		}
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	if len(inFile) == 0 {
+		return out, true
+	}
+	read := func(tx *bolt.Tx) bool {
+		for _, i := range inFile {
+			v, ok := valueIn(tx, recs[i])
+			if !ok {
+				return false
+			}
+			out[i] = v
+		}
+		return true
+	}
+	if st.tx != nil {
+		return out, read(st.tx)
+	}
+	found := false
+	if st.backend.db.View(func(tx *bolt.Tx) error {
+		found = read(tx)
+		return nil
+	}) != nil {
+		return nil, false
+	}
+	return out, found
+}
+
+func (p revPos) less(q revPos) bool { return p.mod < q.mod || p.mod == q.mod && p.sub < q.sub }
+
+// Pin returns a clone of st that reads its values through one read transaction on the backend,
+// so that compaction steps that run meanwhile remove nothing from under it: backups and HashKV,
+// which must read every value of the state they copy, read one. Take it as Clone (under the
+// owner's lock) and Unpin it when done; a pinned clone holds the file's freed pages until then.
+func (st *State) Pin() (*State, error) {
+	c := st.Clone()
+	if st.backend != nil {
+		tx, err := st.backend.db.Begin(false)
+		if err != nil {
+			return nil, fmt.Errorf("backend: %w", err)
+		}
+		c.tx = tx
+	}
+	return c, nil
+}
+
+// Unpin ends a pinned clone's read transaction; the clone must not be read after.
+func (st *State) Unpin() {
+	if st.tx != nil {
+		st.tx.Rollback()
+		st.tx = nil
+	}
+}
+
+// errValueMissing reports a stored value not found where it must be: in the Applier's own state
+// or a pinned clone, the backend lost it.
+func errValueMissing(r *Record) error {
+	return fmt.Errorf("%w: value of %s (revision %d.%d) missing from the backend", ErrCorrupt, recordName(r), r.Mod, r.Sub)
+}
+
+// Load rebuilds the state a backend holds, and returns the raft index it is at (0 for an empty
+// backend). Every entry's checksum and every version's place in history are checked: a damaged
+// backend fails with ErrCorrupt. A compaction whose removal may have been under way is resumed
+// (CompactPending).
+func Load(b *Backend) (st *State, applied uint64, err error) {
+	defer recoverCorrupt(&err)
+	st = NewOnDisk(b)
+	err = b.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		getMeta := func(k []byte) ([]byte, error) {
+			v := meta.Get(k)
+			if v == nil {
+				return nil, nil
+			}
+			return unseal(bucketMeta, k, v)
+		}
+		if v, err := getMeta(metaApplied); err != nil {
+			return err
+		} else if v != nil {
+			applied, _ = binary.Uvarint(v)
+		}
+		for _, m := range []struct {
+			k []byte
+			p *int64
+		}{{metaRev, &st.rev}, {metaCompact, &st.compactRev}} {
+			v, err := getMeta(m.k)
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				*m.p, _ = binary.Varint(v)
+			}
+		}
+		if st.rev < 1 || st.compactRev < 0 || st.compactRev > st.rev {
+			return fmt.Errorf("%w: backend revision %d, compact revision %d", ErrCorrupt, st.rev, st.compactRev)
+		}
+		if v, err := getMeta(metaAlarms); err != nil {
+			return err
+		} else if v != nil {
+			d := wire.NewDecoder(v)
+			n := d.Len(len(v))
+			for i := 0; i < n && d.Err() == nil; i++ {
+				a := Alarm{Member: d.String(), Type: d.Byte()}
+				if d.Err() == nil {
+					st.alarms = append(st.alarms, a)
+				}
+			}
+			if err := d.Finish(); err != nil {
+				return fmt.Errorf("%w: backend alarms: %v", ErrCorrupt, err)
+			}
+		}
+		if v, err := getMeta(metaAuth); err != nil {
+			return err
+		} else if v != nil {
+			d := wire.NewDecoder(v)
+			if err := readAuth(st, d); err != nil {
+				return err
+			}
+			if err := d.Finish(); err != nil {
+				return fmt.Errorf("%w: backend auth: %v", ErrCorrupt, err)
+			}
+		}
+		if err := tx.Bucket(bucketRevs).ForEach(func(k, v []byte) error {
+			v, err := unseal(bucketRevs, k, v)
+			if err != nil {
+				return err
+			}
+			r, value, err := decodeRecord(k, v)
+			if err != nil {
+				return err
+			}
+			if err := checkRecord(r, nil, st.rev); err != nil {
+				return err
+			}
+			if r.Tombstone && value != "" {
+				return fmt.Errorf("%w: backend tombstone %s with a value", ErrCorrupt, recordName(r))
+			}
+			if len(value) <= b.inlineMax {
+				r.Value = value
+			} else {
+				r.stored, r.valueLen = true, int32(len(value))
+			}
+			st.history.Set(r)
+			st.revs.Set(r)
+			st.size += r.Size()
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
+			v, err := unseal(bucketLeases, k, v)
+			if err != nil {
+				return err
+			}
+			d := wire.NewDecoder(v)
+			l := &Lease{ID: int64(binary.BigEndian.Uint64(k)), TTL: d.Varint(), RemainingMs: d.Varint()}
+			if err := d.Finish(); err != nil || len(k) != 8 || l.ID == 0 {
+				return fmt.Errorf("%w: backend lease %x", ErrCorrupt, k)
+			}
+			st.leases.Set(l)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketDedup).ForEach(func(k, v []byte) error {
+			v, err := unseal(bucketDedup, k, v)
+			if err != nil {
+				return err
+			}
+			d := wire.NewDecoder(v)
+			e := &DedupEntry{Index: d.Uvarint(), Result: d.Bytes()}
+			if err := d.Finish(); err != nil || len(k) != 16 {
+				return fmt.Errorf("%w: backend dedup entry %x", ErrCorrupt, k)
+			}
+			if _, err := wire.UnmarshalResult(e.Result); err != nil {
+				return fmt.Errorf("%w: backend dedup result: %v", ErrCorrupt, err)
+			}
+			e.ID = wire.RequestID{Client: binary.BigEndian.Uint64(k), Seq: binary.BigEndian.Uint64(k[8:])}
+			st.dedup.Set(e)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := deriveIndexes(st); err != nil {
+		return nil, 0, err
+	}
+	// The removal of a compaction may have been under way, or its deletes not yet committed:
+	// resume it from the start; it removes only what the compaction revision makes obsolete.
+	if st.compactRev > 0 {
+		st.compactPending = true
+		st.compactCursor = revPos{}
+	}
+	return st, applied, nil
+}
+
+// Magic of a backend stream (StreamBackend): the backend file as bbolt writes it, framed.
+//
+//	magic "EMBERBK1", uint64 file length (big-endian), the file, uint32 CRC-32C of the file
+const backendMagic = "EMBERBK1"
+
+// StreamBackend returns the backend as one stream, for a member that installs it as a raft
+// snapshot, and the stream's length. It reads a consistent copy (one read transaction) while
+// writes go on; the transaction ends when the stream is read to its end or closed.
+func (b *Backend) StreamBackend() (int64, io.ReadCloser, error) {
+	tx, err := b.db.Begin(false)
+	if err != nil {
+		return 0, nil, fmt.Errorf("backend: %w", err)
+	}
+	size := tx.Size()
+	pr, pw := io.Pipe()
+	go func() {
+		defer tx.Rollback()
+		h := crc32.New(castagnoli)
+		w := bufio.NewWriterSize(pw, 256<<10)
+		head := append([]byte(backendMagic), binary.BigEndian.AppendUint64(nil, uint64(size))...)
+		_, err := w.Write(head)
+		if err == nil {
+			_, err = tx.WriteTo(io.MultiWriter(w, h))
+		}
+		if err == nil {
+			_, err = w.Write(binary.BigEndian.AppendUint32(nil, h.Sum32()))
+		}
+		if err == nil {
+			err = w.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	return int64(len(backendMagic)) + 8 + size + 4, pr, nil
+}
+
+// RestoreStream builds a backend at path (replacing any file there) from a raft snapshot, a
+// backend stream or ember's snapshot format (a backup, or a raft snapshot of an earlier version),
+// and loads it. It returns the state and the raft index it is at. On failure nothing is left at
+// path.
+func RestoreStream(r io.Reader, path string, inlineMax int) (st *State, applied uint64, err error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	magic, err := br.Peek(len(backendMagic))
+	if err != nil {
+		return nil, 0, errSnapshot("bad magic")
+	}
+	if string(magic) != backendMagic {
+		b, err := CreateBackend(path, inlineMax)
+		if err != nil {
+			return nil, 0, err
+		}
+		st, applied, err = ReadSnapshotTo(br, b)
+		if err == nil {
+			err = st.Commit(applied)
+		}
+		if err != nil {
+			b.Discard()
+			return nil, 0, err
+		}
+		return st, applied, nil
+	}
+	if err := receiveBackend(br, path); err != nil {
+		os.Remove(path)
+		return nil, 0, err
+	}
+	b, err := OpenBackend(path, inlineMax)
+	if err != nil {
+		os.Remove(path)
+		return nil, 0, err
+	}
+	if st, applied, err = Load(b); err != nil {
+		b.Discard()
+		return nil, 0, err
+	}
+	return st, applied, nil
+}
+
+// receiveBackend writes a backend stream's file to path, synced, after checking its checksum.
+func receiveBackend(br *bufio.Reader, path string) error {
+	head := make([]byte, len(backendMagic)+8)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return errSnapshot("backend stream header: %v", err)
+	}
+	size := binary.BigEndian.Uint64(head[len(backendMagic):])
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	defer f.Close()
+	h := crc32.New(castagnoli)
+	if n, err := io.CopyN(io.MultiWriter(f, h), br, int64(size)); err != nil {
+		return errSnapshot("backend stream: %d of %d bytes: %v", n, size, err)
+	}
+	var sum [4]byte
+	if _, err := io.ReadFull(br, sum[:]); err != nil || binary.BigEndian.Uint32(sum[:]) != h.Sum32() {
+		return errSnapshot("backend stream checksum mismatch")
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return errSnapshot("data after the backend stream")
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	return f.Close()
+}
+
+// syncRestored commits the versions a restore holds so far, sorted by revision first (records
+// arrive in key order) as Commit and valueInMemory expect.
+func (st *State) syncRestored() error {
+	if st.backend == nil {
+		return nil
+	}
+	slices.SortFunc(st.pending, func(a, b pendingRecord) int {
+		if a.pos.less(b.pos) {
+			return -1
+		}
+		return 1
+	})
+	return st.Commit(0) // the final Commit records the index
+}
+
+// CopyTo writes st into dst for a defragmented copy of st's backend: the versions above
+// revision after (all of them with 0) with their values, in revision order so that dst's pages
+// fill up, in transactions of about restoreBatchBytes; then the leases, the dedup table, the
+// alarms and the counters in full, at applied. st must be the Applier's own state or a pinned
+// clone, so that every value is found.
+func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
+	c := NewOnDisk(dst)
+	c.rev, c.compactRev, c.alarms, c.auth = st.rev, st.compactRev, st.alarms, st.auth
+	var err error
+	bytes := 0
+	st.revs.Ascend(&Record{Mod: after + 1}, func(r *Record) bool {
+		v, ok := st.valueOf(r)
+		if !ok {
+			err = errValueMissing(r)
+			return false
+		}
+		c.pending = append(c.pending, pendingRecord{pos: revPos{r.Mod, r.Sub}, rec: r, value: v})
+		if bytes += len(r.Key) + len(v) + recordOverhead; bytes >= restoreBatchBytes {
+			err, bytes = c.Commit(0), 0
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	err = dst.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketLeases, bucketDedup} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	st.leases.Scan(func(l *Lease) bool {
+		c.markLease(l.ID, l)
+		return true
+	})
+	st.dedup.Scan(func(e *DedupEntry) bool {
+		c.markDedup(e.ID, e)
+		return true
+	})
+	c.markAlarms()
+	c.dirty.auth = true
+	return c.Commit(applied)
+}
+
+// ReplaceBackend makes b the backend of st, the Applier's own state with nothing pending (just
+// committed), and returns the one it replaces: b must hold all of st (CopyTo). Clones taken
+// before keep reading the old one until it is closed.
+func (st *State) ReplaceBackend(b *Backend) *Backend {
+	old := st.backend
+	st.backend = b
+	return old
+}
+
+// Dirty reports whether st has changes its backend does not hold yet.
+func (st *State) Dirty() bool {
+	d := st.dirty
+	return len(st.pending) > 0 || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.auth || d.counters)
+}
+
+// Detach makes st, restored through a temporary backend with every value inline, a state in
+// memory only; the caller discards the backend.
+func (st *State) Detach() {
+	st.backend, st.dirty, st.pending = nil, nil, nil
+}
+
+// IsBackendStream reports whether br starts a backend stream (StreamBackend).
+func IsBackendStream(br *bufio.Reader) bool {
+	magic, _ := br.Peek(len(backendMagic))
+	return string(magic) == backendMagic
+}
+
+// RestoreToMemory builds a state in memory only from a raft snapshot stream of either kind (a
+// backend stream, or ember's snapshot format); a backend stream is read through a temporary
+// file.
+func RestoreToMemory(r io.Reader) (*State, uint64, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	if !IsBackendStream(br) {
+		return ReadSnapshot(br)
+	}
+	tmp, err := os.CreateTemp("", "ember-restore-*.db")
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: %w", err)
+	}
+	tmp.Close()
+	st, applied, err := RestoreStream(br, tmp.Name(), math.MaxInt)
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, 0, err
+	}
+	b := st.backend
+	st.Detach()
+	b.Discard()
+	return st, applied, nil
+}
