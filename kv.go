@@ -115,7 +115,7 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 		// A value compacted after v was cloned (mvcc.State.Value): a newer view answers,
 		// ErrCompacted if the revision asked for is below its compaction revision now.
 		if code == wire.CodeCompacted && s.stopped() {
-			return nil, s.stoppedErr() // the values file closed under the read
+			return nil, s.stoppedErr() // the backend closed under the read
 		}
 		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
 			v = nv

@@ -37,7 +37,7 @@ func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire
 		}
 		// As get: a value compacted after v was cloned; a newer view answers.
 		if code == wire.CodeCompacted && s.stopped() {
-			return nil, s.stoppedErr() // the values file closed under the read
+			return nil, s.stoppedErr() // the backend closed under the read
 		}
 		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
 			v = nv

@@ -93,7 +93,7 @@ type Applied struct {
 // Apply applies the command entry at raft index index. It fails for an entry that does not match
 // its checksum (wire.ErrChecksum), which must not be applied: this member's copy of the log is
 // damaged, and applying anything, or skipping the entry, would make it diverge. It fails with
-// ErrCorrupt when the state's values file lost a value the command read: the state can no
+// ErrCorrupt when the state's backend lost a value the command read: the state can no
 // longer be trusted, and the owner must stop applying.
 func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 	cmd, err := wire.UnmarshalCommand(data)

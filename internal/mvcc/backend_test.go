@@ -60,7 +60,7 @@ func valueReadings(t testing.TB, st *State, nKeys int) string {
 }
 
 // TestState_OnDisk_EqualsInMemory runs the same random writes and compactions on a state that
-// holds every value in memory and on states with a values file (every value stored, or a mix
+// holds every value in memory and on states with a backend (every value stored, or a mix
 // by length), syncing the file at random points. After every operation every observable reading
 // (reads at several revisions, hashes, watch catch-up, snapshots, reads of values) must be the
 // same, and the file-backed state must pass Check (every stored value found). A snapshot of the

@@ -113,7 +113,7 @@ func (sw *snapshotWriter) record(st *State, r, after *Record) {
 }
 
 // writeSnapshot streams st to w. It only reads st, which is a private copy: a pinned one (Pin) if
-// it has a values file.
+// it has a backend.
 func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10), crc: crc32.New(castagnoli)}
 	sw.write([]byte(snapshotMagic))
@@ -189,7 +189,7 @@ func errSnapshot(format string, args ...any) error {
 func ReadSnapshot(r io.Reader) (*State, uint64, error) { return ReadSnapshotTo(r, nil) }
 
 // restoreBatchBytes bounds the stored values a restore holds in memory before writing them to
-// the values file.
+// the backend.
 const restoreBatchBytes = 8 << 20
 
 // ReadSnapshotTo decodes a snapshot stream into a fresh state held in b, an empty backend (nil:
