@@ -112,22 +112,11 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 			r.Header = s.header(v.st.Rev())
 			return r, nil
 		}
-		// A value compacted after v was cloned (mvcc.State.Value): a newer view answers,
-		// ErrCompacted if the revision asked for is below its compaction revision now.
-		if code == wire.CodeCompacted && s.stopped() {
-			return nil, s.stoppedErr() // the backend closed under the read
+		if v, err = s.reread(v, code, attempt); err != nil {
+			return nil, err
 		}
-		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
-			v = nv
-			continue
-		}
-		return nil, codeError(code)
 	}
 }
-
-// maxViewAttempts bounds how often a read moves to a newer view because compactions keep
-// removing values from under it; the last attempt's ErrCompacted is then the answer.
-const maxViewAttempts = 3
 
 // getFrom answers a single range from st.
 func getFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {

@@ -35,16 +35,28 @@ func (s *Store) read(ctx context.Context, t *wire.Txn, serializable bool) (*wire
 		if code == wire.CodeOK {
 			return res, nil
 		}
-		// As get: a value compacted after v was cloned; a newer view answers.
-		if code == wire.CodeCompacted && s.stopped() {
-			return nil, s.stoppedErr() // the backend closed under the read
+		if v, err = s.reread(v, code, attempt); err != nil {
+			return nil, err
 		}
-		if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
-			v = nv
-			continue
-		}
-		return nil, codeError(code)
 	}
+}
+
+// maxViewAttempts bounds how often a read moves to a newer view because compactions keep
+// removing values from under it; the last attempt's ErrCompacted is then the answer.
+const maxViewAttempts = 3
+
+// reread decides what a read that failed with code on v, at its attempt-th view, does next: read
+// again from a newer view when a value it needs was compacted after v was cloned
+// (mvcc.State.Value reports that as CodeCompacted; the newer view answers ErrCompacted itself if
+// the revision asked for is below its compaction revision now), else fail with code's error.
+func (s *Store) reread(v *readView, code wire.Code, attempt int) (*readView, error) {
+	if code == wire.CodeCompacted && s.stopped() {
+		return nil, s.stoppedErr() // the backend closed under the read
+	}
+	if nv := s.fsm.view(); code == wire.CodeCompacted && nv != v && attempt < maxViewAttempts {
+		return nv, nil
+	}
+	return nil, codeError(code)
 }
 
 // fetchReadIndex obtains a read index: from this member if it leads, else from the leader.

@@ -13,15 +13,7 @@ import (
 
 func openMemStore(t testing.TB, opts ...ember.Option) *ember.Store {
 	t.Helper()
-	s, err := ember.Open("", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.WaitReady(ctxFor(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return openDirStore(t, "", opts...)
 }
 
 func next(t *testing.T, wc ember.WatchChan) ember.WatchResponse {
