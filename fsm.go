@@ -171,6 +171,9 @@ func (f *fsm) compactStep() bool {
 		return false // Defragment wakes the compactor when it is done
 	}
 	more := st.CompactStep(compactStepRecords)
+	if st.Backend() != nil && st.Uncommitted() >= commitRemovals {
+		f.commit(st)
+	}
 	f.sizeInUse.Store(st.Size())
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop

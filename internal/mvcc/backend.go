@@ -303,8 +303,15 @@ func (st *State) storeValue(r *Record, value string) {
 	}
 }
 
-// Uncommitted is the number of versions written since the last Commit.
-func (st *State) Uncommitted() int { return len(st.pending) }
+// Uncommitted is the number of versions written or removed since the last Commit: what the next
+// one writes, and so how long it takes.
+func (st *State) Uncommitted() int {
+	n := len(st.pending)
+	if st.dirty != nil {
+		n += len(st.dirty.deletes)
+	}
+	return n
+}
 
 // Commit writes what changed since the last call, the revision counters and applied (the raft
 // index the state is at) to the backend in one transaction, synced to disk. Its owner calls it
