@@ -75,7 +75,7 @@ func defaultConfig() config {
 		electionTimeout:   time.Second,
 		heartbeatTimeout:  time.Second,
 		snapshotThreshold: 16384,
-		snapshotInterval:  30 * time.Second,
+		snapshotInterval:  0, // raftConfig picks it: see WithSnapshotInterval
 		snapshotRetain:    2,
 		maxRequestBytes:   defaultMaxRequestBytes,
 		maxTxnOps:         defaultMaxTxnOps,
@@ -264,7 +264,9 @@ func WithSnapshotThreshold(n uint64) Option {
 	return func(c *config) error { c.snapshotThreshold = n; return nil }
 }
 
-// WithSnapshotInterval sets how often raft checks whether to snapshot (default 30s).
+// WithSnapshotInterval sets how often raft checks whether to snapshot (default 2s for a member
+// with a data dir, whose snapshots are markers of its committed backend and cost a commit; 30s
+// for one without, whose snapshots copy the whole state).
 func WithSnapshotInterval(d time.Duration) Option {
 	return func(c *config) error { c.snapshotInterval = d; return nil }
 }

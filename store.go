@@ -223,6 +223,14 @@ func (s *Store) raftConfig(notifyCh chan bool) *raft.Config {
 	rc.MaxAppendEntries = 128
 	rc.SnapshotThreshold = s.cfg.snapshotThreshold
 	rc.SnapshotInterval = s.cfg.snapshotInterval
+	if rc.SnapshotInterval == 0 {
+		// Frequent snapshots keep the log short, so a restart reads little of it; with a
+		// backend they cost only a commit.
+		rc.SnapshotInterval = 30 * time.Second
+		if s.fsm.backendPath != "" {
+			rc.SnapshotInterval = 2 * time.Second
+		}
+	}
 	// With a backend the state is loaded from it (newFSM), and raft's snapshots are markers.
 	rc.NoSnapshotRestoreOnStart = s.fsm.backendPath != ""
 	rc.TrailingLogs = 10240
