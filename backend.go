@@ -36,7 +36,8 @@ const (
 // file. A damaged backend fails with ErrCorrupt.
 func newFSM(log hclog.Logger, watch *watchHub, lessor *lessor, dedupBudget int64, backendPath string, inlineMax int) (*fsm, error) {
 	f := &fsm{log: log, app: mvcc.NewApplier(log, dedupBudget), watch: watch, lessor: lessor,
-		compactWake: make(chan struct{}, 1), backendPath: backendPath, inlineMax: inlineMax}
+		compactWake: make(chan struct{}, 1), commitWake: make(chan struct{}, 1),
+		backendPath: backendPath, inlineMax: inlineMax}
 	if backendPath == "" {
 		return f, nil
 	}
@@ -117,19 +118,47 @@ func (f *fsm) restoreState(r io.Reader) (*mvcc.State, uint64, error) {
 	return st, applied, nil
 }
 
-// maybeCommit commits the state once commitInterval has passed since the last commit or
-// commitVersions versions wait. Callers hold mu.
-func (f *fsm) maybeCommit(st *mvcc.State) {
-	if st.Backend() != nil && (st.Uncommitted() >= commitVersions || time.Since(f.lastCommit) >= commitInterval && st.Dirty()) {
-		f.commit(st)
+// commitDue wakes the committer once commitInterval has passed since the last commit or enough
+// changes wait, and returns whether so many wait that the caller should commit itself (the
+// disk is slower than the writes: applying waits for it instead of holding ever more changes
+// in memory). Callers hold mu.
+func (f *fsm) commitDue(st *mvcc.State) (mustWait bool) {
+	if st.Backend() == nil {
+		return false
 	}
+	n := st.Uncommitted()
+	if n >= commitVersions || time.Since(f.lastCommit) >= commitInterval && st.Dirty() {
+		select {
+		case f.commitWake <- struct{}{}:
+		default:
+		}
+	}
+	return st.Unwritten() >= maxUnwritten
 }
 
-// commit writes what changed to the backend, synced, at the applied index. Callers hold mu. A
-// failure loses nothing (the changes stay in memory, the raft log has them, and the next
-// commit retries); it is logged when it starts and when it ends.
-func (f *fsm) commit(st *mvcc.State) error {
-	err := st.Commit(f.applied.Load())
+// maxUnwritten bounds the versions held in memory until the backend has them.
+const maxUnwritten = 8 * commitVersions
+
+// commit writes what changed to the backend, synced, at the applied index: it takes a batch
+// under mu and writes it without mu, so that applies and reads go on meanwhile. Callers hold
+// neither mu nor commitMu. A failure loses nothing (the changes stay in memory, the raft log has
+// them, and the next commit retries); it is logged when it starts and when it ends.
+func (f *fsm) commit() error {
+	f.commitMu.Lock()
+	defer f.commitMu.Unlock()
+	f.mu.Lock()
+	st := f.app.State()
+	if st.Backend() == nil || !st.Dirty() {
+		f.mu.Unlock()
+		return nil
+	}
+	b := st.TakeBatch(f.applied.Load())
+	f.lastCommit = time.Now()
+	f.mu.Unlock()
+	err := b.Write()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.BatchDone(b, err) // a restored snapshot may have replaced st meanwhile: nothing to do then
 	switch {
 	case err != nil && !f.commitFailing:
 		f.log.Error("cannot commit the state to its backend; holding the changes in memory", "error", err)
@@ -137,24 +166,28 @@ func (f *fsm) commit(st *mvcc.State) error {
 		f.log.Info("backend writable again")
 	}
 	f.commitFailing = err != nil
-	f.lastCommit = time.Now()
 	return err
 }
 
-// runCommitter commits what applies left uncommitted when no apply comes for commitInterval,
-// until ctx is done.
+// runCommitter commits when the apply path or a compaction step says a commit is due, and when
+// commitInterval passes with changes uncommitted, until ctx is done.
 func (f *fsm) runCommitter(ctx context.Context) {
 	t := time.NewTicker(commitInterval)
 	defer t.Stop()
 	for {
 		select {
+		case <-f.commitWake:
 		case <-t.C:
+			f.mu.Lock()
+			due := time.Since(f.lastCommit) >= commitInterval
+			f.mu.Unlock()
+			if !due {
+				continue
+			}
 		case <-ctx.Done():
 			return
 		}
-		f.mu.Lock()
-		f.maybeCommit(f.app.State())
-		f.mu.Unlock()
+		f.commit()
 	}
 }
 
@@ -230,15 +263,17 @@ func (f *fsm) defragment(ctx context.Context) (freed int64, err error) {
 			return 0, err
 		}
 	}
+	// The last copy: commits wait (commitMu), and so do applies (mu), until the switch.
+	f.commitMu.Lock()
+	defer f.commitMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.app.State()
 	if st.Backend() != old {
 		return 0, nil // a restored snapshot replaced the backend with a new, compact one
 	}
-	if err := f.commit(st); err != nil {
-		return 0, err
-	}
+	// What the old backend lacks is in memory and copied from there; the batches not yet
+	// written go to the new one.
 	if err := st.CopyTo(nb, copied, f.applied.Load()); err != nil {
 		return 0, err
 	}
@@ -264,17 +299,17 @@ func (f *fsm) backendSize() int64 {
 	return b.Size()
 }
 
-// close commits what is uncommitted and closes the backend; raft has shut down.
+// close commits what is uncommitted and closes the backend; raft and the committer have
+// stopped.
 func (f *fsm) close() error {
 	f.retiring.Wait()
+	err := f.commit()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	st := f.app.State()
-	b := st.Backend()
+	b := f.app.State().Backend()
+	f.mu.Unlock()
 	if b == nil {
 		return nil
 	}
-	err := f.commit(st)
 	return errors.Join(err, b.Close())
 }
 

@@ -69,11 +69,9 @@ func TestFSM_Backend_CrashAtEveryPoint(t *testing.T) {
 				for i, l := range logs[:crashAfter] {
 					f.ApplyBatch([]*raft.Log{l})
 					if commitEvery > 0 && (i+1)%commitEvery == 0 {
-						f.mu.Lock()
-						if err := f.commit(f.app.State()); err != nil {
+						if err := f.commit(); err != nil {
 							t.Fatal(err)
 						}
-						f.mu.Unlock()
 					}
 				}
 				// The crash: the file keeps the last commit, nothing after it.

@@ -51,11 +51,15 @@ type fsm struct {
 	// at when loaded or restored: raft replays entries from its last snapshot, and those at or
 	// below it are in the state already. It is set before raft starts, then only by Restore, on
 	// raft's FSM goroutine. lastCommit, commitFailing and defragmenting are guarded by mu.
+	// commitMu serializes commits (one batch written at a time, in order); lock order:
+	// defragMu, commitMu, mu. commitWake (capacity 1) tells the committer a commit is due.
 	backendPath   string
 	inlineMax     int // mvcc.InlineValueMax; tests keep no value inline with 0
 	skipThrough   uint64
 	lastCommit    time.Time
-	commitFailing bool           // the last commit failed; logged once until one succeeds
+	commitFailing bool // the last commit failed; logged once until one succeeds
+	commitMu      sync.Mutex
+	commitWake    chan struct{}
 	retiring      sync.WaitGroup // backends of replaced states, closing once their readers are done
 	// defragMu serializes Defragment calls. Lock order: defragMu, then mu.
 	defragMu      sync.Mutex
@@ -122,7 +126,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) > 0 {
 		f.applied.Store(max(f.applied.Load(), logs[len(logs)-1].Index))
 	}
-	f.maybeCommit(st)
+	mustWait := f.commitDue(st)
 	f.sizeInUse.Store(st.Size())
 	f.dedupSize.Store(f.app.DedupBytes())
 	f.auth.Store(st.Auth())
@@ -135,6 +139,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.metrics.appliedBatch(start)
 	f.appliedSig.fire()
+	if mustWait {
+		f.commit() // the backend is far behind: let it catch up before applying more
+	}
 	if damaged != nil {
 		f.log.Error("cannot apply a raft log entry; stopping this member", "error", damaged)
 		f.corrupt(damaged)
@@ -172,7 +179,10 @@ func (f *fsm) compactStep() bool {
 	}
 	more := st.CompactStep(compactStepRecords)
 	if st.Backend() != nil && st.Uncommitted() >= commitRemovals {
-		f.commit(st)
+		select {
+		case f.commitWake <- struct{}{}:
+		default:
+		}
 	}
 	f.sizeInUse.Store(st.Size())
 	if !more {
@@ -253,9 +263,8 @@ func (f *fsm) pinnedView() (v *readView, release func(), err error) {
 // pinned clone, written by Persist while applies go on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.backendPath != "" {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if err := f.commit(f.app.State()); err != nil {
+		// On raft's FSM goroutine: nothing applies meanwhile, so the commit is at applied.
+		if err := f.commit(); err != nil {
 			return nil, err
 		}
 		return &markerSnapshot{applied: f.applied.Load(), metrics: f.metrics}, nil

@@ -303,8 +303,8 @@ func (st *State) storeValue(r *Record, value string) {
 	}
 }
 
-// Uncommitted is the number of versions written or removed since the last Commit: what the next
-// one writes, and so how long it takes.
+// Uncommitted is the number of versions written or removed since the last batch was taken:
+// what the next one writes, and so how long it takes.
 func (st *State) Uncommitted() int {
 	n := len(st.pending)
 	if st.dirty != nil {
@@ -313,31 +313,102 @@ func (st *State) Uncommitted() int {
 	return n
 }
 
-// Commit writes what changed since the last call, the revision counters and applied (the raft
-// index the state is at) to the backend in one transaction, synced to disk. Its owner calls it
-// under the lock that serializes applies, so clones taken after it start with nothing pending.
-// On failure (the disk is full or failing) the changes stay pending, readable from memory, and
-// the next call retries them; the file keeps the state of the last successful call.
+// Unwritten is the number of versions held in memory until a batch writes them: those since the
+// last batch, and those of a batch being written or that failed.
+func (st *State) Unwritten() int {
+	n := len(st.pending) + len(st.committing)
+	if st.retry != nil {
+		n += len(st.retry.records)
+	}
+	return n
+}
+
+// A Batch is what changed in a state since the previous batch, taken (TakeBatch) under the
+// owner's lock and written (Write) outside it, so that a commit's disk work delays no apply and
+// no read. Its versions stay readable from memory until the owner hands it back (BatchDone).
+type Batch struct {
+	backend         *Backend
+	records         []pendingRecord
+	dirty           *dirtyTables
+	applied         uint64
+	rev, compactRev int64
+	alarms          []Alarm
+	auth            *Auth
+}
+
+// TakeBatch takes what changed since the last batch (and a failed batch's changes, which come
+// first) into a batch at applied, the raft index st is at. st must have a backend. Batches are
+// written one at a time, in the order they were taken.
+func (st *State) TakeBatch(applied uint64) *Batch {
+	b := &Batch{backend: st.backend, records: st.pending, dirty: st.dirty, applied: applied,
+		rev: st.rev, compactRev: st.compactRev, alarms: st.alarms, auth: st.auth}
+	if r := st.retry; r != nil {
+		b.records = append(r.records[:len(r.records):len(r.records)], b.records...)
+		b.dirty = r.dirty.merge(b.dirty)
+	}
+	st.committing = b.records
+	// New slices, not truncated ones: a clone may share the old backing arrays.
+	st.pending, st.dirty, st.retry = nil, newDirty(), nil
+	return b
+}
+
+// BatchDone hands back a batch st took once Write returned err: its versions leave memory, or,
+// on failure, stay there for the next batch to write again.
+func (st *State) BatchDone(b *Batch, err error) {
+	if err != nil {
+		st.retry = b
+		return
+	}
+	st.committing = nil
+}
+
+// merge is d followed by later: later's changes win.
+func (d *dirtyTables) merge(later *dirtyTables) *dirtyTables {
+	d.deletes = append(d.deletes[:len(d.deletes):len(d.deletes)], later.deletes...)
+	for id, l := range later.leases {
+		d.leases[id] = l
+	}
+	for id, e := range later.dedup {
+		d.dedup[id] = e
+	}
+	d.alarms = d.alarms || later.alarms
+	d.auth = d.auth || later.auth
+	d.counters = d.counters || later.counters
+	return d
+}
+
+// Commit takes a batch and writes it: for a state its owner writes under its lock (a restore, a
+// copy, tests). On failure the changes stay in memory and the next commit retries them; the file
+// keeps the state of the last successful one.
 func (st *State) Commit(applied uint64) error {
 	if st.backend == nil {
 		return nil
 	}
-	err := st.backend.db.Update(func(tx *bolt.Tx) error {
+	b := st.TakeBatch(applied)
+	err := b.Write()
+	st.BatchDone(b, err)
+	return err
+}
+
+// Write writes the batch, the revision counters and the applied index to its backend in one
+// transaction, synced to disk.
+func (b *Batch) Write() error {
+	err := b.backend.db.Update(func(tx *bolt.Tx) error {
 		revs := tx.Bucket(bucketRevs)
 		revs.FillPercent = 0.95 // keys only grow: pages need little room for inserts
-		for _, p := range st.pending {
+		for _, p := range b.records {
 			k := revKey(p.pos)
 			if err := revs.Put(k, seal(bucketRevs, k, encodeRecord(p.rec, p.value))); err != nil {
 				return err
 			}
 		}
-		for _, pos := range st.dirty.deletes {
+		for _, pos := range b.dirty.deletes {
 			if err := revs.Delete(revKey(pos)); err != nil {
 				return err
 			}
 		}
 		leases := tx.Bucket(bucketLeases)
-		for id, l := range st.dirty.leases {
+		for id, l := range b.dirty.leases {
 			k := binary.BigEndian.AppendUint64(nil, uint64(id))
 			if l == nil {
 				if err := leases.Delete(k); err != nil {
@@ -353,7 +424,7 @@ func (st *State) Commit(applied uint64) error {
 			}
 		}
 		dedup := tx.Bucket(bucketDedup)
-		for id, d := range st.dirty.dedup {
+		for id, d := range b.dirty.dedup {
 			k := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id.Client), id.Seq)
 			if d == nil {
 				if err := dedup.Delete(k); err != nil {
@@ -370,10 +441,10 @@ func (st *State) Commit(applied uint64) error {
 		}
 		meta := tx.Bucket(bucketMeta)
 		put := func(k, v []byte) error { return meta.Put(k, seal(bucketMeta, k, v)) }
-		if st.dirty.alarms {
+		if b.dirty.alarms {
 			e := wire.Encoder{}
-			e.Uvarint(uint64(len(st.alarms)))
-			for _, a := range st.alarms {
+			e.Uvarint(uint64(len(b.alarms)))
+			for _, a := range b.alarms {
 				e.String(a.Member)
 				e.Byte(a.Type)
 			}
@@ -381,25 +452,22 @@ func (st *State) Commit(applied uint64) error {
 				return err
 			}
 		}
-		if st.dirty.auth && st.auth != nil {
-			if err := put(metaAuth, encodeAuth(st.auth)); err != nil {
+		if b.dirty.auth && b.auth != nil {
+			if err := put(metaAuth, encodeAuth(b.auth)); err != nil {
 				return err
 			}
 		}
-		if err := put(metaApplied, binary.AppendUvarint(nil, applied)); err != nil {
+		if err := put(metaApplied, binary.AppendUvarint(nil, b.applied)); err != nil {
 			return err
 		}
-		if err := put(metaRev, binary.AppendVarint(nil, st.rev)); err != nil {
+		if err := put(metaRev, binary.AppendVarint(nil, b.rev)); err != nil {
 			return err
 		}
-		return put(metaCompact, binary.AppendVarint(nil, st.compactRev))
+		return put(metaCompact, binary.AppendVarint(nil, b.compactRev))
 	})
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
-	// New slices, not truncated ones: a clone may share the old backing array.
-	st.pending = nil
-	st.dirty = newDirty()
 	return nil
 }
 
@@ -432,8 +500,10 @@ func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
 		return r.Value, true, true
 	}
 	pos := revPos{r.Mod, r.Sub}
-	if i := sort.Search(len(st.pending), func(i int) bool { return !st.pending[i].pos.less(pos) }); i < len(st.pending) && st.pending[i].pos == pos {
-		return st.pending[i].value, true, true
+	for _, recs := range [2][]pendingRecord{st.pending, st.committing} {
+		if i := sort.Search(len(recs), func(i int) bool { return !recs[i].pos.less(pos) }); i < len(recs) && recs[i].pos == pos {
+			return recs[i].value, true, true
+		}
 	}
 	return "", false, false
 }
@@ -848,13 +918,13 @@ func (st *State) ReplaceBackend(b *Backend) *Backend {
 // Dirty reports whether st has changes its backend does not hold yet.
 func (st *State) Dirty() bool {
 	d := st.dirty
-	return len(st.pending) > 0 || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.auth || d.counters)
+	return len(st.pending) > 0 || st.retry != nil || d != nil && (len(d.deletes) > 0 || len(d.leases) > 0 || len(d.dedup) > 0 || d.alarms || d.auth || d.counters)
 }
 
 // Detach makes st, restored through a temporary backend with every value inline, a state in
 // memory only; the caller discards the backend.
 func (st *State) Detach() {
-	st.backend, st.dirty, st.pending = nil, nil, nil
+	st.backend, st.dirty, st.pending, st.committing, st.retry = nil, nil, nil, nil, nil
 }
 
 // IsBackendStream reports whether br starts a backend stream (StreamBackend).

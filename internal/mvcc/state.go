@@ -124,10 +124,12 @@ type State struct {
 
 	// backend holds the state on disk when it is set (a member with a data dir); values longer
 	// than its inline limit are then only there. See backend.go.
-	backend *Backend
-	pending []pendingRecord // versions not yet committed to backend, in revision order
-	dirty   *dirtyTables    // other changes not yet committed; the Applier's own state only
-	tx      *bolt.Tx        // a pinned clone's read transaction on backend
+	backend    *Backend
+	pending    []pendingRecord // versions since the last batch (TakeBatch), in revision order
+	committing []pendingRecord // versions of the batch being written (or that failed)
+	dirty      *dirtyTables    // other changes since the last batch; the Applier's own state only
+	retry      *Batch          // a batch whose Write failed: the next batch writes it first
+	tx         *bolt.Tx        // a pinned clone's read transaction on backend
 	// damage is the first value the state failed to find in its own backend; the Applier stops
 	// on it (the file is damaged, so the state can no longer be trusted). Only the Applier's
 	// own state sets it.
@@ -202,8 +204,9 @@ func (st *State) Clone() *State {
 		compactPending: st.compactPending,
 		compactCursor:  st.compactCursor,
 
-		backend: st.backend,
-		pending: st.pending[:len(st.pending):len(st.pending)], // appends by either copy reallocate
+		backend:    st.backend,
+		pending:    st.pending[:len(st.pending):len(st.pending)], // appends by either copy reallocate
+		committing: st.committing,
 	}
 }
 
