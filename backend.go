@@ -21,9 +21,9 @@ const backendFile = "state.db"
 // The backend is committed, synced, when commitInterval has passed since the last commit or
 // commitVersions versions wait, as etcd batches its backend: the raft log is what makes a write
 // durable; the backend only has to be as recent as the raft snapshot that lets raft drop its
-// log (Snapshot commits it first). A commit holds the apply lock, so its size bounds how long
-// it delays applies and reads: compaction steps, which remove versions far faster than writes
-// add them, commit every commitRemovals.
+// log (Snapshot commits it first). A commit is written outside the apply lock (commit), but a
+// large one still delays the next; compaction steps, which remove versions far faster than
+// writes add them, wake the committer every commitRemovals.
 const (
 	commitInterval = 100 * time.Millisecond
 	commitVersions = 10_000
