@@ -893,17 +893,24 @@ func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
-	st.leases.Scan(func(l *Lease) bool {
-		c.markLease(l.ID, l)
-		return true
-	})
-	st.dedup.Scan(func(e *DedupEntry) bool {
-		c.markDedup(e.ID, e)
-		return true
-	})
-	c.markAlarms()
-	c.dirty.auth = true
+	c.markTablesOf(st)
 	return c.Commit(applied)
+}
+
+// markTablesOf marks every lease, dedup entry, the alarms and the auth state of src as changed
+// in st, so that st's next commit writes them all: src's tables went into trees directly (a
+// restore) or belong to another state (a copy).
+func (st *State) markTablesOf(src *State) {
+	src.leases.Scan(func(l *Lease) bool {
+		st.markLease(l.ID, l)
+		return true
+	})
+	src.dedup.Scan(func(e *DedupEntry) bool {
+		st.markDedup(e.ID, e)
+		return true
+	})
+	st.markAlarms()
+	st.dirty.auth = true
 }
 
 // ReplaceBackend makes b the backend of st, the Applier's own state with nothing pending (just

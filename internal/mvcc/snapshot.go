@@ -335,17 +335,7 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 		return nil, 0, err
 	}
 	if st.backend != nil {
-		// The tables went into the trees directly: all of them are to be committed.
-		st.leases.Scan(func(l *Lease) bool {
-			st.markLease(l.ID, l)
-			return true
-		})
-		st.dedup.Scan(func(e *DedupEntry) bool {
-			st.markDedup(e.ID, e)
-			return true
-		})
-		st.markAlarms()
-		st.dirty.auth = true
+		st.markTablesOf(st)
 		if err := st.syncRestored(); err != nil {
 			return nil, 0, err
 		}
