@@ -198,7 +198,9 @@ func TestStore_Defragment_ReturnsCompactedSpace(t *testing.T) {
 				return
 			default:
 			}
-			k, v := fmt.Sprintf("during%04d", i), val(i, 3)
+			// Small values: large ones would fill the pages the compaction freed before the
+			// copy, and how many go in depends on timing, which made the freed space vary.
+			k, v := fmt.Sprintf("during%04d", i), fmt.Sprint("d", i)
 			if _, err := s.Put(ctx, k, v); err != nil {
 				t.Error(err)
 				done <- written
