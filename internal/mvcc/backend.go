@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,22 +71,32 @@ const backendFormat = 1
 type Backend struct {
 	db        *bolt.DB
 	path      string
-	inlineMax int // values up to this length are also kept in their records
+	inlineMax int   // values up to this length are also kept in their records
+	mapped    int64 // the mapping the file was opened with; bbolt remaps a file that outgrows it
+
+	view   atomic.Pointer[readView] // the view reads share; nil while a commit may remap, or closed
+	size   atomic.Int64             // the file's size as of view's commit
+	closed atomic.Bool
 }
 
 // OpenBackend opens the backend at path, creating an empty one if there is none, for a state
 // whose values longer than inlineMax (InlineValueMax; tests use 0) are read from it.
-func OpenBackend(path string, inlineMax int) (b *Backend, err error) {
+func OpenBackend(path string, inlineMax int) (*Backend, error) {
+	return openBackend(path, inlineMax, backendMmapSize)
+}
+
+// openBackend is OpenBackend with the file first mapped with mapped bytes (tests map less).
+func openBackend(path string, inlineMax int, mapped int64) (b *Backend, err error) {
 	defer recoverCorrupt(&err)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
-		InitialMmapSize: backendMmapSize,
+		InitialMmapSize: int(mapped),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: backend %s: %w", ErrCorrupt, path, err)
 	}
-	b = &Backend{db: db, path: path, inlineMax: inlineMax}
+	b = &Backend{db: db, path: path, inlineMax: inlineMax, mapped: mapped}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketRevs, bucketLeases, bucketDedup, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -109,6 +120,7 @@ func OpenBackend(path string, inlineMax int) (b *Backend, err error) {
 		db.Close()
 		return nil, fmt.Errorf("backend %s: %w", path, err)
 	}
+	b.renewView()
 	return b, nil
 }
 
@@ -138,17 +150,95 @@ func recoverCorrupt(err *error) {
 	}
 }
 
-// Close closes the file. It waits for read transactions still open on it (a pinned state's);
-// reads after it find no values.
-func (b *Backend) Close() error { return b.db.Close() }
+// Close closes the file. It waits for the reads still open on it (a pinned state's); reads after
+// it find no values.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	b.retireView()
+	return b.db.Close()
+}
 
 // Discard closes the file and removes it: a backend no state will use.
 func (b *Backend) Discard() error {
-	err := b.db.Close()
+	err := b.Close()
 	if rmErr := os.Remove(b.path); err == nil && !errors.Is(rmErr, fs.ErrNotExist) {
 		err = rmErr
 	}
 	return err
+}
+
+// A readView is a read transaction on the backend shared by every read that starts while it is
+// the newest: bbolt's Begin takes a lock of the whole file, which 16 readers of one value each
+// contend on more than on the read itself (etcd shares its read transaction the same way). A
+// commit replaces the view with one that holds it (renewView) before its versions leave
+// memory, so a reader whose state lacks a value in memory finds it in the view it acquires.
+// The transaction ends when the view is replaced and its last reader is done.
+type readView struct {
+	tx   *bolt.Tx
+	revs *bolt.Bucket // a read-only transaction's buckets are safe to read concurrently
+	refs atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
+}
+
+func newReadView(db *bolt.DB) (*readView, error) {
+	tx, err := db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	v := &readView{tx: tx, revs: tx.Bucket(bucketRevs)}
+	v.refs.Store(1)
+	return v, nil
+}
+
+// acquire returns the backend's view for one read; release it when done. Without a shared view
+// (a commit that may remap the file is under way, or the backend is closed) the read gets a
+// transaction of its own.
+func (b *Backend) acquire() (*readView, error) {
+	for {
+		v := b.view.Load()
+		if v == nil {
+			return newReadView(b.db)
+		}
+		if n := v.refs.Load(); n > 0 && v.refs.CompareAndSwap(n, n+1) {
+			return v, nil
+		}
+		// Replaced and released meanwhile: the backend holds a newer one.
+	}
+}
+
+func (v *readView) release() {
+	if v.refs.Add(-1) == 0 {
+		v.tx.Rollback()
+	}
+}
+
+// renewView makes a view of the backend as it is now the one reads share, after a commit.
+func (b *Backend) renewView() {
+	v, err := newReadView(b.db)
+	if err != nil {
+		v = nil // closed: reads get transactions of their own, which fail alike
+	} else {
+		b.size.Store(v.tx.Size())
+	}
+	if old := b.view.Swap(v); old != nil {
+		old.release()
+	}
+	if b.closed.Load() {
+		b.retireView()
+	}
+}
+
+// retireView stops reads from sharing the current view; it ends with its last reader.
+func (b *Backend) retireView() {
+	if old := b.view.Swap(nil); old != nil {
+		old.release()
+	}
+}
+
+// mayRemap reports whether a commit that adds up to grow bytes could outgrow the file's mapping.
+// bbolt then remaps, which waits for every read transaction to end, and the shared view would
+// end only after the commit: such a commit retires the view first.
+func (b *Backend) mayRemap(grow int64) bool {
+	return b.size.Load()+grow >= b.mapped
 }
 
 // Path is the file's path.
@@ -393,6 +483,9 @@ func (st *State) Commit(applied uint64) error {
 // Write writes the batch, the revision counters and the applied index to its backend in one
 // transaction, synced to disk.
 func (b *Batch) Write() error {
+	if b.backend.mayRemap(b.growth()) {
+		b.backend.retireView()
+	}
 	err := b.backend.db.Update(func(tx *bolt.Tx) error {
 		revs := tx.Bucket(bucketRevs)
 		revs.FillPercent = 0.95 // keys only grow: pages need little room for inserts
@@ -468,7 +561,20 @@ func (b *Batch) Write() error {
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
+	b.backend.renewView()
 	return nil
+}
+
+// growth bounds the bytes a batch can add to the file: its records, and a page for every other
+// change (a removal or a table entry may dirty a page of its own), twice over for the branch
+// pages above them and the pages bbolt frees only after the commit.
+func (b *Batch) growth() int64 {
+	page := int64(b.backend.db.Info().PageSize)
+	n := int64(len(b.dirty.deletes)+len(b.dirty.leases)+len(b.dirty.dedup)+16) * page
+	for _, p := range b.records {
+		n += int64(len(p.rec.Key)+len(p.value)) + page/8
+	}
+	return 2 * n
 }
 
 // valueOf returns r's value, and false if r's value is in the backend and no longer there: a
@@ -480,18 +586,15 @@ func (st *State) valueOf(r *Record) (string, bool) {
 	if v, ok, inMemory := st.valueInMemory(r); inMemory {
 		return v, ok
 	}
-	if st.tx != nil {
-		return valueIn(st.tx, r)
+	if st.view != nil {
+		return valueIn(st.view, r)
 	}
-	var value string
-	found := false
-	if st.backend.db.View(func(tx *bolt.Tx) error {
-		value, found = valueIn(tx, r)
-		return nil
-	}) != nil {
+	v, err := st.backend.acquire()
+	if err != nil {
 		return "", false // closed: a restored snapshot replaced the file, or the member closed
 	}
-	return value, found
+	defer v.release()
+	return valueIn(v, r)
 }
 
 // valueInMemory returns r's value if it is not only in the backend (inMemory): in r, or pending.
@@ -508,9 +611,12 @@ func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
 	return "", false, false
 }
 
-func valueIn(tx *bolt.Tx, r *Record) (string, bool) {
+func valueIn(view *readView, r *Record) (string, bool) {
+	if view.revs == nil {
+		return "", false // not a backend: OpenBackendReadOnly of another bbolt file
+	}
 	k := revKey(revPos{r.Mod, r.Sub})
-	v := tx.Bucket(bucketRevs).Get(k)
+	v := view.revs.Get(k)
 	if len(v) < 4 {
 		return "", false
 	}
@@ -542,52 +648,47 @@ func (st *State) ValuesOf(recs []*Record) ([]string, bool) {
 	if len(inFile) == 0 {
 		return out, true
 	}
-	read := func(tx *bolt.Tx) bool {
-		for _, i := range inFile {
-			v, ok := valueIn(tx, recs[i])
-			if !ok {
-				return false
-			}
-			out[i] = v
+	view := st.view
+	if view == nil {
+		var err error
+		if view, err = st.backend.acquire(); err != nil {
+			return nil, false
 		}
-		return true
+		defer view.release()
 	}
-	if st.tx != nil {
-		return out, read(st.tx)
+	for _, i := range inFile {
+		v, ok := valueIn(view, recs[i])
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
 	}
-	found := false
-	if st.backend.db.View(func(tx *bolt.Tx) error {
-		found = read(tx)
-		return nil
-	}) != nil {
-		return nil, false
-	}
-	return out, found
+	return out, true
 }
 
 func (p revPos) less(q revPos) bool { return p.mod < q.mod || p.mod == q.mod && p.sub < q.sub }
 
-// Pin returns a clone of st that reads its values through one read transaction on the backend,
-// so that compaction steps that run meanwhile remove nothing from under it: backups and HashKV,
-// which must read every value of the state they copy, read one. Take it as Clone (under the
-// owner's lock) and Unpin it when done; a pinned clone holds the file's freed pages until then.
+// Pin returns a clone of st that reads its values through one view of the backend, so that
+// compaction steps that run meanwhile remove nothing from under it: backups and HashKV, which
+// must read every value of the state they copy, read one. Take it as Clone (under the owner's
+// lock) and Unpin it when done; a pinned clone holds the file's freed pages until then.
 func (st *State) Pin() (*State, error) {
 	c := st.Clone()
 	if st.backend != nil {
-		tx, err := st.backend.db.Begin(false)
+		v, err := st.backend.acquire()
 		if err != nil {
-			return nil, fmt.Errorf("backend: %w", err)
+			return nil, err
 		}
-		c.tx = tx
+		c.view = v
 	}
 	return c, nil
 }
 
-// Unpin ends a pinned clone's read transaction; the clone must not be read after.
+// Unpin ends a pinned clone's hold on its view; the clone must not be read after.
 func (st *State) Unpin() {
-	if st.tx != nil {
-		st.tx.Rollback()
-		st.tx = nil
+	if st.view != nil {
+		st.view.release()
+		st.view = nil
 	}
 }
 
@@ -603,6 +704,7 @@ func errValueMissing(r *Record) error {
 // (CompactPending).
 func Load(b *Backend) (st *State, applied uint64, err error) {
 	defer recoverCorrupt(&err)
+	b.renewView() // the file as it is now, whoever wrote it
 	st = NewOnDisk(b)
 	err = b.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)

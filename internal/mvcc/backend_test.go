@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -348,4 +349,114 @@ func TestBackend_LoadRefusesDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Reads share one read transaction of the backend until a commit replaces it, however many run
+// at once: bbolt's Begin locks the whole file, so a transaction per read would serialize them.
+// A replaced view ends with its last reader.
+func TestBackend_ReadsShareAView(t *testing.T) {
+	b := testBackend(t, 0)
+	st := NewOnDisk(b)
+	stPut(t, st, "a", "a0", 0)
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	openTxs := func() int { return b.db.Stats().OpenTxN }
+	acquire := func() *readView {
+		t.Helper()
+		v, err := b.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	first, second := acquire(), acquire()
+	if first != second || openTxs() != 1 {
+		t.Fatalf("two reads: views %p and %p, %d read transactions, want one shared", first, second, openTxs())
+	}
+	if res := stGetAt(t, st.Clone(), "a", 0); string(res.Kvs[0].Value) != "a0" {
+		t.Fatalf("a = %q", res.Kvs[0].Value)
+	}
+
+	stPut(t, st, "a", "a1", 0)
+	if err := st.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	third := acquire()
+	if third == first || openTxs() != 2 {
+		t.Fatalf("after a commit: view replaced %v, %d read transactions, want the old one open for its readers", third != first, openTxs())
+	}
+	if res := stGetAt(t, st.Clone(), "a", 0); string(res.Kvs[0].Value) != "a1" {
+		t.Fatalf("a after the commit = %q", res.Kvs[0].Value)
+	}
+	first.release()
+	second.release()
+	third.release()
+	if openTxs() != 1 {
+		t.Fatalf("%d read transactions once the readers are done, want the current view's", openTxs())
+	}
+}
+
+// A commit that outgrows the file's mapping makes bbolt remap it, which waits for every read
+// transaction to end, the shared view's too, which would end only after that commit: such a
+// commit retires the view first. Without that the commit hangs.
+func TestBackend_CommitOutgrowsMapping(t *testing.T) {
+	b, err := openBackend(filepath.Join(t.TempDir(), "state.db"), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Discard() })
+	st := NewOnDisk(b)
+	value := strings.Repeat("v", 4096)
+	done := make(chan error, 1)
+	go func() {
+		for i := range 1024 { // 4 MiB of values through a 1 MiB mapping
+			w := st.beginWrite()
+			w.put(&wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "k%04d", i), Value: []byte(value)})
+			w.end()
+			if i%64 == 63 {
+				if err := st.Commit(uint64(i)); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a commit that remaps the file hung behind the shared read view")
+	}
+	if err := st.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkState_ReadStoredValue reads stored values from a read view by many goroutines at
+// once, as serializable gets of values longer than the inline limit do.
+func BenchmarkState_ReadStoredValue(b *testing.B) {
+	st := NewOnDisk(testBackend(b, 0))
+	for i := range 1000 {
+		stPut(b, st, fmt.Sprintf("k%04d", i), strings.Repeat("v", 256), 0)
+	}
+	if err := st.Commit(1); err != nil {
+		b.Fatal(err)
+	}
+	view := st.Clone()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			op := wire.Op{Kind: wire.OpRange, Key: fmt.Appendf(nil, "k%04d", i%1000)}
+			recs, _, _, _ := view.RangeRecords(&op)
+			if _, ok := view.ValuesOf(recs); !ok || len(recs) != 1 {
+				b.Fatal("value not found")
+			}
+			i++
+		}
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/tidwall/btree"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -129,7 +128,7 @@ type State struct {
 	committing []pendingRecord // versions of the batch being written (or that failed)
 	dirty      *dirtyTables    // other changes since the last batch; the Applier's own state only
 	retry      *Batch          // a batch whose Write failed: the next batch writes it first
-	tx         *bolt.Tx        // a pinned clone's read transaction on backend
+	view       *readView       // a pinned clone's view of backend
 	// damage is the first value the state failed to find in its own backend; the Applier stops
 	// on it (the file is damaged, so the state can no longer be trusted). Only the Applier's
 	// own state sets it.
