@@ -130,7 +130,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.dedupSize.Store(f.app.DedupBytes())
 	f.auth.Store(st.Auth())
 	if len(revs) > 0 {
-		f.watch.notify(revs, st.Rev())
+		f.watch.notify(revs, st.Rev(), st)
 	}
 	f.mu.Unlock()
 	if len(leaseChanges) > 0 {

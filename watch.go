@@ -271,6 +271,9 @@ type watchHub struct {
 	gap           bool   // revisions up to applied were dropped or restored: nothing is queued until the dispatcher handles it
 	gaps          uint64 // gaps so far
 	applied       int64  // revision of the last applied batch
+	// prevKVWatchers counts the watchers that want previous values: while there are any, the
+	// apply path reads the ones its events lack (notify).
+	prevKVWatchers int
 }
 
 type watcher struct {
@@ -381,7 +384,7 @@ func (h *watchHub) add(ctx context.Context, op Op, x watchExtras, out chan Watch
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// "Now" is the last applied revision, which the dispatcher may not have reached yet.
-	applied := h.appliedRev()
+	applied := h.admit(w.prevKV)
 	if op.createdNotify {
 		w.queue = append(w.queue, queued{resp: WatchResponse{Header: h.host.header(applied), Created: true}})
 	}
@@ -399,6 +402,7 @@ func (h *watchHub) add(ctx context.Context, op Op, x watchExtras, out chan Watch
 		w.run()
 	})
 	if !started {
+		h.leave(w.prevKV)
 		stop()
 		cancel()
 		close(out)
@@ -407,6 +411,27 @@ func (h *watchHub) add(ctx context.Context, op Op, x watchExtras, out chan Watch
 	h.all[w] = struct{}{}
 	if w.synced {
 		h.register(w)
+	}
+}
+
+// admit counts a new watcher among those that want previous values if prevKV, and returns the
+// last applied revision: every event of a later revision carries its previous value (notify),
+// and the watcher reads the earlier ones from history, with theirs.
+func (h *watchHub) admit(prevKV bool) int64 {
+	h.pendMu.Lock()
+	defer h.pendMu.Unlock()
+	if prevKV {
+		h.prevKVWatchers++
+	}
+	return h.applied
+}
+
+// leave undoes admit for a watcher that ended.
+func (h *watchHub) leave(prevKV bool) {
+	if prevKV {
+		h.pendMu.Lock()
+		h.prevKVWatchers--
+		h.pendMu.Unlock()
 	}
 }
 
@@ -449,8 +474,15 @@ func eventSize(r, prev *mvcc.Record) int64 {
 
 // notify queues the events of newly applied revisions for the dispatcher. It runs on the apply
 // path with fsm.mu held, and only appends, or drops what is pending when the bounds are reached.
-func (h *watchHub) notify(revs []revEvents, cur int64) {
+// st is the state that applied them: if a watcher wants previous values, the ones the events
+// lack are read from it, before anything (a compaction step) can remove them.
+func (h *watchHub) notify(revs []revEvents, cur int64, st *mvcc.State) {
 	h.pendMu.Lock()
+	if h.prevKVWatchers > 0 {
+		for _, re := range revs {
+			st.ReadPrevValues(re.events)
+		}
+	}
 	h.applied = cur
 	if !h.gap {
 		events, bytes := 0, int64(0)
@@ -586,7 +618,11 @@ func (h *watchHub) fanOut(revs []revEvents) {
 				var prev *mvcc.Record
 				if w.prevKV {
 					if withPrev == nil {
-						withPrev = eventOf(ev.Rec, ev.Value, ev.Prev, ev.PrevValue, true)
+						prev := ev.Prev
+						if !ev.PrevRead {
+							prev = nil // a damaged backend lost it (State.ReadPrevValues)
+						}
+						withPrev = eventOf(ev.Rec, ev.Value, prev, ev.PrevValue, true)
 					}
 					e = withPrev
 					if withPrev.PrevKv != nil {
@@ -702,6 +738,7 @@ func (w *watcher) run() {
 		delete(h.all, w)
 		h.unregister(w)
 		h.mu.Unlock()
+		h.leave(w.prevKV)
 		close(w.out)
 	}()
 	var tick, leaderTick <-chan time.Time

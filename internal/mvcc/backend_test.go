@@ -460,3 +460,41 @@ func BenchmarkState_ReadStoredValue(b *testing.B) {
 		}
 	})
 }
+
+// Overwriting a value kept only in the backend reads it only if the command's result needs it
+// (PrevKV, IgnoreValue); the event then lacks it until its owner asks (ReadPrevValues), which
+// reads what the apply left unread. Values in memory always come with the event.
+func TestState_OnDisk_PrevValueReadOnDemand(t *testing.T) {
+	st := NewOnDisk(testBackend(t, 4))
+	stPut(t, st, "big", "big-v1", 0)
+	stPut(t, st, "small", "s1", 0)
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		op       wire.Op
+		wantRead bool
+		wantPrev string
+	}{
+		{"stored, nothing needs it", wire.Op{Kind: wire.OpPut, Key: []byte("big"), Value: []byte("big-v2")}, false, "big-v1"},
+		{"stored, PrevKV", wire.Op{Kind: wire.OpPut, Key: []byte("big"), Value: []byte("big-v2"), PrevKV: true}, true, "big-v1"},
+		{"stored, IgnoreValue", wire.Op{Kind: wire.OpPut, Key: []byte("big"), IgnoreValue: true}, true, "big-v1"},
+		{"stored, delete", wire.Op{Kind: wire.OpDelete, Key: []byte("big")}, false, "big-v1"},
+		{"inline", wire.Op{Kind: wire.OpPut, Key: []byte("small"), Value: []byte("s2")}, true, "s1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, evs := st.Clone().ApplyTxn(&wire.Txn{Success: []wire.Op{tc.op}})
+			if len(evs) != 1 || evs[0].Prev == nil {
+				t.Fatalf("events %+v, want one replacing a version", evs)
+			}
+			if evs[0].PrevRead != tc.wantRead {
+				t.Fatalf("PrevRead %v, want %v", evs[0].PrevRead, tc.wantRead)
+			}
+			st.ReadPrevValues(evs)
+			if !evs[0].PrevRead || evs[0].PrevValue != tc.wantPrev {
+				t.Fatalf("after ReadPrevValues: %q (read %v), want %q", evs[0].PrevValue, evs[0].PrevRead, tc.wantPrev)
+			}
+		})
+	}
+}

@@ -522,10 +522,31 @@ func cmpInt(a, b int64) int {
 // event is one change of a revision, as the watch hub and the lessor see it. It carries the
 // values, read while applying: a stored value may be compacted before a watcher is sent it.
 type Event struct {
-	Rec       *Record // the new version (a tombstone for a delete)
-	Prev      *Record // the version it replaced, nil if the key did not exist
-	Value     string  // Rec's value
-	PrevValue string  // Prev's value
+	Rec   *Record // the new version (a tombstone for a delete)
+	Prev  *Record // the version it replaced, nil if the key did not exist
+	Value string  // Rec's value
+	// PrevValue is Prev's value if PrevRead. Applying reads a value from the backend only if
+	// the command's result needs it: most overwrites have no watcher that wants the previous
+	// value, and reading it would cost the apply path a backend read per put. The owner reads
+	// it (ReadPrevValues) before the events leave its lock when a watcher may want it.
+	PrevValue string
+	PrevRead  bool
+}
+
+// ReadPrevValues reads the previous values evs lack, from st, the Applier's own state that
+// applied them, before any later change to it (a compaction could remove them). A value it
+// cannot find is damage (see State.damage): the event goes without it, and the Applier stops at
+// its next entry.
+func (st *State) ReadPrevValues(evs []Event) {
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Prev == nil || ev.PrevRead {
+			continue
+		}
+		if ev.PrevValue, ev.PrevRead = st.valueOf(ev.Prev); !ev.PrevRead && st.damage == nil {
+			st.damage = errValueMissing(ev.Prev)
+		}
+	}
 }
 
 // writeTxn is one transaction over a state: it applies the changes of one revision to the
@@ -592,8 +613,9 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	r := &Record{Key: key, Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
 	value := string(op.Value)
 	var oldValue string
+	oldRead := false
 	if old != nil {
-		oldValue = w.value(old)
+		oldValue, oldRead = w.prevValue(old, op.IgnoreValue || op.PrevKV)
 		r.Create, r.Version = old.Create, old.Version+1
 		if op.IgnoreValue {
 			value = oldValue
@@ -613,7 +635,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	if r.Lease != 0 {
 		st.leaseKeys.Set(leaseKey{r.Lease, key})
 	}
-	w.events = append(w.events, Event{Rec: r, Prev: old, Value: value, PrevValue: oldValue})
+	w.events = append(w.events, Event{Rec: r, Prev: old, Value: value, PrevValue: oldValue, PrevRead: oldRead})
 	res := &wire.PutResult{}
 	if op.PrevKV && old != nil {
 		kv := toWire(old, oldValue, false)
@@ -632,7 +654,18 @@ func (w *writeTxn) deleteKey(old *Record) {
 	if old.Lease != 0 {
 		st.leaseKeys.Delete(leaseKey{old.Lease, old.Key})
 	}
-	w.events = append(w.events, Event{Rec: t, Prev: old, PrevValue: w.value(old)})
+	prevValue, prevRead := w.prevValue(old, false)
+	w.events = append(w.events, Event{Rec: t, Prev: old, PrevValue: prevValue, PrevRead: prevRead})
+}
+
+// prevValue returns the value of old, a version being replaced, if need says the command's
+// result needs it or it is in memory; false if it was left unread (see Event.PrevValue).
+func (w *writeTxn) prevValue(old *Record, need bool) (string, bool) {
+	if need {
+		return w.value(old), true
+	}
+	v, ok, inMemory := w.st.valueInMemory(old)
+	return v, ok && inMemory
 }
 
 func (w *writeTxn) deleteRange(op *wire.Op) *wire.DeleteResult {
