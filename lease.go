@@ -103,6 +103,47 @@ func (s *Store) GrantWithID(ctx context.Context, id LeaseID, ttl int64) (*LeaseG
 	}
 }
 
+// GrantAndDo grants lease id for ttl seconds and applies op (OpPut, OpDelete or OpTxn, whose
+// puts may attach keys to the lease with WithLease(id)) in one raft entry, atomically: the lease
+// and the keys that register a service under it cost one commit instead of Grant's and Put's
+// two, and a crash between them cannot leave the lease without its keys. If the grant is refused
+// (ErrLeaseExists, ErrTTLTooLarge) or op is (ErrLeaseNotFound for another lease, say), nothing
+// is applied. The ID is the caller's, as with GrantWithID: NoLease is refused with
+// ErrLeaseNotFound, since op could not name the lease.
+//
+// etcd has no such request: every member must run a version that has GrantAndDo before any
+// calls it (an earlier member cannot read the entry and stops).
+func (s *Store) GrantAndDo(ctx context.Context, id LeaseID, ttl int64, op Op) (*LeaseGrantResponse, OpResponse, error) {
+	if id == NoLease {
+		return nil, OpResponse{}, ErrLeaseNotFound
+	}
+	if ttl > mvcc.MaxLeaseTTL {
+		return nil, OpResponse{}, ErrTTLTooLarge
+	}
+	ttl = max(ttl, s.minLeaseTTL())
+	if s.ns != "" {
+		op = s.nsOp(op)
+	}
+	t, err := s.opTxn(op)
+	if err != nil {
+		return nil, OpResponse{}, err
+	}
+	res, err := s.propose(ctx, &wire.Command{Kind: wire.KindTxn, Txn: t, LeaseID: int64(id), LeaseTTL: ttl})
+	if err != nil {
+		return nil, OpResponse{}, err
+	}
+	h := s.header(res.Revision)
+	tr := txnFromWire(h, res.Txn)
+	r := tr.Responses[0]
+	if op.t == tTxn {
+		r = OpResponse{txn: tr}
+	}
+	if s.ns != "" {
+		s.nsStrip(r)
+	}
+	return &LeaseGrantResponse{Header: h, ID: id, TTL: ttl}, r, nil
+}
+
 func randomLeaseID() int64 {
 	for {
 		var b [8]byte

@@ -289,3 +289,55 @@ func TestStore_Leases_SoonestExpiryFirst(t *testing.T) {
 		}
 	}
 }
+
+// GrantAndDo grants a lease and writes keys attached to it in one entry: the keys live as long
+// as the lease (it is armed like any grant), and a refused grant or op applies nothing.
+func TestStore_GrantAndDo(t *testing.T) {
+	c := embertest.NewCluster(t, 3)
+	ctx := ctxFor(t, time.Minute)
+	s := c.Followers()[0].Store() // forwarded to the leader as one command
+
+	g, r, err := s.GrantAndDo(ctx, 42, 2, ember.OpTxn(nil,
+		[]ember.Op{ember.OpPut("svc/a", "addr-a", ember.WithLease(42)), ember.OpPut("svc/b", "addr-b", ember.WithLease(42))}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.ID != 42 || g.TTL != 2 || !r.Txn().Succeeded || g.Header.Revision != r.Txn().Header.Revision {
+		t.Fatalf("grant %+v, txn %+v", g, r.Txn())
+	}
+	ttl, err := s.TimeToLive(ctx, 42, ember.WithAttachedKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ttl.Keys) != 2 || ttl.GrantedTTL != 2 {
+		t.Fatalf("lease 42: %+v, want 2 keys, TTL 2", ttl)
+	}
+	gone := deletedAt(ctx, s, "svc/a")
+
+	// Refused: the lease exists; a put with an unknown lease. Nothing of either is applied.
+	if _, _, err := s.GrantAndDo(ctx, 42, 5, ember.OpPut("other", "v", ember.WithLease(42))); !errors.Is(err, ember.ErrLeaseExists) {
+		t.Fatalf("grant of a lease in use: %v, want ErrLeaseExists", err)
+	}
+	if _, _, err := s.GrantAndDo(ctx, 43, 5, ember.OpPut("other", "v", ember.WithLease(44))); !errors.Is(err, ember.ErrLeaseNotFound) {
+		t.Fatalf("put with an unknown lease: %v, want ErrLeaseNotFound", err)
+	}
+	if _, _, err := s.GrantAndDo(ctx, ember.NoLease, 5, ember.OpPut("other", "v")); !errors.Is(err, ember.ErrLeaseNotFound) {
+		t.Fatalf("NoLease: %v, want ErrLeaseNotFound", err)
+	}
+	if resp, err := s.Get(ctx, "other"); err != nil || resp.Count != 0 {
+		t.Fatalf("refused requests wrote other: %+v %v", resp, err)
+	}
+	if l, err := s.TimeToLive(ctx, 43); err != nil || l.TTL != -1 {
+		t.Fatalf("lease 43 after a refused op: %+v %v, want none", l, err)
+	}
+
+	// Not kept alive, the lease expires and takes its keys.
+	select {
+	case <-gone:
+	case <-ctx.Done():
+		t.Fatal("svc/a outlived its lease")
+	}
+	if resp, err := s.Get(ctx, "svc/", ember.WithPrefix()); err != nil || resp.Count != 0 {
+		t.Fatalf("after expiry: %+v %v", resp, err)
+	}
+}

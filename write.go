@@ -260,9 +260,13 @@ func noLeader(err error) error {
 
 // retryIdempotent decides what follows a failed attempt of an operation that is safe to repeat
 // (onLeader, linearizableView): it returns nil once it is time to retry, else the error to end
-// with. An operation with no effect to lose gives up on ctx's end with ErrTimeout.
+// with. An operation with no effect to lose gives up on ctx's end with ErrTimeout, or with
+// ErrNoLeader if its last attempt never reached a leader.
 func (s *Store) retryIdempotent(ctx context.Context, err error, attempt int) error {
 	if ctx.Err() != nil {
+		if classifyAttempt(err, nil, nil) == attemptNotApplied {
+			return noLeader(ctx.Err())
+		}
 		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	}
 	if !retryable(err) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"time"
 
@@ -139,7 +141,12 @@ func (e emberClient) cas(ctx context.Context, key string, modRev int64, val stri
 	return false, 0, nil
 }
 
-func (e emberClient) leasePut(ctx context.Context, key, val string, ttl int64) error {
+func (e emberClient) leasePut(ctx context.Context, key, val string, ttl int64, oneEntry bool) error {
+	if oneEntry {
+		id := ember.LeaseID(rand.Int64N(math.MaxInt64-1) + 1)
+		_, _, err := e.s.GrantAndDo(ctx, id, ttl, ember.OpPut(key, val, ember.WithLease(id)))
+		return err
+	}
 	l, err := e.s.Grant(ctx, ttl)
 	if err != nil {
 		return err

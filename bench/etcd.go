@@ -140,7 +140,7 @@ func (e etcdClient) cas(ctx context.Context, key string, modRev int64, val strin
 	return false, 0, nil
 }
 
-func (e etcdClient) leasePut(ctx context.Context, key, val string, ttl int64) error {
+func (e etcdClient) leasePut(ctx context.Context, key, val string, ttl int64, _ bool) error {
 	l, err := e.c.Grant(ctx, ttl)
 	if err != nil {
 		return err

@@ -87,7 +87,7 @@ func testCells(t *testing.T) {
 		{name: "put", cells: []variant{{"put", 1, runPut}}},
 		{name: "get", setup: preload, cells: []variant{{"get lin", 4, runGet(false)}}},
 		{name: "cas", cells: []variant{{"cas txn", 4, runCAS}}},
-		{name: "lease", cells: []variant{{"lease+put", 4, runLease}}},
+		{name: "lease", cells: []variant{{"lease+put", 4, runLease(false)}, {"lease+put 1 entry", 4, runLease(true)}}},
 		{name: "watch", cells: []variant{{"watch prefix", 4, runWatch}}},
 		{name: "raft", systems: []system{{"raft", startRaft}}, cells: []variant{{"raft apply", 1, runPut}}},
 	}

@@ -189,7 +189,9 @@ func (raftClient) get(context.Context, string, bool) error { return errUnsupport
 func (raftClient) cas(context.Context, string, int64, string) (bool, int64, error) {
 	return false, 0, errUnsupported
 }
-func (raftClient) leasePut(context.Context, string, string, int64) error { return errUnsupported }
+func (raftClient) leasePut(context.Context, string, string, int64, bool) error {
+	return errUnsupported
+}
 func (raftClient) watch(context.Context, string, bool, func([]event, error)) error {
 	return errUnsupported
 }

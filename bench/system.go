@@ -40,8 +40,9 @@ type client interface {
 	// cas puts val if key's mod revision is still modRev. It returns the key's mod revision
 	// afterwards: the new one on success, the current one on a conflict.
 	cas(ctx context.Context, key string, modRev int64, val string) (ok bool, rev int64, err error)
-	// leasePut grants a lease and attaches a new key to it.
-	leasePut(ctx context.Context, key, val string, ttl int64) error
+	// leasePut grants a lease and attaches a new key to it; oneEntry asks for both in one
+	// request where the system has one (ember's GrantAndDo; etcd has none and makes two).
+	leasePut(ctx context.Context, key, val string, ttl int64, oneEntry bool) error
 	// watch returns once the watch is established; fn is called with each response's events on
 	// the watch's own goroutine until ctx ends, or once with an error if the watch fails.
 	watch(ctx context.Context, key string, prefix bool, fn func([]event, error)) error

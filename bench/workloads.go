@@ -72,7 +72,7 @@ var workloads = []workload{
 		{"get ser", 16, runGet(true)}, {"get ser", 256, runGet(true)},
 	}},
 	{name: "cas", cells: []variant{{"cas txn", 16, runCAS}}},
-	{name: "lease", cells: []variant{{"lease+put", 16, runLease}}},
+	{name: "lease", cells: []variant{{"lease+put", 16, runLease(false)}, {"lease+put 1 entry", 16, runLease(true)}}},
 	{name: "watch", cells: []variant{{"watch prefix", 1, runWatch}, {"watch prefix", 16, runWatch}}},
 	{name: "fanout", cells: []variant{{"fan-out 1000", 1, runFanout}}},
 	{name: "raft", systems: []system{{"raft", startRaft}}, cells: []variant{{"raft apply", 1, runPut}, {"raft apply", 16, runPut}}},
@@ -169,13 +169,17 @@ func runCAS(ctx context.Context, b *bench, cell string, c client, clients int) (
 	return r, err
 }
 
-func runLease(ctx context.Context, b *bench, cell string, c client, clients int) (result, error) {
-	var next atomic.Int64
-	var ph phase
-	lat, win, err := b.closedLoop(ctx, cell, clients, &ph, func(ctx context.Context, _ int) error {
-		return c.leasePut(ctx, key("lse-", int(next.Add(1))), value, leaseTTL)
-	})
-	return opsResult(lat, win), err
+// runLease grants a lease and puts a key with it, per operation; oneEntry makes them one request
+// where the system has one (see client.leasePut).
+func runLease(oneEntry bool) func(ctx context.Context, b *bench, cell string, c client, clients int) (result, error) {
+	return func(ctx context.Context, b *bench, cell string, c client, clients int) (result, error) {
+		var next atomic.Int64
+		var ph phase
+		lat, win, err := b.closedLoop(ctx, cell, clients, &ph, func(ctx context.Context, _ int) error {
+			return c.leasePut(ctx, key("lse-", int(next.Add(1))), value, leaseTTL, oneEntry)
+		})
+		return opsResult(lat, win), err
+	}
 }
 
 // stampedValue is a value that starts with the time it was written, in ns since epoch.

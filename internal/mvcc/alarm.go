@@ -57,14 +57,14 @@ func refusedByAlarm(st *State, cmd *wire.Command) wire.Code {
 }
 
 // Writes reports whether cmd is one of the requests etcd applies through its log as a write: a
-// transaction with a put or delete in any branch (a read-only one etcd serves without the log),
-// a compaction, a lease grant or a lease revoke. These are what a raised CORRUPT alarm refuses.
+// transaction with a put or delete in any branch (a read-only one etcd serves without the log)
+// or granting a lease, a compaction, a lease grant or a lease revoke. These are what a raised CORRUPT alarm refuses.
 func Writes(cmd *wire.Command) bool {
 	switch cmd.Kind {
 	case wire.KindCompact, wire.KindLeaseGrant, wire.KindLeaseRevoke:
 		return true
 	case wire.KindTxn:
-		return txnWrites(cmd.Txn)
+		return cmd.LeaseTTL != 0 || txnWrites(cmd.Txn)
 	}
 	return false
 }
@@ -84,14 +84,14 @@ func txnWrites(t *wire.Txn) bool {
 }
 
 // AddsData reports whether cmd can grow the state: a transaction with a put in any branch (etcd
-// refuses those whichever branch would run) or a lease grant. These are what the space quota,
+// refuses those whichever branch would run) or granting a lease, or a lease grant. These are what the space quota,
 // and a raised NOSPACE alarm, refuse.
 func AddsData(cmd *wire.Command) bool {
 	switch cmd.Kind {
 	case wire.KindLeaseGrant:
 		return true
 	case wire.KindTxn:
-		return txnPuts(cmd.Txn)
+		return cmd.LeaseTTL != 0 || txnPuts(cmd.Txn)
 	}
 	return false
 }

@@ -152,6 +152,14 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 		if code := ValidateTxn(cmd.Txn, 0); code != wire.CodeOK {
 			return Applied{Result: &wire.Result{Code: code, Revision: st.rev}}
 		}
+		if cmd.LeaseTTL != 0 {
+			res, evs := st.ApplyGrantTxn(cmd.LeaseID, cmd.LeaseTTL, cmd.Txn)
+			out := Applied{Result: res, Events: evs}
+			if res.Code == wire.CodeOK {
+				out.Leases = []LeaseChange{{ID: cmd.LeaseID, TTL: cmd.LeaseTTL}}
+			}
+			return out
+		}
 		res, evs := st.ApplyTxn(cmd.Txn)
 		return Applied{Result: res, Events: evs}
 	case wire.KindCompact:

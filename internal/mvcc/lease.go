@@ -7,6 +7,15 @@ import (
 
 // grantLease adds a lease.
 func (st *State) GrantLease(id, ttl int64) wire.Code {
+	if code := st.canGrant(id, ttl); code != wire.CodeOK {
+		return code
+	}
+	st.grant(id, ttl)
+	return wire.CodeOK
+}
+
+// canGrant says whether lease id can be granted for ttl seconds.
+func (st *State) canGrant(id, ttl int64) wire.Code {
 	if id == 0 { // NoLease; any other ID, negative ones included, is valid, as etcd
 		return wire.CodeLeaseNotFound
 	}
@@ -16,10 +25,13 @@ func (st *State) GrantLease(id, ttl int64) wire.Code {
 	if _, ok := st.leases.Get(&Lease{ID: id}); ok {
 		return wire.CodeLeaseExists
 	}
+	return wire.CodeOK
+}
+
+func (st *State) grant(id, ttl int64) {
 	l := &Lease{ID: id, TTL: ttl}
 	st.leases.Set(l)
 	st.markLease(id, l)
-	return wire.CodeOK
 }
 
 // revokeLease deletes a lease and every key attached to it, in key order, at one revision.

@@ -122,3 +122,58 @@ func TestState_Leases(t *testing.T) {
 }
 
 func codeOf(c wire.Code, _ []Event) wire.Code { return c }
+
+// A transaction that grants a lease does both or neither: its puts may attach keys to the lease
+// it grants, in any branch and nested txn, and a refused grant or a refused op leaves the lease
+// ungranted and the keys unwritten.
+func TestState_ApplyGrantTxn(t *testing.T) {
+	put := func(key string, lease int64) wire.Op {
+		return wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte("v"), Lease: lease}
+	}
+	tests := []struct {
+		name     string
+		id, ttl  int64
+		txn      wire.Txn
+		wantCode wire.Code
+		wantKeys []string // attached to id afterwards
+	}{
+		{name: "put with the lease", id: 7, ttl: 30, txn: wire.Txn{Success: []wire.Op{put("a", 7), put("b", 7), put("c", 0)}},
+			wantKeys: []string{"a", "b"}},
+		{name: "else branch, nested", id: 8, ttl: 30, txn: wire.Txn{
+			Compares: []wire.Compare{{Key: []byte("nope"), Target: wire.TargetVersion, Result: wire.CompareGreater}},
+			Failure:  []wire.Op{{Kind: wire.OpTxn, Txn: &wire.Txn{Success: []wire.Op{put("n", 8)}}}}},
+			wantKeys: []string{"n"}},
+		{name: "no ops", id: 9, ttl: 30},
+		{name: "lease in use", id: 1, ttl: 30, txn: wire.Txn{Success: []wire.Op{put("x", 1)}}, wantCode: wire.CodeLeaseExists},
+		{name: "TTL too large", id: 10, ttl: MaxLeaseTTL + 1, txn: wire.Txn{Success: []wire.Op{put("x", 10)}}, wantCode: wire.CodeTTLTooLarge},
+		{name: "lease 0", id: 0, ttl: 30, txn: wire.Txn{Success: []wire.Op{put("x", 0)}}, wantCode: wire.CodeLeaseNotFound},
+		{name: "a put with another, unknown lease", id: 11, ttl: 30, txn: wire.Txn{Success: []wire.Op{put("x", 11), put("y", 12)}},
+			wantCode: wire.CodeLeaseNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := New()
+			if code := st.GrantLease(1, 60); code != wire.CodeOK {
+				t.Fatal(code)
+			}
+			rev := st.Rev()
+			res, evs := st.ApplyGrantTxn(tc.id, tc.ttl, &tc.txn)
+			if res.Code != tc.wantCode {
+				t.Fatalf("code %d, want %d", res.Code, tc.wantCode)
+			}
+			_, granted := st.leases.Get(&Lease{ID: tc.id})
+			if tc.wantCode != wire.CodeOK {
+				if granted && tc.id != 1 || st.Rev() != rev || len(evs) != 0 {
+					t.Fatalf("refused, yet lease granted %v, revision %d → %d, %d events", granted, rev, st.Rev(), len(evs))
+				}
+				return
+			}
+			if !granted || res.LeaseID != tc.id || res.LeaseTTL != tc.ttl {
+				t.Fatalf("lease %d granted %v, result lease %d TTL %d", tc.id, granted, res.LeaseID, res.LeaseTTL)
+			}
+			if got := st.LeaseKeys(tc.id); !slices.Equal(got, tc.wantKeys) {
+				t.Fatalf("keys of lease %d: %q, want %q", tc.id, got, tc.wantKeys)
+			}
+		})
+	}
+}

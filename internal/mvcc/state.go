@@ -719,7 +719,7 @@ func branch(t *wire.Txn, ok bool) []wire.Op {
 
 // checkPath validates the ops of the chosen branches against the state before the txn: leases
 // exist, ignore-value and ignore-lease keys exist, read revisions are in the window.
-func (st *State) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
+func (st *State) checkPath(t *wire.Txn, path txnPath, granted int64) (txnPath, wire.Code) {
 	ok := path[0]
 	path = path[1:]
 	for i := range branch(t, ok) {
@@ -730,7 +730,7 @@ func (st *State) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
 				return nil, code
 			}
 		case wire.OpPut:
-			if op.Lease != 0 && !op.IgnoreLease {
+			if op.Lease != 0 && !op.IgnoreLease && op.Lease != granted {
 				if _, ok := st.leases.Get(&Lease{ID: op.Lease}); !ok {
 					return nil, wire.CodeLeaseNotFound
 				}
@@ -742,7 +742,7 @@ func (st *State) checkPath(t *wire.Txn, path txnPath) (txnPath, wire.Code) {
 			}
 		case wire.OpTxn:
 			var code wire.Code
-			if path, code = st.checkPath(op.Txn, path); code != wire.CodeOK {
+			if path, code = st.checkPath(op.Txn, path, granted); code != wire.CodeOK {
 				return nil, code
 			}
 		}
@@ -784,7 +784,24 @@ func (w *writeTxn) cur() int64 {
 
 // applyTxn runs a validated transaction and returns its result and events. A value the state
 // cannot find in its own file is damage (see State.damage).
-func (st *State) ApplyTxn(t *wire.Txn) (*wire.Result, []Event) {
+func (st *State) ApplyTxn(t *wire.Txn) (*wire.Result, []Event) { return st.applyTxn(t, 0, 0) }
+
+// ApplyGrantTxn grants lease id for ttl seconds and runs the validated transaction t in one
+// change, so that t's puts may attach keys to the new lease. If the grant or t is refused,
+// nothing changes.
+func (st *State) ApplyGrantTxn(id, ttl int64, t *wire.Txn) (*wire.Result, []Event) {
+	if code := st.canGrant(id, ttl); code != wire.CodeOK {
+		return &wire.Result{Code: code, Revision: st.rev}, nil
+	}
+	res, evs := st.applyTxn(t, id, ttl)
+	if res.Code == wire.CodeOK {
+		res.LeaseID, res.LeaseTTL = id, ttl
+	}
+	return res, evs
+}
+
+// applyTxn is ApplyTxn, granting lease id first if ttl is not 0 (canGrant has passed).
+func (st *State) applyTxn(t *wire.Txn, id, ttl int64) (*wire.Result, []Event) {
 	w := st.beginWrite()
 	defer func() {
 		if w.missed != nil && st.damage == nil {
@@ -792,8 +809,11 @@ func (st *State) ApplyTxn(t *wire.Txn) (*wire.Result, []Event) {
 		}
 	}()
 	path := w.computePath(t, nil)
-	if _, code := st.checkPath(t, path); code != wire.CodeOK {
+	if _, code := st.checkPath(t, path, id); code != wire.CodeOK {
 		return &wire.Result{Code: code, Revision: st.rev}, nil
+	}
+	if ttl != 0 {
+		st.grant(id, ttl)
 	}
 	tr, _ := w.execPath(t, path)
 	evs := w.end()
@@ -810,7 +830,7 @@ func (st *State) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
 	// never mutated.
 	w := &writeTxn{st: st, rev: st.rev + 1}
 	path := w.computePath(t, nil)
-	if _, code := st.checkPath(t, path); code != wire.CodeOK {
+	if _, code := st.checkPath(t, path, 0); code != wire.CodeOK {
 		return nil, code
 	}
 	tr, _ := w.execPath(t, path)

@@ -31,6 +31,11 @@ const checksumSize = 4
 // RetryFloor), so that commands without one encode as before it existed.
 const kindAuthRev = 0x80
 
+// kindGrant is set in the kind byte of a KindTxn command that grants a lease before its
+// transaction runs (LeaseID, LeaseTTL after the AuthRev). A member of an earlier version cannot
+// decode it: such commands are for clusters whose members all know them.
+const kindGrant = 0x40
+
 // maxTxnDepth bounds how deeply Txns may nest (the outermost Txn is depth 1), so a hostile
 // message cannot exhaust the stack.
 const maxTxnDepth = 32
@@ -64,11 +69,15 @@ const (
 func (c *Command) Marshal(dst []byte) []byte {
 	e := Encoder{B: slices.Grow(dst, c.sizeHint())}
 	e.Byte(commandVersion)
+	kind := byte(c.Kind)
 	if c.AuthRev != 0 {
-		e.Byte(byte(c.Kind) | kindAuthRev)
-	} else {
-		e.Byte(byte(c.Kind))
+		kind |= kindAuthRev
 	}
+	grants := c.Kind == KindTxn && c.LeaseTTL != 0
+	if grants {
+		kind |= kindGrant
+	}
+	e.Byte(kind)
 	e.Uvarint(c.ID.Client)
 	e.Uvarint(c.ID.Seq)
 	e.Uvarint(c.RetryFloor)
@@ -77,6 +86,10 @@ func (c *Command) Marshal(dst []byte) []byte {
 	}
 	switch c.Kind {
 	case KindTxn:
+		if grants {
+			e.Varint(c.LeaseID)
+			e.Varint(c.LeaseTTL)
+		}
 		encodeTxnPtr(&e, c.Txn)
 	case KindCompact:
 		e.Varint(c.Revision)
@@ -149,7 +162,7 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 	}
 	d := Decoder{buf: body[1:]}
 	kind := d.Byte()
-	c := &Command{Kind: Kind(kind &^ kindAuthRev)}
+	c := &Command{Kind: Kind(kind &^ (kindAuthRev | kindGrant))}
 	c.ID.Client = d.Uvarint()
 	c.ID.Seq = d.Uvarint()
 	c.RetryFloor = d.Uvarint()
@@ -159,8 +172,17 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 			d.fail("auth revision %d on a command of kind %d", c.AuthRev, c.Kind)
 		}
 	}
+	if kind&kindGrant != 0 && c.Kind != KindTxn {
+		d.fail("lease grant on a command of kind %d", c.Kind)
+	}
 	switch c.Kind {
 	case KindTxn:
+		if kind&kindGrant != 0 {
+			c.LeaseID, c.LeaseTTL = d.Varint(), d.Varint()
+			if c.LeaseID == 0 || c.LeaseTTL <= 0 {
+				d.fail("lease grant of lease %d for %d s", c.LeaseID, c.LeaseTTL)
+			}
+		}
 		c.Txn = decodeTxnPtr(&d, 1)
 	case KindCompact:
 		c.Revision = d.Varint()

@@ -127,6 +127,8 @@ func commandCases() []commandCase {
 		{"auth enable", Command{ID: id, Kind: KindAuth, Auth: &Auth{Op: AuthEnable}}},
 		{"txn authorized at an auth revision", Command{ID: id, Kind: KindTxn, AuthRev: 7, Txn: &Txn{Success: []Op{{Kind: OpPut, Key: []byte("k")}}}}},
 		{"lease revoke authorized at an auth revision", Command{ID: id, Kind: KindLeaseRevoke, LeaseID: 5, AuthRev: 1 << 40}},
+		{"txn granting a lease", Command{ID: id, Kind: KindTxn, LeaseID: -9, LeaseTTL: 60, Txn: &Txn{Success: []Op{{Kind: OpPut, Key: []byte("k"), Lease: -9}}}}},
+		{"txn granting a lease, authorized", Command{ID: id, Kind: KindTxn, AuthRev: 3, LeaseID: 1 << 62, LeaseTTL: 1, Txn: &Txn{}}},
 	}
 	for target := TargetVersion; target <= TargetLease; target++ {
 		for result := CompareEqual; result <= CompareNotEqual; result++ {
@@ -491,23 +493,30 @@ func TestUnmarshalCommand_Invalid(t *testing.T) {
 		"alarm type 3":                  unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: 3, NodeID: "m1"}),
 		"alarm no member":               unsealed(&Command{Kind: KindAlarm, AlarmAction: AlarmActivate, AlarmType: AlarmNoSpace}),
 		"nil txn":                       unsealed(&Command{Kind: KindTxn}),
-		"nil nested txn":                txnCmd(Op{Kind: OpTxn}),
-		"op kind 0":                     badOpKind(0),
-		"op kind 5":                     badOpKind(byte(OpTxn + 1)),
-		"sort order":                    txnCmd(Op{Kind: OpRange, SortOrder: SortDescend + 1}),
-		"sort target":                   txnCmd(Op{Kind: OpRange, SortTarget: SortByValue + 1}),
-		"compare target":                cmpCmd(Compare{Target: TargetLease + 1}),
-		"compare result":                cmpCmd(Compare{Result: CompareNotEqual + 1}),
-		"range flags":                   opFlags(OpRange, 1<<3),
-		"put flags":                     opFlags(OpPut, 1<<3),
-		"delete flags":                  opFlags(OpDelete, flagIgnoreValue),
-		"txn presence 2":                cmdBytes(func(e *Encoder) { e.B[len(e.B)-1] = 2; e.B = append(e.B, 0, 0, 0) }),
-		"varint overflow":               append([]byte{commandVersion, byte(KindCompact), 0, 0}, bytes.Repeat([]byte{0xff}, 11)...),
-		"huge key length":               cmdBytes(func(e *Encoder) { e.B = append(e.B, 0, 1, byte(OpPut)); e.Uvarint(1 << 62) }),
-		"key length past end":           cmdBytes(func(e *Encoder) { e.B = append(e.B, 0, 1, byte(OpPut)); e.Uvarint(5); e.B = append(e.B, "abcd"...) }),
-		"huge op count":                 cmdBytes(func(e *Encoder) { e.Uvarint(0); e.Uvarint(math.MaxUint64) }),
-		"op count past end":             cmdBytes(func(e *Encoder) { e.Uvarint(0); e.Uvarint(2); encodeOp(e, &Op{Kind: OpDelete}) }),
-		"huge compare count":            cmdBytes(func(e *Encoder) { e.Uvarint(1 << 40) }),
+		"grant on a compaction": func() []byte {
+			b := unsealed(&Command{Kind: KindCompact, Revision: 1})
+			b[1] |= kindGrant
+			return b
+		}(),
+		"grant of lease 0":         unsealed(&Command{Kind: KindTxn, LeaseTTL: 5, Txn: &Txn{}}),
+		"grant for a negative TTL": unsealed(&Command{Kind: KindTxn, LeaseID: 1, LeaseTTL: -5, Txn: &Txn{}}),
+		"nil nested txn":           txnCmd(Op{Kind: OpTxn}),
+		"op kind 0":                badOpKind(0),
+		"op kind 5":                badOpKind(byte(OpTxn + 1)),
+		"sort order":               txnCmd(Op{Kind: OpRange, SortOrder: SortDescend + 1}),
+		"sort target":              txnCmd(Op{Kind: OpRange, SortTarget: SortByValue + 1}),
+		"compare target":           cmpCmd(Compare{Target: TargetLease + 1}),
+		"compare result":           cmpCmd(Compare{Result: CompareNotEqual + 1}),
+		"range flags":              opFlags(OpRange, 1<<3),
+		"put flags":                opFlags(OpPut, 1<<3),
+		"delete flags":             opFlags(OpDelete, flagIgnoreValue),
+		"txn presence 2":           cmdBytes(func(e *Encoder) { e.B[len(e.B)-1] = 2; e.B = append(e.B, 0, 0, 0) }),
+		"varint overflow":          append([]byte{commandVersion, byte(KindCompact), 0, 0}, bytes.Repeat([]byte{0xff}, 11)...),
+		"huge key length":          cmdBytes(func(e *Encoder) { e.B = append(e.B, 0, 1, byte(OpPut)); e.Uvarint(1 << 62) }),
+		"key length past end":      cmdBytes(func(e *Encoder) { e.B = append(e.B, 0, 1, byte(OpPut)); e.Uvarint(5); e.B = append(e.B, "abcd"...) }),
+		"huge op count":            cmdBytes(func(e *Encoder) { e.Uvarint(0); e.Uvarint(math.MaxUint64) }),
+		"op count past end":        cmdBytes(func(e *Encoder) { e.Uvarint(0); e.Uvarint(2); encodeOp(e, &Op{Kind: OpDelete}) }),
+		"huge compare count":       cmdBytes(func(e *Encoder) { e.Uvarint(1 << 40) }),
 		"huge checkpoints": func() []byte {
 			e := Encoder{B: unsealed(&Command{Kind: KindLeaseCheckpoint})}
 			e.B = e.B[:len(e.B)-1]

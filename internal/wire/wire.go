@@ -53,8 +53,8 @@ type Command struct {
 
 	Revision int64 // KindCompact: the revision to compact to
 
-	LeaseID  int64 // KindLeaseGrant, KindLeaseRevoke
-	LeaseTTL int64 // KindLeaseGrant: seconds
+	LeaseID  int64 // KindLeaseGrant, KindLeaseRevoke; KindTxn: a lease granted before the txn runs
+	LeaseTTL int64 // KindLeaseGrant, and KindTxn with a lease: seconds (> 0)
 
 	Checkpoints []LeaseCheckpoint // KindLeaseCheckpoint
 
