@@ -17,6 +17,7 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -219,9 +220,15 @@ func (e *etcdScale) removeFollower(ctx context.Context) error {
 }
 
 // addBack adds the member with MemberAdd, as a voter, then starts it with
-// --initial-cluster-state existing, as etcd's documentation replaces a member.
+// --initial-cluster-state existing, as etcd's documentation replaces a member. etcd refuses
+// the add while a voter has been connected to the leader for less than 5 s (as after a
+// restart): the add is retried then, as its error asks.
 func (e *etcdScale) addBack(ctx context.Context) error {
 	r, err := e.c.MemberAdd(ctx, []string{e.peers[e.wiped].String()})
+	for errors.Is(err, rpctypes.ErrUnhealthy) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		r, err = e.c.MemberAdd(ctx, []string{e.peers[e.wiped].String()})
+	}
 	if err != nil {
 		return err
 	}
