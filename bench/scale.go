@@ -29,7 +29,7 @@ import (
 
 // The scale suite (issue #13) loads many large keys into each system and measures what a
 // Kubernetes-sized data set costs: memory, write rates, a compaction's stall, a full paginated
-// LIST and a restart. Each system runs in its own child process of this binary, so that the heap
+// LIST, a restart and, with more than one member, a wiped follower's catch-up (wipe.go). Each system runs in its own child process of this binary, so that the heap
 // and RSS it reports are that system's alone; clients are the leader's in-process ones.
 
 const (
