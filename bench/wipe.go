@@ -17,6 +17,7 @@ import (
 
 	"github.com/ember-kv/ember"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -39,7 +40,8 @@ type scaleReplacer interface {
 	// rev returns the revision of a serializable read on the leader, or on the member added
 	// back: the revision that member has applied.
 	rev(ctx context.Context, added bool) (int64, error)
-	// snapshots returns how many snapshots the member added back has installed.
+	// snapshots returns how many snapshots the member added back has installed, once those
+	// it has been sent are done: it may be caught up before the install is recorded.
 	snapshots() (int, error)
 }
 
@@ -176,23 +178,46 @@ func (e *emberScale) rev(ctx context.Context, added bool) (int64, error) {
 	return r.Header.Revision, nil
 }
 
-func (e *emberScale) snapshots() (int, error) { return int(e.installs.n.Load()), nil }
-
-// snapshotCounter is the log of a member added back: it counts raft's records of a snapshot
-// installed, and writes those about snapshots, warnings and errors to stderr.
-type snapshotCounter struct {
-	n atomic.Int64
+func (e *emberScale) snapshots() (int, error) {
+	return e.installs.done(scaleSnapshotWait)
 }
 
-const raftInstalledSnapshot = "Installed remote snapshot" // hashicorp/raft's record, at Info
+// scaleSnapshotWait bounds the wait for a snapshot install to be recorded once the member is
+// caught up: the new state is served before raft records the install.
+const scaleSnapshotWait = 10 * time.Second
+
+// snapshotCounter is the log of a member added back: it counts raft's records of a snapshot
+// received and installed, and writes those about snapshots, warnings and errors to stderr.
+type snapshotCounter struct {
+	received, installed atomic.Int64
+}
+
+// hashicorp/raft's records of a snapshot received and installed, at Info.
+const (
+	raftReceivedSnapshot  = "copied to local snapshot"
+	raftInstalledSnapshot = "Installed remote snapshot"
+)
 
 var snapshotLog = slog.NewTextHandler(os.Stderr, nil)
+
+// done returns the snapshots installed once every one received is, or wait has passed.
+func (c *snapshotCounter) done(wait time.Duration) (int, error) {
+	for t0 := time.Now(); c.installed.Load() < c.received.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Since(t0) > wait {
+			return 0, fmt.Errorf("ember: %d snapshots received, %d installed after %v", c.received.Load(), c.installed.Load(), wait)
+		}
+	}
+	return int(c.installed.Load()), nil
+}
 
 func (c *snapshotCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
 
 func (c *snapshotCounter) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == raftInstalledSnapshot {
-		c.n.Add(1)
+	switch r.Message {
+	case raftReceivedSnapshot:
+		c.received.Add(1)
+	case raftInstalledSnapshot:
+		c.installed.Add(1)
 	}
 	if r.Level >= slog.LevelWarn || strings.Contains(strings.ToLower(r.Message), "snapshot") {
 		return snapshotLog.Handle(ctx, r)
@@ -255,26 +280,35 @@ func (e *etcdScale) rev(ctx context.Context, added bool) (int64, error) {
 	return r.Header.Revision, nil
 }
 
-// snapshots reads the leader's count of snapshots sent to the new member; the members of this
-// process register their metrics in the default registry, labeled by peer.
+// snapshots reads the leader's count of snapshots sent to the new member, once none is in
+// flight; the members of this process register their metrics in the default registry, labeled
+// by peer.
 func (e *etcdScale) snapshots() (int, error) {
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		return 0, err
-	}
 	to := strconv.FormatUint(e.wipedID, 16) // types.ID's String
-	n := 0
-	for _, mf := range mfs {
-		if mf.GetName() != "etcd_network_snapshot_send_success" {
-			continue
+	for t0 := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		mfs, err := prometheus.DefaultGatherer.Gather()
+		if err != nil {
+			return 0, err
 		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "To" && l.GetValue() == to {
-					n += int(m.GetCounter().GetValue())
+		var sent, inflight float64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "To" && l.GetValue() == to }) {
+					continue
+				}
+				switch mf.GetName() {
+				case "etcd_network_snapshot_send_success":
+					sent += m.GetCounter().GetValue()
+				case "etcd_network_snapshot_send_inflights_total":
+					inflight += m.GetGauge().GetValue()
 				}
 			}
 		}
+		if inflight == 0 {
+			return int(sent), nil
+		}
+		if time.Since(t0) > scaleSnapshotWait {
+			return 0, fmt.Errorf("etcd: %v snapshots still in flight after %v", inflight, scaleSnapshotWait)
+		}
 	}
-	return n, nil
 }
