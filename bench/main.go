@@ -8,7 +8,8 @@
 // ceiling for ember's writes) and mem (memory per live key, each system in a child process).
 // Not in all: scale (issue #13; -n keys of -value-size bytes on -members members of each system,
 // in a child process each: load, memory, overwrite, steady puts, compaction stalls, paginated
-// LIST, close and restart; see scale.go), run as
+// LIST, close and restart, and with more than one member a follower wiped and added back under
+// writes; see scale.go), run as
 //
 //	go run -C bench . -suite scale -n 1000000
 package main

@@ -29,7 +29,7 @@ import (
 
 // The scale suite (issue #13) loads many large keys into each system and measures what a
 // Kubernetes-sized data set costs: memory, write rates, a compaction's stall, a full paginated
-// LIST and a restart. Each system runs in its own child process of this binary, so that the heap
+// LIST, a restart and, with more than one member, a wiped follower's catch-up (wipe.go). Each system runs in its own child process of this binary, so that the heap
 // and RSS it reports are that system's alone; clients are the leader's in-process ones.
 
 const (
@@ -100,14 +100,31 @@ type scaleResult struct {
 	RestartTime         time.Duration `json:"restart_ns"`
 	HeapAfterRestart    uint64        `json:"heap_inuse_after_restart"`
 	RssAnonAfterRestart uint64        `json:"rss_anon_after_restart"`
-	Err                 string        `json:"error,omitempty"`
+	// Wipe* (more than one member only; see scaleWipe): a follower is stopped, removed, its
+	// data dir deleted, and it is added back as a new member, while 16 writers put random
+	// loaded keys on the leader in closed loops. WipeCatchUp: from the add (etcd: MemberAdd
+	// before starting the member; ember: Open with WithJoin, which adds the member itself)
+	// until a serializable read on the new member is at the revision of a serializable read on
+	// the leader just before the add. WipeRateBefore: the writers' puts/s over the cell
+	// duration before the stop; WipeRateDuring: over WipeCatchUp. WipeSnapshots: snapshots
+	// the new member installed (ember: raft's "Installed remote snapshot" in its log; etcd: the
+	// leader's etcd_network_snapshot_send_success to it). WipePutErrors: failed puts (each put
+	// has 10 s) from the stop to the catch-up.
+	WipeCatchUp    time.Duration `json:"wipe_catch_up_ns,omitempty"`
+	WipeRateBefore float64       `json:"wipe_puts_per_sec_before,omitempty"`
+	WipeRateDuring float64       `json:"wipe_puts_per_sec_during,omitempty"`
+	WipeSnapshots  int           `json:"wipe_snapshot_installs"`
+	WipePutErrors  int64         `json:"wipe_put_errors"`
+	Err            string        `json:"error,omitempty"`
 }
 
-// scaleRow is one row of the scale table; the test checks that each is positive.
+// scaleRow is one row of the scale table; the test checks that each is positive, or not
+// negative if zeroOK. A multi row is only measured, and printed, with more than one member.
 type scaleRow struct {
-	name   string
-	val    func(scaleResult) float64
-	format func(float64) string
+	name          string
+	val           func(scaleResult) float64
+	format        func(float64) string
+	multi, zeroOK bool
 }
 
 var scaleRows = func() []scaleRow {
@@ -123,22 +140,28 @@ var scaleRows = func() []scaleRow {
 	}
 	fmtDur := func(v float64) string { return dur(time.Duration(v * float64(time.Second))) }
 	return []scaleRow{
-		{"load, 64 writers", func(r scaleResult) float64 { return r.LoadRate }, fmtRate("keys/s")},
-		{"heap in use after load", mib(func(r scaleResult) uint64 { return r.HeapAfterLoad }), fmtMiB},
-		{"RssAnon after load", mib(func(r scaleResult) uint64 { return r.RssAnonAfterLoad }), fmtMiB},
-		{"overwrite, 64 writers", func(r scaleResult) float64 { return r.OverwriteRate }, fmtRate("keys/s")},
-		{"heap in use after overwrite", mib(func(r scaleResult) uint64 { return r.HeapAfterOverwrite }), fmtMiB},
-		{"RssAnon after overwrite", mib(func(r scaleResult) uint64 { return r.RssAnonAfterOverwrite }), fmtMiB},
-		{"steady puts, 16 writers", func(r scaleResult) float64 { return r.SteadyRate }, fmtRate("puts/s")},
-		{"compact of the old versions, until physically done", secs(func(r scaleResult) time.Duration { return r.CompactTime }), fmtDur},
-		{"longest put during compact", secs(func(r scaleResult) time.Duration { return r.CompactMaxPut }), fmtDur},
-		{"longest linearizable get during compact", secs(func(r scaleResult) time.Duration { return r.CompactMaxGet }), fmtDur},
-		{"puts during compact, 1 writer", func(r scaleResult) float64 { return float64(r.CompactPuts) }, fmtRate("")},
-		{"paginated LIST, 500 per page", func(r scaleResult) float64 { return r.ListRate }, fmtRate("keys/s")},
-		{"close", secs(func(r scaleResult) time.Duration { return r.CloseTime }), fmtDur},
-		{"restart to first linearizable read", secs(func(r scaleResult) time.Duration { return r.RestartTime }), fmtDur},
-		{"heap in use after restart", mib(func(r scaleResult) uint64 { return r.HeapAfterRestart }), fmtMiB},
-		{"RssAnon after restart", mib(func(r scaleResult) uint64 { return r.RssAnonAfterRestart }), fmtMiB},
+		{name: "load, 64 writers", val: func(r scaleResult) float64 { return r.LoadRate }, format: fmtRate("keys/s")},
+		{name: "heap in use after load", val: mib(func(r scaleResult) uint64 { return r.HeapAfterLoad }), format: fmtMiB},
+		{name: "RssAnon after load", val: mib(func(r scaleResult) uint64 { return r.RssAnonAfterLoad }), format: fmtMiB},
+		{name: "overwrite, 64 writers", val: func(r scaleResult) float64 { return r.OverwriteRate }, format: fmtRate("keys/s")},
+		{name: "heap in use after overwrite", val: mib(func(r scaleResult) uint64 { return r.HeapAfterOverwrite }), format: fmtMiB},
+		{name: "RssAnon after overwrite", val: mib(func(r scaleResult) uint64 { return r.RssAnonAfterOverwrite }), format: fmtMiB},
+		{name: "steady puts, 16 writers", val: func(r scaleResult) float64 { return r.SteadyRate }, format: fmtRate("puts/s")},
+		{name: "compact of the old versions, until physically done", val: secs(func(r scaleResult) time.Duration { return r.CompactTime }), format: fmtDur},
+		{name: "longest put during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxPut }), format: fmtDur},
+		{name: "longest linearizable get during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxGet }), format: fmtDur},
+		{name: "puts during compact, 1 writer", val: func(r scaleResult) float64 { return float64(r.CompactPuts) }, format: fmtRate("")},
+		{name: "paginated LIST, 500 per page", val: func(r scaleResult) float64 { return r.ListRate }, format: fmtRate("keys/s")},
+		{name: "close", val: secs(func(r scaleResult) time.Duration { return r.CloseTime }), format: fmtDur},
+		{name: "restart to first linearizable read", val: secs(func(r scaleResult) time.Duration { return r.RestartTime }), format: fmtDur},
+		{name: "heap in use after restart", val: mib(func(r scaleResult) uint64 { return r.HeapAfterRestart }), format: fmtMiB},
+		{name: "RssAnon after restart", val: mib(func(r scaleResult) uint64 { return r.RssAnonAfterRestart }), format: fmtMiB},
+		{name: "wiped follower re-added: catch-up to the leader's revision", val: secs(func(r scaleResult) time.Duration { return r.WipeCatchUp }), format: fmtDur, multi: true},
+		{name: "puts, 16 writers, before the wipe", val: func(r scaleResult) float64 { return r.WipeRateBefore }, format: fmtRate("puts/s"), multi: true},
+		{name: "puts, 16 writers, during the catch-up", val: func(r scaleResult) float64 { return r.WipeRateDuring }, format: fmtRate("puts/s"), multi: true},
+		{name: "put rate during / before", val: func(r scaleResult) float64 { return r.WipeRateDuring / r.WipeRateBefore }, format: func(v float64) string { return fmt.Sprintf("%.2f", v) }, multi: true},
+		{name: "snapshots installed by the re-added member", val: func(r scaleResult) float64 { return float64(r.WipeSnapshots) }, format: fmtRate(""), multi: true, zeroOK: true},
+		{name: "failed puts during the wipe", val: func(r scaleResult) float64 { return float64(r.WipePutErrors) }, format: fmtRate(""), multi: true, zeroOK: true},
 	}
 }()
 
@@ -237,12 +260,11 @@ func openEmberScale(root string, members int) (func(ctx context.Context) (scaleS
 		peers[memberName(i)] = addr
 	}
 	return func(ctx context.Context) (scaleStore, error) {
-		c := &emberScale{}
+		c := &emberScale{root: root, peers: peers}
 		for i := range members {
-			opts := []ember.Option{ember.WithQuotaBackendBytes(scaleQuota)}
+			opts := c.memberOptions(i)
 			if members > 1 {
-				id := memberName(i)
-				opts = append(opts, ember.WithNodeID(id), ember.WithBindAddr(peers[id]), ember.WithInitialCluster(peers))
+				opts = append(opts, ember.WithInitialCluster(peers))
 			}
 			s, err := ember.Open(filepath.Join(root, memberName(i)), opts...)
 			if err != nil {
@@ -291,17 +313,9 @@ func openEtcdScale(root string, members int) (func(ctx context.Context) (scaleSt
 		initial = append(initial, memberName(i)+"="+peers[i].String())
 	}
 	return func(ctx context.Context) (scaleStore, error) {
-		c := &etcdScale{}
+		c := &etcdScale{root: root, peers: peers, clients: clients, initial: strings.Join(initial, ",")}
 		for i := range members {
-			cfg := embed.NewConfig()
-			cfg.Name = memberName(i)
-			cfg.Dir = filepath.Join(root, cfg.Name)
-			cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peers[i]}, []url.URL{peers[i]}
-			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clients[i]}, []url.URL{clients[i]}
-			cfg.InitialCluster = strings.Join(initial, ",")
-			cfg.QuotaBackendBytes = scaleQuota
-			cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-			e, err := embed.StartEtcd(cfg)
+			e, err := embed.StartEtcd(c.memberConfig(i))
 			if err != nil {
 				c.close()
 				return nil, err
@@ -336,10 +350,27 @@ func openEtcdScale(root string, members int) (func(ctx context.Context) (scaleSt
 	}, nil
 }
 
-// emberScale sends everything to the leader s of the members all.
+// emberScale sends everything to the leader s of the members all, whose dirs are under root
+// and whose peer addresses are peers (by ID; none on one member). The wipe cell (scaleWipe)
+// replaces all[wiped] and counts its snapshot installs in installs.
 type emberScale struct {
-	s   *ember.Store
-	all []*ember.Store
+	s        *ember.Store
+	all      []*ember.Store
+	root     string
+	peers    map[string]string
+	wiped    int
+	installs snapshotCounter
+}
+
+// memberOptions are the options of member i: ember's defaults apart from the space quota, and
+// with more than one member its ID and peer address.
+func (e *emberScale) memberOptions(i int) []ember.Option {
+	opts := []ember.Option{ember.WithQuotaBackendBytes(scaleQuota)}
+	if len(e.peers) > 1 {
+		id := memberName(i)
+		opts = append(opts, ember.WithNodeID(id), ember.WithBindAddr(e.peers[id]))
+	}
+	return opts
 }
 
 func (e *emberScale) put(ctx context.Context, key, val string) (int64, error) {
@@ -376,11 +407,31 @@ func (e *emberScale) close() error {
 	return errors.Join(errs...)
 }
 
-// etcdScale sends everything to the leader's client c; es and cs are all members and clients.
+// etcdScale sends everything to the leader's client c; es and cs are all members and clients,
+// their dirs under root, their URLs peers and clients, initial their --initial-cluster. The wipe
+// cell (scaleWipe) replaces es[wiped] and cs[wiped] by a new member of ID wipedID.
 type etcdScale struct {
-	c  *clientv3.Client
-	es []*embed.Etcd
-	cs []*clientv3.Client
+	c              *clientv3.Client
+	es             []*embed.Etcd
+	cs             []*clientv3.Client
+	root           string
+	peers, clients []url.URL
+	initial        string
+	wiped          int
+	wipedID        uint64
+}
+
+// memberConfig is the config of member i: etcd's defaults apart from the space quota and logs.
+func (e *etcdScale) memberConfig(i int) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = memberName(i)
+	cfg.Dir = filepath.Join(e.root, cfg.Name)
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{e.peers[i]}, []url.URL{e.peers[i]}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{e.clients[i]}, []url.URL{e.clients[i]}
+	cfg.InitialCluster = e.initial
+	cfg.QuotaBackendBytes = scaleQuota
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	return cfg
 }
 
 func (e *etcdScale) put(ctx context.Context, key, val string) (int64, error) {
@@ -411,10 +462,14 @@ func (e *etcdScale) page(ctx context.Context, key, end string, rev int64, limit 
 
 func (e *etcdScale) close() error {
 	for _, c := range e.cs {
-		c.Close()
+		if c != nil { // nil: a member the wipe cell removed and could not add back
+			c.Close()
+		}
 	}
 	for _, m := range e.es {
-		m.Close()
+		if m != nil {
+			m.Close()
+		}
 	}
 	return nil
 }
@@ -551,8 +606,16 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 	}
 	r.RestartTime = time.Since(t0)
 	logf("closed in %v, first read %v after reopening", r.CloseTime, r.RestartTime)
-	r.HeapAfterRestart, r.RssAnonAfterRestart, err = settle()
-	return r, err
+	if r.HeapAfterRestart, r.RssAnonAfterRestart, err = settle(); err != nil || cfg.Members == 1 {
+		return r, err
+	}
+
+	// 8. A follower wiped and added back under writes. Last, so that the cells above are as
+	// in runs without it, and on the compacted state that a restart left.
+	if err := scaleWipe(ctx, st.(scaleReplacer), keys, val(0, 4), cfg.Duration, &r, logf); err != nil {
+		return r, fmt.Errorf("wipe: %w", err)
+	}
+	return r, nil
 }
 
 // writeAll puts every key once from scaleLoaders writers and returns the highest revision
@@ -736,6 +799,9 @@ func printScale(w io.Writer, rs []scaleResult) {
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		both := eok && dok && e.Err == "" && d.Err == ""
 		for _, row := range scaleRows {
+			if row.multi && m == 1 {
+				continue
+			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.name, cell(e, eok, row), cell(d, dok, row), ratio(row.val(e), row.val(d), both))
 		}
 		for _, r := range []scaleResult{e, d} {
