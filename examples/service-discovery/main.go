@@ -10,10 +10,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"maps"
+	"math"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -136,15 +139,21 @@ type instance struct {
 	keepAlive context.CancelFunc
 }
 
-// register puts the instance's address under a fresh lease and keeps the lease alive until
-// the instance deregisters or crashes.
+// register puts the instance's address under a fresh lease, granted in the same raft entry
+// (GrantAndDo: one commit, and no lease left without its key by a crash in between), and keeps
+// the lease alive until the instance deregisters or crashes.
 func register(ctx context.Context, w io.Writer, s *ember.Store, id, addr string) (*instance, error) {
-	g, err := s.Grant(ctx, leaseTTL)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.Put(ctx, servicePfx+id, addr, ember.WithLease(g.ID)); err != nil {
-		return nil, err
+	var g *ember.LeaseGrantResponse
+	for {
+		lease := ember.LeaseID(rand.Int64N(math.MaxInt64) + 1)
+		var err error
+		g, _, err = s.GrantAndDo(ctx, lease, leaseTTL, ember.OpPut(servicePfx+id, addr, ember.WithLease(lease)))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ember.ErrLeaseExists) { // another lease has that ID: pick again
+			return nil, err
+		}
 	}
 	kaCtx, stop := context.WithCancel(context.Background())
 	ka, err := s.KeepAlive(kaCtx, g.ID)
