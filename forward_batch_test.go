@@ -137,16 +137,15 @@ func TestStore_Forward_BatchedConcurrentWrites(t *testing.T) {
 	}
 }
 
-// inBatch starts a lone write on f that the link's delay keeps in flight, then, while it is,
-// the writes of start (which queue behind it), and waits for the lone write: on return the
-// queued writes are on their way to the leader as one batch. It returns the lone write's
-// outcome.
-func inBatch(t *testing.T, f *embertest.Member, loneCtx context.Context, start func()) fwdWrite {
+// inBatch starts lone writes on f, as many as f keeps in flight, that the link's fault keeps
+// in flight, then, while they are, the writes of start (which queue behind them), and waits for
+// the lone writes: on return the queued writes are on their way to the leader as one batch. It
+// returns the lone writes' outcomes.
+func inBatch(t *testing.T, f *embertest.Member, loneCtx context.Context, start func()) []fwdWrite {
 	t.Helper()
-	lone := make(chan fwdWrite, 1)
+	lone := make(chan []fwdWrite, 1)
 	go func() {
-		ws := putAll(f.Store(), "lone", 1, func(int) context.Context { return loneCtx }, nil)
-		lone <- ws[0]
+		lone <- putAll(f.Store(), "lone", ember.ForwardInFlight, func(int) context.Context { return loneCtx }, nil)
 	}()
 	time.Sleep(50 * time.Millisecond)
 	start()
@@ -171,7 +170,7 @@ func TestStore_Forward_BatchedReplyLost(t *testing.T) {
 			done <- putAll(f.Store(), "lost", n, func(int) context.Context { return ctxFor(t, 3*time.Second) }, nil)
 		}()
 	})
-	ws := append(<-done, lone)
+	ws := append(<-done, lone...)
 	for _, w := range ws {
 		if writecheck.Classify(w.err) != writecheck.Unknown || !errors.Is(w.err, ember.ErrTimeout) {
 			t.Fatalf("Put %s: %v; want an unknown outcome (ErrTimeout)", w.key, w.err)
@@ -200,7 +199,7 @@ func TestStore_Forward_BatchedReplyLost(t *testing.T) {
 			t.Fatalf("Put %s across the healed loss: %v", w.key, w.err)
 		}
 	}
-	requireAppliedOnce(t, l.Store(), rev1, append(ws, lone))
+	requireAppliedOnce(t, l.Store(), rev1, append(ws, lone...))
 }
 
 // TestStore_Forward_BatchedCallerCancelled: a caller whose ctx ends while its write is in a batch
@@ -227,8 +226,10 @@ func TestStore_Forward_BatchedCallerCancelled(t *testing.T) {
 			}, nil)
 		}()
 	})
-	if lone.err != nil {
-		t.Fatalf("lone Put: %v", lone.err)
+	for _, w := range lone {
+		if w.err != nil {
+			t.Fatalf("lone Put: %v", w.err)
+		}
 	}
 	time.Sleep(100 * time.Millisecond) // the batch is on the slow link
 	cancel()
@@ -241,7 +242,7 @@ func TestStore_Forward_BatchedCallerCancelled(t *testing.T) {
 			t.Fatalf("Put %s in the cancelled caller's batch: %v", w.key, w.err)
 		}
 	}
-	requireAppliedOnce(t, l.Store(), rev0, append(ws, lone))
+	requireAppliedOnce(t, l.Store(), rev0, append(ws, lone...))
 }
 
 // TestStore_Forward_BatchedLeaderChange: a batch in flight when leadership moves, or when the
@@ -279,7 +280,7 @@ func TestStore_Forward_BatchedLeaderChange(t *testing.T) {
 			if err := tc.change(c, l, fs[1]); err != nil {
 				t.Fatalf("leader change: %v", err)
 			}
-			ws := append(<-done, lone)
+			ws := append(<-done, lone...)
 			for _, w := range ws {
 				if w.err != nil {
 					t.Fatalf("Put %s across the leader change: %v", w.key, w.err)
