@@ -137,19 +137,26 @@ func TestStore_Forward_BatchedConcurrentWrites(t *testing.T) {
 	}
 }
 
-// inBatch starts lone writes on f, as many as f keeps in flight, that the link's fault keeps
-// in flight, then, while they are, the writes of start (which queue behind them), and waits for
-// the lone writes: on return the queued writes are on their way to the leader as one batch. It
-// returns the lone writes' outcomes.
-func inBatch(t *testing.T, f *embertest.Member, loneCtx context.Context, start func()) []fwdWrite {
+// inBatch starts lone writes on f, as many as f keeps in flight, that the link's fault keeps in
+// flight, then, while they are, the writes of start, which queue behind them. It returns once
+// f (whose metrics reg gathers) has sent a batch: the queued writes are on their way to the
+// leader. The lone writes' outcomes come on the channel it returns.
+func inBatch(t *testing.T, f *embertest.Member, reg prometheus.Gatherer, loneCtx context.Context, start func()) <-chan []fwdWrite {
 	t.Helper()
+	batches0 := metric(t, reg, "ember_forwarded_requests_total", "method", "write_batch")
 	lone := make(chan []fwdWrite, 1)
 	go func() {
 		lone <- putAll(f.Store(), "lone", ember.ForwardInFlight, func(int) context.Context { return loneCtx }, nil)
 	}()
 	time.Sleep(50 * time.Millisecond)
 	start()
-	return <-lone
+	for deadline := time.Now().Add(30 * time.Second); metric(t, reg, "ember_forwarded_requests_total", "method", "write_batch") == batches0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no batch sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return lone
 }
 
 // TestStore_Forward_BatchedReplyLost: when the leader's answers to a follower vanish, every write
@@ -159,25 +166,21 @@ func TestStore_Forward_BatchedReplyLost(t *testing.T) {
 	c, regs := metricsCluster(t)
 	l, f := c.Leader(), c.Followers()[0]
 	rev0 := currentRev(t, l.Store())
-	batches0 := metric(t, regs[f.ID], "ember_forwarded_requests_total", "method", "write_batch")
 	c.Network().SetFault(f.ID, l.ID, embertest.Fault{LostReplies: true})
 
 	// The callers give up while their batch is unanswered.
 	const n = 20
 	done := make(chan []fwdWrite, 1)
-	lone := inBatch(t, f, ctxFor(t, time.Second), func() {
+	lone := inBatch(t, f, regs[f.ID], ctxFor(t, time.Second), func() {
 		go func() {
 			done <- putAll(f.Store(), "lost", n, func(int) context.Context { return ctxFor(t, 3*time.Second) }, nil)
 		}()
 	})
-	ws := append(<-done, lone...)
+	ws := append(<-done, <-lone...)
 	for _, w := range ws {
 		if writecheck.Classify(w.err) != writecheck.Unknown || !errors.Is(w.err, ember.ErrTimeout) {
 			t.Fatalf("Put %s: %v; want an unknown outcome (ErrTimeout)", w.key, w.err)
 		}
-	}
-	if b := metric(t, regs[f.ID], "ember_forwarded_requests_total", "method", "write_batch"); b <= batches0 {
-		t.Fatalf("no batch sent (%v)", b)
 	}
 	requireAppliedOnce(t, l.Store(), rev0, ws)
 
@@ -188,7 +191,7 @@ func TestStore_Forward_BatchedReplyLost(t *testing.T) {
 		time.Sleep(time.Second)
 		c.Network().SetFault(f.ID, l.ID, embertest.Fault{})
 	}()
-	lone = inBatch(t, f, ctxFor(t, 300*time.Millisecond), func() {
+	lone = inBatch(t, f, regs[f.ID], ctxFor(t, 300*time.Millisecond), func() {
 		go func() {
 			done <- putAll(f.Store(), "healed", n, func(int) context.Context { return ctxFor(t, time.Minute) }, nil)
 		}()
@@ -199,14 +202,14 @@ func TestStore_Forward_BatchedReplyLost(t *testing.T) {
 			t.Fatalf("Put %s across the healed loss: %v", w.key, w.err)
 		}
 	}
-	requireAppliedOnce(t, l.Store(), rev1, append(ws, lone...))
+	requireAppliedOnce(t, l.Store(), rev1, append(ws, <-lone...))
 }
 
 // TestStore_Forward_BatchedCallerCancelled: a caller whose ctx ends while its write is in a batch
 // in flight gets an unknown outcome at once; the batch goes on, and the other writes in it
 // succeed.
 func TestStore_Forward_BatchedCallerCancelled(t *testing.T) {
-	c := embertest.NewCluster(t, 3)
+	c, regs := metricsCluster(t)
 	l, f := c.Leader(), c.Followers()[0]
 	rev0 := currentRev(t, l.Store())
 	c.Network().SetFault(f.ID, l.ID, embertest.Fault{Delay: 300 * time.Millisecond})
@@ -216,7 +219,7 @@ func TestStore_Forward_BatchedCallerCancelled(t *testing.T) {
 	defer cancel()
 	ctx := ctxFor(t, time.Minute)
 	done := make(chan []fwdWrite, 1)
-	lone := inBatch(t, f, ctx, func() {
+	lone := inBatch(t, f, regs[f.ID], ctx, func() {
 		go func() {
 			done <- putAll(f.Store(), "cancel", n, func(i int) context.Context {
 				if i == 0 {
@@ -226,23 +229,18 @@ func TestStore_Forward_BatchedCallerCancelled(t *testing.T) {
 			}, nil)
 		}()
 	})
-	for _, w := range lone {
-		if w.err != nil {
-			t.Fatalf("lone Put: %v", w.err)
-		}
-	}
-	time.Sleep(100 * time.Millisecond) // the batch is on the slow link
-	cancel()
+	cancel() // the batch is on the slow link
 	ws := <-done
 	if err := ws[0].err; writecheck.Classify(err) != writecheck.Unknown || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Put: %v; want an unknown outcome wrapping context.Canceled", err)
 	}
+	ws = append(ws, <-lone...)
 	for _, w := range ws[1:] {
 		if w.err != nil {
-			t.Fatalf("Put %s in the cancelled caller's batch: %v", w.key, w.err)
+			t.Fatalf("Put %s: %v", w.key, w.err)
 		}
 	}
-	requireAppliedOnce(t, l.Store(), rev0, append(ws, lone...))
+	requireAppliedOnce(t, l.Store(), rev0, ws)
 }
 
 // TestStore_Forward_BatchedLeaderChange: a batch in flight when leadership moves, or when the
@@ -263,7 +261,7 @@ func TestStore_Forward_BatchedLeaderChange(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := embertest.NewCluster(t, 3)
+			c, regs := metricsCluster(t)
 			l, fs := c.Leader(), c.Followers()
 			f := fs[0]
 			rev0 := currentRev(t, l.Store())
@@ -272,7 +270,7 @@ func TestStore_Forward_BatchedLeaderChange(t *testing.T) {
 			const n = 20
 			ctx := ctxFor(t, time.Minute)
 			done := make(chan []fwdWrite, 1)
-			lone := inBatch(t, f, ctx, func() {
+			lone := inBatch(t, f, regs[f.ID], ctx, func() {
 				go func() {
 					done <- putAll(f.Store(), "moved", n, func(int) context.Context { return ctx }, nil)
 				}()
@@ -280,7 +278,7 @@ func TestStore_Forward_BatchedLeaderChange(t *testing.T) {
 			if err := tc.change(c, l, fs[1]); err != nil {
 				t.Fatalf("leader change: %v", err)
 			}
-			ws := append(<-done, lone...)
+			ws := append(<-done, <-lone...)
 			for _, w := range ws {
 				if w.err != nil {
 					t.Fatalf("Put %s across the leader change: %v", w.key, w.err)
