@@ -40,3 +40,7 @@ func DivergeState(s *Store, key, value string) {
 
 // CorruptCheck runs one periodic hash check on s, which must lead.
 func CorruptCheck(ctx context.Context, s *Store) error { return s.corruptCheck(ctx) }
+
+// ForwardInFlight is how many requests carrying writes a follower keeps in flight to the leader
+// before the next writes wait to go as a batch.
+const ForwardInFlight = forwardInFlight

@@ -36,16 +36,17 @@ var diskBuckets = prometheus.ExponentialBuckets(0.001, 2, 14)
 // forwardedMethods names the leader-only RPCs a member sends on, as the label of
 // ember_forwarded_requests_total.
 var forwardedMethods = map[uint8]string{
-	mForward:    "write",
-	mReadIndex:  "read_index",
-	mKeepAlive:  "keepalive",
-	mTimeToLive: "time_to_live",
-	mJoin:       "join",
-	mPromote:    "promote",
-	mRemove:     "remove",
-	mTransfer:   "transfer",
-	mMembers:    "members",
-	mUpdate:     "update",
+	mForward:      "write",
+	mForwardBatch: "write_batch",
+	mReadIndex:    "read_index",
+	mKeepAlive:    "keepalive",
+	mTimeToLive:   "time_to_live",
+	mJoin:         "join",
+	mPromote:      "promote",
+	mRemove:       "remove",
+	mTransfer:     "transfer",
+	mMembers:      "members",
+	mUpdate:       "update",
 }
 
 func newMetrics(s *Store) *metrics {

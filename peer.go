@@ -1,8 +1,11 @@
 package ember
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ember-kv/ember/internal/mvcc"
@@ -31,6 +34,10 @@ const (
 	// varint revision → this member's revision, compact revision, hashed revision and hash; any
 	// member, for the leader's periodic hash check.
 	mHashKV uint8 = 13
+	// wire.AppendBatch of encoded wire.Commands → wire.AppendBatchReplies, each command's own
+	// answer as mForward would give it; leader only. A leader of an earlier version answers it
+	// as an unknown method (CodeMalformed), and the follower then forwards one by one.
+	mForwardBatch uint8 = 14
 )
 
 // joinForwardTimeout bounds a join that a member which does not lead forwards to the leader.
@@ -93,15 +100,13 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 	d := wire.NewDecoder(req)
 	switch method {
 	case mForward:
-		cmd, err := s.checkForwarded(req)
+		return s.serveForward(ctx, req)
+	case mForwardBatch:
+		cmds, err := wire.UnmarshalBatch(req, forwardBatchMax)
 		if err != nil {
 			return nil, err
 		}
-		res, err := s.submit(ctx, cmd, req, false)
-		if err != nil {
-			return nil, err
-		}
-		return res.Marshal(nil), nil
+		return s.serveForwardBatch(ctx, cmds), nil
 	case mReadIndex:
 		if err := d.Finish(); err != nil {
 			return nil, err
@@ -177,6 +182,55 @@ func (s *Store) dispatchRPC(ctx context.Context, method uint8, req []byte) ([]by
 		return s.encodeConfiguration(conf), nil
 	}
 	return nil, fmt.Errorf("%w: unknown method %d", wire.ErrMalformed, method)
+}
+
+// serveForward commits a command a follower forwarded and returns its encoded result.
+func (s *Store) serveForward(ctx context.Context, req []byte) ([]byte, error) {
+	cmd, err := s.checkForwarded(req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.submit(ctx, cmd, req, false)
+	if err != nil {
+		return nil, err
+	}
+	return res.Marshal(nil), nil
+}
+
+// errReplyFull answers a command of a batch whose result did not fit in the batch's response:
+// the command was applied, and the follower's retry (same request ID) gets its result alone or in
+// a later batch.
+var errReplyFull = outcomeUnknown(errors.New("ember: the result did not fit in its batch's response"))
+
+// serveForwardBatch commits the commands of a batch a follower forwarded, each as serveForward
+// would, and answers each one's result or error. They are handed to raft concurrently, so that
+// raft appends them together; ctx is the connection's, which no caller of the follower can end.
+func (s *Store) serveForwardBatch(ctx context.Context, cmds [][]byte) []byte {
+	replies := make([]wire.BatchReply, len(cmds))
+	var wg sync.WaitGroup
+	for i, req := range cmds {
+		req = bytes.Clone(req) // raft may hold an entry's data (its log cache): not the whole batch
+		wg.Go(func() {
+			res, err := s.serveForward(ctx, req)
+			if err != nil {
+				pe := peerError(err).(*peer.Error)
+				replies[i] = wire.BatchReply{Code: pe.Code, Msg: pe.Msg}
+				return
+			}
+			replies[i].Result = res
+		})
+	}
+	wg.Wait()
+	room := forwardReplyBudget
+	for i := range replies {
+		if n := len(replies[i].Result) + len(replies[i].Msg) + 32; i == 0 || n <= room {
+			room -= n
+			continue
+		}
+		pe := peerError(errReplyFull).(*peer.Error)
+		replies[i] = wire.BatchReply{Code: pe.Code, Msg: pe.Msg}
+	}
+	return wire.AppendBatchReplies(nil, replies)
 }
 
 // checkForwarded decodes and validates a command a follower forwarded, with this member's

@@ -77,6 +77,7 @@ func rpcSeeds() []rpcSeed {
 		{mForward, cmd(&wire.Command{Kind: wire.KindLeaseRevoke, LeaseID: 77})},
 		{mForward, cmd(&wire.Command{Kind: wire.KindLeaseCheckpoint, Checkpoints: []wire.LeaseCheckpoint{{ID: 77, RemainingMs: 1000}}})},
 		{mForward, cmd(&wire.Command{Kind: wire.KindLeaderStart, Term: 1, NodeID: "x"})},
+		{mForwardBatch, wire.AppendBatch(nil, [][]byte{forwardedTxn(5, &wire.Txn{Success: wireOps(wirePut("seed/c", "1"))}), cmd(&wire.Command{Kind: wire.KindLeaseGrant, LeaseID: 78, LeaseTTL: 60})})},
 		{mReadIndex, nil},
 		{mJoin, encodeFields("seed-node", "127.0.0.1:1", true)},
 		{mPromote, encodeFields("seed-node")},
@@ -251,6 +252,12 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		{name: "forward: too large (not malformed)", method: mForward, data: tooLarge, wCode: wire.CodeRequestTooLarge},
 		{name: "forward: empty key (not malformed)", method: mForward, data: forwardedTxn(8, &wire.Txn{Success: wireOps(wirePut("", "v"))}), wCode: wire.CodeEmptyKey},
 
+		{name: "forward batch: empty", method: mForwardBatch, data: nil, wCode: wire.CodeMalformed},
+		{name: "forward batch: no commands", method: mForwardBatch, data: wire.AppendBatch(nil, nil), wCode: wire.CodeMalformed},
+		{name: "forward batch: truncated", method: mForwardBatch, data: batchOf(validPut)[:len(validPut)], wCode: wire.CodeMalformed},
+		{name: "forward batch: trailing byte", method: mForwardBatch, data: append(batchOf(validPut), 0), wCode: wire.CodeMalformed},
+		{name: "forward batch: too many commands", method: mForwardBatch, data: batchOf(slices.Repeat([][]byte{validPut}, forwardBatchMax+1)...), wCode: wire.CodeMalformed},
+
 		{name: "read index: payload", method: mReadIndex, data: []byte{0}, wCode: wire.CodeMalformed},
 		{name: "join: empty", method: mJoin, data: nil, wCode: wire.CodeMalformed},
 		{name: "join: no address", method: mJoin, data: encodeFields("n9"), wCode: wire.CodeMalformed},
@@ -315,6 +322,56 @@ func TestHandleRPC_MalformedInput(t *testing.T) {
 		t.Fatalf("members %v, %v; want this member only", m, err)
 	}
 	checkServes(t, s, 1)
+}
+
+func batchOf(cmds ...[]byte) []byte { return wire.AppendBatch(nil, cmds) }
+
+// TestHandleRPC_ForwardBatchAnswersEach: a batch whose commands fail on their own merits is
+// served, and each command gets its own answer, as it would alone: the valid ones are applied,
+// the others are refused with their own codes.
+func TestHandleRPC_ForwardBatchAnswersEach(t *testing.T) {
+	s := emberTestStore(t)
+	valid := forwardedTxn(1, &wire.Txn{Success: wireOps(wirePut("each/a", "1"))})
+	tests := []struct {
+		data  []byte
+		wCode wire.Code // CodeOK: applied
+	}{
+		{valid, wire.CodeOK},
+		{valid[:len(valid)-1], wire.CodeMalformed},
+		{(&wire.Command{Kind: wire.KindLeaderStart, Term: 99, NodeID: "evil"}).Marshal(nil), wire.CodeMalformed},
+		{forwardedTxn(2, &wire.Txn{Success: wireOps(wirePut("", "v"))}), wire.CodeEmptyKey},
+		{forwardedTxn(3, &wire.Txn{Success: wireOps(wirePut("each/b", "2"))}), wire.CodeOK},
+	}
+	var cmds [][]byte
+	for _, tc := range tests {
+		cmds = append(cmds, tc.data)
+	}
+	resp, err := callRPC(t, s, mForwardBatch, batchOf(cmds...))
+	if err != nil {
+		t.Fatalf("batch refused: %v", err)
+	}
+	replies, err := wire.UnmarshalBatchReplies(resp, len(tests))
+	if err != nil {
+		t.Fatalf("UnmarshalBatchReplies: %v", err)
+	}
+	for i, tc := range tests {
+		r := replies[i]
+		if r.Code != tc.wCode {
+			t.Fatalf("command %d: code %d (%s), want %d", i, r.Code, r.Msg, tc.wCode)
+		}
+		if tc.wCode != wire.CodeOK {
+			continue
+		}
+		res, err := wire.UnmarshalResult(r.Result)
+		if err != nil || res.Code != wire.CodeOK || res.Revision == 0 {
+			t.Fatalf("command %d: result %+v, %v", i, res, err)
+		}
+	}
+	for _, k := range []string{"each/a", "each/b"} {
+		if g, err := s.Get(emberTestCtx(t), k); err != nil || len(g.Kvs) != 1 {
+			t.Fatalf("Get %s = %v, %v; want it applied", k, g, err)
+		}
+	}
 }
 
 // sealed appends the CRC-32C a command ends with (internal/wire, format v2) to body.

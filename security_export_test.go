@@ -11,15 +11,16 @@ import (
 
 // Peer RPC methods, as the tests name them.
 const (
-	PeerForward   = mForward
-	PeerReadIndex = mReadIndex
-	PeerJoin      = mJoin
-	PeerPromote   = mPromote
-	PeerRemove    = mRemove
-	PeerUpdate    = mUpdate
-	PeerTransfer  = mTransfer
-	PeerStatus    = mStatus
-	PeerConfirm   = mConfirm
+	PeerForward      = mForward
+	PeerForwardBatch = mForwardBatch
+	PeerReadIndex    = mReadIndex
+	PeerJoin         = mJoin
+	PeerPromote      = mPromote
+	PeerRemove       = mRemove
+	PeerUpdate       = mUpdate
+	PeerTransfer     = mTransfer
+	PeerStatus       = mStatus
+	PeerConfirm      = mConfirm
 )
 
 // PeerCall sends one request from s's peer client to the member at addr.
@@ -32,6 +33,17 @@ func ForwardedPut(key, value string) []byte {
 	op := wire.Op{Kind: wire.OpPut, Key: []byte(key), Value: []byte(value)}
 	cmd := &wire.Command{ID: wire.RequestID{Client: 0x5ec, Seq: 1}, Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{op}}}
 	return cmd.Marshal(nil)
+}
+
+// ForwardedBatch is the request a follower forwards for Puts of key and of key+"/2" in one batch.
+func ForwardedBatch(key, value string) []byte {
+	var cmds [][]byte
+	for i, k := range []string{key, key + "/2"} {
+		op := wire.Op{Kind: wire.OpPut, Key: []byte(k), Value: []byte(value)}
+		cmd := &wire.Command{ID: wire.RequestID{Client: 0x5eb, Seq: uint64(i + 1)}, Kind: wire.KindTxn, Txn: &wire.Txn{Success: []wire.Op{op}}}
+		cmds = append(cmds, cmd.Marshal(nil))
+	}
+	return wire.AppendBatch(nil, cmds)
 }
 
 // JoinRequest asks to add id at addr as a member that is promoted once caught up.

@@ -137,6 +137,7 @@ func strangerRequests(victim string) ([]peerRequest, string) {
 	return []peerRequest{
 		{"join", ember.PeerJoin, ember.JoinRequest("stranger", "127.0.0.1:1")},
 		{"forward", ember.PeerForward, ember.ForwardedPut(key, "v")},
+		{"forward batch", ember.PeerForwardBatch, ember.ForwardedBatch(key, "v")},
 		{"read index", ember.PeerReadIndex, nil},
 		{"remove", ember.PeerRemove, ember.MemberRequest(victim)},
 		{"promote", ember.PeerPromote, ember.MemberRequest(victim)},

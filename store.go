@@ -46,6 +46,7 @@ type core struct {
 	lessor *lessor
 	stores *raftStores
 	net    *network // nil for a node without a listener
+	fwd    *forwarder
 
 	metrics *metrics // nil without WithMetricsRegisterer
 
@@ -152,6 +153,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 	}
 	s.fsm.loaded()
 	s.readIndex = readindex.New(s.fetchReadIndex)
+	s.fwd = newForwarder(s)
 	if err := s.instrument(); err != nil {
 		return err
 	}

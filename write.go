@@ -111,14 +111,14 @@ func (s *Store) submit(ctx context.Context, cmd *wire.Command, data []byte, forw
 	}
 }
 
-// forward sends an encoded command to the leader.
+// forward sends an encoded command to the leader, in a batch with others if some are in flight
+// (forwarder).
 func (s *Store) forward(ctx context.Context, data []byte) (*wire.Result, error) {
 	addr, err := s.leaderAddr()
 	if err != nil {
 		return nil, err
 	}
-	s.metrics.forwardedToLeader(mForward)
-	resp, err := s.call(ctx, addr, mForward, data)
+	resp, err := s.fwd.forward(ctx, addr, data)
 	if err != nil {
 		return nil, err
 	}
