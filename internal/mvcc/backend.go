@@ -2,12 +2,14 @@ package mvcc
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -495,13 +497,17 @@ func (b *Batch) Write() error {
 				return err
 			}
 		}
-		for _, pos := range b.dirty.deletes {
+		// bbolt keeps a leaf's entries in one slice until the commit splits it, so an insert or
+		// a removal in its middle moves the rest: deletes go from the last key down, and puts in
+		// key order, each then at the end of what is left.
+		for _, pos := range slices.Backward(slices.SortedFunc(slices.Values(b.dirty.deletes), revPos.compare)) {
 			if err := revs.Delete(revKey(pos)); err != nil {
 				return err
 			}
 		}
 		leases := tx.Bucket(bucketLeases)
-		for id, l := range b.dirty.leases {
+		for _, id := range slices.Sorted(maps.Keys(b.dirty.leases)) {
+			l := b.dirty.leases[id]
 			k := binary.BigEndian.AppendUint64(nil, uint64(id))
 			if l == nil {
 				if err := leases.Delete(k); err != nil {
@@ -517,12 +523,18 @@ func (b *Batch) Write() error {
 			}
 		}
 		dedup := tx.Bucket(bucketDedup)
-		for id, d := range b.dirty.dedup {
-			k := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id.Client), id.Seq)
-			if d == nil {
-				if err := dedup.Delete(k); err != nil {
+		ids := slices.SortedFunc(maps.Keys(b.dirty.dedup), wire.RequestID.Compare)
+		for _, id := range slices.Backward(ids) {
+			if b.dirty.dedup[id] == nil {
+				if err := dedup.Delete(dedupKey(id)); err != nil {
 					return err
 				}
+			}
+		}
+		for _, id := range ids {
+			d := b.dirty.dedup[id]
+			k := dedupKey(id)
+			if d == nil {
 				continue
 			}
 			e := wire.Encoder{}
@@ -667,6 +679,18 @@ func (st *State) ValuesOf(recs []*Record) ([]string, bool) {
 }
 
 func (p revPos) less(q revPos) bool { return p.mod < q.mod || p.mod == q.mod && p.sub < q.sub }
+
+func (p revPos) compare(q revPos) int {
+	if c := cmp.Compare(p.mod, q.mod); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.sub, q.sub)
+}
+
+// dedupKey is a dedup entry's key in the backend: client, then seq, big-endian.
+func dedupKey(id wire.RequestID) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id.Client), id.Seq)
+}
 
 // Pin returns a clone of st that reads its values through one view of the backend, so that
 // compaction steps that run meanwhile remove nothing from under it: backups and HashKV, which

@@ -498,3 +498,28 @@ func TestState_OnDisk_PrevValueReadOnDemand(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkBatch_Write writes a batch as a member under load does: versions, the dedup entries
+// of their requests from three proposers, and as many expired entries forgotten.
+func BenchmarkBatch_Write(b *testing.B) {
+	st := NewOnDisk(testBackend(b, InlineValueMax))
+	st.backend.db.NoSync = true // the disk is not what this measures
+	const perBatch = 3000
+	seq := uint64(0)
+	for b.Loop() {
+		for i := range perBatch {
+			stPut(b, st, fmt.Sprintf("k%05d", i), "v", 0)
+			id := wire.RequestID{Client: uint64(i%3 + 1), Seq: seq}
+			st.dedup.Set(&DedupEntry{ID: id, Index: seq})
+			st.markDedup(id, &DedupEntry{ID: id, Index: seq})
+			if seq >= 3*perBatch {
+				old := wire.RequestID{Client: uint64(i%3 + 1), Seq: seq - 3*perBatch}
+				st.markDedup(old, nil)
+			}
+			seq++
+		}
+		if err := st.Commit(seq); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -6,6 +6,8 @@
 // on malformed input; they return ErrMalformed.
 package wire
 
+import "cmp"
+
 // Kind says what a Command does.
 type Kind uint8
 
@@ -37,6 +39,14 @@ type RequestID struct {
 
 // IsZero reports whether id carries no identity.
 func (id RequestID) IsZero() bool { return id.Client == 0 && id.Seq == 0 }
+
+// Compare orders IDs by client, then sequence number.
+func (id RequestID) Compare(o RequestID) int {
+	if c := cmp.Compare(id.Client, o.Client); c != 0 {
+		return c
+	}
+	return cmp.Compare(id.Seq, o.Seq)
+}
 
 // Command is one raft log entry's payload.
 type Command struct {
