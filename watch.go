@@ -686,13 +686,13 @@ func (h *watchHub) fanOut(revs []revEvents) {
 
 // wants reports whether w's filters let a change of r through.
 func (w *watcher) wants(r *mvcc.Record) bool {
-	return !(w.filterPut && !r.Tombstone) && !(w.filterDelete && r.Tombstone)
+	return !(w.filterPut && !r.Tombstone()) && !(w.filterDelete && r.Tombstone())
 }
 
 // eventOf is the event of the change r with its value, and prev's pair if withPrev.
 func eventOf(r *mvcc.Record, value string, prev *mvcc.Record, prevValue string, withPrev bool) *Event {
 	e := &Event{}
-	if r.Tombstone {
+	if r.Tombstone() {
 		e.Type = EventTypeDelete
 		// Like etcd's, a delete event's pair holds only the key and the deleting revision, with
 		// a nil Value (the other fields of a tombstone are zero).
@@ -700,7 +700,7 @@ func eventOf(r *mvcc.Record, value string, prev *mvcc.Record, prevValue string, 
 	} else {
 		e.Kv = recordKeyValue(r, value)
 	}
-	if withPrev && prev != nil && !prev.Tombstone {
+	if withPrev && prev != nil && !prev.Tombstone() {
 		e.PrevKv = recordKeyValue(prev, prevValue)
 	}
 	return e
@@ -970,7 +970,7 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 			prev = st.PrevVersion(r)
 		}
 		value, ok := st.Value(r)
-		if ok && prev != nil && !prev.Tombstone {
+		if ok && prev != nil && !prev.Tombstone() {
 			prevValue, ok = st.Value(prev)
 		}
 		if !ok {

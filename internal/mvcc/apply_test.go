@@ -7,7 +7,8 @@ import (
 )
 
 // The dedup table stays exactly the window wide while writes go on past it, and its expiry
-// order holds only the live IDs, plus at most as many expired ones not yet dropped.
+// order holds only the live IDs, plus at most an eighth as many expired ones not yet dropped,
+// in an array not much longer: the order costs 24 bytes a ref, 2.4 MB for a full window.
 func TestApplier_DedupOrderBoundedPastWindow(t *testing.T) {
 	a := NewApplier(nil, 8<<20)
 	res := &wire.Result{}
@@ -17,8 +18,11 @@ func TestApplier_DedupOrderBoundedPastWindow(t *testing.T) {
 			continue
 		}
 		live := len(a.dedupOrder) - a.dedupHead
-		if live != a.st.RememberedCount() || live > DedupWindow+1 || a.dedupHead > live {
+		if live != a.st.RememberedCount() || live > DedupWindow+1 || 8*a.dedupHead > live {
 			t.Fatalf("after %d: %d refs from head %d, %d in the table", i, len(a.dedupOrder), a.dedupHead, a.st.RememberedCount())
+		}
+		if c := cap(a.dedupOrder); c > DedupWindow*3/2 {
+			t.Fatalf("after %d: order array of %d refs for %d live", i, c, live)
 		}
 	}
 }

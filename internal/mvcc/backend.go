@@ -312,7 +312,7 @@ func encodeRecord(r *Record, value string) []byte {
 	e.Varint(r.Create)
 	e.Varint(r.Version)
 	e.Varint(r.Lease)
-	e.Bool(r.Tombstone)
+	e.Bool(r.Tombstone())
 	e.String(r.Key)
 	e.String(value)
 	return e.B
@@ -324,11 +324,19 @@ func decodeRecord(k, v []byte) (*Record, string, error) {
 		return nil, "", fmt.Errorf("%w: backend revision key of %d bytes", ErrCorrupt, len(k))
 	}
 	d := wire.NewDecoder(v)
-	r := &Record{Mod: int64(binary.BigEndian.Uint64(k)), Sub: int64(binary.BigEndian.Uint64(k[8:])),
-		Create: d.Varint(), Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool(), Key: d.String()}
+	r := &Record{Mod: int64(binary.BigEndian.Uint64(k)), Create: d.Varint(), Version: d.Varint(), Lease: d.Varint()}
+	tombstone := d.Bool()
+	r.Key = d.String()
 	value := d.String()
+	sub := binary.BigEndian.Uint64(k[8:])
 	if err := d.Finish(); err != nil {
-		return nil, "", fmt.Errorf("%w: backend record %d.%d: %v", ErrCorrupt, r.Mod, r.Sub, err)
+		return nil, "", fmt.Errorf("%w: backend record %d.%d: %v", ErrCorrupt, r.Mod, sub, err)
+	}
+	if err := setSub(r, int64(min(sub, math.MaxInt64))); err != nil {
+		return nil, "", err
+	}
+	if err := checkTombstone(r, tombstone); err != nil {
+		return nil, "", err
 	}
 	return r, value, nil
 }
@@ -384,9 +392,9 @@ func (st *State) markDeleted(r *Record) {
 // no backend, and the version as a pending write to the backend.
 func (st *State) storeValue(r *Record, value string) {
 	if st.backend == nil || len(value) <= st.backend.inlineMax {
-		r.Value = value
+		r.setValue(value)
 	} else {
-		r.stored, r.valueLen = true, int32(len(value))
+		r.setStored(len(value))
 	}
 	if st.backend != nil {
 		// Changes come in revision order, so pending stays sorted for valueInMemory's search
@@ -611,8 +619,8 @@ func (st *State) valueOf(r *Record) (string, bool) {
 
 // valueInMemory returns r's value if it is not only in the backend (inMemory): in r, or pending.
 func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
-	if !r.stored {
-		return r.Value, true, true
+	if !r.stored() {
+		return r.inlineValue(), true, true
 	}
 	pos := revPos{r.Mod, r.Sub}
 	for _, recs := range [2][]pendingRecord{st.pending, st.committing} {
@@ -797,13 +805,13 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 			if err := checkRecord(r, nil, st.rev); err != nil {
 				return err
 			}
-			if r.Tombstone && value != "" {
+			if r.Tombstone() && value != "" {
 				return fmt.Errorf("%w: backend tombstone %s with a value", ErrCorrupt, recordName(r))
 			}
 			if len(value) <= b.inlineMax {
-				r.Value = value
+				r.setValue(value)
 			} else {
-				r.stored, r.valueLen = true, int32(len(value))
+				r.setStored(len(value))
 			}
 			st.history.Set(r)
 			st.revs.Set(r)

@@ -67,7 +67,7 @@ func (st *State) Check() error {
 	}
 	live := 0
 	for _, r := range newest {
-		if r.Tombstone {
+		if r.Tombstone() {
 			continue
 		}
 		live++
@@ -84,7 +84,7 @@ func (st *State) Check() error {
 // recordName is "key@mod", with "t" appended for a tombstone.
 func recordName(r *Record) string {
 	n := fmt.Sprintf("%s@%d", r.Key, r.Mod)
-	if r.Tombstone {
+	if r.Tombstone() {
 		n += "t"
 	}
 	return n

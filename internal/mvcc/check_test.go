@@ -36,24 +36,24 @@ func TestState_Check_FindsDamage(t *testing.T) {
 		{name: "record missing from revs", damage: func(st *State) { st.revs.Delete(newest(st)) }, wErr: "revs holds"},
 		{name: "size off", damage: func(st *State) { st.size++ }, wErr: "add up to"},
 		{name: "latest behind history", damage: func(st *State) {
-			insert(st, &Record{Key: "k00", Value: "new", Mod: st.rev + 1, Create: st.rev + 1, Version: 1})
+			insert(st, &Record{Key: "k00", Mod: st.rev + 1, Create: st.rev + 1, Version: 1})
 			st.rev++
 		}, wErr: "is not its newest record"},
 		{name: "deleted key still in latest", damage: func(st *State) {
-			st.latest.Set(&Record{Key: "zz", Value: "v", Mod: 1, Create: 1, Version: 1})
+			st.latest.Set(&Record{Key: "zz", Mod: 1, Create: 1, Version: 1})
 		}, wErr: "latest holds"},
 		{name: "superseded version left", damage: func(st *State) {
 			var kept *Record // a version at or below the compaction revision, which supersedes older ones
 			st.history.Scan(func(r *Record) bool {
-				if r.Mod <= st.compactRev && !r.Tombstone {
+				if r.Mod <= st.compactRev && !r.Tombstone() {
 					kept = r
 				}
 				return kept == nil
 			})
-			insert(st, &Record{Key: kept.Key, Value: "old", Mod: 1, Create: 1, Version: 1})
+			insert(st, &Record{Key: kept.Key, Mod: 1, Create: 1, Version: 1})
 		}, wErr: "survived the compaction"},
 		{name: "old tombstone left", damage: func(st *State) {
-			insert(st, &Record{Key: "zz", Mod: 1, Tombstone: true})
+			insert(st, &Record{Key: "zz", Mod: 1})
 		}, wErr: "survived the compaction"},
 	}
 	for _, tc := range tests {

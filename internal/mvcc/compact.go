@@ -59,7 +59,7 @@ func (st *State) CompactStep(limit int) bool {
 		if prev := st.PrevVersion(r); prev != nil {
 			doomed = append(doomed, prev)
 		}
-		if r.Tombstone && r.Mod < st.compactRev {
+		if r.Tombstone() && r.Mod < st.compactRev {
 			doomed = append(doomed, r)
 		}
 		return true
@@ -84,7 +84,7 @@ func (st *State) CompactStep(limit int) bool {
 // there). Tombstones at exactly compactRev stay, so that a watch starting at the compaction
 // revision still sees every event of it; the next compaction drops them.
 func (st *State) obsolete(r, next *Record) bool {
-	return next != nil && next.Mod <= st.compactRev || r.Tombstone && r.Mod < st.compactRev
+	return next != nil && next.Mod <= st.compactRev || r.Tombstone() && r.Mod < st.compactRev
 }
 
 // prevVersion returns the version of r's key just before r, or nil.

@@ -279,7 +279,7 @@ func TestState_Compact_PreservesReads(t *testing.T) {
 					return true
 				})
 				st.history.Scan(func(r *Record) bool {
-					if r.Mod < c && (r.Tombstone || newestAtC[r.Key] != r) {
+					if r.Mod < c && (r.Tombstone() || newestAtC[r.Key] != r) {
 						t.Fatalf("compact(%d) kept %s", c, recordName(r))
 					}
 					return true
@@ -303,7 +303,7 @@ func TestState_Compact_PreservesReads(t *testing.T) {
 			// At the current revision only the live keys and this revision's tombstones remain.
 			tombs := 0
 			st.history.Scan(func(r *Record) bool {
-				if r.Tombstone {
+				if r.Tombstone() {
 					tombs++
 					if r.Mod != st.Rev() {
 						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.Rev())
@@ -344,7 +344,7 @@ func stateReadings(t testing.TB, st *State, nKeys int, revs []int64) string {
 	// change's previous version (see the root package's watcher.readHistory).
 	st.Changes(max(st.CompactRev(), 1), func(r *Record) bool {
 		fmt.Fprintf(&b, "change %s", recordName(r))
-		if prev := st.PrevVersion(r); r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone {
+		if prev := st.PrevVersion(r); r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone() {
 			v, _ := st.Value(prev)
 			fmt.Fprintf(&b, " prev %s@%d", v, prev.Mod)
 		}

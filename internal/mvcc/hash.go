@@ -22,11 +22,11 @@ func (st *State) Hash(rev int64) (uint32, error) {
 		}
 		buf = buf[:0]
 		buf = binary.AppendVarint(buf, r.Mod)
-		buf = binary.AppendVarint(buf, r.Sub)
+		buf = binary.AppendVarint(buf, int64(r.Sub))
 		buf = binary.AppendVarint(buf, r.Create)
 		buf = binary.AppendVarint(buf, r.Version)
 		buf = binary.AppendVarint(buf, r.Lease)
-		if r.Tombstone {
+		if r.Tombstone() {
 			buf = append(buf, 1)
 		} else {
 			buf = append(buf, 0)

@@ -76,7 +76,7 @@ func TestState_Leases(t *testing.T) {
 	}
 	var got []string
 	for i, ev := range evs {
-		if !ev.Rec.Tombstone || ev.Rec.Mod != st.Rev() || ev.Rec.Sub != int64(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
+		if !ev.Rec.Tombstone() || ev.Rec.Mod != st.Rev() || ev.Rec.Sub != int32(i) || ev.Prev == nil || ev.Prev.Lease != 1 {
 			t.Fatalf("revoke event %d: %+v (prev %+v)", i, *ev.Rec, ev.Prev)
 		}
 		got = append(got, ev.Rec.Key)

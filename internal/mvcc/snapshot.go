@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"math"
 
 	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/wire"
@@ -98,11 +99,11 @@ func (sw *snapshotWriter) record(st *State, r, after *Record) {
 	}
 	sw.e.String(r.Key)
 	sw.e.Varint(r.Mod)
-	sw.e.Varint(r.Sub)
+	sw.e.Varint(int64(r.Sub))
 	sw.e.Varint(r.Create)
 	sw.e.Varint(r.Version)
 	sw.e.Varint(r.Lease)
-	sw.e.Bool(r.Tombstone)
+	sw.e.Bool(r.Tombstone())
 	value, ok := st.valueOf(r)
 	if !ok && sw.err == nil {
 		sw.err = errValueMissing(r)
@@ -244,11 +245,18 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 		case frameRecords:
 			n := d.Len(len(payload))
 			for i := 0; i < n && d.Err() == nil; i++ {
-				rec := &Record{Key: d.String(), Mod: d.Varint(), Sub: d.Varint(), Create: d.Varint(),
-					Version: d.Varint(), Lease: d.Varint(), Tombstone: d.Bool()}
+				key, mod, sub := d.String(), d.Varint(), d.Varint()
+				rec := &Record{Key: key, Mod: mod, Create: d.Varint(), Version: d.Varint(), Lease: d.Varint()}
+				tombstone := d.Bool()
 				value := d.String()
 				if d.Err() != nil {
 					break
+				}
+				if err := setSub(rec, sub); err != nil {
+					return nil, 0, err
+				}
+				if err := checkTombstone(rec, tombstone); err != nil {
+					return nil, 0, err
 				}
 				st.storeValue(rec, value)
 				if err := checkRecord(rec, last, st.rev); err != nil {
@@ -371,15 +379,37 @@ func checkRecord(r, last *Record, rev int64) error {
 	switch {
 	case r.Key == "":
 		return errSnapshot("empty key")
-	case r.Mod < 1 || r.Mod > rev || r.Sub < 0:
+	case r.Mod < 1 || r.Mod > rev:
 		return errSnapshot("key %q: revision %d outside [1, %d]", r.Key, r.Mod, rev)
-	case r.Tombstone && (r.Create != 0 || r.Version != 0 || r.Lease != 0 || r.ValueLen() != 0):
+	case r.Tombstone() && (r.Create != 0 || r.Lease != 0 || r.ValueLen() != 0):
 		return errSnapshot("key %q: tombstone with data", r.Key)
-	case !r.Tombstone && (r.Create < 1 || r.Create > r.Mod || r.Version < 1):
+	case !r.Tombstone() && (r.Create < 1 || r.Create > r.Mod || r.Version < 1):
 		return errSnapshot("key %q: bad create revision or version", r.Key)
 	}
 	if last != nil && !(last.Key < r.Key || last.Key == r.Key && (last.Mod < r.Mod || last.Mod == r.Mod && last.Sub < r.Sub)) {
 		return errSnapshot("key %q out of order", r.Key)
+	}
+	return nil
+}
+
+// setSub sets r's sub revision to sub, decoded from a snapshot or a backend: a revision holds
+// fewer than 2³¹ changes, so a sub outside [0, 2³¹) is damage.
+func setSub(r *Record, sub int64) error {
+	if sub < 0 || sub > math.MaxInt32 {
+		return errSnapshot("key %q: sub revision %d outside [0, %d]", r.Key, sub, math.MaxInt32)
+	}
+	r.Sub = int32(sub)
+	return nil
+}
+
+// checkTombstone checks a decoded record's tombstone flag against its version, which makes it
+// one: a tombstone has version 0, a put at least 1.
+func checkTombstone(r *Record, tombstone bool) error {
+	switch {
+	case tombstone && r.Version != 0:
+		return errSnapshot("key %q: tombstone with data", r.Key)
+	case !tombstone && r.Version < 1:
+		return errSnapshot("key %q: bad create revision or version", r.Key)
 	}
 	return nil
 }
@@ -417,7 +447,7 @@ func deriveIndexes(st *State) error {
 	})
 	var missing error
 	for _, r := range latest {
-		if r.Tombstone {
+		if r.Tombstone() {
 			continue
 		}
 		st.latest.Load(r)

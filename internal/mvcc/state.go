@@ -1,8 +1,10 @@
 package mvcc
 
 import (
+	"math"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/btree"
 
@@ -14,19 +16,22 @@ import (
 // Records are immutable once inserted. The trees of the live state share them with copies taken
 // for raft snapshots and read views, so changing a record in place would change history that a
 // concurrent reader is looking at.
+//
+// The index holds one record per version, so its size is most of the index's heap: 64 bytes, a
+// size class below the 80 that a string for the value, a 64-bit sub and a tombstone flag would
+// take. A tombstone is the version 0 (a put's is at least 1), and the value is held as a pointer
+// and a length (see storeValue).
 type Record struct {
-	Key       string
-	Value     string
-	Create    int64 // revision of the key's current generation's creation (0 for a tombstone)
-	Mod       int64 // main revision of this change
-	Sub       int64 // position of this change among the changes of revision mod
-	Version   int64 // 1 at creation, +1 per put; 0 for a tombstone
-	Lease     int64
-	Tombstone bool
-	// stored means the value is only in the state's backend, not in Value; valueLen is then
-	// its length. See storeValue.
-	stored   bool
+	Key     string
+	Create  int64 // revision of the key's current generation's creation (0 for a tombstone)
+	Mod     int64 // main revision of this change
+	Version int64 // 1 at creation, +1 per put; 0 for a tombstone
+	Lease   int64
+	// value is the bytes of the value held in memory; nil with valueLen > 0 means the value
+	// is only in the state's backend ("stored"), valueLen being its length.
+	value    *byte
 	valueLen int32
+	Sub      int32 // position of this change among the changes of revision mod
 }
 
 // recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
@@ -35,13 +40,30 @@ const recordOverhead = 64
 
 func (r *Record) Size() int64 { return int64(len(r.Key)+r.ValueLen()) + recordOverhead }
 
+// Tombstone reports whether r is a delete.
+func (r *Record) Tombstone() bool { return r.Version == 0 }
+
 // ValueLen is the length of r's value, wherever it is held.
-func (r *Record) ValueLen() int {
-	if r.stored {
-		return int(r.valueLen)
+func (r *Record) ValueLen() int { return int(r.valueLen) }
+
+// stored reports whether r's value is only in the backend.
+func (r *Record) stored() bool { return r.value == nil && r.valueLen > 0 }
+
+// inlineValue is r's value held in memory ("" if stored).
+func (r *Record) inlineValue() string {
+	if r.value == nil {
+		return ""
 	}
-	return len(r.Value)
+	return unsafe.String(r.value, r.valueLen)
 }
+
+// setValue holds value in r, in memory.
+func (r *Record) setValue(value string) {
+	r.value, r.valueLen = unsafe.StringData(value), int32(len(value))
+}
+
+// setStored notes that r's value, of n bytes, is only in the backend.
+func (r *Record) setStored(n int) { r.value, r.valueLen = nil, int32(n) }
 
 // ToWire returns r as a wire pair with its value read as valueOf does; false means the value was
 // compacted after st was cloned.
@@ -136,7 +158,10 @@ type State struct {
 }
 
 // revPos is a position in revs: a change's main and sub revision.
-type revPos struct{ mod, sub int64 }
+type revPos struct {
+	mod int64
+	sub int32
+}
 
 var treeOpts = btree.Options{NoLocks: true} // the owner serializes writers; clones taken for reads are never written
 
@@ -303,13 +328,13 @@ func (st *State) get(key string, rev, cur int64) *Record {
 		return r
 	}
 	var found *Record
-	st.history.Descend(&Record{Key: key, Mod: rev, Sub: 1 << 62}, func(r *Record) bool {
+	st.history.Descend(&Record{Key: key, Mod: rev, Sub: math.MaxInt32}, func(r *Record) bool {
 		if r.Key == key {
 			found = r
 		}
 		return false
 	})
-	if found == nil || found.Tombstone {
+	if found == nil || found.Tombstone() {
 		return nil
 	}
 	return found
@@ -340,7 +365,7 @@ func (st *State) scan(kr KeyRange, rev, cur int64, fn func(*Record) bool) {
 	var best *Record
 	more := true
 	emit := func() {
-		if best != nil && !best.Tombstone {
+		if best != nil && !best.Tombstone() {
 			more = fn(best)
 		}
 		best = nil
@@ -610,7 +635,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	if old != nil {
 		key = old.Key // versions of a key share its bytes: one copy per key, not per version
 	}
-	r := &Record{Key: key, Mod: w.rev, Sub: int64(len(w.events)), Lease: op.Lease}
+	r := &Record{Key: key, Mod: w.rev, Sub: int32(len(w.events)), Lease: op.Lease}
 	value := string(op.Value)
 	var oldValue string
 	oldRead := false
@@ -647,7 +672,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 // deleteKey writes a tombstone for the live record old.
 func (w *writeTxn) deleteKey(old *Record) {
 	st := w.st
-	t := &Record{Key: old.Key, Mod: w.rev, Sub: int64(len(w.events)), Tombstone: true}
+	t := &Record{Key: old.Key, Mod: w.rev, Sub: int32(len(w.events))}
 	st.storeValue(t, "")
 	st.latest.Delete(old)
 	w.insert(t)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/ember-kv/ember/internal/mvcc/mvcctest"
 	"github.com/ember-kv/ember/internal/wire"
@@ -89,7 +90,7 @@ func TestState_WriteEvents(t *testing.T) {
 			var got []string
 			for _, ev := range w.end() {
 				name := fmt.Sprintf("%s@%d/%d", ev.Rec.Key, ev.Rec.Mod, ev.Rec.Sub)
-				if ev.Rec.Tombstone {
+				if ev.Rec.Tombstone() {
 					name += "t"
 				}
 				got = append(got, name)
@@ -182,6 +183,54 @@ func TestState_Get_History(t *testing.T) {
 			if string(kv.Value) != tc.wValue || kv.Version != tc.wVersion || kv.CreateRevision != tc.wCreate || kv.ModRevision != tc.wMod {
 				t.Fatalf("got %q v%d c%d m%d, want %q v%d c%d m%d", kv.Value, kv.Version, kv.CreateRevision, kv.ModRevision,
 					tc.wValue, tc.wVersion, tc.wCreate, tc.wMod)
+			}
+		})
+	}
+}
+
+// TestRecord_Value checks the packed value of a record: a value held in memory, an empty one,
+// one only in the backend, and a tombstone (version 0). A record must stay within the 64-byte
+// size class: it is allocated once per version the index holds.
+func TestRecord_Value(t *testing.T) {
+	if n := unsafe.Sizeof(Record{}); n > 64 {
+		t.Fatalf("Record is %d bytes, want at most 64", n)
+	}
+	tests := []struct {
+		name       string
+		rec        func() *Record
+		wInline    string
+		wLen       int
+		wStored    bool
+		wTombstone bool
+	}{
+		{name: "in memory", rec: func() *Record {
+			r := &Record{Version: 1}
+			r.setValue(string([]byte("value")))
+			return r
+		}, wInline: "value", wLen: 5},
+		{name: "empty", rec: func() *Record {
+			r := &Record{Version: 1}
+			r.setValue("")
+			return r
+		}},
+		{name: "stored", rec: func() *Record {
+			r := &Record{Version: 2}
+			r.setStored(1024)
+			return r
+		}, wLen: 1024, wStored: true},
+		{name: "tombstone", rec: func() *Record { return &Record{} }, wTombstone: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rec()
+			if got := r.inlineValue(); got != tc.wInline {
+				t.Errorf("inlineValue %q, want %q", got, tc.wInline)
+			}
+			if r.ValueLen() != tc.wLen || r.stored() != tc.wStored || r.Tombstone() != tc.wTombstone {
+				t.Errorf("len %d stored %v tombstone %v, want %d %v %v", r.ValueLen(), r.stored(), r.Tombstone(), tc.wLen, tc.wStored, tc.wTombstone)
+			}
+			if want := int64(len(r.Key) + tc.wLen + recordOverhead); r.Size() != want {
+				t.Errorf("Size %d, want %d", r.Size(), want)
 			}
 		})
 	}

@@ -1,0 +1,88 @@
+package mvcc
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+
+	"github.com/ember-kv/ember/internal/wire"
+)
+
+// BenchmarkState_HeapPerKey loads keys of 1 KiB values into a state on disk, committing every
+// 1000 puts as a member's Applier does, then overwrites each key once, and reports the Go heap
+// in use per key after each phase (load-B/key, overwrite-B/key) and per extra version
+// (version-B). Values are only in the backend, so the figures are the index's cost. Run with
+// -benchtime=1x; with EMBER_HEAP_PROFILE=file it writes the heap profile after the overwrite
+// (go tool pprof -sample_index=inuse_space).
+func BenchmarkState_HeapPerKey(b *testing.B) {
+	for _, keys := range []int{200_000} {
+		b.Run(fmt.Sprint(keys), func(b *testing.B) {
+			for range b.N {
+				load, over := heapPerKey(b, keys)
+				b.ReportMetric(load/float64(keys), "load-B/key")
+				b.ReportMetric(over/float64(keys), "overwrite-B/key")
+				b.ReportMetric((over-load)/float64(keys), "version-B")
+			}
+		})
+	}
+}
+
+// heapPerKey returns the heap in use (bytes, above the heap before) after loading keys keys
+// and after overwriting each once.
+func heapPerKey(b *testing.B, keys int) (load, over float64) {
+	b.Helper()
+	value := make([]byte, 1024)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	inUse := func() float64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapInuse)
+	}
+	base := inUse()
+	st := NewOnDisk(testBackend(b, InlineValueMax))
+	applied := uint64(0)
+	round := func() {
+		for i := range keys {
+			op := wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "scale/%08d", i), Value: value}
+			w := st.beginWrite()
+			w.put(&op)
+			w.end()
+			if applied++; applied%1000 == 0 {
+				if err := st.Commit(applied); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if err := st.Commit(applied); err != nil {
+			b.Fatal(err)
+		}
+	}
+	round()
+	load = inUse() - base
+	round()
+	over = inUse() - base
+	if p := os.Getenv("EMBER_HEAP_PROFILE"); p != "" {
+		writeHeapProfile(b, p)
+	}
+	runtime.KeepAlive(st)
+	return load, over
+}
+
+// writeHeapProfile writes the heap profile to path, for pprof -sample_index=inuse_space.
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
+}
