@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -521,5 +522,140 @@ func BenchmarkBatch_Write(b *testing.B) {
 		if err := st.Commit(seq); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// activeFreelist reads the freelist page of the newer of the file's two bbolt meta pages:
+// bbolt's "no freelist" (all ones) while commits skip writing it.
+func activeFreelist(t testing.TB, path string, pageSize int) uint64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A meta page: a 16-byte page header, then magic, version, page size, flags (4 bytes each),
+	// the root bucket (root page, sequence), freelist page, high-water page, txid (8 each).
+	const freelistAt, txidAt = 16 + 16 + 16, 16 + 16 + 16 + 16
+	var freelist, txid uint64
+	for _, off := range []int{0, pageSize} {
+		if id := binary.LittleEndian.Uint64(data[off+txidAt:]); id >= txid {
+			txid, freelist = id, binary.LittleEndian.Uint64(data[off+freelistAt:])
+		}
+	}
+	return freelist
+}
+
+// A closed backend opens without rebuilding its freelist from every page (a third of a
+// restart at a million keys): Close writes it, and the next commit goes back to skipping it, so
+// that a crash after that open rebuilds it as before.
+func TestBackend_Close_WritesFreelist(t *testing.T) {
+	const noFreelist = ^uint64(0)
+	path := filepath.Join(t.TempDir(), "state.db")
+	b, err := CreateBackend(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewOnDisk(b)
+	for i := range 200 {
+		stPut(t, st, fmt.Sprintf("k%03d", i%50), strings.Repeat("v", 300), 0)
+	}
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	if code := st.Compact(st.rev); code != wire.CodeOK {
+		t.Fatalf("compact: code %d", code)
+	}
+	for st.CompactStep(1000) {
+	}
+	if err := st.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	pageSize := b.db.Info().PageSize
+	want := encodeSnapshot(t, st, 2)
+	if got := activeFreelist(t, path, pageSize); got != noFreelist {
+		t.Fatalf("before Close: freelist page %d, want none (commits skip it)", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := activeFreelist(t, path, pageSize); got == noFreelist {
+		t.Fatal("after Close: no freelist written")
+	}
+
+	b, err = OpenBackend(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if free := b.db.Stats().FreePageN; free == 0 {
+		t.Fatal("reopened: no free pages read from the written freelist")
+	}
+	loaded, _, err := Load(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for loaded.CompactStep(1000) {
+	}
+	if got := encodeSnapshot(t, loaded, 2); !bytes.Equal(got, want) {
+		t.Fatal("reopened state differs")
+	}
+	stPut(t, loaded, "after", "reopen", 0)
+	if err := loaded.Commit(3); err != nil {
+		t.Fatal(err)
+	}
+	if got := activeFreelist(t, path, pageSize); got != noFreelist {
+		t.Fatalf("a commit after reopening wrote the freelist (page %d)", got)
+	}
+}
+
+// A page of versions damaged so that bbolt panics reading it is refused with ErrCorrupt: Load
+// reads the file on a goroutine of its own, which must turn the panic into the error too.
+func TestBackend_LoadRefusesDamagedPage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	b, err := CreateBackend(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewOnDisk(b)
+	for i := range 100 {
+		stPut(t, st, fmt.Sprintf("k%03d", i), strings.Repeat("v", 300), 0)
+	}
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	pageSize := b.db.Info().PageSize
+	var leaf int
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		for id := 2; leaf == 0; id++ {
+			info, err := tx.Page(id)
+			if err != nil || info == nil {
+				return fmt.Errorf("no leaf page found: %v", err)
+			}
+			if info.Type == "leaf" && info.Count > 1 { // a page of versions, not a bucket's root
+				leaf = id
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff, 0xff, 0xff, 0x7f}, int64(leaf*pageSize)); err != nil { // the page's id
+		t.Fatal(err)
+	}
+	f.Close()
+	b, err = OpenBackend(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, _, err := Load(b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Load of a damaged page: %v, want ErrCorrupt", err)
 	}
 }

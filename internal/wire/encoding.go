@@ -181,6 +181,15 @@ func (d *Decoder) Bytes() []byte {
 	return b
 }
 
+// View reads a length-prefixed byte slice without copying it: the result aliases the input, so
+// it is valid only as long as the input is.
+func (d *Decoder) View() []byte {
+	n := d.length()
+	b := d.buf[:n:n]
+	d.buf = d.buf[n:]
+	return b
+}
+
 // String reads what Encoder.String wrote.
 func (d *Decoder) String() string {
 	n := d.length()
