@@ -452,8 +452,11 @@ func BenchmarkState_ReadStoredValue(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			op := wire.Op{Kind: wire.OpRange, Key: fmt.Appendf(nil, "k%04d", i%1000)}
-			recs, _, _, _ := view.RangeRecords(&op)
-			if _, ok := view.ValuesOf(recs); !ok || len(recs) != 1 {
+			r, _, _ := view.KeyRecord(&op)
+			vr := view.Values()
+			v, ok := vr.Append(nil, r)
+			vr.Close()
+			if !ok || len(v) != 256 {
 				b.Fatal("value not found")
 			}
 			i++
