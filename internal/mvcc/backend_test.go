@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -524,5 +525,95 @@ func BenchmarkBatch_Write(b *testing.B) {
 		if err := st.Commit(seq); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A ValueReader appends a value from wherever it is held: in its record (inline), pending a
+// commit, or only in the file. A version compaction removed from the file after the state was
+// cloned reads as missing (the caller answers ErrCompacted or reads a newer view); a pinned
+// clone still reads it.
+func TestValueReader_Append_WhereverHeld(t *testing.T) {
+	st := NewOnDisk(testBackend(t, 4))
+	stPut(t, st, "a", "a-v1-stored", 0) // a@2
+	stPut(t, st, "a", "a-v2-stored", 0) // a@3
+	stPut(t, st, "i", "in", 0)          // i@4, inline
+	stPut(t, st, "e", "", 0)            // e@5, empty
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	stPut(t, st, "p", "p-pending", 0) // p@6, pending
+	clone := st.Clone()
+	pinned, err := st.Pin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Unpin()
+	if code := st.Compact(3); code != wire.CodeOK {
+		t.Fatalf("compact: %d", code)
+	}
+	for st.CompactStep(10) {
+	}
+	if err := st.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	read := func(s *State, key string, rev int64) (string, bool) {
+		t.Helper()
+		r, _, code := s.KeyRecord(&wire.Op{Kind: wire.OpRange, Key: []byte(key), Revision: rev})
+		if code != wire.CodeOK || r == nil {
+			t.Fatalf("%s at %d: record %v, code %d", key, rev, r, code)
+		}
+		vr := s.Values()
+		defer vr.Close()
+		v, ok := vr.Append([]byte("prefix:"), r)
+		if !strings.HasPrefix(string(v), "prefix:") {
+			t.Fatalf("%s at %d: %q does not keep what dst held", key, rev, v)
+		}
+		return string(v[len("prefix:"):]), ok
+	}
+	for _, tc := range []struct {
+		name   string
+		st     *State
+		key    string
+		rev    int64
+		want   string
+		wantOK bool
+	}{
+		{"stored", clone, "a", 0, "a-v2-stored", true},
+		{"inline", clone, "i", 0, "in", true},
+		{"empty", clone, "e", 0, "", true},
+		{"pending", clone, "p", 0, "p-pending", true},
+		{"compacted under the clone", clone, "a", 2, "", false},
+		{"pinned", pinned, "a", 2, "a-v1-stored", true},
+		{"live state", st, "a", 0, "a-v2-stored", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v, ok := read(tc.st, tc.key, tc.rev); v != tc.want || ok != tc.wantOK {
+				t.Fatalf("%q %v, want %q %v", v, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+// storedValue reads a revs entry without decoding all of it: any entry that is not exactly one
+// encodeRecord and its checksum is refused, never read past or cut.
+func TestStoredValue_Malformed(t *testing.T) {
+	k := revKey(revPos{7, 0})
+	r := &Record{Key: "key", Create: 7, Mod: 7, Version: 1, Lease: 300}
+	e := seal(bucketRevs, k, encodeRecord(r, "value"))
+	if v, ok := storedValue(e); !ok || string(v) != "value" {
+		t.Fatalf("well-formed: %q %v", v, ok)
+	}
+	for i := range len(e) {
+		if v, ok := storedValue(e[:i]); ok {
+			t.Fatalf("cut to %d bytes: read %q", i, v)
+		}
+	}
+	if v, ok := storedValue(append(e[:len(e):len(e)], 0)); ok {
+		t.Fatalf("a byte longer: read %q", v)
+	}
+	bad := bytes.Clone(e)
+	bad[len(binary.AppendVarint(binary.AppendVarint(binary.AppendVarint(nil, 7), 1), 300))] = 2 // the tombstone flag
+	if v, ok := storedValue(bad); ok {
+		t.Fatalf("tombstone byte 2: read %q", v)
 	}
 }
