@@ -3,6 +3,7 @@ package ember
 import (
 	"context"
 	"fmt"
+	"unsafe"
 
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
@@ -21,7 +22,18 @@ func (s *Store) Put(ctx context.Context, key, val string, opts ...OpOption) (*Pu
 // Get reads key, or a range of keys with WithPrefix, WithRange or WithFromKey. It is
 // linearizable unless WithSerializable is given.
 func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
-	r, err := s.Do(ctx, OpGet(key, opts...))
+	// The options take the op by pointer, which would move a new one to the heap on every get:
+	// the op lives for this call only, so one is reused. It aliases key's bytes instead of copying
+	// them: nothing writes an op's key, and the answer copies what it returns.
+	op, _ := s.getOps.Get().(*Op)
+	if op == nil {
+		op = new(Op)
+	}
+	*op = Op{t: tRange, key: unsafe.Slice(unsafe.StringData(key), len(key))}
+	op.applyOpts(opts)
+	r, err := s.Do(ctx, *op)
+	*op = Op{}
+	s.getOps.Put(op)
 	if err != nil {
 		return nil, err
 	}
