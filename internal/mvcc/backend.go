@@ -178,11 +178,14 @@ func (b *Backend) Discard() error {
 // memory, so a reader whose state lacks a value in memory finds it in the view it acquires.
 // The transaction ends when the view is replaced and its last reader is done.
 type readView struct {
-	tx   *bolt.Tx
-	revs *bolt.Bucket // a read-only transaction's buckets are safe to read concurrently
-	refs atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
-	// cursors holds *viewCursor on revs for reuse: Bucket.Get makes a cursor per lookup, which
-	// costs several allocations and an atomic add to a counter every reader of the view shares.
+	tx    *bolt.Tx
+	revs  *bolt.Bucket // a read-only transaction's buckets are safe to read concurrently
+	refs  atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
+	pages pageReader   // finds revs entries, if paged
+	paged bool
+	// cursors holds *viewCursor on revs for reuse where pages cannot: Bucket.Get makes a cursor
+	// per lookup, which costs several allocations and an atomic add to a counter every reader of
+	// the view shares.
 	cursors sync.Pool
 }
 
@@ -198,6 +201,9 @@ func newReadView(db *bolt.DB) (*readView, error) {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	v := &readView{tx: tx, revs: tx.Bucket(bucketRevs)}
+	if v.revs != nil {
+		v.pages, v.paged = newPageReader(tx, v.revs)
+	}
 	v.refs.Store(1)
 	return v, nil
 }
@@ -223,6 +229,17 @@ func (b *Backend) acquire() (*readView, error) {
 func (v *readView) value(pos revPos) ([]byte, bool) {
 	if v.revs == nil {
 		return nil, false // not a backend: OpenBackendReadOnly of another bbolt file
+	}
+	if v.paged {
+		var k [16]byte
+		binary.BigEndian.PutUint64(k[:8], uint64(pos.mod))
+		binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
+		if e, found, ok := v.pages.get(k[:]); ok {
+			if !found {
+				return nil, false
+			}
+			return storedValue(e)
+		}
 	}
 	c, _ := v.cursors.Get().(*viewCursor)
 	if c == nil {

@@ -617,3 +617,65 @@ func TestStoredValue_Malformed(t *testing.T) {
 		t.Fatalf("tombstone byte 2: read %q", v)
 	}
 }
+
+// The page reader finds every revs entry as bbolt's own lookup does, values that overflow their
+// page included, and finds nothing where bbolt finds nothing; a revs bucket small enough to be
+// inline is read through bbolt.
+func TestPageReader_Get_MatchesBolt(t *testing.T) {
+	small := NewOnDisk(testBackend(t, 0))
+	stPut(t, small, "k", "v", 0)
+	if err := small.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := small.backend.acquire(); err != nil || v.paged {
+		t.Fatalf("inline revs: paged %v, %v", v.paged, err)
+	} else {
+		v.release()
+	}
+
+	st := NewOnDisk(testBackend(t, 0))
+	sizes := []int{0, 1, 100, 300, 3000, 5000, 20000}
+	for i := range 3000 {
+		stPut(t, st, fmt.Sprintf("k%05d", i%700), strings.Repeat("v", sizes[i%len(sizes)]), 0)
+		if i%500 == 499 {
+			if err := st.Commit(uint64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.Commit(3000); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.backend.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.release()
+	if !v.paged {
+		t.Fatal("revs of 3000 versions not paged")
+	}
+	n := 0
+	if err := v.revs.ForEach(func(k, want []byte) error {
+		n++
+		got, found, ok := v.pages.get(k)
+		if !ok || !found || !bytes.Equal(got, want) {
+			return fmt.Errorf("%x: %d bytes, found %v, ok %v; bbolt has %d bytes", k, len(got), found, ok, len(want))
+		}
+		// Just past k: no entry (subs of one revision are consecutive, so k+1 may exist).
+		past := binary.BigEndian.AppendUint64(bytes.Clone(k[:8]), binary.BigEndian.Uint64(k[8:])+1<<32)
+		if got, found, ok := v.pages.get(past); !ok || found != (v.revs.Get(past) != nil) {
+			return fmt.Errorf("%x: %d bytes, found %v, ok %v", past, len(got), found, ok)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3000 {
+		t.Fatalf("%d entries, want 3000", n)
+	}
+	for _, k := range [][]byte{make([]byte, 16), bytes.Repeat([]byte{0xff}, 16), []byte("short")} {
+		if _, found, ok := v.pages.get(k); !ok || found {
+			t.Fatalf("%x: found %v, ok %v", k, found, ok)
+		}
+	}
+}
