@@ -679,21 +679,3 @@ func TestPageReader_Get_MatchesBolt(t *testing.T) {
 		}
 	}
 }
-
-// compareKeys orders keys as bytes.Compare does, revs keys (16 bytes) by its shortcut.
-func TestCompareKeys_AsBytesCompare(t *testing.T) {
-	r := rand.New(rand.NewSource(1))
-	key := func() []byte {
-		k := make([]byte, []int{16, 16, 16, 15, 17, 0}[r.Intn(6)])
-		for i := range k {
-			k[i] = []byte{0, 1, 0x7f, 0x80, 0xff}[r.Intn(5)]
-		}
-		return k
-	}
-	for range 100000 {
-		a, b := key(), key()
-		if got, want := compareKeys(a, b), bytes.Compare(a, b); got != want {
-			t.Fatalf("compareKeys(%x, %x) = %d, want %d", a, b, got, want)
-		}
-	}
-}

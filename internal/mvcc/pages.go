@@ -2,7 +2,6 @@ package mvcc
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"unsafe"
 
@@ -79,7 +78,7 @@ func (pr *pageReader) get(key []byte) (value []byte, found, ok bool) {
 				if !ok {
 					return nil, false, false
 				}
-				if compareKeys(k, key) > 0 {
+				if bytes.Compare(k, key) > 0 {
 					hi = m
 				} else {
 					lo = m + 1
@@ -95,7 +94,7 @@ func (pr *pageReader) get(key []byte) (value []byte, found, ok bool) {
 				if !ok {
 					return nil, false, false
 				}
-				if compareKeys(k, key) < 0 {
+				if bytes.Compare(k, key) < 0 {
 					lo = m + 1
 				} else {
 					hi = m
@@ -156,15 +155,4 @@ func elementKey(p []byte, i int, leaf bool) ([]byte, bool) {
 		return nil, false
 	}
 	return p[start:end], true
-}
-
-// compareKeys is bytes.Compare, faster for revs keys (16 bytes): as two big-endian words.
-func compareKeys(a, b []byte) int {
-	if len(a) != 16 || len(b) != 16 {
-		return bytes.Compare(a, b)
-	}
-	if x, y := binary.BigEndian.Uint64(a), binary.BigEndian.Uint64(b); x != y {
-		return cmp.Compare(x, y)
-	}
-	return cmp.Compare(binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]))
 }
