@@ -3,6 +3,7 @@ package ember
 import (
 	"context"
 	"fmt"
+	"unsafe"
 
 	"github.com/ember-kv/ember/internal/mvcc"
 	"github.com/ember-kv/ember/internal/wire"
@@ -21,7 +22,18 @@ func (s *Store) Put(ctx context.Context, key, val string, opts ...OpOption) (*Pu
 // Get reads key, or a range of keys with WithPrefix, WithRange or WithFromKey. It is
 // linearizable unless WithSerializable is given.
 func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
-	r, err := s.Do(ctx, OpGet(key, opts...))
+	// The options take the op by pointer, which would move a new one to the heap on every get:
+	// the op lives for this call only, so one is reused. It aliases key's bytes instead of copying
+	// them: nothing writes an op's key, and the answer copies what it returns.
+	op, _ := s.getOps.Get().(*Op)
+	if op == nil {
+		op = new(Op)
+	}
+	*op = Op{t: tRange, key: unsafe.Slice(unsafe.StringData(key), len(key))}
+	op.applyOpts(opts)
+	r, err := s.Do(ctx, *op)
+	*op = Op{}
+	s.getOps.Put(op)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +132,9 @@ func (s *Store) get(ctx context.Context, op Op) (*GetResponse, error) {
 
 // getFrom answers a single range from st.
 func getFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {
+	if len(w.End) == 0 && w.SortTarget != wire.SortByValue {
+		return getKeyFrom(st, w)
+	}
 	recs, count, more, code := st.RangeRecords(w)
 	if code != wire.CodeOK {
 		return nil, code
@@ -128,37 +143,76 @@ func getFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {
 	if len(recs) == 0 {
 		return r, wire.CodeOK
 	}
-	var values []string
 	n := 0
 	for _, rec := range recs {
 		n += len(rec.Key)
-	}
-	if !w.KeysOnly {
-		var ok bool
-		if values, ok = st.ValuesOf(recs); !ok {
-			return nil, wire.CodeCompacted
-		}
-		for _, v := range values {
-			n += len(v)
+		if !w.KeysOnly {
+			n += rec.ValueLen()
 		}
 	}
 	// One allocation for all pairs and one for all their bytes: ranges can return many.
 	r.Kvs = make([]*KeyValue, len(recs))
 	kvs := make([]KeyValue, len(recs))
 	buf := make([]byte, 0, n)
+	vr := st.Values()
+	defer vr.Close()
 	for i, rec := range recs {
 		kv := &kvs[i]
-		buf = append(buf, rec.Key...)
-		kv.Key = buf[len(buf)-len(rec.Key) : len(buf) : len(buf)]
-		kv.CreateRevision, kv.ModRevision, kv.Version = rec.Create, rec.Mod, rec.Version
-		if !w.KeysOnly {
-			buf = append(buf, values[i]...)
-			kv.Value = buf[len(buf)-len(values[i]) : len(buf) : len(buf)]
-			kv.Lease = rec.Lease
+		var ok bool
+		if buf, ok = appendKV(buf, kv, rec, &vr, w.KeysOnly); !ok {
+			return nil, wire.CodeCompacted
 		}
 		r.Kvs[i] = kv
 	}
 	return r, wire.CodeOK
+}
+
+// keyGetResponse is the answer of a get of one key with its pair, allocated at once.
+type keyGetResponse struct {
+	r   GetResponse
+	kvs [1]*KeyValue
+	kv  KeyValue
+}
+
+// getKeyFrom is getFrom for a single key (no sort by value), the common get: two allocations,
+// the answer and the bytes of its pair, where the value is copied once from where it is held.
+func getKeyFrom(st *mvcc.State, w *wire.Op) (*GetResponse, wire.Code) {
+	rec, count, code := st.KeyRecord(w)
+	if code != wire.CodeOK {
+		return nil, code
+	}
+	if rec == nil {
+		return &GetResponse{Count: count}, wire.CodeOK
+	}
+	n := len(rec.Key)
+	if !w.KeysOnly {
+		n += rec.ValueLen()
+	}
+	vr := st.Values()
+	defer vr.Close()
+	a := &keyGetResponse{r: GetResponse{Count: count}}
+	if _, ok := appendKV(make([]byte, 0, n), &a.kv, rec, &vr, w.KeysOnly); !ok {
+		return nil, wire.CodeCompacted
+	}
+	a.kvs[0] = &a.kv
+	a.r.Kvs = a.kvs[:]
+	return &a.r, wire.CodeOK
+}
+
+// appendKV fills kv with rec, its key and value appended to buf; false if rec's value was
+// compacted after the view was cloned.
+func appendKV(buf []byte, kv *KeyValue, rec *mvcc.Record, vr *mvcc.ValueReader, keysOnly bool) ([]byte, bool) {
+	buf = append(buf, rec.Key...)
+	kv.Key = buf[len(buf)-len(rec.Key) : len(buf) : len(buf)]
+	kv.CreateRevision, kv.ModRevision, kv.Version = rec.Create, rec.Mod, rec.Version
+	if keysOnly {
+		return buf, true
+	}
+	start := len(buf)
+	buf, ok := vr.Append(buf, rec)
+	kv.Value = buf[start:len(buf):len(buf)]
+	kv.Lease = rec.Lease
+	return buf, ok
 }
 
 // Compact drops history before rev: reads and watches at revisions below it fail with

@@ -54,6 +54,7 @@ type core struct {
 	seq      atomic.Uint64 // last request ID sequence used
 
 	readIndex *readindex.Batcher
+	getOps    sync.Pool     // *Op reused by Get (see there)
 	reconfig  reconfigLock  // held by the leader through each membership change
 	readyTerm atomic.Uint64 // term whose LeaderStart this node applied as leader; 0 if not leader
 	readySig  signal        // fired when readyTerm changes

@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -192,9 +194,21 @@ func (b *Backend) Discard() error {
 // memory, so a reader whose state lacks a value in memory finds it in the view it acquires.
 // The transaction ends when the view is replaced and its last reader is done.
 type readView struct {
-	tx   *bolt.Tx
-	revs *bolt.Bucket // a read-only transaction's buckets are safe to read concurrently
-	refs atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
+	tx    *bolt.Tx
+	revs  *bolt.Bucket // a read-only transaction's buckets are safe to read concurrently
+	refs  atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
+	pages pageReader   // finds revs entries, if paged
+	paged bool
+	// cursors holds *viewCursor on revs for reuse where pages cannot: Bucket.Get makes a cursor
+	// per lookup, which costs several allocations and an atomic add to a counter every reader of
+	// the view shares.
+	cursors sync.Pool
+}
+
+// A viewCursor is a cursor on a view's revs, with the buffer for the key it seeks.
+type viewCursor struct {
+	c   *bolt.Cursor
+	key [16]byte
 }
 
 func newReadView(db *bolt.DB) (*readView, error) {
@@ -203,6 +217,9 @@ func newReadView(db *bolt.DB) (*readView, error) {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	v := &readView{tx: tx, revs: tx.Bucket(bucketRevs)}
+	if v.revs != nil {
+		v.pages, v.paged = newPageReader(tx, v.revs)
+	}
 	v.refs.Store(1)
 	return v, nil
 }
@@ -221,6 +238,69 @@ func (b *Backend) acquire() (*readView, error) {
 		}
 		// Replaced and released meanwhile: the backend holds a newer one.
 	}
+}
+
+// value returns the value of the version at pos as the view's file holds it, false if the file
+// has no such version. The bytes are the file's: valid only until the view is released.
+func (v *readView) value(pos revPos) ([]byte, bool) {
+	if v.revs == nil {
+		return nil, false // not a backend: OpenBackendReadOnly of another bbolt file
+	}
+	if v.paged {
+		var k [16]byte
+		binary.BigEndian.PutUint64(k[:8], uint64(pos.mod))
+		binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
+		if e, found, ok := v.pages.get(k[:]); ok {
+			if !found {
+				return nil, false
+			}
+			return storedValue(e)
+		}
+	}
+	c, _ := v.cursors.Get().(*viewCursor)
+	if c == nil {
+		c = &viewCursor{c: v.revs.Cursor()}
+	}
+	binary.BigEndian.PutUint64(c.key[:8], uint64(pos.mod))
+	binary.BigEndian.PutUint64(c.key[8:], uint64(pos.sub))
+	k, e := c.c.Seek(c.key[:])
+	found := bytes.Equal(k, c.key[:])
+	v.cursors.Put(c)
+	if !found {
+		return nil, false
+	}
+	return storedValue(e)
+}
+
+// storedValue returns the value a revs entry e holds (encodeRecord, then the checksum), without
+// decoding the rest: a read needs nothing else from it. The checksum is not checked here: Load
+// checks every entry's.
+func storedValue(e []byte) ([]byte, bool) {
+	if len(e) < 4 {
+		return nil, false
+	}
+	e = e[:len(e)-4]
+	for range 3 { // create, version, lease
+		_, n := binary.Varint(e)
+		if n <= 0 {
+			return nil, false
+		}
+		e = e[n:]
+	}
+	if len(e) == 0 || e[0] > 1 { // tombstone
+		return nil, false
+	}
+	e = e[1:]
+	n, m := binary.Uvarint(e) // key
+	if m <= 0 || n > uint64(len(e)-m) {
+		return nil, false
+	}
+	e = e[m+int(n):]
+	n, m = binary.Uvarint(e) // value: the rest
+	if m <= 0 || n != uint64(len(e)-m) {
+		return nil, false
+	}
+	return e[m:], true
 }
 
 func (v *readView) release() {
@@ -655,59 +735,53 @@ func (st *State) valueInMemory(r *Record) (value string, ok, inMemory bool) {
 }
 
 func valueIn(view *readView, r *Record) (string, bool) {
-	if view.revs == nil {
-		return "", false // not a backend: OpenBackendReadOnly of another bbolt file
+	v, ok := view.value(revPos{r.Mod, r.Sub})
+	return string(v), ok // copies: v lives only as long as the view
+}
+
+// A ValueReader reads the values of a state's records for one read, into the caller's buffer:
+// a value read from the backend is copied once, from the file's page. The backend's view is
+// acquired at the first value only found there and held until Close, so a range's values cost
+// one acquisition, not one per value.
+type ValueReader struct {
+	st   *State
+	view *readView
+	own  bool // view was acquired here: Close releases it
+}
+
+// Values returns a reader of st's values; Close it when done.
+func (st *State) Values() ValueReader { return ValueReader{st: st} }
+
+// Append appends r's value to dst. False means what Value's false means: r's value was compacted
+// after st was cloned.
+func (vr *ValueReader) Append(dst []byte, r *Record) ([]byte, bool) {
+	if v, ok, inMemory := vr.st.valueInMemory(r); inMemory {
+		return append(dst, v...), ok
 	}
-	k := revKey(revPos{r.Mod, r.Sub})
-	v := view.revs.Get(k)
-	if len(v) < 4 {
-		return "", false
+	if vr.view == nil {
+		if vr.view = vr.st.view; vr.view == nil {
+			v, err := vr.st.backend.acquire()
+			if err != nil {
+				return dst, false // closed: a restored snapshot replaced the file, or the member closed
+			}
+			vr.view, vr.own = v, true
+		}
 	}
-	_, value, err := decodeRecord(k, v[:len(v)-4]) // copies: v lives only as long as tx
-	return value, err == nil
+	v, ok := vr.view.value(revPos{r.Mod, r.Sub})
+	return append(dst, v...), ok
+}
+
+// Close releases what the reader holds.
+func (vr *ValueReader) Close() {
+	if vr.own {
+		vr.view.release()
+	}
+	vr.view, vr.own = nil, false
 }
 
 // Value returns r's value as valueOf does: false means r's value was compacted after st was
 // cloned (see valueOf).
 func (st *State) Value(r *Record) (string, bool) { return st.valueOf(r) }
-
-// ValuesOf returns the values of recs as Value does, reading the backend in one transaction: a
-// range's page of values costs one, not one per value. False if any was compacted after st was
-// cloned.
-func (st *State) ValuesOf(recs []*Record) ([]string, bool) {
-	out := make([]string, len(recs))
-	var inFile []int
-	for i, r := range recs {
-		v, ok, inMemory := st.valueInMemory(r)
-		if !inMemory {
-			inFile = append(inFile, i)
-			continue
-		}
-		if !ok {
-			return nil, false
-		}
-		out[i] = v
-	}
-	if len(inFile) == 0 {
-		return out, true
-	}
-	view := st.view
-	if view == nil {
-		var err error
-		if view, err = st.backend.acquire(); err != nil {
-			return nil, false
-		}
-		defer view.release()
-	}
-	for _, i := range inFile {
-		v, ok := valueIn(view, recs[i])
-		if !ok {
-			return nil, false
-		}
-		out[i] = v
-	}
-	return out, true
-}
 
 func (p revPos) less(q revPos) bool { return p.mod < q.mod || p.mod == q.mod && p.sub < q.sub }
 

@@ -453,8 +453,11 @@ func BenchmarkState_ReadStoredValue(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			op := wire.Op{Kind: wire.OpRange, Key: fmt.Appendf(nil, "k%04d", i%1000)}
-			recs, _, _, _ := view.RangeRecords(&op)
-			if _, ok := view.ValuesOf(recs); !ok || len(recs) != 1 {
+			r, _, _ := view.KeyRecord(&op)
+			vr := view.Values()
+			v, ok := vr.Append(nil, r)
+			vr.Close()
+			if !ok || len(v) != 256 {
 				b.Fatal("value not found")
 			}
 			i++
@@ -521,6 +524,158 @@ func BenchmarkBatch_Write(b *testing.B) {
 		}
 		if err := st.Commit(seq); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A ValueReader appends a value from wherever it is held: in its record (inline), pending a
+// commit, or only in the file. A version compaction removed from the file after the state was
+// cloned reads as missing (the caller answers ErrCompacted or reads a newer view); a pinned
+// clone still reads it.
+func TestValueReader_Append_WhereverHeld(t *testing.T) {
+	st := NewOnDisk(testBackend(t, 4))
+	stPut(t, st, "a", "a-v1-stored", 0) // a@2
+	stPut(t, st, "a", "a-v2-stored", 0) // a@3
+	stPut(t, st, "i", "in", 0)          // i@4, inline
+	stPut(t, st, "e", "", 0)            // e@5, empty
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	stPut(t, st, "p", "p-pending", 0) // p@6, pending
+	clone := st.Clone()
+	pinned, err := st.Pin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Unpin()
+	if code := st.Compact(3); code != wire.CodeOK {
+		t.Fatalf("compact: %d", code)
+	}
+	for st.CompactStep(10) {
+	}
+	if err := st.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	read := func(s *State, key string, rev int64) (string, bool) {
+		t.Helper()
+		r, _, code := s.KeyRecord(&wire.Op{Kind: wire.OpRange, Key: []byte(key), Revision: rev})
+		if code != wire.CodeOK || r == nil {
+			t.Fatalf("%s at %d: record %v, code %d", key, rev, r, code)
+		}
+		vr := s.Values()
+		defer vr.Close()
+		v, ok := vr.Append([]byte("prefix:"), r)
+		if !strings.HasPrefix(string(v), "prefix:") {
+			t.Fatalf("%s at %d: %q does not keep what dst held", key, rev, v)
+		}
+		return string(v[len("prefix:"):]), ok
+	}
+	for _, tc := range []struct {
+		name   string
+		st     *State
+		key    string
+		rev    int64
+		want   string
+		wantOK bool
+	}{
+		{"stored", clone, "a", 0, "a-v2-stored", true},
+		{"inline", clone, "i", 0, "in", true},
+		{"empty", clone, "e", 0, "", true},
+		{"pending", clone, "p", 0, "p-pending", true},
+		{"compacted under the clone", clone, "a", 2, "", false},
+		{"pinned", pinned, "a", 2, "a-v1-stored", true},
+		{"live state", st, "a", 0, "a-v2-stored", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v, ok := read(tc.st, tc.key, tc.rev); v != tc.want || ok != tc.wantOK {
+				t.Fatalf("%q %v, want %q %v", v, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+// storedValue reads a revs entry without decoding all of it: any entry that is not exactly one
+// encodeRecord and its checksum is refused, never read past or cut.
+func TestStoredValue_Malformed(t *testing.T) {
+	k := revKey(revPos{7, 0})
+	r := &Record{Key: "key", Create: 7, Mod: 7, Version: 1, Lease: 300}
+	e := seal(bucketRevs, k, encodeRecord(r, "value"))
+	if v, ok := storedValue(e); !ok || string(v) != "value" {
+		t.Fatalf("well-formed: %q %v", v, ok)
+	}
+	for i := range len(e) {
+		if v, ok := storedValue(e[:i]); ok {
+			t.Fatalf("cut to %d bytes: read %q", i, v)
+		}
+	}
+	if v, ok := storedValue(append(e[:len(e):len(e)], 0)); ok {
+		t.Fatalf("a byte longer: read %q", v)
+	}
+	bad := bytes.Clone(e)
+	bad[len(binary.AppendVarint(binary.AppendVarint(binary.AppendVarint(nil, 7), 1), 300))] = 2 // the tombstone flag
+	if v, ok := storedValue(bad); ok {
+		t.Fatalf("tombstone byte 2: read %q", v)
+	}
+}
+
+// The page reader finds every revs entry as bbolt's own lookup does, values that overflow their
+// page included, and finds nothing where bbolt finds nothing; a revs bucket small enough to be
+// inline is read through bbolt.
+func TestPageReader_Get_MatchesBolt(t *testing.T) {
+	small := NewOnDisk(testBackend(t, 0))
+	stPut(t, small, "k", "v", 0)
+	if err := small.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := small.backend.acquire(); err != nil || v.paged {
+		t.Fatalf("inline revs: paged %v, %v", v.paged, err)
+	} else {
+		v.release()
+	}
+
+	st := NewOnDisk(testBackend(t, 0))
+	sizes := []int{0, 1, 100, 300, 3000, 5000, 20000}
+	for i := range 3000 {
+		stPut(t, st, fmt.Sprintf("k%05d", i%700), strings.Repeat("v", sizes[i%len(sizes)]), 0)
+		if i%500 == 499 {
+			if err := st.Commit(uint64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.Commit(3000); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.backend.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.release()
+	if !v.paged {
+		t.Fatal("revs of 3000 versions not paged")
+	}
+	n := 0
+	if err := v.revs.ForEach(func(k, want []byte) error {
+		n++
+		got, found, ok := v.pages.get(k)
+		if !ok || !found || !bytes.Equal(got, want) {
+			return fmt.Errorf("%x: %d bytes, found %v, ok %v; bbolt has %d bytes", k, len(got), found, ok, len(want))
+		}
+		// Just past k: no entry (subs of one revision are consecutive, so k+1 may exist).
+		past := binary.BigEndian.AppendUint64(bytes.Clone(k[:8]), binary.BigEndian.Uint64(k[8:])+1<<32)
+		if got, found, ok := v.pages.get(past); !ok || found != (v.revs.Get(past) != nil) {
+			return fmt.Errorf("%x: %d bytes, found %v, ok %v", past, len(got), found, ok)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3000 {
+		t.Fatalf("%d entries, want 3000", n)
+	}
+	for _, k := range [][]byte{make([]byte, 16), bytes.Repeat([]byte{0xff}, 16), []byte("short")} {
+		if _, found, ok := v.pages.get(k); !ok || found {
+			t.Fatalf("%x: found %v, ok %v", k, found, ok)
 		}
 	}
 }

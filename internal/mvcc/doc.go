@@ -22,6 +22,7 @@
 //	dedup.go     the dedup table's storage
 //	hash.go      HashKV's hash
 //	snapshot.go  the snapshot stream format (raft snapshots and backups)
+//	pages.go     lookups of stored values in the backend's pages (pageReader)
 //
 // Records, leases and dedup entries are shared between the live state and its clones: they are
 // never changed in place, only replaced.

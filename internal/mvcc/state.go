@@ -886,6 +886,24 @@ func (st *State) RangeRecords(op *wire.Op) (recs []*Record, count int64, more bo
 	return recs, count, more, code
 }
 
+// KeyRecord answers a range op of a single key (no End) that does not sort by value as
+// RangeRecords does, without a slice: the record it selects or nil, and the count. Its value is
+// read with Value or a ValueReader.
+func (st *State) KeyRecord(op *wire.Op) (r *Record, count int64, code wire.Code) {
+	rev, code := st.checkRev(op.Revision, st.rev)
+	if code != wire.CodeOK {
+		return nil, 0, code
+	}
+	// The key is only compared during the lookup: no copy of it.
+	if r = st.get(unsafe.String(unsafe.SliceData(op.Key), len(op.Key)), rev, st.rev); r == nil {
+		return nil, 0, wire.CodeOK
+	}
+	if op.CountOnly || !passesFilters(op, r) {
+		return nil, 1, wire.CodeOK
+	}
+	return r, 1, wire.CodeOK
+}
+
 // Changes calls fn for every change (a put or a tombstone) from revision from on, in revision
 // order, until fn returns false: watch catch-up reads history through it.
 func (st *State) Changes(from int64, fn func(*Record) bool) {
