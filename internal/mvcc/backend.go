@@ -414,15 +414,9 @@ func encodeRecord(r *Record, value string) []byte {
 	return e.B
 }
 
-// decodeRecord decodes a revs entry (checksum removed) of revision k.
-func decodeRecord(k, v []byte) (*Record, string, error) {
-	r, value, err := decodeRecordView(k, v)
-	return r, string(value), err
-}
-
-// decodeRecordView is decodeRecord with the value left in v (no copy): a restart reads every
-// version, and most values are only in the file.
-func decodeRecordView(k, v []byte) (*Record, []byte, error) {
+// decodeRecord decodes a revs entry (checksum removed) of revision k. The value is left in v
+// (no copy): a restart reads every version, and most values are only in the file.
+func decodeRecord(k, v []byte) (*Record, []byte, error) {
 	if len(k) != 16 {
 		return nil, nil, fmt.Errorf("%w: backend revision key of %d bytes", ErrCorrupt, len(k))
 	}
@@ -957,7 +951,7 @@ func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
 			if err != nil {
 				return err
 			}
-			r, value, err := decodeRecordView(k, v)
+			r, value, err := decodeRecord(k, v)
 			if err != nil {
 				return err
 			}
