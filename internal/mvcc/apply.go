@@ -96,7 +96,8 @@ type Applied struct {
 // ErrCorrupt when the state's backend lost a value the command read: the state can no
 // longer be trusted, and the owner must stop applying.
 func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
-	cmd, err := wire.UnmarshalCommand(data)
+	// data outlives the apply, and nothing applying a txn keeps its bytes.
+	cmd, err := wire.UnmarshalCommandShared(data)
 	if errors.Is(err, wire.ErrChecksum) {
 		return Applied{}, err
 	}

@@ -374,11 +374,13 @@ func (b *Backend) Size() int64 {
 func (st *State) Backend() *Backend { return st.backend }
 
 func seal(bucket, key, val []byte) []byte {
-	h := crc32.New(castagnoli)
-	h.Write(bucket)
-	h.Write(key)
-	h.Write(val)
-	return binary.BigEndian.AppendUint32(val, h.Sum32())
+	return binary.BigEndian.AppendUint32(val, sealSum(bucket, key, val))
+}
+
+// sealSum is the checksum seal appends: CRC-32C of bucket, key and val, chained by hand (a
+// hash.Hash32 would be one more allocation per value written).
+func sealSum(bucket, key, val []byte) uint32 {
+	return crc32.Update(crc32.Update(crc32.Update(0, castagnoli, bucket), castagnoli, key), castagnoli, val)
 }
 
 func unseal(bucket, key, v []byte) ([]byte, error) {
@@ -386,25 +388,26 @@ func unseal(bucket, key, v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: backend %s %x: %d bytes", ErrCorrupt, bucket, key, len(v))
 	}
 	val := v[:len(v)-4]
-	h := crc32.New(castagnoli)
-	h.Write(bucket)
-	h.Write(key)
-	h.Write(val)
-	if h.Sum32() != binary.BigEndian.Uint32(v[len(v)-4:]) {
+	if sealSum(bucket, key, val) != binary.BigEndian.Uint32(v[len(v)-4:]) {
 		return nil, fmt.Errorf("%w: backend %s %x: checksum mismatch", ErrCorrupt, bucket, key)
 	}
 	return val, nil
 }
 
-func revKey(pos revPos) []byte {
-	k := make([]byte, 16)
+func revKey(pos revPos) []byte { return putRevKey(make([]byte, 16), pos) }
+
+// putRevKey writes pos's revs key into k, 16 bytes, and returns it.
+func putRevKey(k []byte, pos revPos) []byte {
 	binary.BigEndian.PutUint64(k, uint64(pos.mod))
 	binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
 	return k
 }
 
-func encodeRecord(r *Record, value string) []byte {
-	e := wire.Encoder{}
+func encodeRecord(r *Record, value string) []byte { return appendRecord(nil, r, value) }
+
+// appendRecord appends r's revs entry (without its checksum) to b.
+func appendRecord(b []byte, r *Record, value string) []byte {
+	e := wire.Encoder{B: b}
 	e.Varint(r.Create)
 	e.Varint(r.Version)
 	e.Varint(r.Lease)
@@ -596,9 +599,16 @@ func (b *Batch) Write() error {
 	err := b.backend.db.Update(func(tx *bolt.Tx) error {
 		revs := tx.Bucket(bucketRevs)
 		revs.FillPercent = 0.95 // keys only grow: pages need little room for inserts
+		// bbolt copies keys, so one buffer serves them all; it keeps the values until the
+		// commit, so they are encoded into one buffer sized for all of them.
+		k := make([]byte, 16)
+		vals := make([]byte, 0, b.recordBytes())
 		for _, p := range b.records {
-			k := revKey(p.pos)
-			if err := revs.Put(k, seal(bucketRevs, k, encodeRecord(p.rec, p.value))); err != nil {
+			putRevKey(k, p.pos)
+			start := len(vals)
+			vals = appendRecord(vals, p.rec, p.value)
+			vals = binary.BigEndian.AppendUint32(vals, sealSum(bucketRevs, k, vals[start:]))
+			if err := revs.Put(k, vals[start:len(vals):len(vals)]); err != nil {
 				return err
 			}
 		}
@@ -680,6 +690,16 @@ func (b *Batch) Write() error {
 	}
 	b.backend.renewView()
 	return nil
+}
+
+// recordBytes bounds the encoded size of the batch's revs entries: their keys and values, and
+// three varints, two length prefixes, a bool and a checksum each.
+func (b *Batch) recordBytes() int {
+	n := 0
+	for _, p := range b.records {
+		n += len(p.rec.Key) + len(p.value) + 5*binary.MaxVarintLen64 + 1 + 4
+	}
+	return n
 }
 
 // growth bounds the bytes a batch can add to the file: its records, and a page for every other
