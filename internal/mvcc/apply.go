@@ -54,6 +54,9 @@ type Applier struct {
 	// retries differently, both answers honest, and trims a restored snapshot's table to its
 	// own budget.
 	budget int64
+
+	probe   DedupEntry // a search key for Apply's lookup, which would otherwise escape to the heap
+	scratch []byte     // remember's encoding buffer
 }
 
 type dedupRef struct {
@@ -96,7 +99,8 @@ type Applied struct {
 // ErrCorrupt when the state's backend lost a value the command read: the state can no
 // longer be trusted, and the owner must stop applying.
 func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
-	cmd, err := wire.UnmarshalCommand(data)
+	// data outlives the apply, and nothing applying a txn keeps its bytes.
+	cmd, err := wire.UnmarshalCommandShared(data)
 	if errors.Is(err, wire.ErrChecksum) {
 		return Applied{}, err
 	}
@@ -107,7 +111,8 @@ func (a *Applier) Apply(index uint64, data []byte) (Applied, error) {
 		return Applied{Result: &wire.Result{Code: wire.CodeMalformed, Revision: a.st.rev}}, nil
 	}
 	if !cmd.ID.IsZero() {
-		if e, ok := a.st.Remembered(cmd.ID); ok {
+		a.probe.ID = cmd.ID
+		if e, ok := a.st.dedup.Get(&a.probe); ok {
 			res, err := wire.UnmarshalResult(e.Result)
 			if err != nil {
 				// Encoded by remember or checked by ReadSnapshot: this is a bug. The same
@@ -199,7 +204,13 @@ func (a *Applier) execute(cmd *wire.Command) Applied {
 // remember stores a result for deduplication, expires entries older than the window, and keeps
 // the long results within the budget.
 func (a *Applier) remember(id wire.RequestID, index uint64, res *wire.Result) {
-	b := res.Marshal(nil)
+	// Encoded into a reused buffer and copied once: appending to nil grows it two or three
+	// times.
+	a.scratch = res.Marshal(a.scratch[:0])
+	b := slices.Clone(a.scratch)
+	if cap(a.scratch) > 4<<10 {
+		a.scratch = nil // a large result's buffer is not kept for the small ones
+	}
 	if len(b) > DedupShortResult && int64(len(b)) > a.budget {
 		// Held, it would push every other long result out and then itself.
 		b = shortResult(res.Code, res.Revision)

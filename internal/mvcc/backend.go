@@ -44,16 +44,28 @@ const backendMmapSize = 10 << 30
 //	revs    16-byte revision (main, sub; big-endian) → varint create, varint version, varint
 //	        lease, bool tombstone, key, value: every version the state holds
 //	leases  8-byte ID (big-endian) → varint TTL, varint remaining ms
-//	dedup   16-byte request ID (client, seq) → uvarint index, bytes result
+//	dedup2  8-byte sequence number (big-endian) → the dedup table's changes of one batch (or part
+//	        of one), replayed in key order when loaded: uvarint newest index of its entries (0
+//	        without), uvarint count, then per entry uvarint client, uvarint seq, uvarint index,
+//	        bytes result; uvarint count, then per forgotten request uvarint client, uvarint seq.
+//	        One value per batch, not a key per request: a put costs no bbolt put and later delete
+//	        of its own. A value whose newest entry is older than the newest one written by more
+//	        than DedupWindow holds only forgotten entries (the Applier forgets them in index
+//	        order) and is deleted, oldest value first, so that every forget it holds concerns an
+//	        entry deleted with it or before.
 //	meta    "format" → uvarint backendFormat; "applied" → uvarint raft index the contents are
 //	        at; "rev", "compact" → varint revision and compaction revision; "alarms" → uvarint
 //	        count, then member, type byte per alarm; "auth" → the auth state, as a snapshot's
 //	        auth frame (auth_snapshot.go), once it has changed
+//
+// Format 1 had the dedup table in bucket dedup, one entry per request: 16-byte request ID
+// (client, seq) → uvarint index, bytes result. OpenBackend migrates it to format 2.
 var (
-	bucketRevs   = []byte("revs")
-	bucketLeases = []byte("leases")
-	bucketDedup  = []byte("dedup")
-	bucketMeta   = []byte("meta")
+	bucketRevs    = []byte("revs")
+	bucketLeases  = []byte("leases")
+	bucketDedup   = []byte("dedup2")
+	bucketMeta    = []byte("meta")
+	bucketDedupV1 = []byte("dedup")
 
 	metaFormat  = []byte("format")
 	metaApplied = []byte("applied")
@@ -63,7 +75,11 @@ var (
 	metaAuth    = []byte("auth")
 )
 
-const backendFormat = 1
+const backendFormat = 2
+
+// dedupValueItems bounds the entries and forgets in one dedup2 value, so that a large batch's
+// changes (a restored table) do not need one huge run of contiguous pages.
+const dedupValueItems = 4096
 
 // Backend is the bbolt file that holds a State on disk: every version with its value, the
 // leases, the dedup table, the alarms and the raft index they are at. The in-memory index (the
@@ -113,10 +129,14 @@ func openBackend(path string, inlineMax int, mapped int64) (b *Backend, err erro
 			if err != nil {
 				return err
 			}
-			if n, _ := binary.Uvarint(f); n != backendFormat {
+			switch n, _ := binary.Uvarint(f); n {
+			case backendFormat:
+				return nil
+			case 1:
+				return migrateDedupV1(tx)
+			default:
 				return fmt.Errorf("%w: backend format %d, want %d", ErrCorrupt, n, backendFormat)
 			}
-			return nil
 		}
 		return m.Put(metaFormat, seal(bucketMeta, metaFormat, binary.AppendUvarint(nil, backendFormat)))
 	})
@@ -374,11 +394,13 @@ func (b *Backend) Size() int64 {
 func (st *State) Backend() *Backend { return st.backend }
 
 func seal(bucket, key, val []byte) []byte {
-	h := crc32.New(castagnoli)
-	h.Write(bucket)
-	h.Write(key)
-	h.Write(val)
-	return binary.BigEndian.AppendUint32(val, h.Sum32())
+	return binary.BigEndian.AppendUint32(val, sealSum(bucket, key, val))
+}
+
+// sealSum is the checksum seal appends: CRC-32C of bucket, key and val, chained by hand (a
+// hash.Hash32 would be one more allocation per value written).
+func sealSum(bucket, key, val []byte) uint32 {
+	return crc32.Update(crc32.Update(crc32.Update(0, castagnoli, bucket), castagnoli, key), castagnoli, val)
 }
 
 func unseal(bucket, key, v []byte) ([]byte, error) {
@@ -386,25 +408,26 @@ func unseal(bucket, key, v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: backend %s %x: %d bytes", ErrCorrupt, bucket, key, len(v))
 	}
 	val := v[:len(v)-4]
-	h := crc32.New(castagnoli)
-	h.Write(bucket)
-	h.Write(key)
-	h.Write(val)
-	if h.Sum32() != binary.BigEndian.Uint32(v[len(v)-4:]) {
+	if sealSum(bucket, key, val) != binary.BigEndian.Uint32(v[len(v)-4:]) {
 		return nil, fmt.Errorf("%w: backend %s %x: checksum mismatch", ErrCorrupt, bucket, key)
 	}
 	return val, nil
 }
 
-func revKey(pos revPos) []byte {
-	k := make([]byte, 16)
+func revKey(pos revPos) []byte { return putRevKey(make([]byte, 16), pos) }
+
+// putRevKey writes pos's revs key into k, 16 bytes, and returns it.
+func putRevKey(k []byte, pos revPos) []byte {
 	binary.BigEndian.PutUint64(k, uint64(pos.mod))
 	binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
 	return k
 }
 
-func encodeRecord(r *Record, value string) []byte {
-	e := wire.Encoder{}
+func encodeRecord(r *Record, value string) []byte { return appendRecord(nil, r, value) }
+
+// appendRecord appends r's revs entry (without its checksum) to b.
+func appendRecord(b []byte, r *Record, value string) []byte {
+	e := wire.Encoder{B: b}
 	e.Varint(r.Create)
 	e.Varint(r.Version)
 	e.Varint(r.Lease)
@@ -596,9 +619,16 @@ func (b *Batch) Write() error {
 	err := b.backend.db.Update(func(tx *bolt.Tx) error {
 		revs := tx.Bucket(bucketRevs)
 		revs.FillPercent = 0.95 // keys only grow: pages need little room for inserts
+		// bbolt copies keys, so one buffer serves them all; it keeps the values until the
+		// commit, so they are encoded into one buffer sized for all of them.
+		k := make([]byte, 16)
+		vals := make([]byte, 0, b.recordBytes())
 		for _, p := range b.records {
-			k := revKey(p.pos)
-			if err := revs.Put(k, seal(bucketRevs, k, encodeRecord(p.rec, p.value))); err != nil {
+			putRevKey(k, p.pos)
+			start := len(vals)
+			vals = appendRecord(vals, p.rec, p.value)
+			vals = binary.BigEndian.AppendUint32(vals, sealSum(bucketRevs, k, vals[start:]))
+			if err := revs.Put(k, vals[start:len(vals):len(vals)]); err != nil {
 				return err
 			}
 		}
@@ -627,27 +657,8 @@ func (b *Batch) Write() error {
 				return err
 			}
 		}
-		dedup := tx.Bucket(bucketDedup)
-		ids := slices.SortedFunc(maps.Keys(b.dirty.dedup), wire.RequestID.Compare)
-		for _, id := range slices.Backward(ids) {
-			if b.dirty.dedup[id] == nil {
-				if err := dedup.Delete(dedupKey(id)); err != nil {
-					return err
-				}
-			}
-		}
-		for _, id := range ids {
-			d := b.dirty.dedup[id]
-			k := dedupKey(id)
-			if d == nil {
-				continue
-			}
-			e := wire.Encoder{}
-			e.Uvarint(d.Index)
-			e.Bytes(d.Result)
-			if err := dedup.Put(k, seal(bucketDedup, k, e.B)); err != nil {
-				return err
-			}
+		if err := writeDedup(tx.Bucket(bucketDedup), b.dirty.dedup); err != nil {
+			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		put := func(k, v []byte) error { return meta.Put(k, seal(bucketMeta, k, v)) }
@@ -680,6 +691,16 @@ func (b *Batch) Write() error {
 	}
 	b.backend.renewView()
 	return nil
+}
+
+// recordBytes bounds the encoded size of the batch's revs entries: their keys and values, and
+// three varints, two length prefixes, a bool and a checksum each.
+func (b *Batch) recordBytes() int {
+	n := 0
+	for _, p := range b.records {
+		n += len(p.rec.Key) + len(p.value) + 5*binary.MaxVarintLen64 + 1 + 4
+	}
+	return n
 }
 
 // growth bounds the bytes a batch can add to the file: its records, and a page for every other
@@ -786,9 +807,144 @@ func (p revPos) compare(q revPos) int {
 	return cmp.Compare(p.sub, q.sub)
 }
 
-// dedupKey is a dedup entry's key in the backend: client, then seq, big-endian.
-func dedupKey(id wire.RequestID) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id.Client), id.Seq)
+// writeDedup appends a batch's changes to the dedup table (nil: forgotten) to the dedup2
+// bucket, after deleting the values at its front that hold only forgotten entries.
+func writeDedup(bk *bolt.Bucket, changes map[wire.RequestID]*DedupEntry) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	kept := make([]*DedupEntry, 0, len(changes))
+	var forgot []wire.RequestID
+	var newest uint64
+	for id, e := range changes {
+		if e == nil {
+			forgot = append(forgot, id)
+			continue
+		}
+		kept = append(kept, e)
+		newest = max(newest, e.Index)
+	}
+	c := bk.Cursor()
+	for k, v := c.First(); k != nil && newest > DedupWindow; k, v = c.First() {
+		v, err := unseal(bucketDedup, k, v)
+		if err != nil {
+			return err
+		}
+		if n, _ := binary.Uvarint(v); n+DedupWindow >= newest {
+			break
+		}
+		if err := bk.Delete(k); err != nil {
+			return err
+		}
+	}
+	seq := uint64(1)
+	if k, _ := c.Last(); len(k) == 8 {
+		seq = binary.BigEndian.Uint64(k) + 1
+	}
+	for len(kept)+len(forgot) > 0 {
+		n := min(len(kept), dedupValueItems)
+		entries := kept[:n]
+		kept = kept[n:]
+		m := min(len(forgot), dedupValueItems-n)
+		gone := forgot[:m]
+		forgot = forgot[m:]
+		var top uint64
+		size := 0
+		for _, e := range entries {
+			top = max(top, e.Index)
+			size += 3*binary.MaxVarintLen64 + binary.MaxVarintLen32 + len(e.Result)
+		}
+		e := wire.Encoder{B: make([]byte, 0, size+len(gone)*2*binary.MaxVarintLen64+3*binary.MaxVarintLen64+4)}
+		e.Uvarint(top)
+		e.Uvarint(uint64(len(entries)))
+		for _, d := range entries {
+			e.Uvarint(d.ID.Client)
+			e.Uvarint(d.ID.Seq)
+			e.Uvarint(d.Index)
+			e.Bytes(d.Result)
+		}
+		e.Uvarint(uint64(len(gone)))
+		for _, id := range gone {
+			e.Uvarint(id.Client)
+			e.Uvarint(id.Seq)
+		}
+		k := binary.BigEndian.AppendUint64(nil, seq)
+		seq++
+		if err := bk.Put(k, seal(bucketDedup, k, e.B)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readDedup decodes a dedup2 value (checksum removed), calling set for every entry and forget
+// for every forgotten request, in that order.
+func readDedup(v []byte, set func(*DedupEntry), forget func(wire.RequestID)) error {
+	d := wire.NewDecoder(v)
+	top := d.Uvarint()
+	var newest uint64
+	n := d.Len(d.Remaining() / 4) // an entry takes at least 4 bytes
+	for i := 0; i < n && d.Err() == nil; i++ {
+		e := &DedupEntry{ID: wire.RequestID{Client: d.Uvarint(), Seq: d.Uvarint()}, Index: d.Uvarint(), Result: d.Bytes()}
+		if d.Err() != nil {
+			break
+		}
+		if _, err := wire.UnmarshalResult(e.Result); err != nil {
+			return fmt.Errorf("%w: backend dedup result: %v", ErrCorrupt, err)
+		}
+		newest = max(newest, e.Index)
+		set(e)
+	}
+	n = d.Len(d.Remaining() / 2)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		id := wire.RequestID{Client: d.Uvarint(), Seq: d.Uvarint()}
+		if d.Err() == nil {
+			forget(id)
+		}
+	}
+	if err := d.Finish(); err != nil || newest != top {
+		return fmt.Errorf("%w: backend dedup value: newest index %d, recorded %d, %v", ErrCorrupt, newest, top, err)
+	}
+	return nil
+}
+
+// readDedupV1 calls set for every entry of a format 1 dedup bucket.
+func readDedupV1(bk *bolt.Bucket, set func(*DedupEntry)) error {
+	return bk.ForEach(func(k, v []byte) error {
+		v, err := unseal(bucketDedupV1, k, v)
+		if err != nil {
+			return err
+		}
+		d := wire.NewDecoder(v)
+		e := &DedupEntry{Index: d.Uvarint(), Result: d.Bytes()}
+		if err := d.Finish(); err != nil || len(k) != 16 {
+			return fmt.Errorf("%w: backend dedup entry %x", ErrCorrupt, k)
+		}
+		if _, err := wire.UnmarshalResult(e.Result); err != nil {
+			return fmt.Errorf("%w: backend dedup result: %v", ErrCorrupt, err)
+		}
+		e.ID = wire.RequestID{Client: binary.BigEndian.Uint64(k), Seq: binary.BigEndian.Uint64(k[8:])}
+		set(e)
+		return nil
+	})
+}
+
+// migrateDedupV1 turns a format 1 backend into a format 2 one: its dedup entries, one per key,
+// move into one dedup2 value (or a few).
+func migrateDedupV1(tx *bolt.Tx) error {
+	changes := map[wire.RequestID]*DedupEntry{}
+	if old := tx.Bucket(bucketDedupV1); old != nil {
+		if err := readDedupV1(old, func(e *DedupEntry) { changes[e.ID] = e }); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketDedupV1); err != nil {
+			return err
+		}
+	}
+	if err := writeDedup(tx.Bucket(bucketDedup), changes); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMeta).Put(metaFormat, seal(bucketMeta, metaFormat, binary.AppendUvarint(nil, backendFormat)))
 }
 
 // Pin returns a clone of st that reads its values through one view of the backend, so that
@@ -902,22 +1058,20 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 		}); err != nil {
 			return err
 		}
+		if v1 := tx.Bucket(bucketDedupV1); v1 != nil {
+			// A format 1 file opened read-only (OpenBackendReadOnly), so not migrated.
+			return readDedupV1(v1, func(e *DedupEntry) { st.dedup.Set(e) })
+		}
 		return tx.Bucket(bucketDedup).ForEach(func(k, v []byte) error {
 			v, err := unseal(bucketDedup, k, v)
 			if err != nil {
 				return err
 			}
-			d := wire.NewDecoder(v)
-			e := &DedupEntry{Index: d.Uvarint(), Result: d.Bytes()}
-			if err := d.Finish(); err != nil || len(k) != 16 {
-				return fmt.Errorf("%w: backend dedup entry %x", ErrCorrupt, k)
+			if len(k) != 8 {
+				return fmt.Errorf("%w: backend dedup key %x", ErrCorrupt, k)
 			}
-			if _, err := wire.UnmarshalResult(e.Result); err != nil {
-				return fmt.Errorf("%w: backend dedup result: %v", ErrCorrupt, err)
-			}
-			e.ID = wire.RequestID{Client: binary.BigEndian.Uint64(k), Seq: binary.BigEndian.Uint64(k[8:])}
-			st.dedup.Set(e)
-			return nil
+			return readDedup(v, func(e *DedupEntry) { st.dedup.Set(e) },
+				func(id wire.RequestID) { st.dedup.Delete(&DedupEntry{ID: id}) })
 		})
 	})
 	if err != nil {

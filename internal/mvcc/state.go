@@ -582,6 +582,7 @@ type writeTxn struct {
 	rev    int64 // revision the changes get
 	events []Event
 	missed *Record // the first record whose value was not found (see valueOf)
+	probe  Record  // a search key for put's lookup, which would otherwise escape to the heap
 }
 
 func (st *State) beginWrite() *writeTxn { return &writeTxn{st: st, rev: st.rev + 1} }
@@ -631,7 +632,9 @@ func (w *writeTxn) insert(r *Record) {
 func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
-	old, _ := st.latest.Get(&Record{Key: key})
+	w.probe.Key = key
+	old, _ := st.latest.Get(&w.probe)
+	w.probe.Key = ""
 	if old != nil {
 		key = old.Key // versions of a key share its bytes: one copy per key, not per version
 	}

@@ -17,11 +17,28 @@ func ValidateTxn(t *wire.Txn, maxOps int) wire.Code {
 		return code
 	}
 	for _, ops := range [][]wire.Op{t.Success, t.Failure} {
+		if writesOnce(ops) {
+			continue // nothing to collide with: skips writeSet's map for a plain put
+		}
 		if _, _, dup := writeSet(ops); dup {
 			return wire.CodeDuplicateKey
 		}
 	}
 	return wire.CodeOK
+}
+
+// writesOnce reports whether ops, a branch without nested txns, writes at most once.
+func writesOnce(ops []wire.Op) bool {
+	writes := 0
+	for i := range ops {
+		switch ops[i].Kind {
+		case wire.OpTxn:
+			return false
+		case wire.OpPut, wire.OpDelete:
+			writes++
+		}
+	}
+	return writes <= 1
 }
 
 // checkTxnShape checks keys and op counts; maxOps < 0 is unlimited.

@@ -149,7 +149,14 @@ func (t *Txn) sizeHint() int {
 
 // UnmarshalCommand decodes a Command written by Command.Marshal. The result shares no memory
 // with b. Bytes that fail their checksum give an error wrapping ErrChecksum.
-func UnmarshalCommand(b []byte) (*Command, error) {
+func UnmarshalCommand(b []byte) (*Command, error) { return unmarshalCommand(b, false) }
+
+// UnmarshalCommandShared is UnmarshalCommand for a caller done with the command before b
+// changes (the state machine applying a log entry): the keys and values of a txn are slices of b,
+// not copies, which saves two allocations per put.
+func UnmarshalCommandShared(b []byte) (*Command, error) { return unmarshalCommand(b, true) }
+
+func unmarshalCommand(b []byte, shared bool) (*Command, error) {
 	if len(b) > 0 && b[0] != commandVersion {
 		return nil, fmt.Errorf("%w: unknown command version %d", ErrMalformed, b[0])
 	}
@@ -183,6 +190,8 @@ func UnmarshalCommand(b []byte) (*Command, error) {
 				d.fail("lease grant of lease %d for %d s", c.LeaseID, c.LeaseTTL)
 			}
 		}
+		// Only a txn's bytes are shared: the state copies what it keeps of them.
+		d.shared = shared
 		c.Txn = decodeTxnPtr(&d, 1)
 	case KindCompact:
 		c.Revision = d.Varint()

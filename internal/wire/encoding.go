@@ -56,6 +56,8 @@ func (e *Encoder) present(ok bool) bool {
 type Decoder struct {
 	buf []byte
 	err error
+	// shared makes Bytes return slices of buf instead of copies (UnmarshalCommandShared).
+	shared bool
 }
 
 // NewDecoder returns a Decoder reading b. Bytes and String return copies, so b may be reused once
@@ -169,14 +171,19 @@ func (d *Decoder) length() int {
 }
 
 // Bytes reads a length-prefixed byte slice. It returns a copy, so the caller may keep it after
-// the input is reused; an empty slice decodes as nil.
+// the input is reused, unless the decoder is shared; an empty slice decodes as nil.
 func (d *Decoder) Bytes() []byte {
 	n := d.length()
 	if n == 0 {
 		return nil
 	}
-	b := make([]byte, n)
-	copy(b, d.buf)
+	var b []byte
+	if d.shared {
+		b = d.buf[:n:n]
+	} else {
+		b = make([]byte, n)
+		copy(b, d.buf)
+	}
 	d.buf = d.buf[n:]
 	return b
 }
