@@ -268,9 +268,7 @@ func (v *readView) value(pos revPos) ([]byte, bool) {
 	}
 	if v.paged {
 		var k [16]byte
-		binary.BigEndian.PutUint64(k[:8], uint64(pos.mod))
-		binary.BigEndian.PutUint64(k[8:], uint64(pos.sub))
-		if e, found, ok := v.pages.get(k[:]); ok {
+		if e, found, ok := v.pages.get(putRevKey(k[:], pos)); ok {
 			if !found {
 				return nil, false
 			}
@@ -281,9 +279,7 @@ func (v *readView) value(pos revPos) ([]byte, bool) {
 	if c == nil {
 		c = &viewCursor{c: v.revs.Cursor()}
 	}
-	binary.BigEndian.PutUint64(c.key[:8], uint64(pos.mod))
-	binary.BigEndian.PutUint64(c.key[8:], uint64(pos.sub))
-	k, e := c.c.Seek(c.key[:])
+	k, e := c.c.Seek(putRevKey(c.key[:], pos))
 	found := bytes.Equal(k, c.key[:])
 	v.cursors.Put(c)
 	if !found {
