@@ -937,8 +937,8 @@ func (w *watcher) catchUp() bool {
 
 // readHistory returns the matching events of the revisions from next through upTo that fit in
 // one response (at least one revision, however large; whole revisions only), scanning at most
-// catchUpRevisions revisions, and the last revision it covered. It returns false if a value was
-// compacted after st was cloned (mvcc.State.Value).
+// catchUpRevisions revisions, and the last revision it covered. It returns false if a value or
+// a version was compacted after st was cloned (mvcc.State.Value, mvcc.State.Changes).
 func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64, bool) {
 	lim := w.hub.limits
 	var evs []*Event
@@ -947,7 +947,7 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 	last := upTo
 	revsSeen := 0
 	cur, curStart := int64(0), 0 // the revision being read, and where its events begin in evs
-	st.Changes(next, func(r *mvcc.Record) bool {
+	complete := st.Changes(next, func(r *mvcc.Record) bool {
 		if r.Mod > upTo {
 			return false
 		}
@@ -990,5 +990,5 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 		}
 		return true
 	})
-	return evs, last, !missed
+	return evs, last, complete && !missed
 }

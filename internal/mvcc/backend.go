@@ -219,6 +219,9 @@ type readView struct {
 	refs  atomic.Int64 // readers, +1 while it is the backend's view; never rises from 0
 	pages pageReader   // finds revs entries, if paged
 	paged bool
+	// compactRev is the compaction revision the file is at: the versions a compaction applied
+	// after a clone may have left the view (see State.ascendRevs).
+	compactRev int64
 	// cursors holds *viewCursor on revs for reuse where pages cannot: Bucket.Get makes a cursor
 	// per lookup, which costs several allocations and an atomic add to a counter every reader of
 	// the view shares.
@@ -239,6 +242,16 @@ func newReadView(db *bolt.DB) (*readView, error) {
 	v := &readView{tx: tx, revs: tx.Bucket(bucketRevs)}
 	if v.revs != nil {
 		v.pages, v.paged = newPageReader(tx, v.revs)
+	}
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		if e := meta.Get(metaCompact); e != nil {
+			c, err := unseal(bucketMeta, metaCompact, e)
+			if err != nil {
+				v.compactRev = math.MaxInt64 // no version can be vouched for: readers go elsewhere
+			} else {
+				v.compactRev, _ = binary.Varint(c)
+			}
+		}
 	}
 	v.refs.Store(1)
 	return v, nil
@@ -292,31 +305,38 @@ func (v *readView) value(pos revPos) ([]byte, bool) {
 // decoding the rest: a read needs nothing else from it. The checksum is not checked here: Load
 // checks every entry's.
 func storedValue(e []byte) ([]byte, bool) {
+	_, value, tombstone, ok := entryParts(e)
+	return value, ok && !tombstone
+}
+
+// entryParts returns the key and the value of a revs entry e, as storedValue reads them; false
+// if e is malformed.
+func entryParts(e []byte) (key, value []byte, tombstone, ok bool) {
 	if len(e) < 4 {
-		return nil, false
+		return nil, nil, false, false
 	}
 	e = e[:len(e)-4]
 	for range 3 { // create, version, lease
 		_, n := binary.Varint(e)
 		if n <= 0 {
-			return nil, false
+			return nil, nil, false, false
 		}
 		e = e[n:]
 	}
-	if len(e) == 0 || e[0] > 1 { // tombstone
-		return nil, false
+	if len(e) == 0 || e[0] > 1 {
+		return nil, nil, false, false
 	}
-	e = e[1:]
-	n, m := binary.Uvarint(e) // key
+	tombstone, e = e[0] == 1, e[1:]
+	n, m := binary.Uvarint(e)
 	if m <= 0 || n > uint64(len(e)-m) {
-		return nil, false
+		return nil, nil, false, false
 	}
-	e = e[m+int(n):]
+	key, e = e[m:m+int(n)], e[m+int(n):]
 	n, m = binary.Uvarint(e) // value: the rest
 	if m <= 0 || n != uint64(len(e)-m) {
-		return nil, false
+		return nil, nil, false, false
 	}
-	return e[m:], true
+	return key, e[m:], tombstone, true
 }
 
 func (v *readView) release() {
@@ -1085,7 +1105,7 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 	return st, applied, nil
 }
 
-// loadVersions reads every version in tx into st's history and revs. One goroutine reads and
+// loadVersions reads every version in tx into st's history. One goroutine reads and
 // decodes the file (its page faults, checksums and allocations) while this one inserts into the
 // trees, each about half of a restart's work.
 func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
@@ -1129,7 +1149,6 @@ func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
 	for batch := range batches {
 		for _, r := range batch {
 			st.history.Set(r)
-			st.revs.Load(r) // the file holds versions in revision order: appends
 			st.size += r.Size()
 		}
 	}
@@ -1266,7 +1285,7 @@ func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 	c.rev, c.compactRev, c.alarms, c.auth = st.rev, st.compactRev, st.alarms, st.auth
 	var err error
 	bytes := 0
-	st.revs.Ascend(&Record{Mod: after + 1}, func(r *Record) bool {
+	walkErr := st.ascendRevs(revPos{mod: after + 1}, func(r *Record) bool {
 		v, ok := st.valueOf(r)
 		if !ok {
 			err = errValueMissing(r)
@@ -1278,6 +1297,9 @@ func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 		}
 		return err == nil
 	})
+	if err == nil {
+		err = walkErr
+	}
 	if err != nil {
 		return err
 	}
@@ -1331,9 +1353,14 @@ func (st *State) Dirty() bool {
 }
 
 // Detach makes st, restored through a temporary backend with every value inline, a state in
-// memory only; the caller discards the backend.
+// memory only, which orders its versions in a revs tree; the caller discards the backend.
 func (st *State) Detach() {
 	st.backend, st.dirty, st.pending, st.committing, st.retry = nil, nil, nil, nil, nil
+	st.revs = newRevs()
+	st.history.Scan(func(r *Record) bool {
+		st.revs.Set(r)
+		return true
+	})
 }
 
 // IsBackendStream reports whether br starts a backend stream (StreamBackend).

@@ -6,8 +6,8 @@ import "fmt"
 // compaction has yet to remove.
 func (st *State) Versions() int { return st.history.Len() }
 
-// Check reports the first disagreement between the state's indexes: history and revs must hold
-// the same records, size must be the sum of their sizes, latest must hold exactly each key's
+// Check reports the first disagreement between the state's indexes: history and the versions in
+// revision order (revs, or the backend and the unwritten versions) must hold the same records, size must be the sum of their sizes, latest must hold exactly each key's
 // newest version unless that is a tombstone, with no removal pending nothing a compaction drops
 // may be left, and every stored value must be found (st is the Applier's own or pinned). It visits every version: for offline inspection and tests, never for the
 // apply path.
@@ -36,18 +36,26 @@ func (st *State) Check() error {
 	})
 	judge(nil)
 	n := 0
-	var stray *Record
-	st.revs.Scan(func(r *Record) bool {
-		n++
-		if !inHistory[r] {
+	var stray, unordered *Record
+	var last revPos
+	if err := st.ascendRevs(revPos{}, func(r *Record) bool {
+		pos := revPos{r.Mod, r.Sub}
+		switch n++; {
+		case !inHistory[r]:
 			stray = r
-			return false
+		case n > 1 && !last.less(pos):
+			unordered = r
 		}
-		return true
-	})
+		last = pos
+		return stray == nil && unordered == nil
+	}); err != nil {
+		return err
+	}
 	switch {
 	case stray != nil:
 		return fmt.Errorf("revs holds %s, history does not", recordName(stray))
+	case unordered != nil:
+		return fmt.Errorf("revs holds %s out of revision order", recordName(unordered))
 	case n != len(inHistory):
 		return fmt.Errorf("revs holds %d records, history %d", n, len(inHistory))
 	case size != st.size:

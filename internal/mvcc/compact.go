@@ -1,6 +1,8 @@
 package mvcc
 
 import (
+	"errors"
+
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -42,7 +44,7 @@ func (st *State) CompactStep(limit int) bool {
 	var doomed []*Record
 	visited := 0
 	more := false
-	st.revs.Ascend(&Record{Mod: st.compactCursor.mod, Sub: st.compactCursor.sub}, func(r *Record) bool {
+	err := st.ascendRevs(st.compactCursor, func(r *Record) bool {
 		if r.Mod > st.compactRev {
 			return false
 		}
@@ -66,10 +68,20 @@ func (st *State) CompactStep(limit int) bool {
 	})
 	for _, r := range doomed {
 		if _, ok := st.history.Delete(r); ok {
-			st.revs.Delete(r)
+			if st.revs != nil {
+				st.revs.Delete(r)
+			}
 			st.size -= r.Size()
 			st.markDeleted(r)
 		}
+	}
+	if err != nil {
+		// The Applier's own state reads the newest view, so nothing is stale: the file is
+		// damaged, and the Applier stops on it, or closed. The removal resumes where it stopped.
+		if errors.Is(err, ErrCorrupt) && st.damage == nil {
+			st.damage = err
+		}
+		return false
 	}
 	if !more {
 		st.compactPending = false

@@ -342,7 +342,7 @@ func stateReadings(t testing.TB, st *State, nKeys int, revs []int64) string {
 	}
 	// Watch catch-up reads the changes from the compaction revision on and, above it, each
 	// change's previous version (see the root package's watcher.readHistory).
-	st.Changes(max(st.CompactRev(), 1), func(r *Record) bool {
+	if !st.Changes(max(st.CompactRev(), 1), func(r *Record) bool {
 		fmt.Fprintf(&b, "change %s", recordName(r))
 		if prev := st.PrevVersion(r); r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone() {
 			v, _ := st.Value(prev)
@@ -350,7 +350,9 @@ func stateReadings(t testing.TB, st *State, nKeys int, revs []int64) string {
 		}
 		b.WriteString("\n")
 		return true
-	})
+	}) {
+		t.Fatal("Changes could not read every version")
+	}
 	fmt.Fprintf(&b, "snapshot %x\n", encodeSnapshot(t, st, 1))
 	return b.String()
 }

@@ -13,7 +13,7 @@ func (st *State) Hash(rev int64) (uint32, error) {
 	h := crc32.New(castagnoli)
 	var buf []byte
 	var missing error
-	st.revs.Scan(func(r *Record) bool {
+	err := st.ascendRevs(revPos{}, func(r *Record) bool {
 		if r.Mod > rev {
 			return false
 		}
@@ -43,5 +43,8 @@ func (st *State) Hash(rev int64) (uint32, error) {
 		h.Write(buf)
 		return true
 	})
-	return h.Sum32(), missing
+	if err == nil {
+		err = missing
+	}
+	return h.Sum32(), err
 }

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/ember-kv/ember/internal/corrupt"
 	"github.com/ember-kv/ember/internal/wire"
@@ -211,7 +212,8 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 	var last *Record
 	var lastLease int64
 	var sawAlarms bool
-	var sawLease bool // lease IDs may be negative: lastLease means nothing before the first
+	var sawLease bool      // lease IDs may be negative: lastLease means nothing before the first
+	var positions []revPos // of the versions, to refuse two at one revision, without a revs tree
 	for {
 		sum := crc.Sum32()
 		typ, payload, err := readFrame(br, crc)
@@ -266,7 +268,9 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 					return nil, 0, err
 				}
 				st.history.Load(rec)
-				if _, dup := st.revs.Set(rec); dup {
+				if st.revs == nil {
+					positions = append(positions, revPos{rec.Mod, rec.Sub})
+				} else if _, dup := st.revs.Set(rec); dup {
 					return nil, 0, errSnapshot("two changes at revision %d.%d", rec.Mod, rec.Sub)
 				}
 				st.size += rec.Size()
@@ -338,6 +342,12 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 	}
 	if err := checkKept(st, last, nil); err != nil {
 		return nil, 0, err
+	}
+	slices.SortFunc(positions, revPos.compare)
+	for i := 1; i < len(positions); i++ {
+		if positions[i] == positions[i-1] {
+			return nil, 0, errSnapshot("two changes at revision %d.%d", positions[i].mod, positions[i].sub)
+		}
 	}
 	if err := deriveIndexes(st); err != nil {
 		return nil, 0, err

@@ -117,13 +117,16 @@ type DedupEntry struct {
 //	history: a@2 a@3 a@5(tombstone) a@7            (by key, then revision)
 //	revs:    2:a 3:a 5:a(tombstone) 7:a            (by revision: watch catch-up, compaction)
 //
+// revs is a tree only in a state without a backend; with one, the backend's revision-ordered
+// file and the versions not yet written take its place (see ascendRevs).
+//
 // A read at revision 4 finds a@3 in history; at 6 it finds the tombstone, so "a" is absent.
 // Compacting at 5 drops a@2 and a@3 (superseded by a change at or before 5) and the tombstone
 // a@5 (a key whose newest version at the compaction point is a delete does not exist there).
 type State struct {
 	latest    *btree.BTreeG[*Record]
 	history   *btree.BTreeG[*Record]
-	revs      *btree.BTreeG[*Record]
+	revs      *btree.BTreeG[*Record] // nil with a backend
 	leases    *btree.BTreeG[*Lease]
 	leaseKeys *btree.BTreeG[leaseKey]
 	dedup     *btree.BTreeG[*DedupEntry]
@@ -177,12 +180,7 @@ func New() *State {
 			}
 			return a.Sub < b.Sub
 		}, treeOpts),
-		revs: btree.NewBTreeGOptions(func(a, b *Record) bool {
-			if a.Mod != b.Mod {
-				return a.Mod < b.Mod
-			}
-			return a.Sub < b.Sub
-		}, treeOpts),
+		revs:   newRevs(),
 		leases: btree.NewBTreeGOptions(func(a, b *Lease) bool { return a.ID < b.ID }, treeOpts),
 		leaseKeys: btree.NewBTreeGOptions(func(a, b leaseKey) bool {
 			if a.lease != b.lease {
@@ -200,13 +198,32 @@ func New() *State {
 	}
 }
 
+// newRevs returns an empty revs tree.
+func newRevs() *btree.BTreeG[*Record] {
+	return btree.NewBTreeGOptions(func(a, b *Record) bool {
+		if a.Mod != b.Mod {
+			return a.Mod < b.Mod
+		}
+		return a.Sub < b.Sub
+	}, treeOpts)
+}
+
 // NewOnDisk returns an empty state held in backend b as well as in memory (nil: memory only).
+// With a backend there is no revs tree: the backend orders the versions (see ascendRevs).
 func NewOnDisk(b *Backend) *State {
 	st := New()
 	if b != nil {
-		st.backend, st.dirty = b, newDirty()
+		st.backend, st.dirty, st.revs = b, newDirty(), nil
 	}
 	return st
+}
+
+// copyTree is t.Copy(), nil for nil.
+func copyTree[T any](t *btree.BTreeG[T]) *btree.BTreeG[T] {
+	if t == nil {
+		return nil
+	}
+	return t.Copy()
 }
 
 // clone returns a copy that shares structure with st (O(1)); later writes to st copy the nodes
@@ -215,7 +232,7 @@ func (st *State) Clone() *State {
 	return &State{
 		latest:     st.latest.Copy(),
 		history:    st.history.Copy(),
-		revs:       st.revs.Copy(),
+		revs:       copyTree(st.revs),
 		leases:     st.leases.Copy(),
 		leaseKeys:  st.leaseKeys.Copy(),
 		dedup:      st.dedup.Copy(),
@@ -625,7 +642,9 @@ func (w *writeTxn) end() []Event {
 func (w *writeTxn) insert(r *Record) {
 	st := w.st
 	st.history.Set(r)
-	st.revs.Set(r)
+	if st.revs != nil {
+		st.revs.Set(r)
+	}
 	st.size += r.Size()
 }
 
@@ -908,7 +927,9 @@ func (st *State) KeyRecord(op *wire.Op) (r *Record, count int64, code wire.Code)
 }
 
 // Changes calls fn for every change (a put or a tombstone) from revision from on, in revision
-// order, until fn returns false: watch catch-up reads history through it.
-func (st *State) Changes(from int64, fn func(*Record) bool) {
-	st.revs.Ascend(&Record{Mod: from}, fn)
+// order, until fn returns false: watch catch-up reads history through it. False means that it
+// could not read them all, as Value's false does: a compaction applied after st was cloned
+// removed some (a newer clone answers ErrCompacted), or the backend is closed or damaged.
+func (st *State) Changes(from int64, fn func(*Record) bool) bool {
+	return st.ascendRevs(revPos{mod: from}, fn) == nil
 }
