@@ -963,13 +963,16 @@ func (w *watcher) readHistory(st *mvcc.State, next, upTo int64) ([]*Event, int64
 			return true
 		}
 		var prev *mvcc.Record
-		var prevValue string
+		var value, prevValue string
+		ok := true
 		if w.prevKV && r.Mod > st.CompactRev() {
 			// At the compaction revision the previous version is compacted (etcd: "nothing
 			// will be returned"), even while a pending removal still holds it.
-			prev = st.PrevVersion(r)
+			prev, ok = st.PrevVersion(r)
 		}
-		value, ok := st.Value(r)
+		if ok {
+			value, ok = st.Value(r)
+		}
 		if ok && prev != nil && !prev.Tombstone() {
 			prevValue, ok = st.Value(prev)
 		}

@@ -94,11 +94,15 @@ func (r *hubRig) drain() {
 }
 
 // history is every change src made, as watchcheck wants it.
-func (r *hubRig) history() []watchcheck.Revision {
+func (r *hubRig) history(t testing.TB) []watchcheck.Revision {
+	t.Helper()
 	var h []watchcheck.Revision
 	st := r.src.app.State()
-	st.Changes(0, func(rec *mvcc.Record) bool {
-		prev := st.PrevVersion(rec)
+	if !st.Changes(0, func(rec *mvcc.Record) bool {
+		prev, ok := st.PrevVersion(rec)
+		if !ok {
+			t.Fatalf("previous version of %s@%d missing", rec.Key, rec.Mod)
+		}
 		var prevValue string
 		if prev != nil {
 			prevValue, _ = st.Value(prev)
@@ -106,7 +110,9 @@ func (r *hubRig) history() []watchcheck.Revision {
 		value, _ := st.Value(rec)
 		h = watchcheck.AppendEvents(h, []watchcheck.Event{checkEvent(eventOf(rec, value, prev, prevValue, true))})
 		return true
-	})
+	}) {
+		t.Fatal("the state's changes could not all be read")
+	}
 	return h
 }
 
@@ -237,7 +243,7 @@ func TestWatchHub_Restored_BatchTakenBeforeSnapshotSkipsNothing(t *testing.T) {
 	after := r.put("k", "after", false)
 	r.drain()
 	receiveThrough(t, wc, cw, after)
-	if vs := watchcheck.Check(r.history(), *cw); len(vs) > 0 {
+	if vs := watchcheck.Check(r.history(t), *cw); len(vs) > 0 {
 		t.Fatalf("watch across the snapshot install: %d violations:%s\nresponses: %s", len(vs), watchcheck.List(vs), dumpResponses(cw))
 	}
 }
@@ -300,7 +306,7 @@ func TestWatchHub_StalledWatcherAndDispatcherBehind_MemoryBounded(t *testing.T) 
 	if peak.pendingEvents == 0 || peak.queuedEvents == 0 {
 		t.Fatalf("peak %+v: the test never queued anything", peak)
 	}
-	h := r.history()
+	h := r.history(t)
 	for i, w := range ws {
 		for {
 			resp := receive(t, w.wc)
@@ -482,7 +488,7 @@ func TestWatchHub_GapsAndSnapshotInstallsUnderConcurrency(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	h := r.history()
+	h := r.history(t)
 	events := 0
 	for i, c := range consumers {
 		for _, resp := range c.cw.Responses {

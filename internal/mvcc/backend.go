@@ -276,16 +276,23 @@ func (b *Backend) acquire() (*readView, error) {
 // value returns the value of the version at pos as the view's file holds it, false if the file
 // has no such version. The bytes are the file's: valid only until the view is released.
 func (v *readView) value(pos revPos) ([]byte, bool) {
+	e, ok := v.entry(pos)
+	if !ok {
+		return nil, false
+	}
+	return storedValue(e)
+}
+
+// entry returns the revs entry of the version at pos (checksum included), false if the file has
+// no such version. The bytes are the file's: valid only until the view is released.
+func (v *readView) entry(pos revPos) ([]byte, bool) {
 	if v.revs == nil {
 		return nil, false // not a backend: OpenBackendReadOnly of another bbolt file
 	}
 	if v.paged {
 		var k [16]byte
 		if e, found, ok := v.pages.get(putRevKey(k[:], pos)); ok {
-			if !found {
-				return nil, false
-			}
-			return storedValue(e)
+			return e, found
 		}
 	}
 	c, _ := v.cursors.Get().(*viewCursor)
@@ -295,10 +302,7 @@ func (v *readView) value(pos revPos) ([]byte, bool) {
 	k, e := c.c.Seek(putRevKey(c.key[:], pos))
 	found := bytes.Equal(k, c.key[:])
 	v.cursors.Put(c)
-	if !found {
-		return nil, false
-	}
-	return storedValue(e)
+	return e, found
 }
 
 // storedValue returns the value a revs entry e holds (encodeRecord, then the checksum), without
@@ -518,9 +522,9 @@ func (st *State) markAlarms() {
 	}
 }
 
-func (st *State) markDeleted(r *Record) {
+func (st *State) markDeleted(p revPos) {
 	if st.dirty != nil {
-		st.dirty.deletes = append(st.dirty.deletes, revPos{r.Mod, r.Sub})
+		st.dirty.deletes = append(st.dirty.deletes, p)
 	}
 }
 
@@ -1105,7 +1109,7 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 	return st, applied, nil
 }
 
-// loadVersions reads every version in tx into st's history. One goroutine reads and
+// loadVersions reads every version in tx into st's key index. One goroutine reads and
 // decodes the file (its page faults, checksums and allocations) while this one inserts into the
 // trees, each about half of a restart's work.
 func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
@@ -1148,7 +1152,11 @@ func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
 	}()
 	for batch := range batches {
 		for _, r := range batch {
-			st.history.Set(r)
+			// In revision order, each version is its key's newest so far. Nothing else holds
+			// the records yet, so the one it replaces lends it its key's bytes and its slice.
+			if prior, ok := st.keys.ReplaceOrInsert(r); ok {
+				r.Key, r.older = prior.Key, append(prior.older, refOf(prior))
+			}
 			st.size += r.Size()
 		}
 	}
@@ -1353,14 +1361,19 @@ func (st *State) Dirty() bool {
 }
 
 // Detach makes st, restored through a temporary backend with every value inline, a state in
-// memory only, which orders its versions in a revs tree; the caller discards the backend.
-func (st *State) Detach() {
-	st.backend, st.dirty, st.pending, st.committing, st.retry = nil, nil, nil, nil, nil
-	st.revs = newRevs()
-	st.history.Scan(func(r *Record) bool {
-		st.revs.Set(r)
+// memory only, whose revs tree holds every version's record, read from the backend; the caller
+// discards the backend.
+func (st *State) Detach() error {
+	revs := newRevs()
+	if err := st.ascendRevs(revPos{}, func(r *Record) bool {
+		revs.Set(r)
 		return true
-	})
+	}); err != nil {
+		return err
+	}
+	st.backend, st.dirty, st.pending, st.committing, st.retry = nil, nil, nil, nil, nil
+	st.revs = revs
+	return nil
 }
 
 // IsBackendStream reports whether br starts a backend stream (StreamBackend).
@@ -1388,7 +1401,10 @@ func RestoreToMemory(r io.Reader) (*State, uint64, error) {
 		return nil, 0, err
 	}
 	b := st.backend
-	st.Detach()
+	err = st.Detach()
 	b.Discard()
+	if err != nil {
+		return nil, 0, err
+	}
 	return st, applied, nil
 }

@@ -12,9 +12,9 @@ import (
 // read. Without a backend the revs tree holds them. With one, the backend's revs bucket holds
 // every version a batch has written, in that order, and the versions not yet written follow
 // them in memory (committing, then pending): a tree of them as well would cost a tree item per
-// version of heap. A version is read there by position and then found in history, so that
-// readers get the state's own records, and a version compaction removed from history but whose
-// deletion no batch has written yet is skipped.
+// version of heap. A version read there by position is then looked up in its key's record, so
+// that readers get the key's record for its newest version, and a version compaction removed
+// but whose deletion no batch has written yet is skipped.
 
 // errStale reports that a clone cannot tell every version it was asked for: a compaction applied
 // after it was cloned has removed some of them from the backend. A newer clone can.
@@ -58,10 +58,16 @@ func (st *State) ascendRevs(from revPos, fn func(*Record) bool) error {
 	for _, recs := range unwritten {
 		i := sort.Search(len(recs), func(i int) bool { return !recs[i].pos.less(from) })
 		for _, p := range recs[i:] {
-			if _, ok := st.history.Get(p.rec); !ok {
+			r := p.rec
+			switch k := st.newest(r.Key); {
+			case k == nil:
 				continue // compaction removed it
+			case k.pos() == p.pos:
+				r = k // the key's record: compaction may have replaced the one written
+			case k.versionIndex(p.pos) < 0:
+				continue
 			}
-			if !fn(p.rec) {
+			if !fn(r) {
 				return nil
 			}
 		}
@@ -69,8 +75,8 @@ func (st *State) ascendRevs(from revPos, fn func(*Record) bool) error {
 	return nil
 }
 
-// ascendView calls fn with the records of the versions in [from, end) that view holds and
-// history still has, in revision order; more is false if fn stopped it.
+// ascendView calls fn with the records of the versions in [from, end) that view holds and st
+// still has, in revision order; more is false if fn stopped it.
 func (st *State) ascendView(view *readView, from, end revPos, fn func(*Record) bool) (more bool, err error) {
 	if view.revs == nil {
 		return true, nil
@@ -92,10 +98,19 @@ func (st *State) ascendView(view *readView, from, end revPos, fn func(*Record) b
 			return false, fmt.Errorf("%w: backend record %d.%d", ErrCorrupt, pos.mod, pos.sub)
 		}
 		// The key is only compared: the page's bytes serve.
-		probe.Key, probe.Mod, probe.Sub = unsafe.String(unsafe.SliceData(key), len(key)), pos.mod, pos.sub
-		r, ok := st.history.Get(&probe)
-		if !ok {
+		probe.Key = unsafe.String(unsafe.SliceData(key), len(key))
+		k, _ := st.keys.Get(&probe)
+		r := k
+		switch {
+		case k == nil:
 			continue // compaction removed it; no batch has written its deletion yet
+		case k.pos() != pos:
+			if k.versionIndex(pos) < 0 {
+				continue
+			}
+			if r, err = st.recordOf(k.Key, pos, e); err != nil {
+				return false, err
+			}
 		}
 		if !fn(r) {
 			return false, nil

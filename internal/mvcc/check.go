@@ -4,87 +4,97 @@ import "fmt"
 
 // Versions is the number of versions held (puts and tombstones), counting those a pending
 // compaction has yet to remove.
-func (st *State) Versions() int { return st.history.Len() }
+func (st *State) Versions() int { return st.versions }
 
-// Check reports the first disagreement between the state's indexes: history and the versions in
-// revision order (revs, or the backend and the unwritten versions) must hold the same records, size must be the sum of their sizes, latest must hold exactly each key's
-// newest version unless that is a tombstone, with no removal pending nothing a compaction drops
-// may be left, and every stored value must be found (st is the Applier's own or pinned). It visits every version: for offline inspection and tests, never for the
-// apply path.
+// Check reports the first disagreement between the state's indexes: each key's versions must be
+// in revision order and readable as their references describe them, the versions in revision
+// order (revs, or the backend and the unwritten versions) must be exactly those, the counters
+// must add up, with no removal pending nothing a compaction drops may be left, and every stored
+// value must be found (st is the Applier's own or pinned). It visits every version: for offline
+// inspection and tests, never for the apply path.
 func (st *State) Check() error {
-	inHistory := map[*Record]bool{}
 	var size int64
-	newest := map[string]*Record{}
-	var prev, obsolete *Record
-	// prev is obsolete or not by the version after it, next (nil if prev is its key's newest).
-	judge := func(next *Record) {
-		if prev != nil && obsolete == nil && st.obsolete(prev, next) {
-			obsolete = prev
-		}
+	live, versions := 0, 0
+	held := map[revPos]string{}
+	var problem error
+	fail := func(format string, args ...any) bool {
+		problem = fmt.Errorf(format, args...)
+		return false
 	}
-	st.history.Scan(func(r *Record) bool {
-		inHistory[r] = true
-		size += r.Size()
-		newest[r.Key] = r
-		if prev != nil && prev.Key == r.Key {
-			judge(r)
-		} else {
-			judge(nil)
+	var prev *Record // the previous version visited, if of the same key
+	complete := st.eachVersion(func(r *Record, nextMod int64) bool {
+		if prev != nil && prev.Key == r.Key && !prev.pos().less(r.pos()) {
+			return fail("versions of %q out of order: %s after %s", r.Key, recordName(r), recordName(prev))
 		}
-		prev = r
+		if nextMod != 0 {
+			prev = r
+		} else {
+			prev = nil
+		}
+		if k := held[r.pos()]; k != "" {
+			return fail("%s and a version of %q share revision %d.%d", recordName(r), k, r.Mod, r.Sub)
+		}
+		held[r.pos()] = r.Key
+		versions++
+		size += r.Size()
+		if nextMod == 0 && !r.Tombstone() {
+			live++
+		}
+		if !st.compactPending && st.obsolete(r.Mod, r.Tombstone(), nextMod) {
+			return fail("%s survived the compaction at %d", recordName(r), st.compactRev)
+		}
+		if _, ok := st.valueOf(r); !ok {
+			problem = errValueMissing(r)
+			return false
+		}
 		return true
 	})
-	judge(nil)
+	if problem != nil {
+		return problem
+	}
+	if !complete {
+		return fmt.Errorf("%w: an older version listed by its key is missing", ErrCorrupt)
+	}
+	st.keys.Ascend(func(k *Record) bool {
+		for _, v := range k.older {
+			r, ok := st.versionAt(k.Key, v)
+			if !ok {
+				return fail("%s@%d is missing", k.Key, v.mod)
+			}
+			if r.Tombstone() != v.tombstone() || !r.Tombstone() && int(r.valueLen) != int(v.vlen) {
+				return fail("%s is listed as a version of length %d", recordName(r), v.vlen)
+			}
+		}
+		return true
+	})
+	if problem != nil {
+		return problem
+	}
 	n := 0
-	var stray, unordered *Record
 	var last revPos
 	if err := st.ascendRevs(revPos{}, func(r *Record) bool {
-		pos := revPos{r.Mod, r.Sub}
 		switch n++; {
-		case !inHistory[r]:
-			stray = r
-		case n > 1 && !last.less(pos):
-			unordered = r
+		case held[r.pos()] != r.Key:
+			return fail("revs holds %s, history does not", recordName(r))
+		case n > 1 && !last.less(r.pos()):
+			return fail("revs holds %s out of revision order", recordName(r))
 		}
-		last = pos
-		return stray == nil && unordered == nil
+		last = r.pos()
+		return true
 	}); err != nil {
 		return err
 	}
 	switch {
-	case stray != nil:
-		return fmt.Errorf("revs holds %s, history does not", recordName(stray))
-	case unordered != nil:
-		return fmt.Errorf("revs holds %s out of revision order", recordName(unordered))
-	case n != len(inHistory):
-		return fmt.Errorf("revs holds %d records, history %d", n, len(inHistory))
+	case problem != nil:
+		return problem
+	case n != versions:
+		return fmt.Errorf("revs holds %d records, history %d", n, versions)
+	case versions != st.versions:
+		return fmt.Errorf("%d versions counted, history has %d", st.versions, versions)
 	case size != st.size:
 		return fmt.Errorf("size %d, records add up to %d", st.size, size)
-	case obsolete != nil && !st.compactPending:
-		return fmt.Errorf("%s survived the compaction at %d", recordName(obsolete), st.compactRev)
-	}
-	var missing error
-	st.history.Scan(func(r *Record) bool {
-		if _, ok := st.valueOf(r); !ok {
-			missing = errValueMissing(r)
-		}
-		return missing == nil
-	})
-	if missing != nil {
-		return missing
-	}
-	live := 0
-	for _, r := range newest {
-		if r.Tombstone() {
-			continue
-		}
-		live++
-		if l, ok := st.latest.Get(&Record{Key: r.Key}); !ok || l != r {
-			return fmt.Errorf("latest for %q is not its newest record %s", r.Key, recordName(r))
-		}
-	}
-	if live != st.latest.Len() {
-		return fmt.Errorf("latest holds %d keys, history has %d live", st.latest.Len(), live)
+	case live != st.liveKeys:
+		return fmt.Errorf("%d keys counted live, history has %d", st.liveKeys, live)
 	}
 	return nil
 }

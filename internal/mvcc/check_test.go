@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,40 +21,69 @@ func TestState_Check_FindsDamage(t *testing.T) {
 		}
 		return st
 	}
-	newest := func(st *State) *Record { r, _ := st.revs.Max(); return r }
-	// insert puts r in history and revs only, as a write that forgot latest would.
-	insert := func(st *State, r *Record) {
-		st.history.Set(r)
+	// withOlder is the first key with an older version.
+	withOlder := func(st *State) *Record {
+		var k *Record
+		st.keys.Ascend(func(r *Record) bool {
+			if len(r.older) > 1 {
+				k = r
+			}
+			return k == nil
+		})
+		return k
+	}
+	// add makes r the oldest version of its key, as a write that skipped the checks would.
+	add := func(st *State, r *Record) {
+		if k := st.newest(r.Key); k != nil {
+			st.keys.ReplaceOrInsert(k.withOlder(append([]verRef{refOf(r)}, k.older...)))
+		} else {
+			st.keys.ReplaceOrInsert(r)
+		}
 		st.revs.Set(r)
 		st.size += r.Size()
+		st.versions++
 	}
 	tests := []struct {
 		name   string
 		damage func(st *State)
 		wErr   string
 	}{
-		{name: "record missing from history", damage: func(st *State) { st.history.Delete(newest(st)) }, wErr: "history does not"},
-		{name: "record missing from revs", damage: func(st *State) { st.revs.Delete(newest(st)) }, wErr: "revs holds"},
+		{name: "version missing from its key", damage: func(st *State) {
+			k := withOlder(st)
+			st.keys.ReplaceOrInsert(k.withOlder(k.older[1:]))
+		}, wErr: "history does not"},
+		{name: "version missing from revs", damage: func(st *State) {
+			k := withOlder(st)
+			st.revs.Delete(&Record{Mod: k.older[0].mod, Sub: k.older[0].sub})
+		}, wErr: "missing"},
+		{name: "newest missing from revs", damage: func(st *State) { r, _ := st.revs.Max(); st.revs.Delete(r) }, wErr: "revs holds"},
+		{name: "versions out of order", damage: func(st *State) {
+			k := withOlder(st)
+			o := slices.Clone(k.older)
+			o[0], o[1] = o[1], o[0]
+			st.keys.ReplaceOrInsert(k.withOlder(o))
+		}, wErr: "out of order"},
+		{name: "listed length off", damage: func(st *State) {
+			k := withOlder(st)
+			o := slices.Clone(k.older)
+			o[0].vlen += 3
+			st.keys.ReplaceOrInsert(k.withOlder(o))
+		}, wErr: "is listed as"},
 		{name: "size off", damage: func(st *State) { st.size++ }, wErr: "add up to"},
-		{name: "latest behind history", damage: func(st *State) {
-			insert(st, &Record{Key: "k00", Mod: st.rev + 1, Create: st.rev + 1, Version: 1})
-			st.rev++
-		}, wErr: "is not its newest record"},
-		{name: "deleted key still in latest", damage: func(st *State) {
-			st.latest.Set(&Record{Key: "zz", Mod: 1, Create: 1, Version: 1})
-		}, wErr: "latest holds"},
+		{name: "live keys off", damage: func(st *State) { st.liveKeys++ }, wErr: "counted live"},
+		{name: "versions off", damage: func(st *State) { st.versions-- }, wErr: "versions counted"},
 		{name: "superseded version left", damage: func(st *State) {
 			var kept *Record // a version at or below the compaction revision, which supersedes older ones
-			st.history.Scan(func(r *Record) bool {
+			st.eachVersion(func(r *Record, _ int64) bool {
 				if r.Mod <= st.compactRev && !r.Tombstone() {
 					kept = r
 				}
 				return kept == nil
 			})
-			insert(st, &Record{Key: kept.Key, Mod: 1, Create: 1, Version: 1})
+			add(st, &Record{Key: kept.Key, Mod: 1, Create: 1, Version: 1})
 		}, wErr: "survived the compaction"},
 		{name: "old tombstone left", damage: func(st *State) {
-			insert(st, &Record{Key: "zz", Mod: 1})
+			add(st, &Record{Key: "zz", Mod: 1})
 		}, wErr: "survived the compaction"},
 	}
 	for _, tc := range tests {

@@ -41,7 +41,11 @@ func (st *State) CompactStep(limit int) bool {
 	if !st.compactPending {
 		return false
 	}
-	var doomed []*Record
+	type version struct {
+		key string
+		ref verRef
+	}
+	var doomed []version
 	visited := 0
 	more := false
 	err := st.ascendRevs(st.compactCursor, func(r *Record) bool {
@@ -56,24 +60,19 @@ func (st *State) CompactStep(limit int) bool {
 		st.compactCursor = revPos{mod: r.Mod, sub: r.Sub + 1}
 		// r supersedes the version before it, and a tombstone before compactRev is obsolete
 		// whatever follows it. Once r is visited, no older version of its key remains, so a
-		// later step's prevVersion finds only undecided records. A tombstone and the change
-		// that supersedes it can both name it within one step: it is removed once.
-		if prev := st.PrevVersion(r); prev != nil {
-			doomed = append(doomed, prev)
+		// later step finds only undecided versions before the ones it visits. A tombstone and
+		// the change that supersedes it can both name it within one step: it is removed once.
+		k := st.newest(r.Key)
+		if i := k.versionIndex(r.pos()); i > 0 {
+			doomed = append(doomed, version{k.Key, k.older[i-1]})
 		}
 		if r.Tombstone() && r.Mod < st.compactRev {
-			doomed = append(doomed, r)
+			doomed = append(doomed, version{k.Key, refOf(r)})
 		}
 		return true
 	})
-	for _, r := range doomed {
-		if _, ok := st.history.Delete(r); ok {
-			if st.revs != nil {
-				st.revs.Delete(r)
-			}
-			st.size -= r.Size()
-			st.markDeleted(r)
-		}
+	for _, d := range doomed {
+		st.drop(d.key, d.ref)
 	}
 	if err != nil {
 		// The Applier's own state reads the newest view, so nothing is stale: the file is
@@ -90,41 +89,51 @@ func (st *State) CompactStep(limit int) bool {
 	return more
 }
 
-// obsolete reports whether a compaction at compactRev drops r, whose key's next version is next
-// (nil if r is the newest): a version superseded by a change at or before compactRev, or a
-// tombstone older than compactRev (a key whose newest version there is a delete does not exist
-// there). Tombstones at exactly compactRev stay, so that a watch starting at the compaction
-// revision still sees every event of it; the next compaction drops them.
-func (st *State) obsolete(r, next *Record) bool {
-	return next != nil && next.Mod <= st.compactRev || r.Tombstone() && r.Mod < st.compactRev
+// drop removes version v of key, if st still holds it. Compaction drops the oldest of a key's
+// versions first (see the key index), so the key's record is replaced by one that holds the rest
+// of its older slice; the newest version goes, with the key, only once it is an obsolete
+// tombstone and no older version is left.
+func (st *State) drop(key string, v verRef) {
+	k := st.newest(key)
+	if k == nil {
+		return
+	}
+	i := k.versionIndex(v.pos())
+	switch {
+	case i < 0:
+		return
+	case i == len(k.older):
+		if len(k.older) > 0 {
+			return // not obsolete while an older version remains: that one goes first
+		}
+		st.keys.Delete(k)
+		if st.revs != nil {
+			st.revs.Delete(k)
+		}
+		st.size -= k.Size()
+	default:
+		older := k.older[i+1:]
+		if i > 0 {
+			older = append(append(make([]verRef, 0, len(k.older)-1), k.older[:i]...), k.older[i+1:]...)
+		}
+		nk := k.withOlder(older)
+		st.keys.ReplaceOrInsert(nk)
+		if st.revs != nil {
+			st.revs.Delete(&Record{Mod: v.mod, Sub: v.sub})
+			st.revs.Set(nk)
+		}
+		st.size -= v.size(key)
+	}
+	st.versions--
+	st.markDeleted(v.pos())
 }
 
-// prevVersion returns the version of r's key just before r, or nil.
-func (st *State) PrevVersion(r *Record) *Record {
-	var prev *Record
-	st.history.Descend(r, func(p *Record) bool {
-		if p == r {
-			return true
-		}
-		if p.Key == r.Key {
-			prev = p
-		}
-		return false
-	})
-	return prev
-}
-
-// nextVersion returns the version of r's key just after r, or nil.
-func (st *State) nextVersion(r *Record) *Record {
-	var next *Record
-	st.history.Ascend(r, func(n *Record) bool {
-		if n == r {
-			return true
-		}
-		if n.Key == r.Key {
-			next = n
-		}
-		return false
-	})
-	return next
+// obsolete reports whether a compaction at compactRev drops the version at mod (a tombstone or
+// not) whose key's next version is at nextMod (0 if it is the newest): a version superseded by a
+// change at or before compactRev, or a tombstone older than compactRev (a key whose newest
+// version there is a delete does not exist there). Tombstones at exactly compactRev stay, so
+// that a watch starting at the compaction revision still sees every event of it; the next
+// compaction drops them.
+func (st *State) obsolete(mod int64, tombstone bool, nextMod int64) bool {
+	return nextMod != 0 && nextMod <= st.compactRev || tombstone && mod < st.compactRev
 }

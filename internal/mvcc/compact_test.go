@@ -14,12 +14,25 @@ import (
 // in the root package's fsm.go): the benchmark times a step of that size.
 const stepChanges = 500
 
-func historyNames(st *State) []string {
+func historyNames(t testing.TB, st *State) []string {
+	t.Helper()
 	var out []string
-	st.history.Scan(func(r *Record) bool {
+	for _, r := range allVersions(t, st) {
 		out = append(out, recordName(r))
+	}
+	return out
+}
+
+// allVersions is every version st holds, in key and revision order.
+func allVersions(t testing.TB, st *State) []*Record {
+	t.Helper()
+	var out []*Record
+	if !st.eachVersion(func(r *Record, _ int64) bool {
+		out = append(out, r)
 		return true
-	})
+	}) {
+		t.Fatal("a version listed by its key is missing")
+	}
 	return out
 }
 
@@ -128,7 +141,7 @@ func TestState_Compact_RemovesHistory(t *testing.T) {
 			for _, step := range tc.steps {
 				step(t, st)
 			}
-			if got := historyNames(st); !slices.Equal(got, tc.wHistory) {
+			if got := historyNames(t, st); !slices.Equal(got, tc.wHistory) {
 				t.Fatalf("history %v, want %v", got, tc.wHistory)
 			}
 			checkTreesAgree(t, st)
@@ -160,13 +173,13 @@ func TestState_Compact_Codes(t *testing.T) {
 			for _, p := range tc.prior {
 				sCompact(p)(t, st)
 			}
-			before := historyNames(st)
+			before := historyNames(t, st)
 			code := st.Compact(tc.at)
 			if code != tc.wCode || st.CompactRev() != tc.wAfter {
 				t.Fatalf("code %d compactRev %d, want %d %d", code, st.CompactRev(), tc.wCode, tc.wAfter)
 			}
-			if code != wire.CodeOK && !slices.Equal(historyNames(st), before) {
-				t.Fatalf("refused compaction changed history: %v -> %v", before, historyNames(st))
+			if code != wire.CodeOK && !slices.Equal(historyNames(t, st), before) {
+				t.Fatalf("refused compaction changed history: %v -> %v", before, historyNames(t, st))
 			}
 		})
 	}
@@ -261,39 +274,37 @@ func TestState_Compact_PreservesReads(t *testing.T) {
 			}
 			compact := func(c int64) {
 				t.Helper()
-				hBefore, rBefore := st.history.Len(), st.revs.Len()
+				hBefore, rBefore := st.Versions(), st.revs.Len()
 				if code := compactFully(st, c); code != wire.CodeOK {
 					t.Fatalf("compact(%d): code %d", c, code)
 				}
-				if st.history.Len() > hBefore || st.revs.Len() > rBefore {
-					t.Fatalf("compact(%d) grew the trees: history %d->%d revs %d->%d", c, hBefore, st.history.Len(), rBefore, st.revs.Len())
+				if st.Versions() > hBefore || st.revs.Len() > rBefore {
+					t.Fatalf("compact(%d) grew the trees: history %d->%d revs %d->%d", c, hBefore, st.Versions(), rBefore, st.revs.Len())
 				}
 				checkTreesAgree(t, st)
 				// Nothing older than c is kept unless it is its key's newest version at c and a
 				// put: superseded versions and old tombstones are gone.
 				newestAtC := map[string]*Record{}
-				st.history.Scan(func(r *Record) bool {
+				for _, r := range allVersions(t, st) {
 					if r.Mod <= c {
 						newestAtC[r.Key] = r
 					}
-					return true
-				})
-				st.history.Scan(func(r *Record) bool {
-					if r.Mod < c && (r.Tombstone() || newestAtC[r.Key] != r) {
+				}
+				for _, r := range allVersions(t, st) {
+					if r.Mod < c && (r.Tombstone() || newestAtC[r.Key].pos() != r.pos()) {
 						t.Fatalf("compact(%d) kept %s", c, recordName(r))
 					}
-					return true
-				})
+				}
 				verify(c)
 			}
 
 			randomHistory(t, st, rng, 300, nKeys)
 			snap()
-			total := st.history.Len()
+			total := st.Versions()
 			for _, c := range []int64{1, 7, 8, 60, 61, 150, 220, st.Rev() - 1} {
 				compact(c)
 			}
-			if st.history.Len() >= total {
+			if st.Versions() >= total {
 				t.Fatalf("compactions removed nothing: %d records", total)
 			}
 			randomHistory(t, st, rng, 100, nKeys)
@@ -302,24 +313,23 @@ func TestState_Compact_PreservesReads(t *testing.T) {
 			compact(st.Rev())
 			// At the current revision only the live keys and this revision's tombstones remain.
 			tombs := 0
-			st.history.Scan(func(r *Record) bool {
+			for _, r := range allVersions(t, st) {
 				if r.Tombstone() {
 					tombs++
 					if r.Mod != st.Rev() {
 						t.Fatalf("tombstone %s survived compact(%d)", recordName(r), st.Rev())
 					}
 				}
-				return true
-			})
-			if st.history.Len() != st.Keys()+tombs {
-				t.Fatalf("history %d records, want %d live + %d tombstones", st.history.Len(), st.Keys(), tombs)
+			}
+			if st.Versions() != st.Keys()+tombs {
+				t.Fatalf("history %d records, want %d live + %d tombstones", st.Versions(), st.Keys(), tombs)
 			}
 			// One more write and compaction: the remaining tombstones go too.
 			stPut(t, st, "zz", "1", 0)
 			snap()
 			compact(st.Rev())
-			if st.history.Len() != st.Keys() {
-				t.Fatalf("history %d records, latest %d: tombstones kept", st.history.Len(), st.Keys())
+			if st.Versions() != st.Keys() {
+				t.Fatalf("history %d records, latest %d: tombstones kept", st.Versions(), st.Keys())
 			}
 		})
 	}
@@ -344,7 +354,11 @@ func stateReadings(t testing.TB, st *State, nKeys int, revs []int64) string {
 	// change's previous version (see the root package's watcher.readHistory).
 	if !st.Changes(max(st.CompactRev(), 1), func(r *Record) bool {
 		fmt.Fprintf(&b, "change %s", recordName(r))
-		if prev := st.PrevVersion(r); r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone() {
+		prev, ok := st.PrevVersion(r)
+		if !ok {
+			t.Fatalf("previous version of %s missing", recordName(r))
+		}
+		if r.Mod > st.CompactRev() && prev != nil && !prev.Tombstone() {
 			v, _ := st.Value(prev)
 			fmt.Fprintf(&b, " prev %s@%d", v, prev.Mod)
 		}
@@ -404,7 +418,7 @@ func TestState_Compact_IncrementalEqualsFull(t *testing.T) {
 			}
 			for steps.CompactStep(3) {
 			}
-			if got, want := historyNames(steps), historyNames(full); !slices.Equal(got, want) {
+			if got, want := historyNames(t, steps), historyNames(t, full); !slices.Equal(got, want) {
 				t.Fatalf("history after the removal %v, want %v", got, want)
 			}
 			if steps.size != full.size {
@@ -427,7 +441,7 @@ func TestState_Compact_ExtendPendingRemoval(t *testing.T) {
 	if !st.CompactStep(2) { // visits a@2 and a@3, stops before b@3
 		t.Fatal("removal done after 2 of 3 changes")
 	}
-	if got, want := historyNames(st), []string{"a@3t", "b@3"}; !slices.Equal(got, want) {
+	if got, want := historyNames(t, st), []string{"a@3t", "b@3"}; !slices.Equal(got, want) {
 		t.Fatalf("history after one step %v, want %v", got, want)
 	}
 	stPut(t, st, "c", "1", 0) // c@4
@@ -436,7 +450,7 @@ func TestState_Compact_ExtendPendingRemoval(t *testing.T) {
 	}
 	for st.CompactStep(1) {
 	}
-	if got, want := historyNames(st), []string{"b@3", "c@4"}; !slices.Equal(got, want) {
+	if got, want := historyNames(t, st), []string{"b@3", "c@4"}; !slices.Equal(got, want) {
 		t.Fatalf("history after compacting past the tombstone %v, want %v", got, want)
 	}
 	checkTreesAgree(t, st)

@@ -15,6 +15,8 @@
 // # Files
 //
 //	state.go     State, Record, KeyRange; reads (Scan, RangeRecords, ReadTxn) and writes (ApplyTxn)
+//	keyindex.go  the key index: a record per key, listing its older versions
+//	changes.go   the versions in revision order (watch catch-up, compaction, hashes)
 //	apply.go     Applier: commands of the raft log, the dedup window and its byte budget
 //	validate.go  the stateless rules of a transaction
 //	compact.go   compaction in bounded steps

@@ -17,7 +17,7 @@ func (st *State) Hash(rev int64) (uint32, error) {
 		if r.Mod > rev {
 			return false
 		}
-		if st.compactPending && r.Mod < st.compactRev && st.obsolete(r, st.nextVersion(r)) {
+		if st.compactPending && r.Mod < st.compactRev && st.obsolete(r.Mod, r.Tombstone(), st.nextMod(r)) {
 			return true
 		}
 		buf = buf[:0]

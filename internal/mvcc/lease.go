@@ -48,7 +48,7 @@ func (st *State) RevokeLease(id int64) (wire.Code, []Event) {
 			split = w.end()
 			w = st.beginWrite()
 		}
-		if r, _ := st.latest.Get(&Record{Key: k}); r != nil {
+		if r := st.live(k); r != nil {
 			w.deleteKey(r)
 		}
 	}

@@ -34,7 +34,7 @@ import (
 //	  frameAuth     at most once, before frameEnd, only once the auth state changed: see
 //	                auth_snapshot.go. Added last, as frameAlarms.
 //
-// Attachments of keys to leases and the latest-version index are derived from the records.
+// Attachments of keys to leases and the key index are derived from the records.
 const (
 	snapshotMagic   = "EMBERSN1"
 	snapshotVersion = 1
@@ -89,13 +89,10 @@ func (sw *snapshotWriter) flushBatch(typ byte, force bool) {
 	sw.n = 0
 }
 
-// record encodes r unless compaction drops it; after is the record following r in history.
-func (sw *snapshotWriter) record(st *State, r, after *Record) {
-	var next *Record
-	if after != nil && after.Key == r.Key {
-		next = after
-	}
-	if st.obsolete(r, next) {
+// record encodes r unless compaction drops it; nextMod is the revision of its key's next
+// version (0 for the newest).
+func (sw *snapshotWriter) record(st *State, r *Record, nextMod int64) {
+	if st.obsolete(r.Mod, r.Tombstone(), nextMod) {
 		return
 	}
 	sw.e.String(r.Key)
@@ -127,18 +124,12 @@ func WriteSnapshot(w io.Writer, st *State, applied uint64) error {
 	sw.frame(frameHeader, h.B)
 
 	// Records a pending removal has not reached yet are left out, so that the snapshot is the
-	// same whenever it is taken, and a restored state has nothing pending. A record is decided
-	// once the next one (in key, revision order) shows whether its key changed again.
-	var held *Record
-	st.history.Scan(func(r *Record) bool {
-		if held != nil {
-			sw.record(st, held, r)
-		}
-		held = r
+	// same whenever it is taken, and a restored state has nothing pending.
+	if !st.eachVersion(func(r *Record, nextMod int64) bool {
+		sw.record(st, r, nextMod)
 		return sw.err == nil
-	})
-	if held != nil {
-		sw.record(st, held, nil)
+	}) && sw.err == nil {
+		return fmt.Errorf("%w: a version of the state is missing from its backend", ErrCorrupt)
 	}
 	sw.flushBatch(frameRecords, true)
 	st.leases.Scan(func(l *Lease) bool {
@@ -267,7 +258,12 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 				if err := checkKept(st, last, rec); err != nil {
 					return nil, 0, err
 				}
-				st.history.Load(rec)
+				if last != nil && last.Key == rec.Key {
+					// Nothing else holds last: rec, its key's newer version, takes its slice.
+					rec.Key, rec.older = last.Key, append(last.older, refOf(last))
+				} else if last != nil {
+					st.keys.ReplaceOrInsert(last)
+				}
 				if st.revs == nil {
 					positions = append(positions, revPos{rec.Mod, rec.Sub})
 				} else if _, dup := st.revs.Set(rec); dup {
@@ -342,6 +338,9 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 	}
 	if err := checkKept(st, last, nil); err != nil {
 		return nil, 0, err
+	}
+	if last != nil {
+		st.keys.ReplaceOrInsert(last)
 	}
 	slices.SortFunc(positions, revPos.compare)
 	for i := 1; i < len(positions); i++ {
@@ -435,38 +434,34 @@ func checkKept(st *State, prev, next *Record) error {
 	if next != nil && next.Key != prev.Key {
 		next = nil
 	}
-	if st.obsolete(prev, next) {
+	var nextMod int64
+	if next != nil {
+		nextMod = next.Mod
+	}
+	if st.obsolete(prev.Mod, prev.Tombstone(), nextMod) {
 		return errSnapshot("key %q: version at revision %d is compacted (compact revision %d)", prev.Key, prev.Mod, st.compactRev)
 	}
 	return nil
 }
 
-// deriveIndexes rebuilds the latest-version tree and the lease attachments from history.
+// deriveIndexes counts the live keys and the versions, and rebuilds the lease attachments, from
+// the key index.
 func deriveIndexes(st *State) error {
-	var latest []*Record
-	st.history.Scan(func(r *Record) bool {
-		if n := len(latest); n > 0 && latest[n-1].Key == r.Key {
-			// Versions of a key share its bytes, as writes make them (nothing else sees
-			// the records yet, and the key is equal, so the trees' order holds).
-			r.Key = latest[n-1].Key
-			latest[n-1] = r
-		} else {
-			latest = append(latest, r)
-		}
-		return true
-	})
 	var missing error
-	for _, r := range latest {
+	st.liveKeys, st.versions = 0, 0
+	st.keys.Ascend(func(r *Record) bool {
+		st.versions += 1 + len(r.older)
 		if r.Tombstone() {
-			continue
+			return true
 		}
-		st.latest.Load(r)
+		st.liveKeys++
 		if r.Lease != 0 {
-			if _, ok := st.leases.Get(&Lease{ID: r.Lease}); !ok {
+			if _, ok := st.leases.Get(&Lease{ID: r.Lease}); !ok && missing == nil {
 				missing = errSnapshot("key %q attached to unknown lease %d", r.Key, r.Lease)
 			}
 			st.leaseKeys.Set(leaseKey{r.Lease, r.Key})
 		}
-	}
+		return true
+	})
 	return missing
 }

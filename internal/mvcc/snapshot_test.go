@@ -109,9 +109,19 @@ func assertStatesEqual(t testing.TB, want, got *State) {
 	if (want.auth == nil) != (got.auth == nil) || !equalAuth(want.Auth(), got.Auth()) {
 		t.Fatalf("auth %+v, want %+v", got.auth, want.auth)
 	}
-	recs("latest", want.latest.Items(), got.latest.Items())
-	recs("history", want.history.Items(), got.history.Items())
-	recs("revs", want.revs.Items(), got.revs.Items())
+	keyRecords := func(st *State) []*Record {
+		var out []*Record
+		st.keys.Ascend(func(r *Record) bool {
+			out = append(out, r)
+			return true
+		})
+		return out
+	}
+	recs("keys", keyRecords(want), keyRecords(got))
+	recs("versions", allVersions(t, want), allVersions(t, got))
+	if want.revs != nil && got.revs != nil {
+		recs("revs", want.revs.Items(), got.revs.Items())
+	}
 	wl, gl := want.leases.Items(), got.leases.Items()
 	if len(wl) != len(gl) {
 		t.Fatalf("leases: %d, want %d", len(gl), len(wl))
@@ -410,8 +420,7 @@ func TestSnapshot_RejectsInvalidContent(t *testing.T) {
 				t.Fatalf("panic: %v", p)
 			}
 			if err == nil && tc.wErr != nil {
-				t.Fatalf("accepted (history %d records, revs %d, latest %d), want %v",
-					st.history.Len(), st.revs.Len(), st.Keys(), tc.wErr)
+				t.Fatalf("accepted (%d versions, %d live keys), want %v", st.Versions(), st.Keys(), tc.wErr)
 			}
 			if !errors.Is(err, tc.wErr) || (err != nil && tc.wErr == nil) {
 				t.Fatalf("err %v, want %v", err, tc.wErr)

@@ -1,11 +1,11 @@
 package mvcc
 
 import (
-	"math"
 	"sort"
 	"strings"
 	"unsafe"
 
+	gbtree "github.com/google/btree"
 	"github.com/tidwall/btree"
 
 	"github.com/ember-kv/ember/internal/wire"
@@ -17,10 +17,9 @@ import (
 // for raft snapshots and read views, so changing a record in place would change history that a
 // concurrent reader is looking at.
 //
-// The index holds one record per version, so its size is most of the index's heap: 64 bytes, a
-// size class below the 80 that a string for the value, a 64-bit sub and a tombstone flag would
-// take. A tombstone is the version 0 (a put's is at least 1), and the value is held as a pointer
-// and a length (see storeValue).
+// The index holds a record per key, so its size is most of the index's heap: a tombstone is the
+// version 0 (a put's is at least 1), and the value is held as a pointer and a length (see
+// storeValue), which keeps it in the 96-byte size class with the key's older versions.
 type Record struct {
 	Key     string
 	Create  int64 // revision of the key's current generation's creation (0 for a tombstone)
@@ -32,6 +31,9 @@ type Record struct {
 	value    *byte
 	valueLen int32
 	Sub      int32 // position of this change among the changes of revision mod
+	// older lists the key's older versions, oldest first, in the key's newest record (see
+	// keyindex.go); what it holds in any other record means nothing.
+	older []verRef
 }
 
 // recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
@@ -110,22 +112,26 @@ type DedupEntry struct {
 // mvccState is the whole replicated state. Every field but the pending compaction's is part of
 // raft snapshots.
 //
-// The revision history of a key, as the three record trees see it (key "a" put at 2, put at 3,
+// The revision history of a key, as the two record trees see it (key "a" put at 2, put at 3,
 // deleted at 5, put again at 7; compacted at 0):
 //
-//	latest:  a@7                                   (live keys only, newest version)
-//	history: a@2 a@3 a@5(tombstone) a@7            (by key, then revision)
-//	revs:    2:a 3:a 5:a(tombstone) 7:a            (by revision: watch catch-up, compaction)
+//	keys:  a@7 older [2, 3, 5t]         (by key: the newest version, listing the older ones)
+//	revs:  2:a 3:a 5:a(tombstone) 7:a   (by revision: watch catch-up, compaction)
 //
-// revs is a tree only in a state without a backend; with one, the backend's revision-ordered
-// file and the versions not yet written take its place (see ascendRevs).
+// revs is a tree only in a state without a backend, where it also holds the older versions'
+// records; with one, the backend's revision-ordered file and the versions not yet written take
+// its place (see ascendRevs, versionAt).
 //
-// A read at revision 4 finds a@3 in history; at 6 it finds the tombstone, so "a" is absent.
-// Compacting at 5 drops a@2 and a@3 (superseded by a change at or before 5) and the tombstone
-// a@5 (a key whose newest version at the compaction point is a delete does not exist there).
+// A read at revision 4 finds version 3 of "a"; at 6 it finds the tombstone, so "a" is absent.
+// Compacting at 5 drops versions 2 and 3 (superseded by a change at or before 5) and keeps the
+// tombstone 5 (see obsolete) until a later compaction.
 type State struct {
-	latest    *btree.BTreeG[*Record]
-	history   *btree.BTreeG[*Record]
+	// keys is a google/btree, not a tidwall/btree as the other trees: a put replaces the key's
+	// record in place, and tidwall's node split leaves the half it moves out in the left
+	// node's array, past its length, where the records it held stay reachable after they are
+	// replaced (every overwritten key's record of the time of the split, measured). google's
+	// split clears what it moves out.
+	keys      *gbtree.BTreeG[*Record]
 	revs      *btree.BTreeG[*Record] // nil with a backend
 	leases    *btree.BTreeG[*Lease]
 	leaseKeys *btree.BTreeG[leaseKey]
@@ -135,7 +141,9 @@ type State struct {
 
 	rev        int64 // current revision; 1 when empty
 	compactRev int64 // last compaction revision; 0 before any
-	size       int64 // logical bytes of all records in history
+	size       int64 // logical bytes of all versions held
+	liveKeys   int   // keys whose newest version is a put
+	versions   int   // versions held, tombstones included
 
 	// Applying a compaction only moves compactRev; compactStep then removes the records it made
 	// obsolete a bounded batch at a time (see compact.go). While compactPending, the trees
@@ -170,16 +178,7 @@ var treeOpts = btree.Options{NoLocks: true} // the owner serializes writers; clo
 
 func New() *State {
 	return &State{
-		latest: btree.NewBTreeGOptions(func(a, b *Record) bool { return a.Key < b.Key }, treeOpts),
-		history: btree.NewBTreeGOptions(func(a, b *Record) bool {
-			if a.Key != b.Key {
-				return a.Key < b.Key
-			}
-			if a.Mod != b.Mod {
-				return a.Mod < b.Mod
-			}
-			return a.Sub < b.Sub
-		}, treeOpts),
+		keys:   gbtree.NewG(32, func(a, b *Record) bool { return a.Key < b.Key }),
 		revs:   newRevs(),
 		leases: btree.NewBTreeGOptions(func(a, b *Lease) bool { return a.ID < b.ID }, treeOpts),
 		leaseKeys: btree.NewBTreeGOptions(func(a, b leaseKey) bool {
@@ -230,8 +229,7 @@ func copyTree[T any](t *btree.BTreeG[T]) *btree.BTreeG[T] {
 // they touch. Callers must hold the lock that serializes writers of st.
 func (st *State) Clone() *State {
 	return &State{
-		latest:     st.latest.Copy(),
-		history:    st.history.Copy(),
+		keys:       st.keys.Clone(),
 		revs:       copyTree(st.revs),
 		leases:     st.leases.Copy(),
 		leaseKeys:  st.leaseKeys.Copy(),
@@ -241,6 +239,8 @@ func (st *State) Clone() *State {
 		rev:        st.rev,
 		compactRev: st.compactRev,
 		size:       st.size,
+		liveKeys:   st.liveKeys,
+		versions:   st.versions,
 
 		compactPending: st.compactPending,
 		compactCursor:  st.compactCursor,
@@ -261,7 +261,7 @@ func (st *State) CompactRev() int64 { return st.compactRev }
 func (st *State) Size() int64 { return st.size }
 
 // Keys is the number of live keys.
-func (st *State) Keys() int { return st.latest.Len() }
+func (st *State) Keys() int { return st.liveKeys }
 
 // CompactPending reports whether a compaction's removal is still under way (see CompactStep).
 func (st *State) CompactPending() bool { return st.compactPending }
@@ -324,7 +324,7 @@ func (r KeyRange) past(k string) bool {
 	return !r.FromKey && k >= r.End
 }
 
-// checkRev validates a read revision and resolves 0 to cur, the revision the latest tree shows
+// checkRev validates a read revision and resolves 0 to cur, the revision the key index shows
 // (st.rev, or st.rev+1 inside a write txn that has pending changes).
 func (st *State) checkRev(rev, cur int64) (int64, wire.Code) {
 	switch {
@@ -338,78 +338,68 @@ func (st *State) checkRev(rev, cur int64) (int64, wire.Code) {
 	return rev, wire.CodeOK
 }
 
-// get returns key's version visible at rev, or nil.
-func (st *State) get(key string, rev, cur int64) *Record {
-	if rev >= cur {
-		r, _ := st.latest.Get(&Record{Key: key})
-		return r
+// get returns key's version visible at rev, or nil. False means that version was compacted
+// after st was cloned (see versionAt).
+func (st *State) get(key string, rev, cur int64) (*Record, bool) {
+	k := st.newest(key)
+	if k == nil {
+		return nil, true
 	}
-	var found *Record
-	st.history.Descend(&Record{Key: key, Mod: rev, Sub: math.MaxInt32}, func(r *Record) bool {
-		if r.Key == key {
-			found = r
+	return st.visible(k, rev, cur)
+}
+
+// visible returns the version of k's key visible at rev, or nil, as get does; k is the key's
+// newest record.
+func (st *State) visible(k *Record, rev, cur int64) (*Record, bool) {
+	if rev >= cur || k.Mod <= rev {
+		if k.Tombstone() {
+			return nil, true
 		}
-		return false
-	})
-	if found == nil || found.Tombstone() {
-		return nil
+		return k, true
 	}
-	return found
+	i := sort.Search(len(k.older), func(i int) bool { return k.older[i].mod > rev }) - 1
+	if i < 0 || k.older[i].tombstone() {
+		return nil, true
+	}
+	return st.versionAt(k.Key, k.older[i])
 }
 
 // scan calls fn for every key live at rev in kr, in ascending key order, until fn returns false.
-func (st *State) scan(kr KeyRange, rev, cur int64, fn func(*Record) bool) {
+// False means a version it had to read was compacted after st was cloned (see versionAt).
+func (st *State) scan(kr KeyRange, rev, cur int64, fn func(*Record) bool) bool {
 	if kr.Single {
-		if r := st.get(kr.Key, rev, cur); r != nil {
+		r, ok := st.get(kr.Key, rev, cur)
+		if r != nil {
 			fn(r)
 		}
-		return
+		return ok
 	}
 	if !kr.FromKey && kr.Key >= kr.End {
-		return
+		return true
 	}
-	if rev >= cur {
-		st.latest.Ascend(&Record{Key: kr.Key}, func(r *Record) bool {
-			if kr.past(r.Key) {
-				return false
-			}
-			return fn(r)
-		})
-		return
-	}
-	// Historical: the versions of one key are adjacent in history; keep the last one at or
-	// before rev and emit it when the key changes.
-	var best *Record
-	more := true
-	emit := func() {
-		if best != nil && !best.Tombstone() {
-			more = fn(best)
-		}
-		best = nil
-	}
-	st.history.Ascend(&Record{Key: kr.Key}, func(r *Record) bool {
-		if kr.past(r.Key) {
+	complete := true
+	st.keys.AscendGreaterOrEqual(&Record{Key: kr.Key}, func(k *Record) bool {
+		if kr.past(k.Key) {
 			return false
 		}
-		if best != nil && r.Key != best.Key {
-			if emit(); !more {
-				return false
-			}
+		r, ok := st.visible(k, rev, cur)
+		if !ok {
+			complete = false
+			return false
 		}
-		if r.Mod <= rev {
-			best = r
-		}
-		return true
+		return r == nil || fn(r)
 	})
-	if more {
-		emit()
-	}
+	return complete
 }
 
 // rangeKeys answers a range request within w.
 func (w *writeTxn) rangeKeys(op *wire.Op) (*wire.RangeResult, wire.Code) {
 	recs, count, more, code := w.st.rangeRecords(op, w.cur(), w.value)
 	if code != wire.CodeOK {
+		if code == wire.CodeCompacted && w.missed == nil {
+			// checkPath accepted the revision, so a version at it was not found (see get).
+			w.missed = &Record{Key: string(op.Key), Mod: op.Revision}
+		}
 		return nil, code
 	}
 	res := &wire.RangeResult{Count: count, More: more}
@@ -443,7 +433,7 @@ func (st *State) rangeRecords(op *wire.Op, cur int64, value func(*Record) string
 	// need to be materialized; the rest are just counted.
 	pushdown := keyOrder && !hasFilter && op.Limit > 0
 
-	st.scan(kr, rev, cur, func(r *Record) bool {
+	complete := st.scan(kr, rev, cur, func(r *Record) bool {
 		count++
 		if op.CountOnly {
 			return true
@@ -457,6 +447,9 @@ func (st *State) rangeRecords(op *wire.Op, cur int64, value func(*Record) string
 		recs = append(recs, r)
 		return true
 	})
+	if !complete {
+		return nil, 0, false, wire.CodeCompacted
+	}
 	if op.CountOnly {
 		return nil, count, false, wire.CodeOK
 	}
@@ -639,23 +632,35 @@ func (w *writeTxn) end() []Event {
 	return w.events
 }
 
-func (w *writeTxn) insert(r *Record) {
+// insert makes r, a new version, its key's newest: prior, the key's newest record until now (nil
+// if none), becomes an older version.
+func (w *writeTxn) insert(r, prior *Record) {
 	st := w.st
-	st.history.Set(r)
+	if prior != nil {
+		r.older = append(prior.older, refOf(prior)) // see the key index on sharing the slice
+	}
+	st.keys.ReplaceOrInsert(r)
 	if st.revs != nil {
 		st.revs.Set(r)
 	}
 	st.size += r.Size()
+	st.versions++
 }
 
 func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 	st := w.st
 	key := string(op.Key)
 	w.probe.Key = key
-	old, _ := st.latest.Get(&w.probe)
+	prior, _ := st.keys.Get(&w.probe)
 	w.probe.Key = ""
-	if old != nil {
-		key = old.Key // versions of a key share its bytes: one copy per key, not per version
+	if prior != nil {
+		key = prior.Key // versions of a key share its bytes: one copy per key, not per version
+	}
+	var old *Record // the version replaced, if live
+	if prior != nil && !prior.Tombstone() {
+		old = prior
+	} else {
+		st.liveKeys++
 	}
 	r := &Record{Key: key, Mod: w.rev, Sub: int32(len(w.events)), Lease: op.Lease}
 	value := string(op.Value)
@@ -674,8 +679,7 @@ func (w *writeTxn) put(op *wire.Op) *wire.PutResult {
 		r.Create, r.Version = w.rev, 1
 	}
 	st.storeValue(r, value)
-	st.latest.Set(r)
-	w.insert(r)
+	w.insert(r, prior)
 	if old != nil && old.Lease != 0 && old.Lease != r.Lease {
 		st.leaseKeys.Delete(leaseKey{old.Lease, key})
 	}
@@ -696,8 +700,8 @@ func (w *writeTxn) deleteKey(old *Record) {
 	st := w.st
 	t := &Record{Key: old.Key, Mod: w.rev, Sub: int32(len(w.events))}
 	st.storeValue(t, "")
-	st.latest.Delete(old)
-	w.insert(t)
+	w.insert(t, old)
+	st.liveKeys--
 	if old.Lease != 0 {
 		st.leaseKeys.Delete(leaseKey{old.Lease, old.Key})
 	}
@@ -783,7 +787,7 @@ func (st *State) checkPath(t *wire.Txn, path txnPath, granted int64) (txnPath, w
 				}
 			}
 			if op.IgnoreValue || op.IgnoreLease {
-				if r, _ := st.latest.Get(&Record{Key: string(op.Key)}); r == nil {
+				if st.live(string(op.Key)) == nil {
 					return nil, wire.CodeKeyNotFound
 				}
 			}
@@ -821,7 +825,7 @@ func (w *writeTxn) execPath(t *wire.Txn, path txnPath) (*wire.TxnResult, txnPath
 	return res, path
 }
 
-// cur is the revision the latest tree shows: the pending one once the txn has changed something.
+// cur is the revision the key index shows: the pending one once the txn has changed something.
 func (w *writeTxn) cur() int64 {
 	if len(w.events) > 0 {
 		return w.rev
@@ -892,8 +896,11 @@ func (st *State) ReadTxn(t *wire.Txn) (*wire.Result, wire.Code) {
 func (st *State) CheckRev(rev int64) (int64, wire.Code) { return st.checkRev(rev, st.rev) }
 
 // Scan calls fn for every key live at rev (a revision CheckRev accepted) in kr, in ascending
-// key order, until fn returns false. Records are shared: fn must not change them.
-func (st *State) Scan(kr KeyRange, rev int64, fn func(*Record) bool) { st.scan(kr, rev, st.rev, fn) }
+// key order, until fn returns false. Records are shared: fn must not change them. False means
+// what Value's false does: a version at rev was compacted after st was cloned.
+func (st *State) Scan(kr KeyRange, rev int64, fn func(*Record) bool) bool {
+	return st.scan(kr, rev, st.rev, fn)
+}
 
 // RangeRecords returns the records a range op selects, in the order it asks for and cut to its
 // limit, with the count of all matches and whether the limit cut any.
@@ -917,7 +924,11 @@ func (st *State) KeyRecord(op *wire.Op) (r *Record, count int64, code wire.Code)
 		return nil, 0, code
 	}
 	// The key is only compared during the lookup: no copy of it.
-	if r = st.get(unsafe.String(unsafe.SliceData(op.Key), len(op.Key)), rev, st.rev); r == nil {
+	r, ok := st.get(unsafe.String(unsafe.SliceData(op.Key), len(op.Key)), rev, st.rev)
+	if !ok {
+		return nil, 0, wire.CodeCompacted
+	}
+	if r == nil {
 		return nil, 0, wire.CodeOK
 	}
 	if op.CountOnly || !passesFilters(op, r) {
