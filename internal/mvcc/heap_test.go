@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"testing"
+	"weak"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -84,5 +85,55 @@ func writeHeapProfile(b *testing.B, path string) {
 	runtime.GC()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// TestState_OnDisk_KeepsNoSupersededRecord: with a backend, a key's older versions are listed in
+// its record, not held as records, so once a batch has written them, the records of overwritten
+// and compacted versions must be garbage, whether or not a read view was taken meanwhile. Keys
+// are loaded in order, as a bulk load does, so that the keys tree splits its nodes as it grows.
+func TestState_OnDisk_KeepsNoSupersededRecord(t *testing.T) {
+	for _, clone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clone=%v", clone), func(t *testing.T) {
+			const keys = 5000
+			st := NewOnDisk(testBackend(t, 0))
+			var first []weak.Pointer[Record]
+			for round := range 3 {
+				for i := range keys {
+					op := wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "key/%06d", i), Value: []byte("value")}
+					w := st.beginWrite()
+					w.put(&op)
+					if evs := w.end(); round == 0 {
+						first = append(first, weak.Make(evs[0].Rec))
+					}
+				}
+				if round == 1 && clone {
+					runtime.KeepAlive(st.Clone()) // a read view, taken and dropped
+				}
+				if err := st.Commit(uint64(round + 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code := compactFully(st, st.Rev()); code != wire.CodeOK {
+				t.Fatalf("compact: code %d", code)
+			}
+			if err := st.Commit(4); err != nil {
+				t.Fatal(err)
+			}
+			checkTreesAgree(t, st)
+			runtime.GC()
+			kept := 0
+			for _, p := range first {
+				if p.Value() != nil {
+					kept++
+				}
+			}
+			if kept > 0 {
+				t.Fatalf("%d of the %d records of the first round are still reachable", kept, keys)
+			}
+			if n := st.Versions(); n != keys {
+				t.Fatalf("%d versions held after compacting, want %d", n, keys)
+			}
+		})
 	}
 }
