@@ -38,21 +38,16 @@ func (st *State) ascendRevs(from revPos, fn func(*Record) bool) error {
 			break
 		}
 	}
-	if from.less(end) {
-		view := st.view
-		if view == nil {
-			v, err := st.backend.acquire()
-			if err != nil {
-				return err
-			}
-			defer v.release()
-			view = v
-		}
-		if view.compactRev > st.compactRev && from.mod <= view.compactRev {
-			return errStale
-		}
-		if more, err := st.ascendView(view, from, end, fn); err != nil || !more {
+	var batch []*Record
+	for from.less(end) {
+		var err error
+		if batch, from, err = st.readRevs(batch[:0], from, end); err != nil {
 			return err
+		}
+		for _, r := range batch {
+			if !fn(r) {
+				return nil
+			}
 		}
 	}
 	for _, recs := range unwritten {
@@ -75,46 +70,66 @@ func (st *State) ascendRevs(from revPos, fn func(*Record) bool) error {
 	return nil
 }
 
-// ascendView calls fn with the records of the versions in [from, end) that view holds and st
-// still has, in revision order; more is false if fn stopped it.
-func (st *State) ascendView(view *readView, from, end revPos, fn func(*Record) bool) (more bool, err error) {
+// revsBatch bounds the versions readRevs reads under one hold of a view.
+const revsBatch = 256
+
+// readRevs appends to dst the records of the versions in [from, end) that st still has, in
+// revision order, reading at most revsBatch of them from a view, and returns where the next read
+// starts (end once the view has no more). The view is held only while it reads, so that the
+// caller's work on the records never waits on a view while it holds one: a commit that remaps
+// the file waits for every held view, and a reader's new view waits for that commit.
+func (st *State) readRevs(dst []*Record, from, end revPos) (_ []*Record, next revPos, err error) {
+	view := st.view
+	if view == nil {
+		v, err := st.backend.acquire()
+		if err != nil {
+			return nil, end, err
+		}
+		defer v.release()
+		view = v
+	}
+	if view.compactRev > st.compactRev && from.mod <= view.compactRev {
+		return nil, end, errStale
+	}
 	if view.revs == nil {
-		return true, nil
+		return dst, end, nil
 	}
 	defer recoverCorrupt(&err)
 	c := view.revs.Cursor()
 	var seek [16]byte
 	var probe Record
+	n := 0
 	for k, e := c.Seek(putRevKey(seek[:], from)); k != nil; k, e = c.Next() {
 		if len(k) != 16 {
-			return false, fmt.Errorf("%w: backend revision key of %d bytes", ErrCorrupt, len(k))
+			return nil, end, fmt.Errorf("%w: backend revision key of %d bytes", ErrCorrupt, len(k))
 		}
 		pos := revPos{mod: int64(binary.BigEndian.Uint64(k)), sub: int32(binary.BigEndian.Uint64(k[8:]))}
 		if !pos.less(end) {
-			return true, nil
+			return dst, end, nil
 		}
+		if n == revsBatch {
+			return dst, pos, nil
+		}
+		n++
 		key, _, _, ok := entryParts(e)
 		if !ok {
-			return false, fmt.Errorf("%w: backend record %d.%d", ErrCorrupt, pos.mod, pos.sub)
+			return nil, end, fmt.Errorf("%w: backend record %d.%d", ErrCorrupt, pos.mod, pos.sub)
 		}
 		// The key is only compared: the page's bytes serve.
 		probe.Key = unsafe.String(unsafe.SliceData(key), len(key))
 		k, _ := st.keys.Get(&probe)
-		r := k
 		switch {
 		case k == nil:
 			continue // compaction removed it; no batch has written its deletion yet
-		case k.pos() != pos:
-			if k.versionIndex(pos) < 0 {
-				continue
+		case k.pos() == pos:
+			dst = append(dst, k)
+		case k.versionIndex(pos) >= 0:
+			r, err := st.recordOf(k.Key, pos, e)
+			if err != nil {
+				return nil, end, err
 			}
-			if r, err = st.recordOf(k.Key, pos, e); err != nil {
-				return false, err
-			}
-		}
-		if !fn(r) {
-			return false, nil
+			dst = append(dst, r)
 		}
 	}
-	return true, nil
+	return dst, end, nil
 }

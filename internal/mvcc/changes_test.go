@@ -2,10 +2,13 @@ package mvcc
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ember-kv/ember/internal/wire"
 )
@@ -164,5 +167,69 @@ func TestState_OnDisk_KeepsNoRevsTree(t *testing.T) {
 		if err := s.Check(); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestState_OnDisk_ChangesHoldNoViewWhileCalling: a watch's catch-up reads the versions of a
+// clone that is not pinned and, for each, reads more (previous versions, values), while commits
+// go on. If Changes held a view of the file while it called back, a commit that outgrows the
+// mapping would wait for that view to end (bbolt remaps only with no read transaction open), and
+// the next read in the callback would wait for the commit: both hang.
+func TestState_OnDisk_ChangesHoldNoViewWhileCalling(t *testing.T) {
+	b, err := openBackend(filepath.Join(t.TempDir(), "state.db"), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := false
+	t.Cleanup(func() {
+		if !hung { // closing waits for the hung transactions
+			b.Discard()
+		}
+	})
+	st := NewOnDisk(b)
+	value := []byte(strings.Repeat("v", 4096))
+	put := func(i int) {
+		w := st.beginWrite()
+		w.put(&wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "k%04d", i%16), Value: value})
+		w.end()
+	}
+	for i := range 32 {
+		put(i)
+	}
+	if err := st.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	clone := st.Clone()
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		var err error
+		complete := clone.Changes(0, func(r *Record) bool {
+			if first {
+				first = false
+				for i := range 1024 { // 4 MiB of values through a 1 MiB mapping
+					put(i)
+				}
+				err = st.Commit(2)
+			}
+			if _, ok := clone.PrevVersion(r); !ok {
+				err = fmt.Errorf("previous version of %s missing", recordName(r))
+			}
+			_, _ = clone.Value(r)
+			return err == nil
+		})
+		if err == nil && !complete {
+			err = errors.New("Changes could not read every version")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		hung = true
+		t.Fatal("a commit that remaps the file hung behind a view Changes held while calling back")
 	}
 }
