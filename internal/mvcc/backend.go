@@ -1155,7 +1155,8 @@ func loadVersions(tx *bolt.Tx, st *State, inlineMax int) error {
 			// In revision order, each version is its key's newest so far. Nothing else holds
 			// the records yet, so the one it replaces lends it its key's bytes and its slice.
 			if prior, ok := st.keys.ReplaceOrInsert(r); ok {
-				r.Key, r.older = prior.Key, append(prior.older, refOf(prior))
+				r.Key = prior.Key
+				r.setOlder(append(prior.older(), refOf(prior)))
 			}
 			st.size += r.Size()
 		}

@@ -56,7 +56,7 @@ func (st *State) Check() error {
 		return fmt.Errorf("%w: an older version listed by its key is missing", ErrCorrupt)
 	}
 	st.keys.Ascend(func(k *Record) bool {
-		for _, v := range k.older {
+		for _, v := range k.older() {
 			r, ok := st.versionAt(k.Key, v)
 			if !ok {
 				return fail("%s@%d is missing", k.Key, v.mod)

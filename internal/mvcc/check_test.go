@@ -25,7 +25,7 @@ func TestState_Check_FindsDamage(t *testing.T) {
 	withOlder := func(st *State) *Record {
 		var k *Record
 		st.keys.Ascend(func(r *Record) bool {
-			if len(r.older) > 1 {
+			if len(r.older()) > 1 {
 				k = r
 			}
 			return k == nil
@@ -35,7 +35,7 @@ func TestState_Check_FindsDamage(t *testing.T) {
 	// add makes r the oldest version of its key, as a write that skipped the checks would.
 	add := func(st *State, r *Record) {
 		if k := st.newest(r.Key); k != nil {
-			st.keys.ReplaceOrInsert(k.withOlder(append([]verRef{refOf(r)}, k.older...)))
+			st.keys.ReplaceOrInsert(k.withOlder(append([]verRef{refOf(r)}, k.older()...)))
 		} else {
 			st.keys.ReplaceOrInsert(r)
 		}
@@ -50,22 +50,22 @@ func TestState_Check_FindsDamage(t *testing.T) {
 	}{
 		{name: "version missing from its key", damage: func(st *State) {
 			k := withOlder(st)
-			st.keys.ReplaceOrInsert(k.withOlder(k.older[1:]))
+			st.keys.ReplaceOrInsert(k.withOlder(k.older()[1:]))
 		}, wErr: "history does not"},
 		{name: "version missing from revs", damage: func(st *State) {
 			k := withOlder(st)
-			st.revs.Delete(&Record{Mod: k.older[0].mod, Sub: k.older[0].sub})
+			st.revs.Delete(&Record{Mod: k.older()[0].mod, Sub: k.older()[0].sub})
 		}, wErr: "missing"},
 		{name: "newest missing from revs", damage: func(st *State) { r, _ := st.revs.Max(); st.revs.Delete(r) }, wErr: "revs holds"},
 		{name: "versions out of order", damage: func(st *State) {
 			k := withOlder(st)
-			o := slices.Clone(k.older)
+			o := slices.Clone(k.older())
 			o[0], o[1] = o[1], o[0]
 			st.keys.ReplaceOrInsert(k.withOlder(o))
 		}, wErr: "out of order"},
 		{name: "listed length off", damage: func(st *State) {
 			k := withOlder(st)
-			o := slices.Clone(k.older)
+			o := slices.Clone(k.older())
 			o[0].vlen += 3
 			st.keys.ReplaceOrInsert(k.withOlder(o))
 		}, wErr: "is listed as"},

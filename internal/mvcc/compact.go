@@ -64,7 +64,7 @@ func (st *State) CompactStep(limit int) bool {
 		// the change that supersedes it can both name it within one step: it is removed once.
 		k := st.newest(r.Key)
 		if i := k.versionIndex(r.pos()); i > 0 {
-			doomed = append(doomed, version{k.Key, k.older[i-1]})
+			doomed = append(doomed, version{k.Key, k.older()[i-1]})
 		}
 		if r.Tombstone() && r.Mod < st.compactRev {
 			doomed = append(doomed, version{k.Key, refOf(r)})
@@ -98,12 +98,12 @@ func (st *State) drop(key string, v verRef) {
 	if k == nil {
 		return
 	}
-	i := k.versionIndex(v.pos())
+	i, older := k.versionIndex(v.pos()), k.older()
 	switch {
 	case i < 0:
 		return
-	case i == len(k.older):
-		if len(k.older) > 0 {
+	case i == len(older):
+		if len(older) > 0 {
 			return // not obsolete while an older version remains: that one goes first
 		}
 		st.keys.Delete(k)
@@ -112,11 +112,11 @@ func (st *State) drop(key string, v verRef) {
 		}
 		st.size -= k.Size()
 	default:
-		older := k.older[i+1:]
+		rest := older[i+1:]
 		if i > 0 {
-			older = append(append(make([]verRef, 0, len(k.older)-1), k.older[:i]...), k.older[i+1:]...)
+			rest = append(append(make([]verRef, 0, len(older)-1), older[:i]...), older[i+1:]...)
 		}
-		nk := k.withOlder(older)
+		nk := k.withOlder(rest)
 		st.keys.ReplaceOrInsert(nk)
 		if st.revs != nil {
 			st.revs.Delete(&Record{Mod: v.mod, Sub: v.sub})

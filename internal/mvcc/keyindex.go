@@ -3,6 +3,7 @@ package mvcc
 import (
 	"fmt"
 	"sort"
+	"unsafe"
 )
 
 // The key index: one record per key in the keys tree, its newest version (a tombstone until a
@@ -50,14 +51,33 @@ func (v verRef) size(key string) int64 { return int64(len(key)+max(int(v.vlen), 
 
 func (r *Record) pos() revPos { return revPos{r.Mod, r.Sub} }
 
-// versionIndex returns where the version at p is among r's versions: its index in r.older, or
-// len(r.older) for r itself; -1 if r's key has no version at p.
-func (r *Record) versionIndex(p revPos) int {
-	if p == r.pos() {
-		return len(r.older)
+// older is the slice of r's key's older versions, if r is the key's newest record.
+func (r *Record) older() []verRef {
+	if r.olderPtr == nil {
+		return nil
 	}
-	i := sort.Search(len(r.older), func(i int) bool { return !r.older[i].pos().less(p) })
-	if i < len(r.older) && r.older[i].pos() == p {
+	return unsafe.Slice(r.olderPtr, r.olderCap)[:r.olderLen]
+}
+
+// setOlder makes s the slice of r's key's older versions. A key has fewer than 2³¹ versions
+// between compactions: each is a revision, and 2³¹ of them would take 32 GiB of this index.
+func (r *Record) setOlder(s []verRef) {
+	if cap(s) == 0 {
+		r.olderPtr, r.olderLen, r.olderCap = nil, 0, 0
+		return
+	}
+	r.olderPtr, r.olderLen, r.olderCap = unsafe.SliceData(s), int32(len(s)), int32(cap(s))
+}
+
+// versionIndex returns where the version at p is among r's versions: its index in r.older(), or
+// len(r.older()) for r itself; -1 if r's key has no version at p.
+func (r *Record) versionIndex(p revPos) int {
+	older := r.older()
+	if p == r.pos() {
+		return len(older)
+	}
+	i := sort.Search(len(older), func(i int) bool { return !older[i].pos().less(p) })
+	if i < len(older) && older[i].pos() == p {
 		return i
 	}
 	return -1
@@ -67,7 +87,7 @@ func (r *Record) versionIndex(p revPos) int {
 // r for every reader (see the key index).
 func (r *Record) withOlder(older []verRef) *Record {
 	c := *r
-	c.older = older
+	c.setOlder(older)
 	return &c
 }
 
@@ -150,7 +170,7 @@ func (st *State) PrevVersion(r *Record) (*Record, bool) {
 	if i <= 0 {
 		return nil, true
 	}
-	return st.versionAt(k.Key, k.older[i-1])
+	return st.versionAt(k.Key, k.older()[i-1])
 }
 
 // nextMod returns the revision of the version of r's key just after r, 0 if r is the newest.
@@ -159,11 +179,12 @@ func (st *State) nextMod(r *Record) int64 {
 	if k == nil {
 		return 0
 	}
+	older := k.older()
 	switch i := k.versionIndex(r.pos()); {
-	case i < 0 || i == len(k.older):
+	case i < 0 || i == len(older):
 		return 0
-	case i+1 < len(k.older):
-		return k.older[i+1].mod
+	case i+1 < len(older):
+		return older[i+1].mod
 	}
 	return k.Mod
 }
@@ -174,15 +195,16 @@ func (st *State) nextMod(r *Record) int64 {
 func (st *State) eachVersion(fn func(r *Record, nextMod int64) bool) bool {
 	complete := true
 	st.keys.Ascend(func(k *Record) bool {
-		for i, v := range k.older {
+		older := k.older()
+		for i, v := range older {
 			r, ok := st.versionAt(k.Key, v)
 			if !ok {
 				complete = false
 				return false
 			}
 			next := k.Mod
-			if i+1 < len(k.older) {
-				next = k.older[i+1].mod
+			if i+1 < len(older) {
+				next = older[i+1].mod
 			}
 			if !fn(r, next) {
 				return false

@@ -260,7 +260,8 @@ func ReadSnapshotTo(r io.Reader, b *Backend) (*State, uint64, error) {
 				}
 				if last != nil && last.Key == rec.Key {
 					// Nothing else holds last: rec, its key's newer version, takes its slice.
-					rec.Key, rec.older = last.Key, append(last.older, refOf(last))
+					rec.Key = last.Key
+					rec.setOlder(append(last.older(), refOf(last)))
 				} else if last != nil {
 					st.keys.ReplaceOrInsert(last)
 				}
@@ -450,7 +451,7 @@ func deriveIndexes(st *State) error {
 	var missing error
 	st.liveKeys, st.versions = 0, 0
 	st.keys.Ascend(func(r *Record) bool {
-		st.versions += 1 + len(r.older)
+		st.versions += 1 + len(r.older())
 		if r.Tombstone() {
 			return true
 		}

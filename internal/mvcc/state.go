@@ -19,7 +19,8 @@ import (
 //
 // The index holds a record per key, so its size is most of the index's heap: a tombstone is the
 // version 0 (a put's is at least 1), and the value is held as a pointer and a length (see
-// storeValue), which keeps it in the 96-byte size class with the key's older versions.
+// storeValue), which keeps it in the 80-byte size class with the slice of the key's older
+// versions.
 type Record struct {
 	Key     string
 	Create  int64 // revision of the key's current generation's creation (0 for a tombstone)
@@ -31,9 +32,12 @@ type Record struct {
 	value    *byte
 	valueLen int32
 	Sub      int32 // position of this change among the changes of revision mod
-	// older lists the key's older versions, oldest first, in the key's newest record (see
-	// keyindex.go); what it holds in any other record means nothing.
-	older []verRef
+	// olderPtr, olderLen and olderCap are the slice of the key's older versions, oldest first,
+	// in the key's newest record (see keyindex.go, older); what they hold in any other record
+	// means nothing. A slice header would take 8 bytes more, and the record the next size
+	// class.
+	olderPtr           *verRef
+	olderLen, olderCap int32
 }
 
 // recordOverhead approximates the bytes a record costs besides its key and value; it feeds the
@@ -357,11 +361,12 @@ func (st *State) visible(k *Record, rev, cur int64) (*Record, bool) {
 		}
 		return k, true
 	}
-	i := sort.Search(len(k.older), func(i int) bool { return k.older[i].mod > rev }) - 1
-	if i < 0 || k.older[i].tombstone() {
+	older := k.older()
+	i := sort.Search(len(older), func(i int) bool { return older[i].mod > rev }) - 1
+	if i < 0 || older[i].tombstone() {
 		return nil, true
 	}
-	return st.versionAt(k.Key, k.older[i])
+	return st.versionAt(k.Key, older[i])
 }
 
 // scan calls fn for every key live at rev in kr, in ascending key order, until fn returns false.
@@ -637,7 +642,7 @@ func (w *writeTxn) end() []Event {
 func (w *writeTxn) insert(r, prior *Record) {
 	st := w.st
 	if prior != nil {
-		r.older = append(prior.older, refOf(prior)) // see the key index on sharing the slice
+		r.setOlder(append(prior.older(), refOf(prior))) // see the key index on sharing the slice
 	}
 	st.keys.ReplaceOrInsert(r)
 	if st.revs != nil {

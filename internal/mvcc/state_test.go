@@ -189,11 +189,11 @@ func TestState_Get_History(t *testing.T) {
 }
 
 // TestRecord_Value checks the packed value of a record: a value held in memory, an empty one,
-// one only in the backend, and a tombstone (version 0). A record must stay within the 96-byte
+// one only in the backend, and a tombstone (version 0). A record must stay within the 80-byte
 // size class: the index holds one per key.
 func TestRecord_Value(t *testing.T) {
-	if n := unsafe.Sizeof(Record{}); n > 96 {
-		t.Fatalf("Record is %d bytes, want at most 96", n)
+	if n := unsafe.Sizeof(Record{}); n > 80 {
+		t.Fatalf("Record is %d bytes, want at most 80", n)
 	}
 	tests := []struct {
 		name       string
