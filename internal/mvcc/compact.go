@@ -116,11 +116,9 @@ func (st *State) drop(key string, v verRef) {
 		if i > 0 {
 			rest = append(append(make([]verRef, 0, len(older)-1), older[:i]...), older[i+1:]...)
 		}
-		nk := k.withOlder(rest)
-		st.keys.ReplaceOrInsert(nk)
+		st.keys.ReplaceOrInsert(k.withOlder(rest)) // revs keeps k: only the keys tree's record lists versions
 		if st.revs != nil {
 			st.revs.Delete(&Record{Mod: v.mod, Sub: v.sub})
-			st.revs.Set(nk)
 		}
 		st.size -= v.size(key)
 	}
