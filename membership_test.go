@@ -212,7 +212,9 @@ func TestCluster_MembershipDuringLeadershipTransfer(t *testing.T) {
 		wg.Wait()
 	}()
 	ms := []*embertest.Member{c.Member("m1"), c.Member("m2"), c.Member("m3")}
-	for i := range 30 {
+	// At least 30 rounds, and more while fewer than 5 transfers overlapped them: without the
+	// race detector the calls can outrun the transfers.
+	for i := 0; i < 30 || transfers.Load() < 5 && i < 300; i++ {
 		s := ms[i%len(ms)].Store()
 		id, addr := fmt.Sprintf("t%d", i), fmt.Sprintf("127.0.0.1:%d", 100+i)
 		if err := s.AddMember(ctx, id, addr); err != nil {
