@@ -148,9 +148,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// compactStepRecords bounds the changes one compaction step visits, each removing at most two
-// versions, and so how long it holds mu (a few milliseconds at most): that is the most a
-// compaction delays an apply or a read.
+// compactStepRecords bounds the keys one compaction step visits plus the versions it removes,
+// and so how long it holds mu (a millisecond or so): that is the most a compaction delays an
+// apply or a read.
 const compactStepRecords = 500
 
 // runCompactor does the removals that applied compactions leave pending, one step at a time,

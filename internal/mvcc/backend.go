@@ -1104,7 +1104,7 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 	// resume it from the start; it removes only what the compaction revision makes obsolete.
 	if st.compactRev > 0 {
 		st.compactPending = true
-		st.compactCursor = revPos{}
+		st.compactFrom = ""
 	}
 	return st, applied, nil
 }

@@ -1,8 +1,6 @@
 package mvcc
 
 import (
-	"errors"
-
 	"github.com/ember-kv/ember/internal/wire"
 )
 
@@ -18,12 +16,9 @@ func (st *State) Compact(rev int64) wire.Code {
 	case rev > st.rev:
 		return wire.CodeFutureRev
 	}
-	// Only changes in [previous compaction, rev] can supersede anything not dropped already.
-	// Changes at exactly the previous compaction revision are (re)visited: a tombstone there was
-	// kept by it, and goes now.
-	if !st.compactPending || st.compactCursor.mod >= st.compactRev {
-		st.compactCursor = revPos{mod: st.compactRev}
-	}
+	// The keys the pending removal has passed may hold versions the new revision makes
+	// obsolete: the walk starts over (a key with nothing to drop costs a look at its record).
+	st.compactFrom = ""
 	st.compactRev = rev
 	st.compactPending = true
 	if st.dirty != nil {
@@ -32,98 +27,98 @@ func (st *State) Compact(rev int64) wire.Code {
 	return wire.CodeOK
 }
 
-// compactStep visits the next limit changes at or before compactRev (from where the previous
-// step stopped), removes what they make obsolete, and reports whether more remains. A removal done in
-// steps leaves the same trees as one done at once: the work is proportional to the changes since
-// the previous compaction, not to the size of the store, and writes between steps add changes
-// only after compactRev, which make nothing older obsolete.
+// CompactStep visits the next keys of the key index (from where the previous step stopped),
+// drops the versions of each that compactRev makes obsolete, and reports whether more remains;
+// it stops once the keys visited and the versions dropped reach limit (a key's versions are
+// dropped at once). As etcd compacts its keyIndex, the work is a look at each key's record, in
+// memory, plus the versions dropped. Writes between steps add versions only after compactRev,
+// which make nothing older obsolete, so a removal done in steps leaves the same state as one
+// done at once.
 func (st *State) CompactStep(limit int) bool {
 	if !st.compactPending {
 		return false
 	}
-	type version struct {
-		key string
-		ref verRef
+	type cut struct {
+		k       *Record
+		n       int  // older versions to drop, the oldest first
+		dropKey bool // and the newest, an obsolete tombstone, with the key
 	}
-	var doomed []version
-	visited := 0
+	var cuts []cut
+	work := 0
 	more := false
-	err := st.ascendRevs(st.compactCursor, func(r *Record) bool {
-		if r.Mod > st.compactRev {
+	// The tree is changed only after the walk: no tree may change while it is walked.
+	st.keys.AscendGreaterOrEqual(&Record{Key: st.compactFrom}, func(k *Record) bool {
+		if work >= limit {
+			st.compactFrom, more = k.Key, true
 			return false
 		}
-		if visited == limit {
-			more = true
-			return false
-		}
-		visited++
-		st.compactCursor = revPos{mod: r.Mod, sub: r.Sub + 1}
-		// r supersedes the version before it, and a tombstone before compactRev is obsolete
-		// whatever follows it. Once r is visited, no older version of its key remains, so a
-		// later step finds only undecided versions before the ones it visits. A tombstone and
-		// the change that supersedes it can both name it within one step: it is removed once.
-		k := st.newest(r.Key)
-		if i := k.versionIndex(r.pos()); i > 0 {
-			doomed = append(doomed, version{k.Key, k.older()[i-1]})
-		}
-		if r.Tombstone() && r.Mod < st.compactRev {
-			doomed = append(doomed, version{k.Key, refOf(r)})
+		n, dropKey := st.obsoleteVersions(k)
+		work++
+		if n > 0 || dropKey {
+			cuts = append(cuts, cut{k, n, dropKey})
+			work += n
 		}
 		return true
 	})
-	for _, d := range doomed {
-		st.drop(d.key, d.ref)
-	}
-	if err != nil {
-		// The Applier's own state reads the newest view, so nothing is stale: the file is
-		// damaged, and the Applier stops on it, or closed. The removal resumes where it stopped.
-		if errors.Is(err, ErrCorrupt) && st.damage == nil {
-			st.damage = err
-		}
-		return false
+	for _, c := range cuts {
+		st.dropVersions(c.k, c.n, c.dropKey)
 	}
 	if !more {
-		st.compactPending = false
-		st.compactCursor = revPos{mod: st.compactRev}
+		st.compactPending, st.compactFrom = false, ""
 	}
 	return more
 }
 
-// drop removes version v of key, if st still holds it. Compaction drops the oldest of a key's
-// versions first (see the key index), so the key's record is replaced by one that holds the rest
-// of its older slice; the newest version goes, with the key, only once it is an obsolete
-// tombstone and no older version is left.
-func (st *State) drop(key string, v verRef) {
-	k := st.newest(key)
-	if k == nil {
-		return
+// obsoleteVersions returns how many of the older versions of k's key compaction drops (always
+// the oldest: a version is obsolete once a later one at or before compactRev supersedes it), and
+// whether it drops the newest too (then every older one as well).
+func (st *State) obsoleteVersions(k *Record) (n int, dropKey bool) {
+	older := k.older()
+	if k.Mod <= st.compactRev {
+		return len(older), st.obsolete(k.Mod, k.Tombstone(), 0)
 	}
-	i, older := k.versionIndex(v.pos()), k.older()
-	switch {
-	case i < 0:
-		return
-	case i == len(older):
-		if len(older) > 0 {
-			return // not obsolete while an older version remains: that one goes first
-		}
-		st.keys.Delete(k)
-		if st.revs != nil {
-			st.revs.Delete(k)
-		}
-		st.size -= k.Size()
-	default:
-		rest := older[i+1:]
-		if i > 0 {
-			rest = append(append(make([]verRef, 0, len(older)-1), older[:i]...), older[i+1:]...)
-		}
-		st.keys.ReplaceOrInsert(k.withOlder(rest)) // revs keeps k: only the keys tree's record lists versions
+	// The newest older version at or before compactRev supersedes the ones before it.
+	for n < len(older) && n+1 < len(older) && older[n+1].mod <= st.compactRev {
+		n++
+	}
+	if n < len(older) && st.obsolete(older[n].mod, older[n].tombstone(), modAfter(older, n, k)) {
+		n++
+	}
+	return n, false
+}
+
+// modAfter is the revision of the version after older[i] of k's key.
+func modAfter(older []verRef, i int, k *Record) int64 {
+	if i+1 < len(older) {
+		return older[i+1].mod
+	}
+	return k.Mod
+}
+
+// dropVersions removes the n oldest of the older versions of k's key, and with dropKey the key
+// itself (its newest version, then the last left); k is the key's record in the keys tree.
+func (st *State) dropVersions(k *Record, n int, dropKey bool) {
+	older := k.older()
+	for _, v := range older[:n] {
 		if st.revs != nil {
 			st.revs.Delete(&Record{Mod: v.mod, Sub: v.sub})
 		}
-		st.size -= v.size(key)
+		st.size -= v.size(k.Key)
+		st.markDeleted(v.pos())
 	}
+	st.versions -= n
+	if !dropKey {
+		// revs keeps k: only the keys tree's record lists versions.
+		st.keys.ReplaceOrInsert(k.withOlder(older[n:]))
+		return
+	}
+	st.keys.Delete(k)
+	if st.revs != nil {
+		st.revs.Delete(k)
+	}
+	st.size -= k.Size()
 	st.versions--
-	st.markDeleted(v.pos())
+	st.markDeleted(k.pos())
 }
 
 // obsolete reports whether a compaction at compactRev drops the version at mod (a tombstone or

@@ -156,7 +156,7 @@ type State struct {
 	// compactRev, so nothing replicated depends on how far the removal got. Snapshots hold no
 	// pending removal, so these two fields are not in them.
 	compactPending bool
-	compactCursor  revPos // where the pending removal resumes in revs
+	compactFrom    string // the key the pending removal resumes at
 
 	// backend holds the state on disk when it is set (a member with a data dir); values longer
 	// than its inline limit are then only there. See backend.go.
@@ -247,7 +247,7 @@ func (st *State) Clone() *State {
 		versions:   st.versions,
 
 		compactPending: st.compactPending,
-		compactCursor:  st.compactCursor,
+		compactFrom:    st.compactFrom,
 
 		backend:    st.backend,
 		pending:    st.pending[:len(st.pending):len(st.pending)], // appends by either copy reallocate
