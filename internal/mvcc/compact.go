@@ -74,6 +74,9 @@ func (st *State) CompactStep(limit int) bool {
 	if !more {
 		st.compactPending = false
 		st.compactCursor = revPos{mod: st.compactRev}
+		if st.dirty != nil {
+			st.dirty.counters = true // the next commit records the removal done
+		}
 	}
 	return more
 }
