@@ -992,6 +992,7 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 	b.renewView() // the file as it is now, whoever wrote it
 	st = NewOnDisk(b)
 	var removed int64 // the compaction revision whose removal the file holds complete
+	stopPrefetch := prefetch(b.path)
 	err = b.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		getMeta := func(k []byte) ([]byte, error) {
@@ -1086,6 +1087,7 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 				func(id wire.RequestID) { st.dedup.Delete(&DedupEntry{ID: id}) })
 		})
 	})
+	stopPrefetch()
 	if err != nil {
 		return nil, 0, err
 	}
