@@ -54,7 +54,9 @@ const backendMmapSize = 10 << 30
 //	        order) and is deleted, oldest value first, so that every forget it holds concerns an
 //	        entry deleted with it or before.
 //	meta    "format" → uvarint backendFormat; "applied" → uvarint raft index the contents are
-//	        at; "rev", "compact" → varint revision and compaction revision; "alarms" → uvarint
+//	        at; "rev", "compact" → varint revision and compaction revision; "removed" → varint
+//	        compaction revision whose removal (CompactStep) the file holds complete (absent: none
+//	        known, so Load resumes the removal from the start); "alarms" → uvarint
 //	        count, then member, type byte per alarm; "auth" → the auth state, as a snapshot's
 //	        auth frame (auth_snapshot.go), once it has changed
 //
@@ -71,6 +73,7 @@ var (
 	metaApplied = []byte("applied")
 	metaRev     = []byte("rev")
 	metaCompact = []byte("compact")
+	metaRemoved = []byte("removed")
 	metaAlarms  = []byte("alarms")
 	metaAuth    = []byte("auth")
 )
@@ -572,6 +575,7 @@ type Batch struct {
 	dirty           *dirtyTables
 	applied         uint64
 	rev, compactRev int64
+	removed         bool // the state had removed all that compactRev drops: the file will hold it
 	alarms          []Alarm
 	auth            *Auth
 }
@@ -581,7 +585,7 @@ type Batch struct {
 // written one at a time, in the order they were taken.
 func (st *State) TakeBatch(applied uint64) *Batch {
 	b := &Batch{backend: st.backend, records: st.pending, dirty: st.dirty, applied: applied,
-		rev: st.rev, compactRev: st.compactRev, alarms: st.alarms, auth: st.auth}
+		rev: st.rev, compactRev: st.compactRev, removed: !st.compactPending, alarms: st.alarms, auth: st.auth}
 	if r := st.retry; r != nil {
 		b.records = append(r.records[:len(r.records):len(r.records)], b.records...)
 		b.dirty = r.dirty.merge(b.dirty)
@@ -703,6 +707,12 @@ func (b *Batch) Write() error {
 		}
 		if err := put(metaRev, binary.AppendVarint(nil, b.rev)); err != nil {
 			return err
+		}
+		if b.removed {
+			// The batch holds the removal's last deletes, or they are in the file already.
+			if err := put(metaRemoved, binary.AppendVarint(nil, b.compactRev)); err != nil {
+				return err
+			}
 		}
 		return put(metaCompact, binary.AppendVarint(nil, b.compactRev))
 	})
@@ -1005,6 +1015,8 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 	defer recoverCorrupt(&err)
 	b.renewView() // the file as it is now, whoever wrote it
 	st = NewOnDisk(b)
+	var removed int64 // the compaction revision whose removal the file holds complete
+	stopPrefetch := prefetch(b.path)
 	err = b.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		getMeta := func(k []byte) ([]byte, error) {
@@ -1031,8 +1043,13 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 				*m.p, _ = binary.Varint(v)
 			}
 		}
-		if st.rev < 1 || st.compactRev < 0 || st.compactRev > st.rev {
-			return fmt.Errorf("%w: backend revision %d, compact revision %d", ErrCorrupt, st.rev, st.compactRev)
+		if v, err := getMeta(metaRemoved); err != nil {
+			return err
+		} else if v != nil {
+			removed, _ = binary.Varint(v)
+		}
+		if st.rev < 1 || st.compactRev < 0 || st.compactRev > st.rev || removed < 0 || removed > st.compactRev {
+			return fmt.Errorf("%w: backend revision %d, compact revision %d, removed through %d", ErrCorrupt, st.rev, st.compactRev, removed)
 		}
 		if v, err := getMeta(metaAlarms); err != nil {
 			return err
@@ -1094,18 +1111,17 @@ func Load(b *Backend) (st *State, applied uint64, err error) {
 				func(id wire.RequestID) { st.dedup.Delete(&DedupEntry{ID: id}) })
 		})
 	})
+	stopPrefetch()
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := deriveIndexes(st); err != nil {
 		return nil, 0, err
 	}
-	// The removal of a compaction may have been under way, or its deletes not yet committed:
-	// resume it from the start; it removes only what the compaction revision makes obsolete.
-	if st.compactRev > 0 {
-		st.compactPending = true
-		st.compactFrom = ""
-	}
+	// The removal of a compaction the file does not hold complete may have been under way, or
+	// its deletes not yet committed: resume it, as Compact starts one, from the first key; it
+	// removes only what the compaction revision makes obsolete.
+	st.compactPending, st.compactFrom = st.compactRev > removed, ""
 	return st, applied, nil
 }
 
@@ -1292,6 +1308,7 @@ func (st *State) syncRestored() error {
 func (st *State) CopyTo(dst *Backend, after int64, applied uint64) error {
 	c := NewOnDisk(dst)
 	c.rev, c.compactRev, c.alarms, c.auth = st.rev, st.compactRev, st.alarms, st.auth
+	c.compactPending = st.compactPending // the copy holds what the removal has yet to remove
 	var err error
 	bytes := 0
 	walkErr := st.ascendRevs(revPos{mod: after + 1}, func(r *Record) bool {

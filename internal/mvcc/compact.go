@@ -65,6 +65,9 @@ func (st *State) CompactStep(limit int) bool {
 	}
 	if !more {
 		st.compactPending, st.compactFrom = false, ""
+		if st.dirty != nil {
+			st.dirty.counters = true // the next commit records the removal done
+		}
 	}
 	return more
 }
