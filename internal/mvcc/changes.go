@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// The versions in revision order, which watch catch-up, compaction, hashes and defragmentation
+// The versions in revision order, which watch catch-up, hashes, checks and defragmentation
 // read. Without a backend the revs tree holds them. With one, the backend's revs bucket holds
 // every version a batch has written, in that order, and the versions not yet written follow
 // them in memory (committing, then pending): a tree of them as well would cost a tree item per

@@ -16,7 +16,7 @@
 //
 //	state.go     State, Record, KeyRange; reads (Scan, RangeRecords, ReadTxn) and writes (ApplyTxn)
 //	keyindex.go  the key index: a record per key, listing its older versions
-//	changes.go   the versions in revision order (watch catch-up, compaction, hashes)
+//	changes.go   the versions in revision order (watch catch-up, hashes)
 //	apply.go     Applier: commands of the raft log, the dedup window and its byte budget
 //	validate.go  the stateless rules of a transaction
 //	compact.go   compaction in bounded steps
@@ -24,7 +24,9 @@
 //	dedup.go     the dedup table's storage
 //	hash.go      HashKV's hash
 //	snapshot.go  the snapshot stream format (raft snapshots and backups)
+//	backend.go   the backend (state.db): batches, read views, Load, streams
 //	pages.go     lookups of stored values in the backend's pages (pageReader)
+//	prefetch.go  the backend file read into the page cache while Load walks it
 //
 // Records, leases and dedup entries are shared between the live state and its clones: they are
 // never changed in place, only replaced.

@@ -120,7 +120,7 @@ type DedupEntry struct {
 // deleted at 5, put again at 7; compacted at 0):
 //
 //	keys:  a@7 older [2, 3, 5t]         (by key: the newest version, listing the older ones)
-//	revs:  2:a 3:a 5:a(tombstone) 7:a   (by revision: watch catch-up, compaction)
+//	revs:  2:a 3:a 5:a(tombstone) 7:a   (by revision: watch catch-up, hashes)
 //
 // revs is a tree only in a state without a backend, where it also holds the older versions'
 // records; with one, the backend's revision-ordered file and the versions not yet written take
