@@ -22,8 +22,8 @@ const backendFile = "state.db"
 // commitVersions versions wait, as etcd batches its backend: the raft log is what makes a write
 // durable; the backend only has to be as recent as the raft snapshot that lets raft drop its
 // log (Snapshot commits it first). A commit is written outside the apply lock (commit), but a
-// large one still delays the next; compaction steps, which remove versions far faster than
-// writes add them, wake the committer every commitRemovals.
+// large one still delays the next; the compactor, which removes versions far faster than writes
+// add them, commits every commitRemovals itself (see runCompactor).
 const (
 	commitInterval = 100 * time.Millisecond
 	commitVersions = 10_000

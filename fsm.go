@@ -164,7 +164,15 @@ func (f *fsm) runCompactor(ctx context.Context) {
 		}
 		for ctx.Err() == nil {
 			start := time.Now()
-			if !f.compactStep() {
+			more, commitDue := f.compactStep()
+			if commitDue {
+				// Commit the removals here, not by waking the committer: a removal far
+				// faster than the disk would otherwise grow each commit, and the raft
+				// log's syncs would queue behind ever larger writes of the file. A failure
+				// is logged by commit; the removals stay for the next one.
+				f.commit()
+			}
+			if !more {
 				break
 			}
 			// Rest as long as the step took: applies and reads get mu at least half the
@@ -178,21 +186,17 @@ func (f *fsm) runCompactor(ctx context.Context) {
 	}
 }
 
-// compactStep runs one step of the pending removal under mu and reports whether more remains.
-func (f *fsm) compactStep() bool {
+// compactStep runs one step of the pending removal under mu and reports whether more remains,
+// and whether the removals not yet committed are due to be.
+func (f *fsm) compactStep() (more, commitDue bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.app.State()
 	if !st.CompactPending() || f.defragmenting {
-		return false // Defragment wakes the compactor when it is done
+		return false, false // Defragment wakes the compactor when it is done
 	}
-	more := st.CompactStep(compactStepRecords)
-	if st.Backend() != nil && st.Uncommitted() >= commitRemovals {
-		select {
-		case f.commitWake <- struct{}{}:
-		default:
-		}
-	}
+	more = st.CompactStep(compactStepRecords)
+	commitDue = st.Backend() != nil && st.Uncommitted() >= commitRemovals
 	f.sizeInUse.Store(st.Size())
 	if !more {
 		// Read views taken since are as current but still hold the removed records; drop
@@ -200,7 +204,7 @@ func (f *fsm) compactStep() bool {
 		f.current.Store(nil)
 		f.compactedSig.fire()
 	}
-	return more
+	return more, commitDue
 }
 
 // waitCompacted blocks until no removal is pending, as WithCompactPhysical asks.

@@ -125,7 +125,7 @@ func buildRichFSMOn(t testing.TB, f *fsm) *fsmDriver {
 	})))
 	must(d.apply(t, &wire.Command{Kind: wire.KindCompact, Revision: d.f.app.State().Rev()})) // tombstone b at exactly compactRev
 	// Finish the removal, as a Store's compactor would (a snapshot leaves out what it removes).
-	for d.f.compactStep() {
+	for stepCompaction(d.f) {
 	}
 	must(d.apply(t, putCmd(6, "f", "8", 40)))
 	must(d.apply(t, txnCmd(7, &wire.Txn{Success: wireOps(wireDel("e", "g"))})))
