@@ -154,24 +154,31 @@ func TestState_OnDisk_EqualsInMemory(t *testing.T) {
 	}
 }
 
-// A clone taken before a compaction may find the values the compaction removed gone: every read
-// of them says so (CodeCompacted, or false from Value), never a wrong or empty value, and reads
-// of what the compaction kept still work. A pinned clone finds every value.
-func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
-	st := NewOnDisk(testBackend(t, 0))
+// committedWithClones returns a state on disk holding a@2 a@3 a@4 b@5, all committed, with a
+// clone of it and a pinned clone (unpinned at cleanup).
+func committedWithClones(t testing.TB) (st, clone, pinned *State) {
+	t.Helper()
+	st = NewOnDisk(testBackend(t, 0))
 	for i := range 3 {
-		stPut(t, st, "a", fmt.Sprintf("a%d", i), 0) // a@2 a@3 a@4
+		stPut(t, st, "a", fmt.Sprintf("a%d", i), 0)
 	}
-	stPut(t, st, "b", "b0", 0) // b@5
+	stPut(t, st, "b", "b0", 0)
 	if err := st.Commit(1); err != nil {
 		t.Fatal(err)
 	}
-	clone := st.Clone()
 	pinned, err := st.Pin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pinned.Unpin()
+	t.Cleanup(pinned.Unpin)
+	return st, st.Clone(), pinned
+}
+
+// A clone taken before a compaction may find the values the compaction removed gone: every read
+// of them says so (CodeCompacted, or false from Value), never a wrong or empty value, and reads
+// of what the compaction kept still work. A pinned clone finds every value.
+func TestState_OnDisk_CompactionUnderClones(t *testing.T) {
+	st, clone, pinned := committedWithClones(t)
 	hashBefore, err := pinned.Hash(3)
 	if err != nil {
 		t.Fatal(err)

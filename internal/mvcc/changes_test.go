@@ -100,20 +100,7 @@ func TestState_OnDisk_ChangesWhileBatchInFlight(t *testing.T) {
 // cannot tell (the watch then reads a newer clone, which answers ErrCompacted), never skip them;
 // above it, and for a pinned clone, every version is there.
 func TestState_OnDisk_ChangesOfStaleClone(t *testing.T) {
-	st := NewOnDisk(testBackend(t, 0))
-	for i := range 3 {
-		stPut(t, st, "a", fmt.Sprintf("a%d", i), 0) // a@2 a@3 a@4
-	}
-	stPut(t, st, "b", "b0", 0) // b@5
-	if err := st.Commit(1); err != nil {
-		t.Fatal(err)
-	}
-	clone := st.Clone()
-	pinned, err := st.Pin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pinned.Unpin()
+	st, clone, pinned := committedWithClones(t)
 	all := changeNames(t, clone, 2)
 	if want := "a@2.0 a@3.0 a@4.0 b@5.0 "; all != want {
 		t.Fatalf("Changes(2) = %s, want %s", all, want)

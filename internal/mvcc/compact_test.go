@@ -501,22 +501,8 @@ func BenchmarkState_CompactOnDisk(b *testing.B) {
 		b.StopTimer()
 		st := NewOnDisk(testBackend(b, InlineValueMax))
 		applied := uint64(0)
-		for range 2 {
-			for i := range keys {
-				op := wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "scale/%08d", i), Value: value}
-				w := st.beginWrite()
-				w.put(&op)
-				w.end()
-				if applied++; applied%1000 == 0 {
-					if err := st.Commit(applied); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-		}
-		if err := st.Commit(applied); err != nil {
-			b.Fatal(err)
-		}
+		putAll(b, st, keys, value, &applied)
+		putAll(b, st, keys, value, &applied)
 		if code := st.Compact(st.Rev()); code != wire.CodeOK {
 			b.Fatalf("compact: code %d", code)
 		}

@@ -47,31 +47,35 @@ func heapPerKey(b *testing.B, keys int) (load, over float64) {
 	base := inUse()
 	st := NewOnDisk(testBackend(b, InlineValueMax))
 	applied := uint64(0)
-	round := func() {
-		for i := range keys {
-			op := wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "scale/%08d", i), Value: value}
-			w := st.beginWrite()
-			w.put(&op)
-			w.end()
-			if applied++; applied%1000 == 0 {
-				if err := st.Commit(applied); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		if err := st.Commit(applied); err != nil {
-			b.Fatal(err)
-		}
-	}
-	round()
+	putAll(b, st, keys, value, &applied)
 	load = inUse() - base
-	round()
+	putAll(b, st, keys, value, &applied)
 	over = inUse() - base
 	if p := os.Getenv("EMBER_HEAP_PROFILE"); p != "" {
 		writeHeapProfile(b, p)
 	}
 	runtime.KeepAlive(st)
 	return load, over
+}
+
+// putAll puts keys "scale/%08d" with value into st, committing every 1000 puts and at the end,
+// as a member's Applier does; applied counts the puts.
+func putAll(tb testing.TB, st *State, keys int, value []byte, applied *uint64) {
+	tb.Helper()
+	for i := range keys {
+		op := wire.Op{Kind: wire.OpPut, Key: fmt.Appendf(nil, "scale/%08d", i), Value: value}
+		w := st.beginWrite()
+		w.put(&op)
+		w.end()
+		if *applied++; *applied%1000 == 0 {
+			if err := st.Commit(*applied); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	if err := st.Commit(*applied); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // writeHeapProfile writes the heap profile to path, for pprof -sample_index=inuse_space.
