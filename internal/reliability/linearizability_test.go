@@ -103,6 +103,9 @@ var snapshotOptions = []ember.Option{
 // fails if none did, since it would prove nothing about snapshot installs.
 var g1InstallsSnapshot = map[string]bool{"follower-partition-snapshot": true}
 
+// g1RemovesMember names the faults that take the members they fault out of the configuration.
+var g1RemovesMember = map[string]bool{"member-replace": true}
+
 var g1Faults = []g1Fault{
 	{"leader-partition", 5, func(c *embertest.Cluster, _ string) ([]string, func()) {
 		l := c.Leader().ID
@@ -403,7 +406,11 @@ func g1Run(t *testing.T, tr tier, f g1Fault, n int, seed int64) g1Stats {
 	ops := h.records()
 	t.Logf("errors seen by clients:%s", errorSummary(ops))
 	st.violations += checkRecords(t, ops, hist[:rev-1], rec)
-	st.violations += mc.report(t)
+	var removed []string
+	if g1RemovesMember[f.name] {
+		removed = faulted
+	}
+	st.violations += mc.report(t, removed)
 	model := resolved(ops, &st)
 	if st.ops < 200 {
 		t.Errorf("only %d operations recorded: the run proves little", st.ops)
