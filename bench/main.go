@@ -65,6 +65,7 @@ func main() {
 		memKeys    = flag.Int("mem-keys", 100_000, "keys loaded for the mem suite")
 		scaleKeys  = flag.Int("n", 1_000_000, "keys loaded for the scale suite")
 		valueSize  = flag.Int("value-size", 1024, "value size in bytes for the scale suite")
+		rounds     = flag.Int("compact-rounds", 1, "times the scale suite's compaction cell runs, each after an overwrite (median and worst reported)")
 		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
 		logStoreF  = flag.String("log-store", "wal", "ember's and raw raft's raft log store: wal (ember's default, hashicorp/raft-wal) or bolt (ember.LogStoreBolt, raft-boltdb)")
 	)
@@ -91,7 +92,7 @@ func main() {
 		os.Exit(2)
 	}
 	b := &bench{warmup: *warmup, duration: *duration, profileDir: *profileDir, log: os.Stderr,
-		scale: scaleConfig{Keys: *scaleKeys, ValueSize: *valueSize, Duration: *duration, Settle: 2 * time.Second}}
+		scale: scaleConfig{Keys: *scaleKeys, ValueSize: *valueSize, Duration: *duration, Settle: 2 * time.Second, CompactRounds: *rounds}}
 	if *cpuProfile != "" && *profileDir != "" {
 		fmt.Fprintln(os.Stderr, "-cpuprofile and -profile-dir exclude each other: Go runs one CPU profile at a time")
 		os.Exit(2)

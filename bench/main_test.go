@@ -28,7 +28,7 @@ func TestScale(t *testing.T) {
 		t.Skip("starts real clusters")
 	}
 	b := &bench{log: io.Discard}
-	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond}
+	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond, CompactRounds: 2}
 	members := []int{1}
 	if os.Getenv("EMBER_SOAK") == "1" {
 		members = append(members, 3)
@@ -45,6 +45,9 @@ func TestScale(t *testing.T) {
 		}
 		if r.Keys != cfg.Keys || r.ValueSize != cfg.ValueSize || r.Members != m {
 			t.Errorf("%s: %d keys of %d B on %d members, want %d of %d on %d", r.System, r.Keys, r.ValueSize, r.Members, cfg.Keys, cfg.ValueSize, m)
+		}
+		if len(r.CompactRuns) != cfg.CompactRounds {
+			t.Errorf("%s, %d members: %d compaction rounds, want %d", r.System, r.Members, len(r.CompactRuns), cfg.CompactRounds)
 		}
 		for _, row := range scaleRows {
 			switch v := row.val(r); {
@@ -89,6 +92,9 @@ func TestPrintScale_MultiRowsWithMoreMembersOnly(t *testing.T) {
 		t.Fatalf("no 3-member table:\n%s", out.String())
 	}
 	for _, row := range scaleRows {
+		if row.rounds {
+			continue // TestPrintScale_RoundsRows
+		}
 		if in := strings.Contains(one, "| "+row.name+" | "); in == row.multi {
 			t.Errorf("1-member table has the row %q: %v, want %v", row.name, in, !row.multi)
 		}
@@ -161,5 +167,52 @@ func testCells(t *testing.T) {
 	printTables(&out, b.results, nil)
 	if !strings.Contains(out.String(), "| put | 1 | leader | 1 |") {
 		t.Errorf("table lacks the put row:\n%s", out.String())
+	}
+}
+
+// TestPrintScale_RoundsRows checks that the rows over compaction rounds are printed only with
+// more than one round, with the median and the worst round's wait.
+func TestPrintScale_RoundsRows(t *testing.T) {
+	ms := func(n ...int) []compactRun {
+		var out []compactRun
+		for _, v := range n {
+			out = append(out, compactRun{Time: time.Second, MaxPut: time.Duration(v) * time.Millisecond, MaxGet: 2 * time.Duration(v) * time.Millisecond, Puts: 1})
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		runs []compactRun
+		want []string // rows the table must have; none of the rounds rows if empty
+	}{
+		{"one round", ms(40), nil},
+		{"odd rounds", ms(90, 30, 50), []string{
+			"| longest put during compact, median of the rounds | 50.0 ms | 50.0 ms | 1.00× |",
+			"| longest put during compact, worst round | 90.0 ms | 90.0 ms | 1.00× |",
+			"| longest linearizable get during compact, median of the rounds | 100.0 ms | 100.0 ms | 1.00× |",
+			"| longest linearizable get during compact, worst round | 180.0 ms | 180.0 ms | 1.00× |",
+		}},
+		{"even rounds", ms(20, 80, 40, 10), []string{
+			"| longest put during compact, median of the rounds | 30.0 ms | 30.0 ms | 1.00× |",
+			"| longest put during compact, worst round | 80.0 ms | 80.0 ms | 1.00× |",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rs []scaleResult
+			for _, sys := range []string{"ember", "etcd"} {
+				rs = append(rs, scaleResult{System: sys, Members: 1, Keys: 100, ValueSize: 10, CompactRuns: tt.runs})
+			}
+			var out bytes.Buffer
+			printScale(&out, rs)
+			if len(tt.want) == 0 && strings.Contains(out.String(), "of the rounds") {
+				t.Errorf("one round, yet rounds rows:\n%s", out.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("table lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
 	}
 }

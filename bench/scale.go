@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,11 @@ type scaleConfig struct {
 	// Settle is the pause before each memory reading, so that background work set off by the
 	// writes (batched commits, snapshots) is done.
 	Settle time.Duration `json:"settle"`
+	// CompactRounds is how many times the compaction cell runs (at least once): the longest
+	// waits during a compaction vary from run to run far more than the other figures, so one
+	// sample says little. Rounds after the first come last, each after an overwrite of every
+	// key, so that the other cells are as in runs with one.
+	CompactRounds int `json:"compact_rounds"`
 }
 
 // scaleResult is one system's figures. Memory is read after runtime.GC and debug.FreeOSMemory,
@@ -85,10 +91,12 @@ type scaleResult struct {
 	// line; CompactMaxPut / CompactMaxGet are the longest put / get wait that overlapped the
 	// window, CompactPuts the number of put waits that did (the puts completed in the window,
 	// plus the first one completed after it).
+	// They are the first round's; CompactRuns has every round's (CompactRounds).
 	CompactTime   time.Duration `json:"compact_ns"`
 	CompactMaxPut time.Duration `json:"compact_max_put_wait_ns"`
 	CompactMaxGet time.Duration `json:"compact_max_get_wait_ns"`
 	CompactPuts   int           `json:"compact_puts"`
+	CompactRuns   []compactRun  `json:"compact_runs"`
 	// ListRate: the whole prefix read in pages of 500 as the Kubernetes API server does, the
 	// first page at the current revision, each later page from the key after the previous
 	// page's last at the first page's revision; Keys divided by the time of all pages (keys/s).
@@ -118,13 +126,22 @@ type scaleResult struct {
 	Err            string        `json:"error,omitempty"`
 }
 
+// compactRun is one round of the compaction cell (see scaleResult's Compact figures).
+type compactRun struct {
+	Time   time.Duration `json:"compact_ns"`
+	MaxPut time.Duration `json:"max_put_wait_ns"`
+	MaxGet time.Duration `json:"max_get_wait_ns"`
+	Puts   int           `json:"puts"`
+}
+
 // scaleRow is one row of the scale table; the test checks that each is positive, or not
-// negative if zeroOK. A multi row is only measured, and printed, with more than one member.
+// negative if zeroOK. A multi row is only measured, and printed, with more than one member; a
+// rounds row only with more than one compaction round.
 type scaleRow struct {
-	name          string
-	val           func(scaleResult) float64
-	format        func(float64) string
-	multi, zeroOK bool
+	name                  string
+	val                   func(scaleResult) float64
+	format                func(float64) string
+	multi, rounds, zeroOK bool
 }
 
 var scaleRows = func() []scaleRow {
@@ -139,6 +156,31 @@ var scaleRows = func() []scaleRow {
 		return func(v float64) string { return strings.TrimSpace(thousands(v) + " " + unit) }
 	}
 	fmtDur := func(v float64) string { return dur(time.Duration(v * float64(time.Second))) }
+	// Over the compaction rounds: the median and the largest of a per-round figure.
+	median := func(f func(compactRun) time.Duration) func(scaleResult) float64 {
+		return func(r scaleResult) float64 {
+			ds := make([]time.Duration, 0, len(r.CompactRuns))
+			for _, c := range r.CompactRuns {
+				ds = append(ds, f(c))
+			}
+			if len(ds) == 0 {
+				return 0
+			}
+			slices.Sort(ds)
+			return ((ds[(len(ds)-1)/2] + ds[len(ds)/2]) / 2).Seconds()
+		}
+	}
+	worst := func(f func(compactRun) time.Duration) func(scaleResult) float64 {
+		return func(r scaleResult) float64 {
+			var m time.Duration
+			for _, c := range r.CompactRuns {
+				m = max(m, f(c))
+			}
+			return m.Seconds()
+		}
+	}
+	maxPut := func(c compactRun) time.Duration { return c.MaxPut }
+	maxGet := func(c compactRun) time.Duration { return c.MaxGet }
 	return []scaleRow{
 		{name: "load, 64 writers", val: func(r scaleResult) float64 { return r.LoadRate }, format: fmtRate("keys/s")},
 		{name: "heap in use after load", val: mib(func(r scaleResult) uint64 { return r.HeapAfterLoad }), format: fmtMiB},
@@ -151,6 +193,10 @@ var scaleRows = func() []scaleRow {
 		{name: "longest put during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxPut }), format: fmtDur},
 		{name: "longest linearizable get during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxGet }), format: fmtDur},
 		{name: "puts during compact, 1 writer", val: func(r scaleResult) float64 { return float64(r.CompactPuts) }, format: fmtRate("")},
+		{name: "longest put during compact, median of the rounds", val: median(maxPut), format: fmtDur, rounds: true},
+		{name: "longest put during compact, worst round", val: worst(maxPut), format: fmtDur, rounds: true},
+		{name: "longest linearizable get during compact, median of the rounds", val: median(maxGet), format: fmtDur, rounds: true},
+		{name: "longest linearizable get during compact, worst round", val: worst(maxGet), format: fmtDur, rounds: true},
 		{name: "paginated LIST, 500 per page", val: func(r scaleResult) float64 { return r.ListRate }, format: fmtRate("keys/s")},
 		{name: "close", val: secs(func(r scaleResult) time.Duration { return r.CloseTime }), format: fmtDur},
 		{name: "restart to first linearizable read", val: secs(func(r scaleResult) time.Duration { return r.RestartTime }), format: fmtDur},
@@ -560,10 +606,13 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 	logf("steady puts %.0f/s", r.SteadyRate)
 
 	// 5. Compact with a putter and a getter beside it.
-	if err := compactUnderLoad(ctx, st, compactRev, keys[0], val(0, 3), &r); err != nil {
+	run, err := compactUnderLoad(ctx, st, compactRev, keys[0], val(0, 3))
+	if err != nil {
 		return r, fmt.Errorf("compact: %w", err)
 	}
-	logf("compacted at %d in %v; longest put %v, get %v", compactRev, r.CompactTime, r.CompactMaxPut, r.CompactMaxGet)
+	r.CompactTime, r.CompactMaxPut, r.CompactMaxGet, r.CompactPuts = run.Time, run.MaxPut, run.MaxGet, run.Puts
+	r.CompactRuns = append(r.CompactRuns, run)
+	logf("compacted at %d in %v; longest put %v, get %v", compactRev, run.Time, run.MaxPut, run.MaxGet)
 
 	// 6. Paginated LIST.
 	t0 = time.Now()
@@ -606,14 +655,31 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 	}
 	r.RestartTime = time.Since(t0)
 	logf("closed in %v, first read %v after reopening", r.CloseTime, r.RestartTime)
-	if r.HeapAfterRestart, r.RssAnonAfterRestart, err = settle(); err != nil || cfg.Members == 1 {
+	if r.HeapAfterRestart, r.RssAnonAfterRestart, err = settle(); err != nil {
 		return r, err
 	}
 
-	// 8. A follower wiped and added back under writes. Last, so that the cells above are as
-	// in runs without it, and on the compacted state that a restart left.
-	if err := scaleWipe(ctx, st.(scaleReplacer), keys, val(0, 4), cfg.Duration, &r, logf); err != nil {
-		return r, fmt.Errorf("wipe: %w", err)
+	// 8. A follower wiped and added back under writes. After the cells above, so that they are
+	// as in runs without it, and on the compacted state that a restart left.
+	if cfg.Members > 1 {
+		if err := scaleWipe(ctx, st.(scaleReplacer), keys, val(0, 4), cfg.Duration, &r, logf); err != nil {
+			return r, fmt.Errorf("wipe: %w", err)
+		}
+	}
+
+	// 9. The compaction cell's further rounds, each after an overwrite that gives it as many
+	// old versions to remove.
+	for round := 2; round <= cfg.CompactRounds; round++ {
+		rev, err := writeAll(ctx, st, keys, func(i int) string { return val(i, 4+round) })
+		if err != nil {
+			return r, fmt.Errorf("overwrite before compaction round %d: %w", round, err)
+		}
+		run, err := compactUnderLoad(ctx, st, rev, keys[0], val(0, 3))
+		if err != nil {
+			return r, fmt.Errorf("compaction round %d: %w", round, err)
+		}
+		r.CompactRuns = append(r.CompactRuns, run)
+		logf("compaction round %d at %d in %v; longest put %v, get %v", round, rev, run.Time, run.MaxPut, run.MaxGet)
 	}
 	return r, nil
 }
@@ -682,8 +748,8 @@ func steadyPuts(ctx context.Context, st scaleStore, keys []string, val string, d
 }
 
 // compactUnderLoad compacts at rev while a putter and a linearizable getter run in closed loops,
-// and fills in r's Compact figures (see scaleResult).
-func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val string, r *scaleResult) error {
+// and returns the round's figures (see scaleResult's Compact figures).
+func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val string) (compactRun, error) {
 	type wait struct{ from, to time.Time } // from one completion to the next
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -730,23 +796,23 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 	stop.Store(true)
 	wg.Wait()
 	if err = errors.Join(err, errs[0], errs[1]); err != nil {
-		return err
+		return compactRun{}, err
 	}
-	r.CompactTime = t1.Sub(t0)
+	run := compactRun{Time: t1.Sub(t0)}
 	for i, ws := range waits {
 		for _, w := range ws {
 			if w.from.After(t1) || w.to.Before(t0) {
 				continue
 			}
 			if i == 0 {
-				r.CompactPuts++
-				r.CompactMaxPut = max(r.CompactMaxPut, w.to.Sub(w.from))
+				run.Puts++
+				run.MaxPut = max(run.MaxPut, w.to.Sub(w.from))
 			} else {
-				r.CompactMaxGet = max(r.CompactMaxGet, w.to.Sub(w.from))
+				run.MaxGet = max(run.MaxGet, w.to.Sub(w.from))
 			}
 		}
 	}
-	return nil
+	return run, nil
 }
 
 // rssAnon returns RssAnon of /proc/self/status: resident anonymous memory, without file-backed
@@ -791,6 +857,7 @@ func printScale(w io.Writer, rs []scaleResult) {
 	for _, m := range counts {
 		e, eok := bySys[m]["ember"]
 		d, dok := bySys[m]["etcd"]
+		rounds := max(len(e.CompactRuns), len(d.CompactRuns))
 		what := "1 member"
 		if m > 1 {
 			what = fmt.Sprintf("%d members in one process (memory: their sum)", m)
@@ -799,7 +866,7 @@ func printScale(w io.Writer, rs []scaleResult) {
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		both := eok && dok && e.Err == "" && d.Err == ""
 		for _, row := range scaleRows {
-			if row.multi && m == 1 {
+			if row.multi && m == 1 || row.rounds && rounds < 2 {
 				continue
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.name, cell(e, eok, row), cell(d, dok, row), ratio(row.val(e), row.val(d), both))
