@@ -56,8 +56,8 @@ type scaleConfig struct {
 	Settle time.Duration `json:"settle"`
 	// CompactRounds is how many times the compaction cell runs (at least once): the longest
 	// waits during a compaction vary from run to run far more than the other figures, so one
-	// sample says little. Rounds after the first come last, each after an overwrite of every
-	// key, so that the other cells are as in runs with one.
+	// sample says little. Rounds after the first come after the restart (before the wipe),
+	// each after an overwrite of every key, so that the other cells are as in runs with one.
 	CompactRounds int `json:"compact_rounds"`
 }
 
@@ -659,15 +659,7 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 		return r, err
 	}
 
-	// 8. A follower wiped and added back under writes. After the cells above, so that they are
-	// as in runs without it, and on the compacted state that a restart left.
-	if cfg.Members > 1 {
-		if err := scaleWipe(ctx, st.(scaleReplacer), keys, val(0, 4), cfg.Duration, &r, logf); err != nil {
-			return r, fmt.Errorf("wipe: %w", err)
-		}
-	}
-
-	// 9. The compaction cell's further rounds, each after an overwrite that gives it as many
+	// 8. The compaction cell's further rounds, each after an overwrite that gives it as many
 	// old versions to remove.
 	for round := 2; round <= cfg.CompactRounds; round++ {
 		rev, err := writeAll(ctx, st, keys, func(i int) string { return val(i, 4+round) })
@@ -680,6 +672,14 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 		}
 		r.CompactRuns = append(r.CompactRuns, run)
 		logf("compaction round %d at %d in %v; longest put %v, get %v", round, rev, run.Time, run.MaxPut, run.MaxGet)
+	}
+
+	// 9. A follower wiped and added back under writes. Last, so that the cells above are as in
+	// runs without it, and on the compacted state that a restart left.
+	if cfg.Members > 1 {
+		if err := scaleWipe(ctx, st.(scaleReplacer), keys, val(0, 4), cfg.Duration, &r, logf); err != nil {
+			return r, fmt.Errorf("wipe: %w", err)
+		}
 	}
 	return r, nil
 }
