@@ -346,7 +346,8 @@ func (m *markerSnapshot) Release() {}
 // (fsm.skipThrough).
 type snapshotStore struct {
 	raft.SnapshotStore
-	fsm *fsm // set before raft starts
+	fsm     *fsm          // set before raft starts
+	sending func() func() // Store.snapshotSending; set before raft starts
 }
 
 func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
@@ -365,5 +366,19 @@ func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, erro
 	}
 	m := *meta
 	m.Size = size
-	return &m, stream, nil
+	if s.sending == nil {
+		return &m, stream, nil
+	}
+	return &m, sendingStream{stream, s.sending()}, nil
+}
+
+// sendingStream is a backend stream that tells when it is closed (logHold).
+type sendingStream struct {
+	io.ReadCloser
+	done func()
+}
+
+func (s sendingStream) Close() error {
+	s.done()
+	return s.ReadCloser.Close()
 }

@@ -36,17 +36,10 @@ func (s *Store) runAutoCompaction() {
 		rev int64
 	}
 	var samples []sample
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			return
-		}
+	s.every(interval, func() bool {
 		if !s.IsLeader() {
 			samples = nil
-			continue
+			return true
 		}
 		now, rev := time.Now(), s.watch.appliedRev()
 		var target int64
@@ -60,7 +53,7 @@ func (s *Store) runAutoCompaction() {
 				}
 			}
 			if i < 0 {
-				continue
+				return true
 			}
 			target = samples[i].rev
 			samples = samples[i+1:]
@@ -68,7 +61,7 @@ func (s *Store) runAutoCompaction() {
 			target = rev - s.cfg.autoCompactRevisions
 		}
 		if target <= 1 {
-			continue
+			return true
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 		_, err := s.Compact(ctx, target)
@@ -80,5 +73,6 @@ func (s *Store) runAutoCompaction() {
 		default:
 			s.log.Warn("auto-compaction failed", "revision", target, "error", err)
 		}
-	}
+		return true
+	})
 }

@@ -21,16 +21,9 @@ const corruptCheckTimeout = 30 * time.Second
 // runCorruptCheck runs the periodic hash check (WithCorruptCheckInterval) while this member
 // leads, as etcd's monitorKVHash: followers only wait for their turn.
 func (s *Store) runCorruptCheck() {
-	t := time.NewTicker(s.cfg.corruptCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			return
-		}
+	s.every(s.cfg.corruptCheckInterval, func() bool {
 		if !s.IsLeader() {
-			continue
+			return true
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, corruptCheckTimeout)
 		err := s.corruptCheck(ctx)
@@ -38,7 +31,8 @@ func (s *Store) runCorruptCheck() {
 		if err != nil && s.ctx.Err() == nil {
 			s.log.Warn("periodic hash check failed; the next one retries", "error", err)
 		}
-	}
+		return true
+	})
 }
 
 // peerHash is one member's answer to the leader's hash request; err is set if it gave none.

@@ -44,3 +44,6 @@ func CorruptCheck(ctx context.Context, s *Store) error { return s.corruptCheck(c
 // ForwardInFlight is how many requests carrying writes a follower keeps in flight to the leader
 // before the next writes wait to go as a batch.
 const ForwardInFlight = forwardInFlight
+
+// TrailingLogs is the TrailingLogs raft truncates s's log to at its next snapshot.
+func TrailingLogs(s *Store) uint64 { return s.raft.ReloadableConfig().TrailingLogs }

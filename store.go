@@ -62,6 +62,8 @@ type core struct {
 
 	confirmRound atomic.Uint64 // last leadership confirmation round this member started
 
+	logHold logHold // the raft log kept for members installing a snapshot (catchup.go)
+
 	raisingNoSpace atomic.Bool // a proposal raising NOSPACE for this member is under way
 
 	leaderSubs leaderSubs    // LeaderChanges subscribers; closed on Close
@@ -93,6 +95,22 @@ func (s *Store) spawn(fn func()) bool {
 		fn()
 	}()
 	return true
+}
+
+// every calls fn every d until the member closes or fn returns false.
+func (s *Store) every(d time.Duration, fn func() (more bool)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+		if !fn() {
+			return
+		}
+	}
 }
 
 // Open starts a member whose data lives under dir. Open("data") with no options is a
@@ -147,7 +165,7 @@ func (s *Store) open(dir string, memberExisted bool) error {
 		return err
 	}
 	if snaps, ok := s.stores.snaps.(*snapshotStore); ok {
-		snaps.fsm = s.fsm
+		snaps.fsm, snaps.sending = s.fsm, s.snapshotSending
 		if err := s.fsm.restoreNewerSnapshot(snaps); err != nil {
 			return err
 		}
@@ -241,6 +259,7 @@ func (s *Store) raftConfig(notifyCh chan bool) *raft.Config {
 	if s.cfg.raftConfig != nil {
 		s.cfg.raftConfig(rc)
 	}
+	s.logHold.trailing = rc.TrailingLogs
 	if s.cfg.bindAddr == "" {
 		// Without a listener this node is alone forever: no peer needs the timeouts, so elect
 		// at once instead of waiting a heartbeat timeout on every start.
