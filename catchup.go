@@ -1,14 +1,11 @@
 package ember
 
 import (
-	"context"
 	"math"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/ember-kv/ember/internal/wire"
 )
 
 // Keeping the raft log for a member that installs a snapshot.
@@ -105,15 +102,11 @@ func (s *Store) membersCaughtUp(slack uint64) bool {
 		if string(srv.ID) == s.id {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.probeTimeout())
-		resp, err := s.call(ctx, string(srv.Address), mStatus, nil)
-		cancel()
+		applied, err := s.memberApplied(s.ctx, string(srv.Address))
 		if err != nil {
 			continue // down or cut off: not catching up now, whatever the log keeps
 		}
-		d := wire.NewDecoder(resp)
-		applied := d.Uvarint()
-		if d.Finish() == nil && applied+slack < last {
+		if applied+slack < last {
 			return false
 		}
 	}

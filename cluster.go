@@ -374,16 +374,9 @@ func (s *Store) promoteLocal(ctx context.Context, id string) error {
 		if err != nil || srv.Suffrage == raft.Voter {
 			return nil, err
 		}
-		pctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
-		resp, err := s.call(pctx, string(srv.Address), mStatus, nil)
-		cancel()
+		applied, err := s.memberApplied(ctx, string(srv.Address))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s does not answer: %v", ErrLearnerNotReady, id, err)
-		}
-		d := wire.NewDecoder(resp)
-		applied := d.Uvarint()
-		if err := d.Finish(); err != nil {
-			return nil, err
 		}
 		if commit := s.raft.CommitIndex(); applied*10 < commit*9 {
 			return nil, fmt.Errorf("%w: %s applied %d of %d", ErrLearnerNotReady, id, applied, commit)
@@ -477,6 +470,19 @@ func (s *Store) votersUp(ctx context.Context, conf raft.Configuration) (map[raft
 	}
 	wg.Wait()
 	return up, voters
+}
+
+// memberApplied asks the member at addr for its applied index, within probeTimeout.
+func (s *Store) memberApplied(ctx context.Context, addr string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.probeTimeout())
+	defer cancel()
+	resp, err := s.call(ctx, addr, mStatus, nil)
+	if err != nil {
+		return 0, err
+	}
+	d := wire.NewDecoder(resp)
+	applied := d.Uvarint()
+	return applied, d.Finish()
 }
 
 // probeTimeout bounds the status requests of membership checks: a member that does not answer
