@@ -272,6 +272,20 @@ func (s *Store) configuration() (raft.Configuration, error) {
 	return f.Configuration(), nil
 }
 
+// otherVoters counts the voters of conf besides self, and says whether self is one.
+func otherVoters(conf raft.Configuration, self string) (others int, selfVotes bool) {
+	for _, srv := range conf.Servers {
+		switch {
+		case srv.Suffrage != raft.Voter:
+		case string(srv.ID) == self:
+			selfVotes = true
+		default:
+			others++
+		}
+	}
+	return others, selfVotes
+}
+
 // reconfigLock serializes membership changes on the leader, so that a change and the check that
 // allowed it (no duplicate ID or address, a quorum up) happen as one. hashicorp/raft v1.7.3
 // cannot do it with prevIndex: GetConfiguration no longer reports the configuration's index

@@ -145,6 +145,9 @@ func (s *Store) confirmLeadership(ctx context.Context, term uint64) error {
 	if err != nil {
 		return err
 	}
+	if others, self := otherVoters(conf, s.id); others == 0 && self {
+		return nil // the majority is this member, in term (the caller checks that after)
+	}
 	members := make([]readindex.Member, 0, len(conf.Servers))
 	for _, srv := range conf.Servers {
 		members = append(members, readindex.Member{ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter})

@@ -405,13 +405,7 @@ func (s *Store) handOffLeadership() {
 	if err != nil {
 		return
 	}
-	others := 0
-	for _, srv := range conf.Servers {
-		if srv.Suffrage == raft.Voter && string(srv.ID) != s.id {
-			others++
-		}
-	}
-	if others == 0 {
+	if others, _ := otherVoters(conf, s.id); others == 0 {
 		return
 	}
 	for attempt := 0; attempt < 3 && s.IsLeader(); attempt++ {

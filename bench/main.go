@@ -66,6 +66,7 @@ func main() {
 		scaleKeys  = flag.Int("n", 1_000_000, "keys loaded for the scale suite")
 		valueSize  = flag.Int("value-size", 1024, "value size in bytes for the scale suite")
 		rounds     = flag.Int("compact-rounds", 1, "times the scale suite's compaction cell runs, each after an overwrite (median and worst reported)")
+		pacedRnds  = flag.Int("paced-rounds", 0, "further compaction rounds with a paced load (1,000 gets/s, 100 puts/s) instead of closed loops")
 		memChildOf = flag.String("mem-child", "", "internal: measure this system's memory and print it as JSON")
 		logStoreF  = flag.String("log-store", "wal", "ember's and raw raft's raft log store: wal (ember's default, hashicorp/raft-wal) or bolt (ember.LogStoreBolt, raft-boltdb)")
 	)
@@ -92,7 +93,7 @@ func main() {
 		os.Exit(2)
 	}
 	b := &bench{warmup: *warmup, duration: *duration, profileDir: *profileDir, log: os.Stderr,
-		scale: scaleConfig{Keys: *scaleKeys, ValueSize: *valueSize, Duration: *duration, Settle: 2 * time.Second, CompactRounds: *rounds}}
+		scale: scaleConfig{Keys: *scaleKeys, ValueSize: *valueSize, Duration: *duration, Settle: 2 * time.Second, CompactRounds: *rounds, PacedRounds: *pacedRnds}}
 	if *cpuProfile != "" && *profileDir != "" {
 		fmt.Fprintln(os.Stderr, "-cpuprofile and -profile-dir exclude each other: Go runs one CPU profile at a time")
 		os.Exit(2)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestScale(t *testing.T) {
 		t.Skip("starts real clusters")
 	}
 	b := &bench{log: io.Discard}
-	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond, CompactRounds: 2}
+	cfg := scaleConfig{Keys: 2000, ValueSize: 1024, Duration: 300 * time.Millisecond, Settle: 10 * time.Millisecond, CompactRounds: 2, PacedRounds: 1}
 	members := []int{1}
 	if os.Getenv("EMBER_SOAK") == "1" {
 		members = append(members, 3)
@@ -46,8 +47,13 @@ func TestScale(t *testing.T) {
 		if r.Keys != cfg.Keys || r.ValueSize != cfg.ValueSize || r.Members != m {
 			t.Errorf("%s: %d keys of %d B on %d members, want %d of %d on %d", r.System, r.Keys, r.ValueSize, r.Members, cfg.Keys, cfg.ValueSize, m)
 		}
-		if len(r.CompactRuns) != cfg.CompactRounds {
-			t.Errorf("%s, %d members: %d compaction rounds, want %d", r.System, r.Members, len(r.CompactRuns), cfg.CompactRounds)
+		if len(r.CompactRuns) != cfg.CompactRounds+cfg.PacedRounds {
+			t.Errorf("%s, %d members: %d compaction rounds, want %d", r.System, r.Members, len(r.CompactRuns), cfg.CompactRounds+cfg.PacedRounds)
+		}
+		for i, c := range r.CompactRuns {
+			if want := i >= cfg.CompactRounds; c.Paced != want {
+				t.Errorf("%s, %d members: compaction round %d paced %v, want %v", r.System, r.Members, i+1, c.Paced, want)
+			}
 		}
 		for _, row := range scaleRows {
 			switch v := row.val(r); {
@@ -92,7 +98,7 @@ func TestPrintScale_MultiRowsWithMoreMembersOnly(t *testing.T) {
 		t.Fatalf("no 3-member table:\n%s", out.String())
 	}
 	for _, row := range scaleRows {
-		if row.rounds {
+		if row.rounds || row.paced {
 			continue // TestPrintScale_RoundsRows
 		}
 		if in := strings.Contains(one, "| "+row.name+" | "); in == row.multi {
@@ -170,16 +176,18 @@ func testCells(t *testing.T) {
 	}
 }
 
-// TestPrintScale_RoundsRows checks that the rows over compaction rounds are printed only with
-// more than one round, with the median and the worst round's wait.
+// TestPrintScale_RoundsRows checks that the rows over closed compaction rounds are printed only
+// with more than one, those over paced rounds only with one or more, each with the median and the
+// worst round's wait of its own rounds.
 func TestPrintScale_RoundsRows(t *testing.T) {
-	ms := func(n ...int) []compactRun {
+	runs := func(paced bool, n ...int) []compactRun {
 		var out []compactRun
 		for _, v := range n {
-			out = append(out, compactRun{Time: time.Second, MaxPut: time.Duration(v) * time.Millisecond, MaxGet: 2 * time.Duration(v) * time.Millisecond, Puts: 1})
+			out = append(out, compactRun{Paced: paced, Time: time.Second, MaxPut: time.Duration(v) * time.Millisecond, MaxGet: 2 * time.Duration(v) * time.Millisecond, Puts: 1, Gets: 1})
 		}
 		return out
 	}
+	ms := func(n ...int) []compactRun { return runs(false, n...) }
 	tests := []struct {
 		name string
 		runs []compactRun
@@ -196,6 +204,14 @@ func TestPrintScale_RoundsRows(t *testing.T) {
 			"| longest put during compact, median of the rounds | 30.0 ms | 30.0 ms | 1.00× |",
 			"| longest put during compact, worst round | 80.0 ms | 80.0 ms | 1.00× |",
 		}},
+		{"closed and paced rounds", append(ms(90, 30, 50), runs(true, 10, 20)...), []string{
+			"| longest put during compact, median of the rounds | 50.0 ms | 50.0 ms | 1.00× |",
+			"| longest put during compact, worst round | 90.0 ms | 90.0 ms | 1.00× |",
+			"| paced load: longest put during compact, median of the rounds | 15.0 ms | 15.0 ms | 1.00× |",
+			"| paced load: longest put during compact, worst round | 20.0 ms | 20.0 ms | 1.00× |",
+			"| paced load: longest linearizable get during compact, median of the rounds | 30.0 ms | 30.0 ms | 1.00× |",
+			"| paced load: longest linearizable get during compact, worst round | 40.0 ms | 40.0 ms | 1.00× |",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +223,9 @@ func TestPrintScale_RoundsRows(t *testing.T) {
 			printScale(&out, rs)
 			if len(tt.want) == 0 && strings.Contains(out.String(), "of the rounds") {
 				t.Errorf("one round, yet rounds rows:\n%s", out.String())
+			}
+			if paced := slices.ContainsFunc(tt.runs, func(c compactRun) bool { return c.Paced }); paced != strings.Contains(out.String(), "paced load") {
+				t.Errorf("paced rounds %v, paced rows %v:\n%s", paced, !paced, out.String())
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(out.String(), w) {

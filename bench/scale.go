@@ -59,6 +59,9 @@ type scaleConfig struct {
 	// sample says little. Rounds after the first come after the restart (before the wipe),
 	// each after an overwrite of every key, so that the other cells are as in runs with one.
 	CompactRounds int `json:"compact_rounds"`
+	// PacedRounds is how many further rounds run with a paced load beside the compaction
+	// instead of closed loops (see compactUnderLoad); they come after the closed rounds.
+	PacedRounds int `json:"paced_rounds"`
 }
 
 // scaleResult is one system's figures. Memory is read after runtime.GC and debug.FreeOSMemory,
@@ -90,12 +93,14 @@ type scaleResult struct {
 	// wait is the time from one of a loop's completions to its next, which tile the loop's time
 	// line; CompactMaxPut / CompactMaxGet are the longest put / get wait that overlapped the
 	// window, CompactPuts the number of put waits that did (the puts completed in the window,
-	// plus the first one completed after it).
-	// They are the first round's; CompactRuns has every round's (CompactRounds).
+	// plus the first one completed after it), CompactGets the same for the gets.
+	// They are the first round's; CompactRuns has every round's (CompactRounds, then
+	// PacedRounds).
 	CompactTime   time.Duration `json:"compact_ns"`
 	CompactMaxPut time.Duration `json:"compact_max_put_wait_ns"`
 	CompactMaxGet time.Duration `json:"compact_max_get_wait_ns"`
 	CompactPuts   int           `json:"compact_puts"`
+	CompactGets   int           `json:"compact_gets"`
 	CompactRuns   []compactRun  `json:"compact_runs"`
 	// ListRate: the whole prefix read in pages of 500 as the Kubernetes API server does, the
 	// first page at the current revision, each later page from the key after the previous
@@ -126,22 +131,26 @@ type scaleResult struct {
 	Err            string        `json:"error,omitempty"`
 }
 
-// compactRun is one round of the compaction cell (see scaleResult's Compact figures).
+// compactRun is one round of the compaction cell (see scaleResult's Compact figures and
+// compactUnderLoad). Puts and Gets count the waits that overlapped the window.
 type compactRun struct {
+	Paced  bool          `json:"paced"`
 	Time   time.Duration `json:"compact_ns"`
 	MaxPut time.Duration `json:"max_put_wait_ns"`
 	MaxGet time.Duration `json:"max_get_wait_ns"`
 	Puts   int           `json:"puts"`
+	Gets   int           `json:"gets"`
 }
 
 // scaleRow is one row of the scale table; the test checks that each is positive, or not
 // negative if zeroOK. A multi row is only measured, and printed, with more than one member; a
-// rounds row only with more than one compaction round.
+// rounds row only with more than one closed compaction round; a paced row only with paced
+// rounds.
 type scaleRow struct {
-	name                  string
-	val                   func(scaleResult) float64
-	format                func(float64) string
-	multi, rounds, zeroOK bool
+	name                         string
+	val                          func(scaleResult) float64
+	format                       func(float64) string
+	multi, rounds, paced, zeroOK bool
 }
 
 var scaleRows = func() []scaleRow {
@@ -156,12 +165,15 @@ var scaleRows = func() []scaleRow {
 		return func(v float64) string { return strings.TrimSpace(thousands(v) + " " + unit) }
 	}
 	fmtDur := func(v float64) string { return dur(time.Duration(v * float64(time.Second))) }
-	// Over the compaction rounds: the median and the largest of a per-round figure.
-	median := func(f func(compactRun) time.Duration) func(scaleResult) float64 {
+	// Over the closed or the paced compaction rounds: the median and the largest of a per-round
+	// figure.
+	median := func(paced bool, f func(compactRun) time.Duration) func(scaleResult) float64 {
 		return func(r scaleResult) float64 {
-			ds := make([]time.Duration, 0, len(r.CompactRuns))
+			var ds []time.Duration
 			for _, c := range r.CompactRuns {
-				ds = append(ds, f(c))
+				if c.Paced == paced {
+					ds = append(ds, f(c))
+				}
 			}
 			if len(ds) == 0 {
 				return 0
@@ -170,11 +182,13 @@ var scaleRows = func() []scaleRow {
 			return ((ds[(len(ds)-1)/2] + ds[len(ds)/2]) / 2).Seconds()
 		}
 	}
-	worst := func(f func(compactRun) time.Duration) func(scaleResult) float64 {
+	worst := func(paced bool, f func(compactRun) time.Duration) func(scaleResult) float64 {
 		return func(r scaleResult) float64 {
 			var m time.Duration
 			for _, c := range r.CompactRuns {
-				m = max(m, f(c))
+				if c.Paced == paced {
+					m = max(m, f(c))
+				}
 			}
 			return m.Seconds()
 		}
@@ -193,10 +207,15 @@ var scaleRows = func() []scaleRow {
 		{name: "longest put during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxPut }), format: fmtDur},
 		{name: "longest linearizable get during compact", val: secs(func(r scaleResult) time.Duration { return r.CompactMaxGet }), format: fmtDur},
 		{name: "puts during compact, 1 writer", val: func(r scaleResult) float64 { return float64(r.CompactPuts) }, format: fmtRate("")},
-		{name: "longest put during compact, median of the rounds", val: median(maxPut), format: fmtDur, rounds: true},
-		{name: "longest put during compact, worst round", val: worst(maxPut), format: fmtDur, rounds: true},
-		{name: "longest linearizable get during compact, median of the rounds", val: median(maxGet), format: fmtDur, rounds: true},
-		{name: "longest linearizable get during compact, worst round", val: worst(maxGet), format: fmtDur, rounds: true},
+		{name: "linearizable gets during compact, 1 reader", val: func(r scaleResult) float64 { return float64(r.CompactGets) }, format: fmtRate("")},
+		{name: "longest put during compact, median of the rounds", val: median(false, maxPut), format: fmtDur, rounds: true},
+		{name: "longest put during compact, worst round", val: worst(false, maxPut), format: fmtDur, rounds: true},
+		{name: "longest linearizable get during compact, median of the rounds", val: median(false, maxGet), format: fmtDur, rounds: true},
+		{name: "longest linearizable get during compact, worst round", val: worst(false, maxGet), format: fmtDur, rounds: true},
+		{name: "paced load: longest put during compact, median of the rounds", val: median(true, maxPut), format: fmtDur, paced: true},
+		{name: "paced load: longest put during compact, worst round", val: worst(true, maxPut), format: fmtDur, paced: true},
+		{name: "paced load: longest linearizable get during compact, median of the rounds", val: median(true, maxGet), format: fmtDur, paced: true},
+		{name: "paced load: longest linearizable get during compact, worst round", val: worst(true, maxGet), format: fmtDur, paced: true},
 		{name: "paginated LIST, 500 per page", val: func(r scaleResult) float64 { return r.ListRate }, format: fmtRate("keys/s")},
 		{name: "close", val: secs(func(r scaleResult) time.Duration { return r.CloseTime }), format: fmtDur},
 		{name: "restart to first linearizable read", val: secs(func(r scaleResult) time.Duration { return r.RestartTime }), format: fmtDur},
@@ -606,11 +625,11 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 	logf("steady puts %.0f/s", r.SteadyRate)
 
 	// 5. Compact with a putter and a getter beside it.
-	run, err := compactUnderLoad(ctx, st, compactRev, keys[0], val(0, 3))
+	run, err := compactUnderLoad(ctx, st, compactRev, keys[0], val(0, 3), false)
 	if err != nil {
 		return r, fmt.Errorf("compact: %w", err)
 	}
-	r.CompactTime, r.CompactMaxPut, r.CompactMaxGet, r.CompactPuts = run.Time, run.MaxPut, run.MaxGet, run.Puts
+	r.CompactTime, r.CompactMaxPut, r.CompactMaxGet, r.CompactPuts, r.CompactGets = run.Time, run.MaxPut, run.MaxGet, run.Puts, run.Gets
 	r.CompactRuns = append(r.CompactRuns, run)
 	logf("compacted at %d in %v; longest put %v, get %v", compactRev, run.Time, run.MaxPut, run.MaxGet)
 
@@ -659,19 +678,20 @@ func scaleChild(cfg scaleConfig) (scaleResult, error) {
 		return r, err
 	}
 
-	// 8. The compaction cell's further rounds, each after an overwrite that gives it as many
-	// old versions to remove.
-	for round := 2; round <= cfg.CompactRounds; round++ {
+	// 8. The compaction cell's further rounds, closed then paced, each after an overwrite that
+	// gives it as many old versions to remove.
+	for round := 2; round <= cfg.CompactRounds+cfg.PacedRounds; round++ {
 		rev, err := writeAll(ctx, st, keys, func(i int) string { return val(i, 4+round) })
 		if err != nil {
 			return r, fmt.Errorf("overwrite before compaction round %d: %w", round, err)
 		}
-		run, err := compactUnderLoad(ctx, st, rev, keys[0], val(0, 3))
+		paced := round > cfg.CompactRounds
+		run, err := compactUnderLoad(ctx, st, rev, keys[0], val(0, 3), paced)
 		if err != nil {
 			return r, fmt.Errorf("compaction round %d: %w", round, err)
 		}
 		r.CompactRuns = append(r.CompactRuns, run)
-		logf("compaction round %d at %d in %v; longest put %v, get %v", round, rev, run.Time, run.MaxPut, run.MaxGet)
+		logf("compaction round %d (paced %v) at %d in %v; longest put %v, get %v; %d puts, %d gets", round, paced, rev, run.Time, run.MaxPut, run.MaxGet, run.Puts, run.Gets)
 	}
 
 	// 9. A follower wiped and added back under writes. Last, so that the cells above are as in
@@ -747,29 +767,59 @@ func steadyPuts(ctx context.Context, st scaleStore, keys []string, val string, d
 	return float64(n) / elapsed.Seconds(), err
 }
 
-// compactUnderLoad compacts at rev while a putter and a linearizable getter run in closed loops,
-// and returns the round's figures (see scaleResult's Compact figures).
-func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val string) (compactRun, error) {
-	type wait struct{ from, to time.Time } // from one completion to the next
+// The paced compaction rounds' load: a busy host's reads and writes, far below what either
+// system serves, so that a long wait is the store stalling and not a queue the load built.
+const (
+	scalePacedGetEvery = time.Millisecond      // 1,000 linearizable gets/s
+	scalePacedPutEvery = 10 * time.Millisecond // 100 puts/s
+)
+
+// compactUnderLoad compacts at rev while a putter and a linearizable getter run, and returns the
+// round's figures (see scaleResult's Compact figures).
+//
+// Closed (paced false): each loop starts its next op when the last returns, and a wait runs from
+// one completion to the next. The loops take all the CPU they can, so on a machine with few
+// cores the waits also measure how the system shares the CPU between them and its own work: an
+// in-process client that answers in microseconds competes harder than one behind gRPC.
+//
+// Paced: each op starts on a fixed schedule (scalePaced*Every), and a wait runs from the time
+// the op was due to its completion, so that an op started late because the one before stalled
+// counts that stall too (no coordinated omission).
+func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val string, paced bool) (compactRun, error) {
+	type wait struct{ from, to time.Time }
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	waits := make([][]wait, 2)
 	errs := make([]error, 2)
 	warm := make(chan struct{}, 2)
-	for i, op := range []func() error{
-		func() error { _, err := st.put(ctx, scaleBgKey, val); return err },
-		func() error { return st.get(ctx, getKey) },
+	for i, op := range []struct {
+		do    func() error
+		every time.Duration
+	}{
+		{func() error { _, err := st.put(ctx, scaleBgKey, val); return err }, scalePacedPutEvery},
+		{func() error { return st.get(ctx, getKey) }, scalePacedGetEvery},
 	} {
+		if !paced {
+			op.every = 0
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// Three unmeasured ops first, so that the window starts with both loops running
 			// and after a completion of each. The loop ends with an op started after the
 			// window, so that the waits cover the window whatever the scheduling.
-			var prev time.Time
+			var from time.Time // the last completion (closed), the time the op is due (paced)
 			for n := 0; ; n++ {
 				last := stop.Load()
-				if errs[i] = op(); errs[i] != nil {
+				if op.every > 0 {
+					if n == 0 {
+						from = time.Now()
+					} else {
+						from = from.Add(op.every)
+					}
+					time.Sleep(time.Until(from))
+				}
+				if errs[i] = op.do(); errs[i] != nil {
 					if n < 3 {
 						warm <- struct{}{}
 					}
@@ -777,11 +827,13 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 				}
 				now := time.Now()
 				if n >= 3 {
-					waits[i] = append(waits[i], wait{prev, now})
+					waits[i] = append(waits[i], wait{from, now})
 				} else if n == 2 {
 					warm <- struct{}{}
 				}
-				prev = now
+				if op.every == 0 {
+					from = now
+				}
 				if last {
 					return
 				}
@@ -798,7 +850,7 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 	if err = errors.Join(err, errs[0], errs[1]); err != nil {
 		return compactRun{}, err
 	}
-	run := compactRun{Time: t1.Sub(t0)}
+	run := compactRun{Paced: paced, Time: t1.Sub(t0)}
 	for i, ws := range waits {
 		for _, w := range ws {
 			if w.from.After(t1) || w.to.Before(t0) {
@@ -808,6 +860,7 @@ func compactUnderLoad(ctx context.Context, st scaleStore, rev int64, getKey, val
 				run.Puts++
 				run.MaxPut = max(run.MaxPut, w.to.Sub(w.from))
 			} else {
+				run.Gets++
 				run.MaxGet = max(run.MaxGet, w.to.Sub(w.from))
 			}
 		}
@@ -857,7 +910,16 @@ func printScale(w io.Writer, rs []scaleResult) {
 	for _, m := range counts {
 		e, eok := bySys[m]["ember"]
 		d, dok := bySys[m]["etcd"]
-		rounds := max(len(e.CompactRuns), len(d.CompactRuns))
+		rounds, paced := 0, 0
+		for _, r := range []scaleResult{e, d} {
+			n := 0
+			for _, c := range r.CompactRuns {
+				if c.Paced {
+					n++
+				}
+			}
+			rounds, paced = max(rounds, len(r.CompactRuns)-n), max(paced, n)
+		}
 		what := "1 member"
 		if m > 1 {
 			what = fmt.Sprintf("%d members in one process (memory: their sum)", m)
@@ -866,7 +928,7 @@ func printScale(w io.Writer, rs []scaleResult) {
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		both := eok && dok && e.Err == "" && d.Err == ""
 		for _, row := range scaleRows {
-			if row.multi && m == 1 || row.rounds && rounds < 2 {
+			if row.multi && m == 1 || row.rounds && rounds < 2 || row.paced && paced == 0 {
 				continue
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.name, cell(e, eok, row), cell(d, dok, row), ratio(row.val(e), row.val(d), both))

@@ -1,0 +1,5 @@
+//go:build !race
+
+package readindex
+
+const raceEnabled = false
