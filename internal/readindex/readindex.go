@@ -23,7 +23,7 @@ type Batcher struct {
 
 	mu      sync.Mutex
 	next    *round // round that callers join; starts when the running one ends
-	running bool   // a Fetch is running: a caller's own, or run's rounds
+	running bool   // a goroutine is running rounds
 }
 
 type round struct {
@@ -40,35 +40,19 @@ func New(fetch Fetch) *Batcher { return &Batcher{fetch: fetch} }
 
 // Get returns a read index obtained by a Fetch that began after Get was called. A cancelled ctx
 // abandons the wait.
-//
-// A caller that finds the Batcher idle runs the Fetch itself, with its own ctx: nobody can join
-// that Fetch, so it needs no round to share, and a lone reader (the common case of an embedded
-// member) pays no goroutine handoff and allocates nothing here. Fetch must return once ctx ends.
 func (b *Batcher) Get(ctx context.Context) (uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	b.mu.Lock()
-	if !b.running && b.next == nil {
-		b.running = true
-		b.mu.Unlock()
-		idx, err := b.fetch(ctx)
-		b.mu.Lock()
-		if b.next != nil { // callers that arrived meanwhile wait for a round of their own
-			go b.run()
-		} else {
-			b.running = false
-		}
-		b.mu.Unlock()
-		return idx, err
-	}
 	r := b.next
 	if r == nil || r.ctx.Err() != nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		r = &round{done: make(chan struct{}), ctx: rctx, stop: cancel}
 		b.next = r
 	}
-	r.refs++ // a Fetch is running (only an idle Batcher has no round pending): it starts r next
+	r.refs++
+	if !b.running {
+		b.running = true
+		go b.run()
+	}
 	b.mu.Unlock()
 
 	select {

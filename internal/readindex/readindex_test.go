@@ -43,32 +43,6 @@ func TestBatcher_NeverJoinsARunningFetch(t *testing.T) {
 	}
 }
 
-// A lone reader, the common case of an embedded member, must not pay for batching: no round, no
-// goroutine, no context (the read path of a 1-member store allocated ~1 KB per linearizable get
-// here, and handed off between two goroutines twice).
-func TestBatcher_LoneCallerAllocatesNothing(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
-	var calls uint64
-	b := New(func(ctx context.Context) (uint64, error) {
-		calls++
-		return calls, nil
-	})
-	ctx := context.Background()
-	var last uint64
-	allocs := testing.AllocsPerRun(100, func() {
-		idx, err := b.Get(ctx)
-		if err != nil || idx != last+1 {
-			t.Fatalf("Get = %d, %v; want a new fetch's index %d", idx, err, last+1)
-		}
-		last = idx
-	})
-	if allocs != 0 {
-		t.Fatalf("a lone Get allocates %.1f times, want 0", allocs)
-	}
-}
-
 func TestBatcher_SharesOneFetchAmongWaiters(t *testing.T) {
 	var calls atomic.Uint64
 	gate := make(chan struct{})

@@ -1,5 +1,0 @@
-//go:build !race
-
-package readindex
-
-const raceEnabled = false
