@@ -168,3 +168,56 @@ func TestCluster_ReadIndexDeadlineOnLeaderIsRetriedByFollower(t *testing.T) {
 	c.Heal()
 	healed(t, c, "v")
 }
+
+// TestStore_ReadIndex_SoleVoterAnswersAlone: a leader answers a read index without a round of
+// acks only while it is the one voter (learners do not vote), and then with an index that covers
+// every write it acknowledged; with other voters it must ask them.
+func TestStore_ReadIndex_SoleVoterAnswersAlone(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) *embertest.Cluster
+		alone bool
+	}{
+		{"one member", func(t *testing.T) *embertest.Cluster { return embertest.NewCluster(t, 1) }, true},
+		{"one voter and a learner", func(t *testing.T) *embertest.Cluster {
+			c := embertest.NewCluster(t, 1)
+			c.Join("l1", ember.WithLearner())
+			return c
+		}, true},
+		{"three voters", func(t *testing.T) *embertest.Cluster { return embertest.NewCluster(t, 3) }, false},
+		{"three voters, two removed", func(t *testing.T) *embertest.Cluster {
+			c := embertest.NewCluster(t, 3)
+			for _, f := range c.Followers() {
+				c.Remove(f.ID)
+			}
+			return c
+		}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.setup(t)
+			s := c.Leader().Store()
+			ctx := ctxFor(t, 30*time.Second)
+			if _, err := s.Put(ctx, "k", "v"); err != nil {
+				t.Fatal(err)
+			}
+			st, err := s.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			applied := st.AppliedIndex // the put's entry, or later
+			var idx uint64
+			var alone bool
+			waitFor(t, 10*time.Second, "a ready leader term", func() bool {
+				idx, alone = ember.SoleVoterReadIndex(s)
+				return alone || !tc.alone
+			})
+			if alone != tc.alone {
+				t.Fatalf("answered alone = %v, want %v", alone, tc.alone)
+			}
+			if alone && idx < applied {
+				t.Fatalf("read index %d misses the acknowledged put, applied at %d", idx, applied)
+			}
+		})
+	}
+}
