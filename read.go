@@ -112,10 +112,11 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-// soleVoterReadIndex is leaderReadIndex for a leader that is the only voter, answered at once
-// and without a timer (most of what a read of one member allocates otherwise): a majority of one
-// is this member, so nothing but its own term needs confirming. ok is false when this member's
-// term is not ready or the configuration has other voters; leaderReadIndex decides then.
+// soleVoterReadIndex is leaderReadIndex for a leader that is the only voter, answered at once:
+// a majority of one is this member, so nothing but its own term needs confirming, and no timer
+// is armed (the timeout's context was a third of the bytes a read of one member allocated). ok
+// is false when this member's term is not ready or the configuration has other voters;
+// leaderReadIndex decides then.
 func (s *Store) soleVoterReadIndex() (idx uint64, ok bool) {
 	term := s.raft.CurrentTerm()
 	if s.readyTerm.Load() != term {

@@ -319,7 +319,7 @@ func isAny(err error, targets []error) bool {
 }
 
 // retryable reports whether an operation that is safe to repeat should be tried again: whether
-// or not an attempt took effect does not matter, and a per-attempt deadline (fetchReadIndex's, but for a sole voter's)
+// or not an attempt took effect does not matter, and a per-attempt deadline (fetchReadIndex's)
 // is worth a retry while the caller's ctx lasts.
 func retryable(err error) bool {
 	return classifyAttempt(err, nil, nil) != attemptFailed || errors.Is(err, context.DeadlineExceeded)
