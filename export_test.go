@@ -47,7 +47,3 @@ const ForwardInFlight = forwardInFlight
 
 // TrailingLogs is the TrailingLogs raft truncates s's log to at its next snapshot.
 func TrailingLogs(s *Store) uint64 { return s.raft.ReloadableConfig().TrailingLogs }
-
-// SoleVoterReadIndex is the read index a leader answers without asking anyone: ok only while it
-// is the configuration's one voter and its term is ready.
-func SoleVoterReadIndex(s *Store) (uint64, bool) { return s.soleVoterReadIndex() }

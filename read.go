@@ -62,16 +62,10 @@ func (s *Store) reread(v *readView, code wire.Code, attempt int) (*readView, err
 // fetchReadIndex obtains a read index: from this member if it leads, else from the leader.
 // readindex.Batcher calls it once for all reads waiting at the same time.
 func (s *Store) fetchReadIndex(ctx context.Context) (uint64, error) {
-	isLeader := s.raft.State() == raft.Leader
-	if isLeader {
-		if idx, ok := s.soleVoterReadIndex(); ok {
-			return idx, nil
-		}
-	}
 	// A partitioned leader answers nothing; give up after a few election timeouts and retry.
 	ctx, cancel := context.WithTimeout(ctx, 3*s.cfg.electionTimeout+time.Second)
 	defer cancel()
-	if isLeader {
+	if s.raft.State() == raft.Leader {
 		return s.leaderReadIndex(ctx)
 	}
 	addr, err := s.leaderAddr()
@@ -112,27 +106,6 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-// soleVoterReadIndex is leaderReadIndex for a leader that is the only voter, answered at once:
-// a majority of one is this member, so nothing but its own term needs confirming, and no timer
-// is armed (the timeout's context was a third of the bytes a read of one member allocated). ok
-// is false when this member's term is not ready or the configuration has other voters;
-// leaderReadIndex decides then.
-func (s *Store) soleVoterReadIndex() (idx uint64, ok bool) {
-	term := s.raft.CurrentTerm()
-	if s.readyTerm.Load() != term {
-		return 0, false
-	}
-	idx = s.raft.CommitIndex()
-	conf, err := s.configuration() // read after the capture, as confirmLeadership does
-	if err != nil {
-		return 0, false
-	}
-	if others, self := otherVoters(conf, s.id); others > 0 || !self {
-		return 0, false
-	}
-	return idx, s.raft.CurrentTerm() == term
-}
-
 // readyLeaderTerm waits until this leader's term has its first entry applied, and returns the
 // term: from then on, every entry of earlier terms in the log is committed.
 func (s *Store) readyLeaderTerm(ctx context.Context) (uint64, error) {
@@ -171,6 +144,9 @@ func (s *Store) confirmLeadership(ctx context.Context, term uint64) error {
 	conf, err := s.configuration()
 	if err != nil {
 		return err
+	}
+	if others, self := otherVoters(conf, s.id); others == 0 && self {
+		return nil // the majority is this member, in term (the caller checks that after)
 	}
 	members := make([]readindex.Member, 0, len(conf.Servers))
 	for _, srv := range conf.Servers {
